@@ -1,0 +1,3 @@
+from pobox.cli.main import main
+
+raise SystemExit(main())
