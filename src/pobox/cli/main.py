@@ -1,0 +1,315 @@
+"""``pobox``: the command line. Every command goes through the mail service."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from pobox import __version__
+from pobox.config import Config, config_from_environment
+from pobox.errors import ConfigError, NotFound, PoboxError, Temporary
+from pobox.service.mail import MailService
+
+# sysexits.h values, as an MTA such as Postfix reads them from `pobox deliver`
+EX_NOUSER = 67
+EX_TEMPFAIL = 75
+EX_USAGE = 64
+
+
+class CliError(PoboxError):
+    pass
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        line = sys.stdin.readline()
+        password = line.rstrip("\r\n")
+    elif sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            raise CliError("the passwords do not match")
+    else:
+        raise CliError("no password: use --password-stdin to read it from standard input")
+    if not password:
+        raise CliError("the password must not be empty")
+    return password
+
+
+async def _with_service(config: Config, action: Callable[[MailService], Awaitable[int]]) -> int:
+    service = await MailService.open(config)
+    try:
+        return await action(service)
+    finally:
+        await service.close()
+
+
+def _human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"  # pragma: no cover
+
+
+# commands -----------------------------------------------------------------------------------
+async def cmd_init(service: MailService, args: argparse.Namespace) -> int:
+    print(f"store ready in {service.config.data_path.resolve()}")
+    if args.demo:
+        if await service.accounts.list():
+            print("accounts exist already; no demo account created")
+        else:
+            await service.accounts.add("demo@localhost", "demo")
+            print("created the account demo@localhost with password 'demo'")
+    return 0
+
+
+async def cmd_user_add(service: MailService, args: argparse.Namespace) -> int:
+    account = await service.accounts.add(args.address, _read_password(args))
+    print(f"created {account.address}")
+    return 0
+
+
+async def cmd_user_passwd(service: MailService, args: argparse.Namespace) -> int:
+    await service.accounts.set_password(args.address, _read_password(args))
+    print(f"password changed for {args.address}")
+    return 0
+
+
+async def cmd_user_del(service: MailService, args: argparse.Namespace) -> int:
+    await service.accounts.delete(args.address)
+    print(f"deleted {args.address} and all its mail")
+    return 0
+
+
+async def cmd_user_list(service: MailService, args: argparse.Namespace) -> int:
+    aliases: dict[str, list[str]] = {}
+    for alias, address in await service.store.list_aliases():
+        aliases.setdefault(address, []).append(alias)
+    for account in await service.accounts.list():
+        extra = ""
+        if account.address in aliases:
+            extra = "  aliases: " + ", ".join(aliases[account.address])
+        settings = " ".join(f"{k}={v}" for k, v in sorted(account.settings.items()))
+        print(f"{account.address}{extra}{'  ' + settings if settings else ''}")
+    return 0
+
+
+async def cmd_user_set(service: MailService, args: argparse.Namespace) -> int:
+    for assignment in args.settings:
+        key, sep, value = assignment.partition("=")
+        if not sep:
+            raise CliError(f"{assignment!r}: write settings as KEY=VALUE (KEY= to reset)")
+        await service.accounts.set_setting(args.address, key.strip(), value.strip() or None)
+        print(f"{args.address}: {key.strip()} = {value.strip() or '(server default)'}")
+    return 0
+
+
+async def cmd_alias_add(service: MailService, args: argparse.Namespace) -> int:
+    await service.accounts.add_alias(args.alias, args.address)
+    print(f"mail for {args.alias} now goes to {args.address}")
+    return 0
+
+
+async def cmd_alias_del(service: MailService, args: argparse.Namespace) -> int:
+    await service.accounts.remove_alias(args.alias)
+    print(f"removed alias {args.alias}")
+    return 0
+
+
+async def cmd_alias_list(service: MailService, args: argparse.Namespace) -> int:
+    for alias, address in await service.store.list_aliases():
+        print(f"{alias} -> {address}")
+    return 0
+
+
+async def cmd_mailbox_list(service: MailService, args: argparse.Namespace) -> int:
+    summaries = await service.mailbox_summaries(args.address)
+    width = max((len(s.mailbox.name) for s in summaries), default=7)
+    print(f"{'MAILBOX':{width}}  {'MESSAGES':>8}  {'UNSEEN':>6}  {'SIZE':>10}")
+    for summary in summaries:
+        status = summary.status
+        print(
+            f"{summary.mailbox.name:{width}}  {status.messages:>8}  {status.unseen:>6}"
+            f"  {_human(status.size):>10}"
+        )
+    return 0
+
+
+async def cmd_deliver(service: MailService, args: argparse.Namespace) -> int:
+    from pobox.service.delivery import Envelope
+
+    content = sys.stdin.buffer.read()
+    limit = service.config.delivery.max_message_size
+    if len(content) > limit:
+        print(
+            f"pobox: message of {len(content)} bytes exceeds the limit of {limit}", file=sys.stderr
+        )
+        return 1
+    envelope = Envelope(sender=args.sender, recipients=(args.address,), protocol="local")
+    (result,) = await service.delivery.deliver(envelope, content)
+    if result.delivered:
+        return 0
+    print(f"pobox: {args.address}: {result.reason}", file=sys.stderr)
+    return EX_TEMPFAIL if result.temporary else EX_NOUSER
+
+
+async def cmd_pop3_deleted(service: MailService, args: argparse.Namespace) -> int:
+    items = await service.recoverable(args.address, args.since)
+    for item in items:
+        where = "hidden from POP3" if item.still_present else "expunged"
+        print(
+            f"{item.deleted_at:%Y-%m-%d %H:%M}  {item.uidl}  {item.mailbox_name}  {item.size}"
+            f"  {where}"
+        )
+    print(f"{len(items)} recoverable message(s)")
+    return 0
+
+
+async def cmd_pop3_undelete(service: MailService, args: argparse.Namespace) -> int:
+    count = await service.undelete(args.address, args.since)
+    print(f"restored {count} message(s) for {args.address}")
+    return 0
+
+
+async def cmd_sweep(service: MailService, args: argparse.Namespace) -> int:
+    expunged, purged = await service.policies.sweep()
+    print(f"retention: expunged {expunged} message(s), dropped {purged} recovery copies")
+    return 0
+
+
+# the parser -----------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pobox", description="pobox mail server")
+    parser.add_argument("--version", action="version", version=f"pobox {__version__}")
+    parser.add_argument("--config", metavar="FILE", help="TOML configuration (or POBOX_CONFIG)")
+    parser.add_argument("--data", metavar="DIR", help="data directory (or POBOX_DATA)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    serve = commands.add_parser("serve", help="run every listener")
+    serve.add_argument("--workers", type=int, help="worker processes (default: server.workers)")
+
+    init = commands.add_parser("init", help="create or upgrade the store")
+    init.add_argument(
+        "--demo",
+        action="store_true",
+        help="create demo@localhost (password demo) if there is no account yet",
+    )
+    init.set_defaults(action=cmd_init)
+    commands.add_parser("migrate", help="create or upgrade the store").set_defaults(
+        action=cmd_init, demo=False
+    )
+
+    user = commands.add_parser("user", help="accounts").add_subparsers(
+        dest="user_command", metavar="ACTION", required=True
+    )
+    for name, action, helptext in (
+        ("add", cmd_user_add, "create an account"),
+        ("passwd", cmd_user_passwd, "change a password"),
+    ):
+        sub = user.add_parser(name, help=helptext)
+        sub.add_argument("address")
+        sub.add_argument(
+            "--password-stdin",
+            action="store_true",
+            help="read the password from the first line of standard input",
+        )
+        sub.set_defaults(action=action)
+    sub = user.add_parser("del", help="delete an account and all its mail")
+    sub.add_argument("address")
+    sub.set_defaults(action=cmd_user_del)
+    user.add_parser("list", help="list accounts").set_defaults(action=cmd_user_list)
+    sub = user.add_parser("set", help="set per-account settings, e.g. pop3.retention=keep")
+    sub.add_argument("address")
+    sub.add_argument("settings", nargs="+", metavar="KEY=VALUE")
+    sub.set_defaults(action=cmd_user_set)
+
+    alias = commands.add_parser("alias", help="addresses that deliver to an account")
+    alias_cmds = alias.add_subparsers(dest="alias_command", metavar="ACTION", required=True)
+    sub = alias_cmds.add_parser("add", help="add ALIAS for ADDRESS")
+    sub.add_argument("alias")
+    sub.add_argument("address")
+    sub.set_defaults(action=cmd_alias_add)
+    sub = alias_cmds.add_parser("del", help="remove an alias")
+    sub.add_argument("alias")
+    sub.set_defaults(action=cmd_alias_del)
+    alias_cmds.add_parser("list", help="list aliases").set_defaults(action=cmd_alias_list)
+
+    mailbox = commands.add_parser("mailbox", help="mailboxes of an account")
+    mailbox_cmds = mailbox.add_subparsers(dest="mailbox_command", metavar="ACTION", required=True)
+    sub = mailbox_cmds.add_parser("list", help="mailboxes with message count, unseen and size")
+    sub.add_argument("address")
+    sub.set_defaults(action=cmd_mailbox_list)
+
+    deliver = commands.add_parser("deliver", help="deliver one message from standard input")
+    deliver.add_argument("address")
+    deliver.add_argument("--from", dest="sender", default="", help="envelope sender")
+    deliver.set_defaults(action=cmd_deliver)
+
+    pop3 = commands.add_parser("pop3", help="POP3 recovery")
+    pop3_cmds = pop3.add_subparsers(dest="pop3_command", metavar="ACTION", required=True)
+    for name, action, helptext in (
+        ("deleted", cmd_pop3_deleted, "list what POP3 clients deleted that can be recovered"),
+        ("undelete", cmd_pop3_undelete, "put back what POP3 clients deleted"),
+    ):
+        sub = pop3_cmds.add_parser(name, help=helptext)
+        sub.add_argument("address")
+        sub.add_argument("--since", metavar="DATE", help="only what was deleted since DATE")
+        sub.set_defaults(action=action)
+
+    commands.add_parser("sweep", help="apply retention policies now").set_defaults(action=cmd_sweep)
+    return parser
+
+
+def _serve(config: Config, args: argparse.Namespace) -> int:
+    from pobox.log import setup_logging
+    from pobox.server import announce, run
+
+    workers = args.workers if args.workers is not None else config.server.workers
+    if workers < 1:
+        raise CliError("--workers must be at least 1")
+    setup_logging(config.server.log_level)
+
+    def ready(running: Any) -> None:
+        print(announce(config, running), flush=True)
+
+    run(config, workers, ready=ready)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_environment(args.config, args.data)
+        if args.command == "serve":
+            return _serve(config, args)
+        action: Callable[[MailService, argparse.Namespace], Awaitable[int]] = args.action
+        return asyncio.run(_with_service(config, lambda service: action(service, args)))
+    except ConfigError as exc:
+        print(f"pobox: configuration error: {exc}", file=sys.stderr)
+        return EX_USAGE
+    except NotFound as exc:
+        print(f"pobox: {exc}", file=sys.stderr)
+        return 1
+    except Temporary as exc:
+        print(f"pobox: temporary failure: {exc}", file=sys.stderr)
+        return EX_TEMPFAIL
+    except PoboxError as exc:
+        print(f"pobox: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"pobox: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # never a traceback to a user
+        if os.environ.get("POBOX_DEBUG"):
+            raise
+        print(f"pobox: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 70

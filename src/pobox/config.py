@@ -1,0 +1,210 @@
+"""Settings: one TOML file, every key with a default.
+
+``load_config(path)`` turns the file into frozen dataclasses. An unknown key, a value of the wrong
+type or a value out of range stops startup with a :class:`ConfigError` naming the key and the file.
+docs/configuration.md lists every key; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pobox.errors import ConfigError
+
+RETENTION_HELP = "'delete', 'keep' or 'keep-days:N'"
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerConfig:
+    enabled: bool = True
+    listen: str = "127.0.0.1"
+    port: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ImapConfig(ListenerConfig):
+    port: int = 1143
+    max_line: int = 65536
+    max_literal: int = 52428800
+    idle_timeout: int = 1800
+    max_bad_commands: int = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Pop3Config(ListenerConfig):
+    port: int = 1110
+    idle_timeout: int = 600
+    retention: str = "delete"
+    recovery_days: int = 7
+    max_auth_failures: int = 3
+    auth_failure_delay: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpConfig(ListenerConfig):
+    port: int = 2525
+    timeout: int = 300
+
+
+@dataclass(frozen=True, slots=True)
+class LmtpConfig(ListenerConfig):
+    port: int = 2424
+    timeout: int = 300
+
+
+@dataclass(frozen=True, slots=True)
+class WebConfig(ListenerConfig):
+    port: int = 8080
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryConfig:
+    max_message_size: int = 52428800
+    max_recipients: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    workers: int = 1
+    log_level: str = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    hostname: str = "localhost"
+    data_dir: str = "./data"
+    store: str = "sqlite"
+    server: ServerConfig = field(default_factory=ServerConfig)
+    imap: ImapConfig = field(default_factory=ImapConfig)
+    pop3: Pop3Config = field(default_factory=Pop3Config)
+    smtp: SmtpConfig = field(default_factory=SmtpConfig)
+    lmtp: LmtpConfig = field(default_factory=LmtpConfig)
+    web: WebConfig = field(default_factory=WebConfig)
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    source: str = "(defaults)"
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+
+_RANGES: dict[str, tuple[int, int]] = {
+    "port": (0, 65535),
+    "workers": (1, 256),
+    "max_line": (1024, 16 * 1024 * 1024),
+    "max_literal": (1024, 2**40),
+    "max_message_size": (1024, 2**40),
+    "max_recipients": (1, 100000),
+    "recovery_days": (0, 36500),
+    "idle_timeout": (1, 7 * 86400),
+    "timeout": (1, 86400),
+    "max_bad_commands": (1, 10000),
+    "max_auth_failures": (1, 1000),
+}
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "log_level": ("debug", "info", "warning", "error"),
+}
+
+
+def parse_retention(value: str) -> tuple[str, int | None]:
+    """Parse a POP3 retention policy: 'delete', 'keep' or 'keep-days:N' (N is returned)."""
+    if value in ("delete", "keep"):
+        return value, None
+    if value.startswith("keep-days:"):
+        number = value.removeprefix("keep-days:")
+        if number.isdigit() and 0 < int(number) <= 36500:
+            return "keep-days", int(number)
+    raise ValueError(f"{value!r} is not a POP3 retention policy; use {RETENTION_HELP}")
+
+
+def _check_value(name: str, key: str, value: Any, expected: Any, source: str) -> Any:
+    where = f"{source}: key {key!r}"
+    if expected is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, not {value!r}")
+        return value
+    if expected is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} must be an integer, not {value!r}")
+        low, high = _RANGES.get(name, (-(2**63), 2**63))
+        if not low <= value <= high:
+            raise ConfigError(f"{where} must be between {low} and {high}, not {value}")
+        return value
+    if expected is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where} must be a number, not {value!r}")
+        if value < 0:
+            raise ConfigError(f"{where} must not be negative")
+        return float(value)
+    if expected is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, not {value!r}")
+        if name in _CHOICES and value not in _CHOICES[name]:
+            raise ConfigError(f"{where} must be one of {', '.join(_CHOICES[name])}, not {value!r}")
+        if name == "retention":
+            try:
+                parse_retention(value)
+            except ValueError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+        return value
+    raise ConfigError(f"{where} has an unsupported type")  # pragma: no cover
+
+
+def _build(cls: type[Any], table: dict[str, Any], prefix: str, source: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        full = f"{prefix}{key}"
+        if key not in known:
+            raise ConfigError(f"{source}: unknown key {full!r}")
+        expected = hints[key]
+        if dataclasses.is_dataclass(expected):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: key {full!r} must be a table ([{full}])")
+            values[key] = _build(typing.cast(type[Any], expected), value, f"{full}.", source)
+        else:
+            if isinstance(expected, types.UnionType):  # pragma: no cover - no optional keys yet
+                expected = typing.get_args(expected)[0]
+            values[key] = _check_value(key, full, value, expected, source)
+    return cls(**values)
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, *, data_dir: str | None = None
+) -> Config:
+    """Read the TOML file at *path* (or use defaults), then apply *data_dir* if given."""
+    config = Config()
+    if path is not None:
+        source = str(path)
+        try:
+            with open(path, "rb") as fp:
+                table = tomllib.load(fp)
+        except FileNotFoundError:
+            raise ConfigError(f"{source}: configuration file not found") from None
+        except OSError as exc:
+            raise ConfigError(f"{source}: cannot read configuration file: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+        config = _build(Config, table, "", source)
+        config = dataclasses.replace(config, source=source)
+    if data_dir is not None:
+        config = dataclasses.replace(config, data_dir=data_dir)
+    return config
+
+
+def config_from_environment(
+    config_path: str | None, data_dir: str | None, environ: typing.Mapping[str, str] = os.environ
+) -> Config:
+    """Apply the ``--config``/``POBOX_CONFIG`` and ``--data``/``POBOX_DATA`` rules."""
+    path = config_path or environ.get("POBOX_CONFIG") or None
+    data = data_dir or environ.get("POBOX_DATA") or None
+    return load_config(path, data_dir=data)

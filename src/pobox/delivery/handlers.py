@@ -1,0 +1,106 @@
+"""aiosmtpd handlers for SMTP and LMTP: address checks and DATA, all through the service."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from aiosmtpd.lmtp import LMTP
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from pobox.delivery import replies
+from pobox.errors import PoboxError
+from pobox.service.delivery import Delivery
+from pobox.service.delivery import Envelope as DeliveryEnvelope
+
+log = logging.getLogger("pobox.delivery")
+
+
+def _strip(address: str) -> str:
+    return address.strip().removeprefix("<").removesuffix(">")
+
+
+class DeliveryHandler:
+    """The aiosmtpd handler hooks (``handle_RCPT``, ``handle_DATA``) for one protocol."""
+
+    def __init__(self, delivery: Delivery, protocol: str, max_recipients: int) -> None:
+        self.delivery = delivery
+        self.protocol = protocol
+        self.max_recipients = max_recipients
+
+    # aiosmtpd calls its hooks by these names
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        if len(envelope.rcpt_tos) >= self.max_recipients:
+            return replies.TOO_MANY_RECIPIENTS
+        address = _strip(address)
+        try:
+            account = await self.delivery.resolve(address)
+        except PoboxError as exc:
+            log.warning("recipient lookup of %s failed: %s", address, exc)
+            return replies.TEMPORARY
+        if account is None:
+            log.info("rejected unknown recipient %s from %s", address[:200], session.peer)
+            return replies.NO_SUCH_USER.format(address[:200])
+        envelope.rcpt_tos.append(address)
+        return replies.RCPT_OK
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        content = envelope.original_content or b""
+        if isinstance(envelope.content, bytes) and not content:
+            content = envelope.content
+        peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
+        request = DeliveryEnvelope(
+            sender=_strip(envelope.mail_from or ""),
+            recipients=tuple(envelope.rcpt_tos),
+            helo=session.host_name or "",
+            peer=peer,
+            protocol=self.protocol,
+        )
+        results = await self.delivery.deliver(request, content)
+        if self.protocol == "LMTP":
+            return replies.lmtp_data(results)
+        return replies.smtp_data(results)
+
+    async def handle_exception(self, error: Exception) -> str:
+        log.exception("%s session error", self.protocol, exc_info=error)
+        return "421 4.3.0 internal error, closing connection"
+
+
+class _LoggedSession:
+    """One log line per connection: peer, duration."""
+
+    protocol_name = "SMTP"
+    _started: float
+    _peer: Any
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._started = time.monotonic()
+        self._peer = transport.get_extra_info("peername")
+        log.info("%s connection from %s", self.protocol_name, self._peer)
+        super().connection_made(transport)  # type: ignore[misc]
+
+    def connection_lost(self, error: Exception | None) -> None:
+        log.info(
+            "%s connection from %s closed after %.3fs",
+            self.protocol_name,
+            self._peer,
+            time.monotonic() - self._started,
+        )
+        super().connection_lost(error)  # type: ignore[misc]
+
+
+class SmtpServer(_LoggedSession, SMTP):
+    protocol_name = "SMTP"
+
+
+class LmtpServer(_LoggedSession, LMTP):
+    protocol_name = "LMTP"

@@ -1,0 +1,88 @@
+"""Receiving message content: spool it durably, parse it once, describe it for the store."""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Iterable
+from datetime import datetime
+
+from pobox.errors import Temporary
+from pobox.mail.parse import parse_message
+from pobox.mail.structure import ParsedMessage
+from pobox.store.api import NewMessage, SearchFields, Spool
+
+CHUNK = 256 * 1024
+
+
+class CrlfWriter:
+    """Writes to a spool, turning bare LF line ends into CRLF (stored form is RFC 5322's)."""
+
+    def __init__(self, spool: Spool) -> None:
+        self.spool = spool
+        self._last_cr = False
+
+    def write(self, data: bytes) -> None:
+        if not data:
+            return
+        if b"\n" in data:
+            fixed = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+            if data.startswith(b"\n") and self._last_cr:
+                fixed = fixed[1:]  # the CR was written with the previous chunk
+            data = fixed
+        self.spool.write(data)
+        self._last_cr = data.endswith(b"\r")
+
+
+def fields_of(parsed: ParsedMessage) -> SearchFields:
+    return SearchFields(
+        subject=parsed.subject,
+        from_=parsed.from_addr,
+        to=parsed.to_addrs,
+        cc=parsed.cc,
+        bcc=parsed.bcc,
+        message_id=parsed.message_id or "",
+        sent_date=parsed.sent_date,
+    )
+
+
+def spool_message(
+    spool: Spool,
+    chunks: Iterable[bytes],
+    *,
+    flags: frozenset[str] = frozenset(),
+    internal_date: datetime | None = None,
+    pop3_uidl: str | None = None,
+) -> NewMessage:
+    """Blocking: write *chunks* to *spool*, fsync it, parse it once. Run in a worker thread.
+
+    Disk trouble becomes :class:`Temporary` and the spool is discarded.
+    """
+    try:
+        writer = CrlfWriter(spool)
+        for chunk in chunks:
+            writer.write(chunk)
+        spool.seal()
+        with spool.open() as fp:
+            parsed = parse_message(fp)
+    except OSError as exc:
+        spool.discard()
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS):
+            raise Temporary(f"cannot store the message now: {exc.strerror}") from exc
+        raise
+    except BaseException:
+        spool.discard()
+        raise
+    return NewMessage(
+        spool=spool,
+        structure=parsed.to_bytes(),
+        fields=fields_of(parsed),
+        flags=flags,
+        internal_date=internal_date,
+        pop3_uidl=pop3_uidl,
+    )
+
+
+def chunked(data: bytes, size: int = CHUNK) -> Iterable[bytes]:
+    view = memoryview(data)
+    for start in range(0, len(data), size):
+        yield bytes(view[start : start + size])

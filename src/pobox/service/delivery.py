@@ -1,0 +1,133 @@
+"""The one delivery routine: SMTP, LMTP and `pobox deliver` all end here."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import format_datetime
+
+from pobox.errors import NotFound, PoboxError, Temporary
+from pobox.service.accounts import Accounts
+from pobox.service.content import chunked, spool_message
+from pobox.store.api import Account, Store, Uid
+
+log = logging.getLogger("pobox.delivery")
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """What the client told us around the message."""
+
+    sender: str  # reverse-path without brackets; "" for the null sender
+    recipients: tuple[str, ...]
+    helo: str = ""
+    peer: str = ""
+    protocol: str = "LMTP"
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryResult:
+    recipient: str
+    delivered: bool
+    temporary: bool = False
+    reason: str = ""
+    uid: Uid | None = None
+
+
+def _clean(text: str) -> str:
+    """Keep header text on one line and printable."""
+    return "".join(ch for ch in text if 32 < ord(ch) < 127)[:200]
+
+
+def trace_headers(envelope: Envelope, hostname: str, recipient: str, queue_id: str) -> bytes:
+    """Return-Path and Received (RFC 5321 §4.4), prepended to the stored message."""
+    when = format_datetime(datetime.now(UTC).astimezone())
+    helo = _clean(envelope.helo) or "unknown"
+    peer = _clean(envelope.peer) or "unknown"
+    lines = [
+        f"Return-Path: <{_clean(envelope.sender)}>",
+        f"Received: from {helo} ({peer})",
+        f"\tby {_clean(hostname)} (pobox) with {envelope.protocol} id {queue_id}",
+        f"\tfor <{_clean(recipient)}>; {when}",
+    ]
+    return ("\r\n".join(lines) + "\r\n").encode("ascii")
+
+
+class Delivery:
+    def __init__(self, store: Store, accounts: Accounts, hostname: str) -> None:
+        self.store = store
+        self.accounts = accounts
+        self.hostname = hostname
+        self.in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def resolve(self, address: str) -> Account | None:
+        return await self.accounts.resolve(address)
+
+    async def wait_idle(self) -> None:
+        """Wait until no delivery is in progress (graceful shutdown)."""
+        await self._idle.wait()
+
+    async def deliver(self, envelope: Envelope, content: bytes) -> list[DeliveryResult]:
+        """Deliver *content* to every recipient's INBOX; one result per recipient, in order.
+
+        A result is ``delivered`` only once the message is durable (file fsync'd, metadata
+        committed).
+        """
+        self.in_flight += 1
+        self._idle.clear()
+        try:
+            return [
+                await self._deliver_one(envelope, content, rcpt) for rcpt in envelope.recipients
+            ]
+        finally:
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self._idle.set()
+
+    async def _deliver_one(
+        self, envelope: Envelope, content: bytes, recipient: str
+    ) -> DeliveryResult:
+        started = time.monotonic()
+        try:
+            account = await self.resolve(recipient)
+            if account is None:
+                return DeliveryResult(recipient, False, False, "no such user here")
+            inbox = await self.store.get_mailbox(account.id, "INBOX")
+            if inbox is None:
+                raise NotFound(f"{account.address} has no INBOX")
+            queue_id = secrets.token_hex(6)
+            trace = trace_headers(envelope, self.hostname, recipient, queue_id)
+            message = await asyncio.to_thread(
+                lambda: spool_message(self.store.new_spool(), _prepend(trace, content))
+            )
+            meta = await self.store.append(inbox.id, message)
+        except Temporary as exc:
+            log.warning("delivery to %s deferred: %s", recipient, exc)
+            return DeliveryResult(recipient, False, True, str(exc))
+        except PoboxError as exc:
+            log.warning("delivery to %s failed: %s", recipient, exc)
+            return DeliveryResult(recipient, False, True, str(exc))
+        except Exception:
+            log.exception("delivery to %s failed unexpectedly", recipient)
+            return DeliveryResult(recipient, False, True, "internal error, try again later")
+        log.info(
+            "delivered account=%s mailbox=INBOX uid=%d size=%d protocol=%s duration=%.3fs",
+            account.address,
+            meta.uid,
+            meta.size,
+            envelope.protocol,
+            time.monotonic() - started,
+        )
+        return DeliveryResult(recipient, True, uid=meta.uid)
+
+
+def _prepend(head: bytes, content: bytes) -> Iterable[bytes]:
+    yield head
+    yield from chunked(content)

@@ -1,0 +1,62 @@
+"""The mail service: the one API that IMAP, POP3, delivery, the webmail and the CLI use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pobox.config import Config
+from pobox.service.accounts import Accounts, normalise_address
+from pobox.service.auth import Authenticator
+from pobox.service.dates import parse_day
+from pobox.service.delivery import Delivery
+from pobox.service.maildrop import Maildrop
+from pobox.service.policy import Clock, Policies, utcnow
+from pobox.store.api import Account, Mailbox, MailboxStatus, Recoverable, Store
+from pobox.store.factory import create_store
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxSummary:
+    mailbox: Mailbox
+    status: MailboxStatus
+
+
+class MailService:
+    def __init__(self, config: Config, store: Store, clock: Clock = utcnow) -> None:
+        self.config = config
+        self.store = store
+        self.clock = clock
+        self.accounts = Accounts(store)
+        self.auth = Authenticator(store)
+        self.delivery = Delivery(store, self.accounts, config.hostname)
+        self.policies = Policies(store, config.pop3, clock)
+
+    @classmethod
+    async def open(cls, config: Config, clock: Clock = utcnow) -> MailService:
+        store = create_store(config.store, config.data_path)
+        await store.open()
+        return cls(config, store, clock)
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    async def mailbox_summaries(self, address: str) -> list[MailboxSummary]:
+        account = await self.accounts.require(address)
+        mailboxes = sorted(
+            await self.store.list_mailboxes(account.id), key=lambda m: (m.name != "INBOX", m.name)
+        )
+        return [MailboxSummary(m, await self.store.mailbox_status(m.id)) for m in mailboxes]
+
+    async def open_maildrop(self, account: Account) -> Maildrop:
+        return await Maildrop.open(self.store, self.policies, account)
+
+    async def recoverable(self, address: str, since: str | None = None) -> list[Recoverable]:
+        account = await self.accounts.require(normalise_address(address))
+        return await self.store.list_recoverable(account.id, parse_day(since) if since else None)
+
+    async def undelete(self, address: str, since: str | None = None) -> int:
+        """Put back what POP3 clients deleted (since the given day); returns how many."""
+        account = await self.accounts.require(address)
+        items = await self.store.list_recoverable(account.id, parse_day(since) if since else None)
+        restored = await self.store.recover(account.id, [item.id for item in items])
+        return len(restored)

@@ -1,0 +1,127 @@
+"""The POP3 maildrop: an exclusive, numbered snapshot of the account's INBOX.
+
+The snapshot is taken at login and never grows (RFC 1939: new mail shows in the next session).
+Deletions are only marks until :meth:`Maildrop.commit` (the UPDATE state); what a commit does to a
+marked message is the account's retention policy. Every message a POP3 client deletes stays
+recoverable for the configured window (``pobox pop3 undelete``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from pobox.errors import Expunged, InUse, NotFound
+from pobox.service.policy import Policies, Retention
+from pobox.store.api import SEEN, Account, Content, FlagOp, Lock, Mailbox, MessageMeta, Store
+
+log = logging.getLogger("pobox.pop3")
+
+
+def uidl_for(meta: MessageMeta, uidvalidity: int) -> str:
+    """Dovecot's default UIDL form (``%08Xu%08Xv``): UID then UIDVALIDITY, 8 hex digits each."""
+    return meta.pop3_uidl or f"{meta.uid:08x}{uidvalidity:08x}"
+
+
+@dataclass(slots=True)
+class DropMessage:
+    meta: MessageMeta
+    uidl: str
+    deleted: bool = False
+
+
+class Maildrop:
+    def __init__(
+        self,
+        store: Store,
+        policies: Policies,
+        account: Account,
+        mailbox: Mailbox,
+        messages: list[MessageMeta],
+        lock: Lock,
+    ) -> None:
+        self.store = store
+        self.policies = policies
+        self.account = account
+        self.mailbox = mailbox
+        self.retention: Retention = policies.retention(account)
+        self.messages = [DropMessage(m, uidl_for(m, mailbox.uidvalidity)) for m in messages]
+        self._lock: Lock | None = lock
+
+    @classmethod
+    async def open(cls, store: Store, policies: Policies, account: Account) -> Maildrop:
+        lock = await store.try_lock(account.id, "pop3")
+        if lock is None:
+            raise InUse("the maildrop is in use by another POP3 session")
+        try:
+            mailbox = await store.get_mailbox(account.id, "INBOX")
+            if mailbox is None:
+                raise NotFound("the account has no INBOX")
+            messages = [m for m in await store.list_messages(mailbox.id) if not m.pop3_hidden]
+        except BaseException:
+            await lock.release()
+            raise
+        return cls(store, policies, account, mailbox, messages, lock)
+
+    # numbering (1-based, stable for the session) -------------------------------------------
+    def get(self, number: int) -> DropMessage | None:
+        """The message numbered *number* unless it is out of range or marked deleted."""
+        if 1 <= number <= len(self.messages):
+            message = self.messages[number - 1]
+            if not message.deleted:
+                return message
+        return None
+
+    def visible(self) -> list[tuple[int, DropMessage]]:
+        return [(i, m) for i, m in enumerate(self.messages, 1) if not m.deleted]
+
+    def stat(self) -> tuple[int, int]:
+        live = [m.meta.size for _, m in self.visible()]
+        return len(live), sum(live)
+
+    def reset(self) -> None:
+        for message in self.messages:
+            message.deleted = False
+
+    # content -------------------------------------------------------------------------------
+    async def open_content(self, message: DropMessage) -> Content:
+        """The stored bytes, or :class:`Expunged` if another session removed the message."""
+        current = await self.store.get_messages(self.mailbox.id, [message.meta.uid])
+        if not current:
+            raise Expunged("message was deleted by another session")
+        try:
+            return await self.store.open_content(current[0].blob)
+        except NotFound:
+            raise Expunged("message was deleted by another session") from None
+
+    async def mark_seen(self, message: DropMessage) -> None:
+        if SEEN not in message.meta.flags:
+            await self.store.set_flags(
+                self.mailbox.id, [message.meta.uid], FlagOp.ADD, frozenset({SEEN})
+            )
+
+    # the UPDATE state ----------------------------------------------------------------------
+    async def commit(self) -> int:
+        """Apply the deletion marks according to the retention policy; returns how many."""
+        marked = [m.meta.uid for m in self.messages if m.deleted]
+        if not marked:
+            return 0
+        if self.retention.kind == "delete":
+            gone = await self.store.expunge(self.mailbox.id, marked, keep_recoverable=True)
+            count = len(gone)
+        else:
+            await self.store.set_flags(self.mailbox.id, marked, FlagOp.ADD, frozenset({SEEN}))
+            hidden = await self.store.pop3_hide(self.mailbox.id, marked, self.policies.clock())
+            count = len(hidden)
+        log.info(
+            "pop3 update account=%s deleted=%d policy=%s",
+            self.account.address,
+            count,
+            self.retention,
+        )
+        return count
+
+    async def close(self) -> None:
+        if self._lock is not None:
+            lock, self._lock = self._lock, None
+            await lock.release()

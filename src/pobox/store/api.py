@@ -1,0 +1,261 @@
+"""The storage interface every backend implements (SQLite now, PostgreSQL later).
+
+The store speaks mail, not IMAP: accounts, mailboxes, messages with UIDs, MODSEQs and flags,
+content blobs and a change log. It holds no protocol words and no policy; ``pobox.service``
+decides *what* to do and calls one store method per atomic step. Every method is one transaction:
+it either happens whole or not at all, and it is durable when it returns.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import BinaryIO, NewType, Protocol
+
+AccountId = NewType("AccountId", int)
+MailboxId = NewType("MailboxId", int)
+Uid = NewType("Uid", int)
+ModSeq = NewType("ModSeq", int)
+BlobId = NewType("BlobId", int)
+
+#: The hierarchy delimiter of mailbox names.
+DELIMITER = "/"
+
+#: Mailboxes every new account gets, with their RFC 6154 special-use attribute.
+DEFAULT_MAILBOXES: tuple[tuple[str, str | None], ...] = (
+    ("INBOX", None),
+    ("Drafts", "\\Drafts"),
+    ("Sent", "\\Sent"),
+    ("Trash", "\\Trash"),
+    ("Junk", "\\Junk"),
+    ("Archive", "\\Archive"),
+)
+
+SPECIAL_USES = frozenset(
+    {"\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash"}
+)
+
+#: System flags in their canonical spelling. Everything else in a flag set is a keyword.
+SYSTEM_FLAGS: tuple[str, ...] = ("\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft")
+SEEN = "\\Seen"
+DELETED = "\\Deleted"
+
+
+class FlagOp(enum.Enum):
+    REPLACE = "replace"
+    ADD = "add"
+    REMOVE = "remove"
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    id: AccountId
+    address: str
+    password_hash: str
+    settings: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Mailbox:
+    id: MailboxId
+    account_id: AccountId
+    name: str
+    uidvalidity: int
+    uidnext: Uid
+    highest_modseq: ModSeq
+    special_use: str | None
+    subscribed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxStatus:
+    messages: int
+    unseen: int
+    deleted: int
+    size: int
+    uidnext: Uid
+    uidvalidity: int
+    highest_modseq: ModSeq
+    first_unseen_uid: Uid | None
+    recent: int
+
+
+@dataclass(frozen=True, slots=True)
+class MessageMeta:
+    """What a session needs of a message without touching its content."""
+
+    mailbox_id: MailboxId
+    uid: Uid
+    modseq: ModSeq
+    flags: frozenset[str]
+    internal_date: datetime
+    save_date: datetime
+    size: int
+    blob: BlobId
+    pop3_uidl: str | None = None
+    pop3_hidden: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Expunged:
+    uid: Uid
+    modseq: ModSeq
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeBatch:
+    """Everything in a mailbox that changed after a given MODSEQ."""
+
+    mailbox: Mailbox
+    changed: Sequence[MessageMeta]  # new messages and flag changes, ascending UID
+    expunged: Sequence[Expunged]
+
+
+@dataclass(frozen=True, slots=True)
+class SearchFields:
+    """Decoded header fields the store indexes for SEARCH and SORT (parse once, at delivery)."""
+
+    subject: str = ""
+    from_: str = ""
+    to: str = ""
+    cc: str = ""
+    bcc: str = ""
+    message_id: str = ""
+    sent_date: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message ready to be stored: content already in a finished spool."""
+
+    spool: Spool
+    structure: bytes  # pobox.mail's serialised ParsedMessage
+    fields: SearchFields
+    flags: frozenset[str] = frozenset()
+    internal_date: datetime | None = None
+    pop3_uidl: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Recoverable:
+    """A message a POP3 client deleted, kept for the recovery window."""
+
+    id: int
+    mailbox_name: str
+    uid: Uid
+    uidl: str
+    deleted_at: datetime
+    size: int
+    still_present: bool  # True when retention kept it in the mailbox (only hidden from POP3)
+
+
+class Spool(Protocol):
+    """A message being received: written in chunks, then sealed (made durable)."""
+
+    size: int
+
+    def write(self, data: bytes) -> None: ...
+    def seal(self) -> None: ...  # flush and fsync; after this the content survives a crash
+    def open(self) -> BinaryIO: ...  # read back what was written (for parsing)
+    def discard(self) -> None: ...
+
+
+class Content(Protocol):
+    """A stored message's bytes, for streaming to a client."""
+
+    size: int
+
+    def read(self, offset: int, length: int) -> bytes: ...
+    def file(self) -> BinaryIO | None: ...  # a real file object for sendfile, when there is one
+    def close(self) -> None: ...
+
+
+class Lock(Protocol):
+    async def release(self) -> None: ...
+
+
+ChangeListener = Callable[[MailboxId], None]
+
+
+class Store(Protocol):
+    """One mail store. Methods are atomic and durable on return."""
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+
+    # accounts
+    async def create_account(self, address: str, password_hash: str) -> Account: ...
+    async def get_account(self, address: str) -> Account | None: ...
+    async def get_account_by_id(self, account_id: AccountId) -> Account | None: ...
+    async def resolve_address(self, address: str) -> Account | None: ...
+    async def list_accounts(self) -> list[Account]: ...
+    async def delete_account(self, account_id: AccountId) -> None: ...
+    async def set_password_hash(self, account_id: AccountId, password_hash: str) -> None: ...
+    async def set_account_setting(
+        self, account_id: AccountId, key: str, value: str | None
+    ) -> None: ...
+    async def add_alias(self, alias: str, account_id: AccountId) -> None: ...
+    async def remove_alias(self, alias: str) -> None: ...
+    async def list_aliases(self, account_id: AccountId | None = None) -> list[tuple[str, str]]: ...
+
+    # mailboxes
+    async def list_mailboxes(self, account_id: AccountId) -> list[Mailbox]: ...
+    async def get_mailbox(self, account_id: AccountId, name: str) -> Mailbox | None: ...
+    async def get_mailbox_by_id(self, mailbox_id: MailboxId) -> Mailbox | None: ...
+    async def create_mailbox(
+        self, account_id: AccountId, name: str, special_use: str | None = None
+    ) -> Mailbox: ...
+    async def delete_mailbox(self, mailbox_id: MailboxId) -> None: ...
+    async def rename_mailbox(self, mailbox_id: MailboxId, new_name: str) -> Mailbox: ...
+    async def set_subscribed(self, account_id: AccountId, name: str, subscribed: bool) -> None: ...
+    async def list_subscriptions(self, account_id: AccountId) -> list[str]: ...
+    async def mailbox_status(self, mailbox_id: MailboxId) -> MailboxStatus: ...
+    async def claim_recent(self, mailbox_id: MailboxId) -> Uid: ...
+
+    # messages
+    def new_spool(self) -> Spool: ...
+    async def append(self, mailbox_id: MailboxId, message: NewMessage) -> MessageMeta: ...
+    async def list_messages(self, mailbox_id: MailboxId) -> list[MessageMeta]: ...
+    async def get_messages(
+        self, mailbox_id: MailboxId, uids: Iterable[Uid]
+    ) -> list[MessageMeta]: ...
+    async def set_flags(
+        self,
+        mailbox_id: MailboxId,
+        uids: Iterable[Uid],
+        op: FlagOp,
+        flags: frozenset[str],
+        unchanged_since: ModSeq | None = None,
+    ) -> list[MessageMeta]: ...
+    async def expunge(
+        self, mailbox_id: MailboxId, uids: Iterable[Uid], *, keep_recoverable: bool = False
+    ) -> list[Expunged]: ...
+    async def copy(
+        self, src: MailboxId, uids: Iterable[Uid], dst: MailboxId, *, move: bool = False
+    ) -> list[tuple[Uid, Uid]]: ...
+    async def changes_since(self, mailbox_id: MailboxId, modseq: ModSeq) -> ChangeBatch: ...
+    async def get_structure(self, blob: BlobId) -> bytes: ...
+    async def open_content(self, blob: BlobId) -> Content: ...
+
+    # POP3 retention and recovery
+    async def pop3_hide(
+        self, mailbox_id: MailboxId, uids: Iterable[Uid], at: datetime
+    ) -> list[MessageMeta]: ...
+    async def hidden_before(
+        self, account_id: AccountId, cutoff: datetime
+    ) -> list[tuple[MailboxId, Uid]]: ...
+    async def list_recoverable(
+        self, account_id: AccountId, since: datetime | None = None
+    ) -> list[Recoverable]: ...
+    async def recover(self, account_id: AccountId, ids: Iterable[int]) -> list[MessageMeta]: ...
+    async def purge_recoverable(self, cutoff: datetime) -> int: ...
+
+    # coordination
+    async def try_lock(self, account_id: AccountId, name: str) -> Lock | None: ...
+    def add_listener(self, listener: ChangeListener) -> None: ...
+    def remove_listener(self, listener: ChangeListener) -> None: ...
+
+
+StoreFactory = Callable[[], Awaitable[Store]]

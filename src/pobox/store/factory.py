@@ -1,0 +1,17 @@
+"""Choose a storage backend from the ``store`` setting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pobox.errors import ConfigError
+from pobox.store.api import Store
+
+
+def create_store(spec: str, data_dir: Path) -> Store:
+    """``"sqlite"`` (the default) keeps everything under *data_dir*."""
+    if spec in ("sqlite", ""):
+        from pobox.store.sqlite.store import SqliteStore
+
+        return SqliteStore(data_dir)
+    raise ConfigError(f"store {spec!r} is not a storage backend this pobox knows (use 'sqlite')")

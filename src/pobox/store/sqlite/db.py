@@ -1,0 +1,201 @@
+"""Connections and threads for the SQLite backend.
+
+One writer thread per process owns the write connection and commits in groups: every write job
+waiting when a transaction starts joins it, each inside its own SAVEPOINT, and one COMMIT (one
+fsync of the WAL) makes the whole group durable. Readers use a small pool of threads, each with its
+own connection; WAL lets them read while the writer writes, also across processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pobox.errors import PoboxError, Temporary
+
+T = TypeVar("T")
+log = logging.getLogger("pobox.store")
+
+BUSY_TIMEOUT_MS = 10000
+MAX_GROUP = 256
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+    )
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+def as_store_error(exc: BaseException) -> BaseException:
+    """Map database trouble to pobox's errors: busy and full are temporary."""
+    if isinstance(exc, PoboxError):
+        return exc
+    if isinstance(exc, sqlite3.OperationalError):
+        text = str(exc).lower()
+        if "locked" in text or "busy" in text or "full" in text or "disk i/o" in text:
+            return Temporary(f"database temporarily unavailable: {exc}")
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
+        return Temporary(f"storage temporarily unavailable: {exc.strerror}")
+    return exc
+
+
+class _Job:
+    __slots__ = ("fn", "future", "loop")
+
+    def __init__(
+        self,
+        fn: Callable[[sqlite3.Connection], Any],
+        loop: asyncio.AbstractEventLoop,
+        future: asyncio.Future[Any],
+    ) -> None:
+        self.fn = fn
+        self.loop = loop
+        self.future = future
+
+
+def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+class Database:
+    """The write thread (group commit) and the read pool of one store in one process."""
+
+    def __init__(self, path: Path, readers: int = 4) -> None:
+        self.path = path
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._local = threading.local()
+        self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="pobox-read")
+        self._reader_conns: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self.commits = 0
+        self.jobs_committed = 0
+
+    def start(self) -> None:
+        self._writer = threading.Thread(target=self._write_loop, name="pobox-write", daemon=True)
+        self._writer.start()
+
+    def stop(self) -> None:
+        if self._writer is not None:
+            self._jobs.put(None)
+            self._writer.join()
+            self._writer = None
+        self._readers.shutdown(wait=True)
+        with self._lock:
+            for conn in self._reader_conns:
+                conn.close()
+            self._reader_conns.clear()
+
+    # reads -------------------------------------------------------------------------------
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = connect(self.path)
+            conn.execute("PRAGMA query_only = ON")
+            self._local.conn = conn
+            with self._lock:
+                self._reader_conns.append(conn)
+        return conn
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+
+        def run() -> T:
+            conn = self._reader()
+            conn.execute("BEGIN")
+            try:
+                return fn(conn)
+            finally:
+                conn.execute("COMMIT")
+
+        try:
+            return await loop.run_in_executor(self._readers, run)
+        except Exception as exc:
+            raise as_store_error(exc) from exc
+
+    # writes ------------------------------------------------------------------------------
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run *fn* in the next group transaction; returns once it is committed (durable)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._jobs.put(_Job(fn, loop, future))
+        return await future
+
+    def _write_loop(self) -> None:
+        conn = connect(self.path)
+        try:
+            while True:
+                first = self._jobs.get()
+                if first is None:
+                    return
+                batch = [first]
+                stop = False
+                while len(batch) < MAX_GROUP:
+                    try:
+                        job = self._jobs.get_nowait()
+                    except queue.Empty:
+                        break
+                    if job is None:
+                        stop = True
+                        break
+                    batch.append(job)
+                self._run_batch(conn, batch)
+                if stop:
+                    return
+        finally:
+            conn.close()
+
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
+        results: list[tuple[_Job, Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except Exception as exc:
+            error = as_store_error(exc)
+            for job in batch:
+                job.loop.call_soon_threadsafe(_resolve, job.future, None, error)
+            return
+        for job in batch:
+            conn.execute("SAVEPOINT job")
+            try:
+                value = job.fn(conn)
+            except Exception as exc:
+                conn.execute("ROLLBACK TO job")
+                conn.execute("RELEASE job")
+                results.append((job, None, as_store_error(exc)))
+            else:
+                conn.execute("RELEASE job")
+                results.append((job, value, None))
+        try:
+            conn.execute("COMMIT")
+        except Exception as exc:
+            log.warning("group commit of %d writes failed: %s", len(batch), exc)
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            error = as_store_error(exc)
+            for job in batch:
+                job.loop.call_soon_threadsafe(_resolve, job.future, None, error)
+            return
+        self.commits += 1
+        self.jobs_committed += len(batch)
+        for job, value, err in results:
+            job.loop.call_soon_threadsafe(_resolve, job.future, value, err)

@@ -1,0 +1,101 @@
+"""Message files of the embedded store.
+
+A message is written straight to its final place, ``messages/<2 hex>/<32 hex>``, then the file
+and its directory are fsync'd (``seal``). Only after that does a database commit make it visible,
+so a crash at any moment leaves either a visible, whole message or an unreferenced file, which
+``pobox check --repair`` removes.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import BinaryIO
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FileLayout:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.messages = root / "messages"
+        self.locks = root / "locks"
+
+    def prepare(self) -> None:
+        self.messages.mkdir(parents=True, exist_ok=True)
+        self.locks.mkdir(parents=True, exist_ok=True)
+
+    def blob_path(self, name: str) -> Path:
+        if len(name) != 32 or not all(c in "0123456789abcdef" for c in name):
+            raise ValueError(f"not a blob name: {name!r}")
+        return self.messages / name[:2] / name
+
+    def new_name(self) -> str:
+        return secrets.token_hex(16)
+
+
+class FileSpool:
+    """A message being written to its file (see module docstring)."""
+
+    def __init__(self, layout: FileLayout) -> None:
+        self.name = layout.new_name()
+        self.path = layout.blob_path(self.name)
+        self.path.parent.mkdir(exist_ok=True)
+        self._fp: BinaryIO | None = open(self.path, "xb")  # noqa: SIM115 - kept open while writing
+        self.size = 0
+        self.sealed = False
+
+    def write(self, data: bytes) -> None:
+        if self._fp is None:
+            raise ValueError("spool is closed")
+        self._fp.write(data)
+        self.size += len(data)
+
+    def seal(self) -> None:
+        if self._fp is not None:
+            self._fp.flush()
+            os.fsync(self._fp.fileno())
+            self._fp.close()
+            self._fp = None
+            fsync_dir(self.path.parent)
+        self.sealed = True
+
+    def open(self) -> BinaryIO:
+        if self._fp is not None:
+            self._fp.flush()
+        return open(self.path, "rb")
+
+    def discard(self) -> None:
+        if self._fp is not None:
+            self._fp.close()
+            self._fp = None
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+class FileContent:
+    """A stored message file opened for reading."""
+
+    def __init__(self, path: Path) -> None:
+        self._fp: BinaryIO = open(path, "rb")  # noqa: SIM115 - closed by close()
+        self.size = os.fstat(self._fp.fileno()).st_size
+
+    def read(self, offset: int, length: int) -> bytes:
+        if offset >= self.size or length <= 0:
+            return b""
+        return os.pread(self._fp.fileno(), min(length, self.size - offset), offset)
+
+    def file(self) -> BinaryIO | None:
+        return self._fp
+
+    def close(self) -> None:
+        self._fp.close()

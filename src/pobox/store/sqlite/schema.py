@@ -1,0 +1,136 @@
+"""SQLite schema and its versioned migrations.
+
+``PRAGMA user_version`` holds the number of migrations applied. A migration is never edited once
+released; a change to the schema is a new entry at the end of ``MIGRATIONS``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the first schema
+    """
+    CREATE TABLE accounts (
+        id INTEGER PRIMARY KEY,
+        address TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        password_hash TEXT NOT NULL,
+        created REAL NOT NULL
+    );
+    CREATE TABLE account_settings (
+        account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (account_id, key)
+    );
+    CREATE TABLE aliases (
+        alias TEXT PRIMARY KEY COLLATE NOCASE,
+        account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE
+    );
+    CREATE TABLE counters (
+        name TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    );
+    CREATE TABLE mailboxes (
+        id INTEGER PRIMARY KEY,
+        account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        uidvalidity INTEGER NOT NULL,
+        uidnext INTEGER NOT NULL DEFAULT 1,
+        highestmodseq INTEGER NOT NULL DEFAULT 1,
+        recent_floor INTEGER NOT NULL DEFAULT 1,
+        special_use TEXT,
+        UNIQUE (account_id, name)
+    );
+    CREATE TABLE subscriptions (
+        account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        PRIMARY KEY (account_id, name)
+    );
+    CREATE TABLE blobs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL UNIQUE,
+        size INTEGER NOT NULL,
+        refs INTEGER NOT NULL DEFAULT 0,
+        structure BLOB NOT NULL,
+        subject TEXT NOT NULL DEFAULT '',
+        from_ TEXT NOT NULL DEFAULT '',
+        to_ TEXT NOT NULL DEFAULT '',
+        cc TEXT NOT NULL DEFAULT '',
+        bcc TEXT NOT NULL DEFAULT '',
+        message_id TEXT NOT NULL DEFAULT '',
+        sent_date REAL
+    );
+    CREATE TABLE messages (
+        mailbox_id INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+        uid INTEGER NOT NULL,
+        modseq INTEGER NOT NULL,
+        flags INTEGER NOT NULL DEFAULT 0,
+        keywords TEXT NOT NULL DEFAULT '',
+        internal_date REAL NOT NULL,
+        internal_tz INTEGER NOT NULL DEFAULT 0,
+        save_date REAL NOT NULL,
+        size INTEGER NOT NULL,
+        blob INTEGER NOT NULL REFERENCES blobs(id),
+        pop3_uidl TEXT,
+        pop3_hidden_at REAL,
+        PRIMARY KEY (mailbox_id, uid)
+    ) WITHOUT ROWID;
+    CREATE INDEX messages_modseq ON messages (mailbox_id, modseq);
+    CREATE INDEX messages_hidden ON messages (pop3_hidden_at) WHERE pop3_hidden_at IS NOT NULL;
+    CREATE TABLE expunged (
+        mailbox_id INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+        uid INTEGER NOT NULL,
+        modseq INTEGER NOT NULL,
+        PRIMARY KEY (mailbox_id, uid)
+    ) WITHOUT ROWID;
+    CREATE INDEX expunged_modseq ON expunged (mailbox_id, modseq);
+    CREATE TABLE recoverable (
+        id INTEGER PRIMARY KEY,
+        account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        mailbox_id INTEGER,
+        mailbox_name TEXT NOT NULL,
+        uid INTEGER NOT NULL,
+        uidl TEXT NOT NULL,
+        deleted_at REAL NOT NULL,
+        still_present INTEGER NOT NULL,
+        blob INTEGER REFERENCES blobs(id),
+        flags INTEGER NOT NULL DEFAULT 0,
+        keywords TEXT NOT NULL DEFAULT '',
+        internal_date REAL NOT NULL,
+        internal_tz INTEGER NOT NULL DEFAULT 0,
+        size INTEGER NOT NULL
+    );
+    CREATE INDEX recoverable_account ON recoverable (account_id, deleted_at);
+    CREATE TABLE change_journal (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        mailbox_id INTEGER NOT NULL
+    );
+    """,
+)
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply the migrations this database lacks; returns the schema version."""
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if version > len(MIGRATIONS):
+        raise RuntimeError(
+            f"the store's schema version {version} is newer than this pobox ({len(MIGRATIONS)})"
+        )
+    for number in range(version, len(MIGRATIONS)):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # re-check under the write lock: another process may have migrated meanwhile
+            current = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            if current > number:
+                conn.execute("ROLLBACK")
+                continue
+            for statement in MIGRATIONS[number].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return len(MIGRATIONS)

@@ -1,0 +1,1113 @@
+"""The embedded store: SQLite (WAL) for metadata, one file per message for content."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from pobox.errors import AlreadyExists, InvalidInput, NotFound
+from pobox.store.api import (
+    DEFAULT_MAILBOXES,
+    SEEN,
+    SYSTEM_FLAGS,
+    Account,
+    AccountId,
+    BlobId,
+    ChangeBatch,
+    ChangeListener,
+    Content,
+    Expunged,
+    FlagOp,
+    Lock,
+    Mailbox,
+    MailboxId,
+    MailboxStatus,
+    MessageMeta,
+    ModSeq,
+    NewMessage,
+    Recoverable,
+    Spool,
+    Uid,
+)
+from pobox.store.sqlite.db import Database, as_store_error
+from pobox.store.sqlite.files import FileContent, FileLayout, FileSpool
+from pobox.store.sqlite.schema import migrate
+
+log = logging.getLogger("pobox.store")
+
+FLAG_BITS = {name: 1 << index for index, name in enumerate(SYSTEM_FLAGS)}
+_FLAG_BY_LOWER = {name.lower(): name for name in SYSTEM_FLAGS}
+SEEN_BIT = FLAG_BITS[SEEN]
+DELETED_BIT = FLAG_BITS["\\Deleted"]
+WATCH_INTERVAL = 0.2
+
+_MSG_COLUMNS = (
+    "mailbox_id, uid, modseq, flags, keywords, internal_date, internal_tz, save_date, size, blob,"
+    " pop3_uidl, pop3_hidden_at"
+)
+_MBOX_COLUMNS = "id, account_id, name, uidvalidity, uidnext, highestmodseq, special_use"
+
+
+def split_flags(flags: Iterable[str]) -> tuple[int, frozenset[str]]:
+    """System flags to a bit mask (case-insensitive), the rest are keywords."""
+    bits = 0
+    keywords: set[str] = set()
+    for flag in flags:
+        system = _FLAG_BY_LOWER.get(flag.lower())
+        if system is not None:
+            bits |= FLAG_BITS[system]
+        elif flag.startswith("\\"):
+            raise InvalidInput(f"{flag} is not a flag that can be stored")
+        elif flag:
+            keywords.add(flag)
+    return bits, frozenset(keywords)
+
+
+def join_flags(bits: int, keywords: str) -> frozenset[str]:
+    names = {name for name, bit in FLAG_BITS.items() if bits & bit}
+    if keywords:
+        names.update(keywords.split(" "))
+    return frozenset(names)
+
+
+def _keywords_text(keywords: Iterable[str]) -> str:
+    return " ".join(sorted(keywords))
+
+
+def _to_epoch(moment: datetime) -> tuple[float, int]:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    offset = moment.utcoffset() or timedelta(0)
+    return moment.timestamp(), int(offset.total_seconds() // 60)
+
+
+def _from_epoch(epoch: float, tz_minutes: int = 0) -> datetime:
+    return datetime.fromtimestamp(epoch, timezone(timedelta(minutes=tz_minutes)))
+
+
+def _meta(row: Sequence[Any]) -> MessageMeta:
+    return MessageMeta(
+        mailbox_id=MailboxId(row[0]),
+        uid=Uid(row[1]),
+        modseq=ModSeq(row[2]),
+        flags=join_flags(row[3], row[4]),
+        internal_date=_from_epoch(row[5], row[6]),
+        save_date=_from_epoch(row[7]),
+        size=row[8],
+        blob=BlobId(row[9]),
+        pop3_uidl=row[10],
+        pop3_hidden=row[11] is not None,
+    )
+
+
+def _mailbox(row: Sequence[Any], subscribed: bool) -> Mailbox:
+    return Mailbox(
+        id=MailboxId(row[0]),
+        account_id=AccountId(row[1]),
+        name=row[2],
+        uidvalidity=row[3],
+        uidnext=Uid(row[4]),
+        highest_modseq=ModSeq(row[5]),
+        special_use=row[6],
+        subscribed=subscribed,
+    )
+
+
+def _chunks(values: Sequence[int], size: int = 500) -> Iterable[Sequence[int]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+class _FileLock:
+    def __init__(self, fd: int) -> None:
+        self._fd: int | None = fd
+
+    async def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+class SqliteStore:
+    """The embedded backend. See docs/storage.md."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.layout = FileLayout(root)
+        self.db_path = root / "pobox.db"
+        self._db = Database(self.db_path)
+        self._listeners: list[ChangeListener] = []
+        self._watch_task: asyncio.Task[None] | None = None
+        self._journal_seq = 0
+        self._opened = False
+
+    # lifecycle ---------------------------------------------------------------------------
+    async def open(self) -> None:
+        def init() -> int:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.layout.prepare()
+            with contextlib.closing(sqlite3.connect(self.db_path, isolation_level=None)) as conn:
+                conn.execute("PRAGMA busy_timeout = 10000")
+                conn.execute("PRAGMA journal_mode = WAL")
+                migrate(conn)
+                row = conn.execute("SELECT max(seq) FROM change_journal").fetchone()
+                return int(row[0] or 0)
+
+        try:
+            self._journal_seq = await asyncio.to_thread(init)
+        except Exception as exc:
+            raise as_store_error(exc) from exc
+        self._db.start()
+        self._opened = True
+
+    async def close(self) -> None:
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch_task
+            self._watch_task = None
+        if self._opened:
+            await asyncio.to_thread(self._db.stop)
+            self._opened = False
+
+    # change notification -------------------------------------------------------------------
+    def add_listener(self, listener: ChangeListener) -> None:
+        self._listeners.append(listener)
+        if self._watch_task is None and self._opened:
+            self._watch_task = asyncio.get_running_loop().create_task(self._watch())
+
+    def remove_listener(self, listener: ChangeListener) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
+
+    def _notify(self, mailbox_ids: Iterable[MailboxId]) -> None:
+        for mailbox_id in set(mailbox_ids):
+            for listener in list(self._listeners):
+                try:
+                    listener(mailbox_id)
+                except Exception:  # a broken listener must not break the writer
+                    log.exception("change listener failed")
+
+    async def _watch(self) -> None:
+        """One cheap poll per process of the change journal: what other processes wrote."""
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL)
+            if not self._listeners:
+                continue
+            since = self._journal_seq
+
+            def poll(conn: sqlite3.Connection, since: int = since) -> tuple[int, list[int]]:
+                rows = conn.execute(
+                    "SELECT seq, mailbox_id FROM change_journal WHERE seq > ?", (since,)
+                ).fetchall()
+                if not rows:
+                    return since, []
+                return max(r[0] for r in rows), [r[1] for r in rows]
+
+            try:
+                seq, ids = await self._db.read(poll)
+            except Exception as exc:
+                log.warning("change watcher: %s", exc)
+                continue
+            if seq > self._journal_seq:
+                self._journal_seq = seq
+                self._notify(MailboxId(i) for i in ids)
+
+    @staticmethod
+    def _journal(conn: sqlite3.Connection, mailbox_id: int) -> None:
+        cur = conn.execute("INSERT INTO change_journal (mailbox_id) VALUES (?)", (mailbox_id,))
+        seq = cur.lastrowid or 0
+        if seq % 10000 == 0:
+            conn.execute("DELETE FROM change_journal WHERE seq < ?", (seq - 100000,))
+
+    # accounts ----------------------------------------------------------------------------
+    def _account(self, conn: sqlite3.Connection, row: Sequence[Any] | None) -> Account | None:
+        if row is None:
+            return None
+        settings = dict(
+            conn.execute(
+                "SELECT key, value FROM account_settings WHERE account_id = ?", (row[0],)
+            ).fetchall()
+        )
+        return Account(AccountId(row[0]), row[1], row[2], settings)
+
+    @staticmethod
+    def _next_uidvalidity(conn: sqlite3.Connection) -> int:
+        row = conn.execute("SELECT value FROM counters WHERE name = 'uidvalidity'").fetchone()
+        value = max(int(time.time()), (row[0] + 1) if row else 1) % (2**32)
+        value = max(value, 1)
+        conn.execute(
+            "INSERT INTO counters (name, value) VALUES ('uidvalidity', ?)"
+            " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (value,),
+        )
+        return value
+
+    def _insert_mailbox(
+        self, conn: sqlite3.Connection, account_id: int, name: str, special_use: str | None
+    ) -> Mailbox:
+        exists = conn.execute(
+            "SELECT 1 FROM mailboxes WHERE account_id = ? AND name = ?", (account_id, name)
+        ).fetchone()
+        if exists:
+            raise AlreadyExists(f"mailbox {name!r} already exists")
+        uidvalidity = self._next_uidvalidity(conn)
+        cur = conn.execute(
+            "INSERT INTO mailboxes (account_id, name, uidvalidity, special_use)"
+            " VALUES (?, ?, ?, ?)",
+            (account_id, name, uidvalidity, special_use),
+        )
+        return Mailbox(
+            MailboxId(cur.lastrowid or 0),
+            AccountId(account_id),
+            name,
+            uidvalidity,
+            Uid(1),
+            ModSeq(1),
+            special_use,
+            False,
+        )
+
+    async def create_account(self, address: str, password_hash: str) -> Account:
+        def run(conn: sqlite3.Connection) -> Account:
+            taken = conn.execute(
+                "SELECT 1 FROM accounts WHERE address = ? UNION ALL"
+                " SELECT 1 FROM aliases WHERE alias = ?",
+                (address, address),
+            ).fetchone()
+            if taken:
+                raise AlreadyExists(f"{address} already exists")
+            cur = conn.execute(
+                "INSERT INTO accounts (address, password_hash, created) VALUES (?, ?, ?)",
+                (address, password_hash, time.time()),
+            )
+            account_id = cur.lastrowid or 0
+            for name, special_use in DEFAULT_MAILBOXES:
+                self._insert_mailbox(conn, account_id, name, special_use)
+                conn.execute(
+                    "INSERT INTO subscriptions (account_id, name) VALUES (?, ?)",
+                    (account_id, name),
+                )
+            return Account(AccountId(account_id), address, password_hash, {})
+
+        return await self._db.write(run)
+
+    async def get_account(self, address: str) -> Account | None:
+        return await self._db.read(
+            lambda conn: self._account(
+                conn,
+                conn.execute(
+                    "SELECT id, address, password_hash FROM accounts WHERE address = ?",
+                    (address,),
+                ).fetchone(),
+            )
+        )
+
+    async def get_account_by_id(self, account_id: AccountId) -> Account | None:
+        return await self._db.read(
+            lambda conn: self._account(
+                conn,
+                conn.execute(
+                    "SELECT id, address, password_hash FROM accounts WHERE id = ?", (account_id,)
+                ).fetchone(),
+            )
+        )
+
+    async def resolve_address(self, address: str) -> Account | None:
+        def run(conn: sqlite3.Connection) -> Account | None:
+            row = conn.execute(
+                "SELECT id, address, password_hash FROM accounts WHERE address = ?"
+                " UNION ALL SELECT a.id, a.address, a.password_hash FROM aliases l"
+                " JOIN accounts a ON a.id = l.account_id WHERE l.alias = ?",
+                (address, address),
+            ).fetchone()
+            return self._account(conn, row)
+
+        return await self._db.read(run)
+
+    async def list_accounts(self) -> list[Account]:
+        def run(conn: sqlite3.Connection) -> list[Account]:
+            rows = conn.execute(
+                "SELECT id, address, password_hash FROM accounts ORDER BY address"
+            ).fetchall()
+            return [a for a in (self._account(conn, r) for r in rows) if a is not None]
+
+        return await self._db.read(run)
+
+    async def delete_account(self, account_id: AccountId) -> None:
+        def run(conn: sqlite3.Connection) -> list[str]:
+            mailbox_ids = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT id FROM mailboxes WHERE account_id = ?", (account_id,)
+                ).fetchall()
+            ]
+            doomed: list[str] = []
+            for mailbox_id in mailbox_ids:
+                doomed += self._drop_mailbox(conn, mailbox_id)
+            for (blob,) in conn.execute(
+                "SELECT blob FROM recoverable WHERE account_id = ? AND blob IS NOT NULL",
+                (account_id,),
+            ).fetchall():
+                doomed += self._unref(conn, blob)
+            conn.execute("DELETE FROM recoverable WHERE account_id = ?", (account_id,))
+            cur = conn.execute("DELETE FROM accounts WHERE id = ?", (account_id,))
+            if cur.rowcount == 0:
+                raise NotFound("no such account")
+            return doomed
+
+        self._unlink(await self._db.write(run))
+
+    async def set_password_hash(self, account_id: AccountId, password_hash: str) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            cur = conn.execute(
+                "UPDATE accounts SET password_hash = ? WHERE id = ?", (password_hash, account_id)
+            )
+            if cur.rowcount == 0:
+                raise NotFound("no such account")
+
+        await self._db.write(run)
+
+    async def set_account_setting(self, account_id: AccountId, key: str, value: str | None) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            if value is None:
+                conn.execute(
+                    "DELETE FROM account_settings WHERE account_id = ? AND key = ?",
+                    (account_id, key),
+                )
+            else:
+                conn.execute(
+                    "INSERT INTO account_settings (account_id, key, value) VALUES (?, ?, ?)"
+                    " ON CONFLICT (account_id, key) DO UPDATE SET value = excluded.value",
+                    (account_id, key, value),
+                )
+
+        await self._db.write(run)
+
+    async def add_alias(self, alias: str, account_id: AccountId) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            taken = conn.execute(
+                "SELECT 1 FROM accounts WHERE address = ? UNION ALL"
+                " SELECT 1 FROM aliases WHERE alias = ?",
+                (alias, alias),
+            ).fetchone()
+            if taken:
+                raise AlreadyExists(f"{alias} is already an address or alias")
+            conn.execute(
+                "INSERT INTO aliases (alias, account_id) VALUES (?, ?)", (alias, account_id)
+            )
+
+        await self._db.write(run)
+
+    async def remove_alias(self, alias: str) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            if conn.execute("DELETE FROM aliases WHERE alias = ?", (alias,)).rowcount == 0:
+                raise NotFound(f"no alias {alias}")
+
+        await self._db.write(run)
+
+    async def list_aliases(self, account_id: AccountId | None = None) -> list[tuple[str, str]]:
+        def run(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+            sql = "SELECT l.alias, a.address FROM aliases l JOIN accounts a ON a.id = l.account_id"
+            args: tuple[Any, ...] = ()
+            if account_id is not None:
+                sql += " WHERE a.id = ?"
+                args = (account_id,)
+            return [(r[0], r[1]) for r in conn.execute(sql + " ORDER BY l.alias", args)]
+
+        return await self._db.read(run)
+
+    # mailboxes ---------------------------------------------------------------------------
+    async def list_mailboxes(self, account_id: AccountId) -> list[Mailbox]:
+        def run(conn: sqlite3.Connection) -> list[Mailbox]:
+            subs = {
+                r[0]
+                for r in conn.execute(
+                    "SELECT name FROM subscriptions WHERE account_id = ?", (account_id,)
+                )
+            }
+            rows = conn.execute(
+                f"SELECT {_MBOX_COLUMNS} FROM mailboxes WHERE account_id = ? ORDER BY name",
+                (account_id,),
+            ).fetchall()
+            return [_mailbox(r, r[2] in subs) for r in rows]
+
+        return await self._db.read(run)
+
+    @staticmethod
+    def _get_mailbox(conn: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> Mailbox | None:
+        row = conn.execute(f"SELECT {_MBOX_COLUMNS} FROM mailboxes WHERE {where}", args).fetchone()
+        if row is None:
+            return None
+        sub = conn.execute(
+            "SELECT 1 FROM subscriptions WHERE account_id = ? AND name = ?", (row[1], row[2])
+        ).fetchone()
+        return _mailbox(row, sub is not None)
+
+    async def get_mailbox(self, account_id: AccountId, name: str) -> Mailbox | None:
+        return await self._db.read(
+            lambda conn: self._get_mailbox(conn, "account_id = ? AND name = ?", (account_id, name))
+        )
+
+    async def get_mailbox_by_id(self, mailbox_id: MailboxId) -> Mailbox | None:
+        return await self._db.read(lambda conn: self._get_mailbox(conn, "id = ?", (mailbox_id,)))
+
+    def _require_mailbox(self, conn: sqlite3.Connection, mailbox_id: int) -> Mailbox:
+        mailbox = self._get_mailbox(conn, "id = ?", (mailbox_id,))
+        if mailbox is None:
+            raise NotFound("mailbox does not exist")
+        return mailbox
+
+    async def create_mailbox(
+        self, account_id: AccountId, name: str, special_use: str | None = None
+    ) -> Mailbox:
+        def run(conn: sqlite3.Connection) -> Mailbox:
+            mailbox = self._insert_mailbox(conn, account_id, name, special_use)
+            self._journal(conn, mailbox.id)
+            return mailbox
+
+        return await self._db.write(run)
+
+    def _drop_mailbox(self, conn: sqlite3.Connection, mailbox_id: int) -> list[str]:
+        doomed: list[str] = []
+        for (blob,) in conn.execute(
+            "SELECT blob FROM messages WHERE mailbox_id = ?", (mailbox_id,)
+        ).fetchall():
+            doomed += self._unref(conn, blob)
+        conn.execute("DELETE FROM messages WHERE mailbox_id = ?", (mailbox_id,))
+        conn.execute("DELETE FROM expunged WHERE mailbox_id = ?", (mailbox_id,))
+        conn.execute("UPDATE recoverable SET mailbox_id = NULL WHERE mailbox_id = ?", (mailbox_id,))
+        conn.execute("DELETE FROM mailboxes WHERE id = ?", (mailbox_id,))
+        return doomed
+
+    async def delete_mailbox(self, mailbox_id: MailboxId) -> None:
+        def run(conn: sqlite3.Connection) -> list[str]:
+            self._require_mailbox(conn, mailbox_id)
+            doomed = self._drop_mailbox(conn, mailbox_id)
+            self._journal(conn, mailbox_id)
+            return doomed
+
+        self._unlink(await self._db.write(run))
+        self._notify([mailbox_id])
+
+    async def rename_mailbox(self, mailbox_id: MailboxId, new_name: str) -> Mailbox:
+        """Rename a mailbox and every mailbox below it; UIDVALIDITY is kept."""
+
+        def run(conn: sqlite3.Connection) -> Mailbox:
+            mailbox = self._require_mailbox(conn, mailbox_id)
+            old = mailbox.name
+            if conn.execute(
+                "SELECT 1 FROM mailboxes WHERE account_id = ? AND name = ?",
+                (mailbox.account_id, new_name),
+            ).fetchone():
+                raise AlreadyExists(f"mailbox {new_name!r} already exists")
+            children = conn.execute(
+                "SELECT id, name FROM mailboxes WHERE account_id = ? AND substr(name, 1, ?) = ?",
+                (mailbox.account_id, len(old) + 1, old + "/"),
+            ).fetchall()
+            conn.execute("UPDATE mailboxes SET name = ? WHERE id = ?", (new_name, mailbox_id))
+            for child_id, child_name in children:
+                conn.execute(
+                    "UPDATE mailboxes SET name = ? WHERE id = ?",
+                    (new_name + child_name[len(old) :], child_id),
+                )
+            self._journal(conn, mailbox_id)
+            return self._require_mailbox(conn, mailbox_id)
+
+        return await self._db.write(run)
+
+    async def set_subscribed(self, account_id: AccountId, name: str, subscribed: bool) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            if subscribed:
+                conn.execute(
+                    "INSERT OR IGNORE INTO subscriptions (account_id, name) VALUES (?, ?)",
+                    (account_id, name),
+                )
+            else:
+                conn.execute(
+                    "DELETE FROM subscriptions WHERE account_id = ? AND name = ?",
+                    (account_id, name),
+                )
+
+        await self._db.write(run)
+
+    async def list_subscriptions(self, account_id: AccountId) -> list[str]:
+        return await self._db.read(
+            lambda conn: [
+                r[0]
+                for r in conn.execute(
+                    "SELECT name FROM subscriptions WHERE account_id = ? ORDER BY name",
+                    (account_id,),
+                )
+            ]
+        )
+
+    async def mailbox_status(self, mailbox_id: MailboxId) -> MailboxStatus:
+        def run(conn: sqlite3.Connection) -> MailboxStatus:
+            mailbox = self._require_mailbox(conn, mailbox_id)
+            row = conn.execute(
+                "SELECT count(*), coalesce(sum(size), 0),"
+                " coalesce(sum((flags & ?) = 0), 0), coalesce(sum((flags & ?) != 0), 0),"
+                " min(CASE WHEN (flags & ?) = 0 THEN uid END)"
+                " FROM messages WHERE mailbox_id = ?",
+                (SEEN_BIT, DELETED_BIT, SEEN_BIT, mailbox_id),
+            ).fetchone()
+            floor = conn.execute(
+                "SELECT recent_floor FROM mailboxes WHERE id = ?", (mailbox_id,)
+            ).fetchone()[0]
+            recent = conn.execute(
+                "SELECT count(*) FROM messages WHERE mailbox_id = ? AND uid >= ?",
+                (mailbox_id, floor),
+            ).fetchone()[0]
+            return MailboxStatus(
+                messages=row[0],
+                size=row[1],
+                unseen=row[2],
+                deleted=row[3],
+                first_unseen_uid=Uid(row[4]) if row[4] is not None else None,
+                uidnext=mailbox.uidnext,
+                uidvalidity=mailbox.uidvalidity,
+                highest_modseq=mailbox.highest_modseq,
+                recent=recent,
+            )
+
+        return await self._db.read(run)
+
+    async def claim_recent(self, mailbox_id: MailboxId) -> Uid:
+        """Return the first UID that is \\Recent for the caller, and take them from others."""
+
+        def run(conn: sqlite3.Connection) -> Uid:
+            row = conn.execute(
+                "SELECT recent_floor, uidnext FROM mailboxes WHERE id = ?", (mailbox_id,)
+            ).fetchone()
+            if row is None:
+                raise NotFound("mailbox does not exist")
+            conn.execute("UPDATE mailboxes SET recent_floor = ? WHERE id = ?", (row[1], mailbox_id))
+            return Uid(row[0])
+
+        return await self._db.write(run)
+
+    # messages ----------------------------------------------------------------------------
+    def new_spool(self) -> Spool:
+        return FileSpool(self.layout)
+
+    def _bump(self, conn: sqlite3.Connection, mailbox_id: int) -> ModSeq:
+        row = conn.execute(
+            "UPDATE mailboxes SET highestmodseq = highestmodseq + 1 WHERE id = ?"
+            " RETURNING highestmodseq",
+            (mailbox_id,),
+        ).fetchone()
+        if row is None:
+            raise NotFound("mailbox does not exist")
+        return ModSeq(row[0])
+
+    def _unref(self, conn: sqlite3.Connection, blob: int) -> list[str]:
+        row = conn.execute(
+            "UPDATE blobs SET refs = refs - 1 WHERE id = ? RETURNING refs, name", (blob,)
+        ).fetchone()
+        if row is not None and row[0] <= 0:
+            conn.execute("DELETE FROM blobs WHERE id = ?", (blob,))
+            return [row[1]]
+        return []
+
+    def _unlink(self, names: Iterable[str]) -> None:
+        for name in names:
+            try:
+                self.layout.blob_path(name).unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:  # left for `pobox check --repair`
+                log.warning("could not remove message file %s: %s", name, exc)
+
+    def _insert_message(
+        self,
+        conn: sqlite3.Connection,
+        mailbox_id: int,
+        blob: int,
+        size: int,
+        flags: int,
+        keywords: str,
+        internal: tuple[float, int],
+        pop3_uidl: str | None,
+    ) -> MessageMeta:
+        row = conn.execute(
+            "UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1"
+            " WHERE id = ? RETURNING uidnext - 1, highestmodseq",
+            (mailbox_id,),
+        ).fetchone()
+        if row is None:
+            raise NotFound("mailbox does not exist")
+        uid, modseq = row
+        now = time.time()
+        conn.execute(
+            f"INSERT INTO messages ({_MSG_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+            (
+                mailbox_id,
+                uid,
+                modseq,
+                flags,
+                keywords,
+                internal[0],
+                internal[1],
+                now,
+                size,
+                blob,
+                pop3_uidl,
+            ),
+        )
+        conn.execute("UPDATE blobs SET refs = refs + 1 WHERE id = ?", (blob,))
+        self._journal(conn, mailbox_id)
+        return MessageMeta(
+            MailboxId(mailbox_id),
+            Uid(uid),
+            ModSeq(modseq),
+            join_flags(flags, keywords),
+            _from_epoch(*internal),
+            _from_epoch(now),
+            size,
+            BlobId(blob),
+            pop3_uidl,
+            False,
+        )
+
+    async def append(self, mailbox_id: MailboxId, message: NewMessage) -> MessageMeta:
+        spool = message.spool
+        if not isinstance(spool, FileSpool) or not spool.sealed:
+            raise ValueError("append needs a sealed spool of this store")
+        bits, keywords = split_flags(message.flags)
+        internal = _to_epoch(message.internal_date or datetime.now(UTC))
+        fields = message.fields
+        sent = fields.sent_date.timestamp() if fields.sent_date else None
+
+        def run(conn: sqlite3.Connection) -> MessageMeta:
+            cur = conn.execute(
+                "INSERT INTO blobs (name, size, refs, structure, subject, from_, to_, cc, bcc,"
+                " message_id, sent_date) VALUES (?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    spool.name,
+                    spool.size,
+                    message.structure,
+                    fields.subject,
+                    fields.from_,
+                    fields.to,
+                    fields.cc,
+                    fields.bcc,
+                    fields.message_id,
+                    sent,
+                ),
+            )
+            return self._insert_message(
+                conn,
+                mailbox_id,
+                cur.lastrowid or 0,
+                spool.size,
+                bits,
+                _keywords_text(keywords),
+                internal,
+                message.pop3_uidl,
+            )
+
+        meta = await self._db.write(run)
+        self._notify([mailbox_id])
+        return meta
+
+    async def list_messages(self, mailbox_id: MailboxId) -> list[MessageMeta]:
+        return await self._db.read(
+            lambda conn: [
+                _meta(r)
+                for r in conn.execute(
+                    f"SELECT {_MSG_COLUMNS} FROM messages WHERE mailbox_id = ? ORDER BY uid",
+                    (mailbox_id,),
+                )
+            ]
+        )
+
+    @staticmethod
+    def _select(
+        conn: sqlite3.Connection, mailbox_id: int, uids: Sequence[int]
+    ) -> list[MessageMeta]:
+        result: list[MessageMeta] = []
+        for chunk in _chunks(sorted(set(uids))):
+            marks = ",".join("?" * len(chunk))
+            result += [
+                _meta(r)
+                for r in conn.execute(
+                    f"SELECT {_MSG_COLUMNS} FROM messages WHERE mailbox_id = ? AND uid IN ({marks})"
+                    " ORDER BY uid",
+                    (mailbox_id, *chunk),
+                )
+            ]
+        return result
+
+    async def get_messages(self, mailbox_id: MailboxId, uids: Iterable[Uid]) -> list[MessageMeta]:
+        wanted = list(uids)
+        return await self._db.read(lambda conn: self._select(conn, mailbox_id, wanted))
+
+    async def set_flags(
+        self,
+        mailbox_id: MailboxId,
+        uids: Iterable[Uid],
+        op: FlagOp,
+        flags: frozenset[str],
+        unchanged_since: ModSeq | None = None,
+    ) -> list[MessageMeta]:
+        """Change flags; returns the messages whose flags really changed (with new MODSEQs)."""
+        bits, keywords = split_flags(flags)
+        wanted = list(uids)
+
+        def run(conn: sqlite3.Connection) -> list[MessageMeta]:
+            changed: list[MessageMeta] = []
+            modseq: ModSeq | None = None
+            for meta in self._select(conn, mailbox_id, wanted):
+                if unchanged_since is not None and meta.modseq > unchanged_since:
+                    continue
+                old_bits, old_keywords = split_flags(meta.flags)
+                if op is FlagOp.REPLACE:
+                    new_bits, new_keywords = bits, keywords
+                elif op is FlagOp.ADD:
+                    new_bits, new_keywords = old_bits | bits, old_keywords | keywords
+                else:
+                    new_bits, new_keywords = old_bits & ~bits, old_keywords - keywords
+                if (new_bits, new_keywords) == (old_bits, old_keywords):
+                    continue
+                if modseq is None:
+                    modseq = self._bump(conn, mailbox_id)
+                text = _keywords_text(new_keywords)
+                conn.execute(
+                    "UPDATE messages SET flags = ?, keywords = ?, modseq = ?"
+                    " WHERE mailbox_id = ? AND uid = ?",
+                    (new_bits, text, modseq, mailbox_id, meta.uid),
+                )
+                changed.append(
+                    MessageMeta(
+                        meta.mailbox_id,
+                        meta.uid,
+                        modseq,
+                        join_flags(new_bits, text),
+                        meta.internal_date,
+                        meta.save_date,
+                        meta.size,
+                        meta.blob,
+                        meta.pop3_uidl,
+                        meta.pop3_hidden,
+                    )
+                )
+            if changed:
+                self._journal(conn, mailbox_id)
+            return changed
+
+        changed = await self._db.write(run)
+        if changed:
+            self._notify([mailbox_id])
+        return changed
+
+    def _expunge(
+        self, conn: sqlite3.Connection, mailbox_id: int, uids: Sequence[int], keep: bool
+    ) -> tuple[list[Expunged], list[str]]:
+        metas = self._select(conn, mailbox_id, uids)
+        if not metas:
+            return [], []
+        mailbox = self._require_mailbox(conn, mailbox_id)
+        modseq = self._bump(conn, mailbox_id)
+        doomed: list[str] = []
+        now = time.time()
+        for meta in metas:
+            conn.execute(
+                "DELETE FROM messages WHERE mailbox_id = ? AND uid = ?", (mailbox_id, meta.uid)
+            )
+            conn.execute(
+                "INSERT OR REPLACE INTO expunged (mailbox_id, uid, modseq) VALUES (?, ?, ?)",
+                (mailbox_id, meta.uid, modseq),
+            )
+            present = conn.execute(
+                "SELECT id FROM recoverable WHERE mailbox_id = ? AND uid = ? AND still_present",
+                (mailbox_id, meta.uid),
+            ).fetchone()
+            if present is not None:
+                # hidden by retention, now swept: the recovery row keeps the content alive
+                conn.execute(
+                    "UPDATE recoverable SET still_present = 0, blob = ? WHERE id = ?",
+                    (meta.blob, present[0]),
+                )
+                continue
+            if keep:
+                bits, keywords = split_flags(meta.flags)
+                internal = _to_epoch(meta.internal_date)
+                conn.execute(
+                    "INSERT INTO recoverable (account_id, mailbox_id, mailbox_name, uid, uidl,"
+                    " deleted_at, still_present, blob, flags, keywords, internal_date,"
+                    " internal_tz, size) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?)",
+                    (
+                        mailbox.account_id,
+                        mailbox_id,
+                        mailbox.name,
+                        meta.uid,
+                        meta.pop3_uidl or uidl_for(meta.uid, mailbox.uidvalidity),
+                        now,
+                        meta.blob,
+                        bits,
+                        _keywords_text(keywords),
+                        internal[0],
+                        internal[1],
+                        meta.size,
+                    ),
+                )
+                continue
+            doomed += self._unref(conn, meta.blob)
+        self._journal(conn, mailbox_id)
+        return [Expunged(m.uid, modseq) for m in metas], doomed
+
+    async def expunge(
+        self, mailbox_id: MailboxId, uids: Iterable[Uid], *, keep_recoverable: bool = False
+    ) -> list[Expunged]:
+        wanted = list(uids)
+        gone, doomed = await self._db.write(
+            lambda conn: self._expunge(conn, mailbox_id, wanted, keep_recoverable)
+        )
+        self._unlink(doomed)
+        if gone:
+            self._notify([mailbox_id])
+        return gone
+
+    async def copy(
+        self, src: MailboxId, uids: Iterable[Uid], dst: MailboxId, *, move: bool = False
+    ) -> list[tuple[Uid, Uid]]:
+        wanted = list(uids)
+
+        def run(conn: sqlite3.Connection) -> tuple[list[tuple[Uid, Uid]], list[str]]:
+            self._require_mailbox(conn, dst)
+            pairs: list[tuple[Uid, Uid]] = []
+            metas = self._select(conn, src, wanted)
+            for meta in metas:
+                bits, keywords = split_flags(meta.flags)
+                new = self._insert_message(
+                    conn,
+                    dst,
+                    meta.blob,
+                    meta.size,
+                    bits,
+                    _keywords_text(keywords),
+                    _to_epoch(meta.internal_date),
+                    None,
+                )
+                pairs.append((meta.uid, new.uid))
+            doomed: list[str] = []
+            if move and metas:
+                _, doomed = self._expunge(conn, src, [m.uid for m in metas], False)
+            return pairs, doomed
+
+        pairs, doomed = await self._db.write(run)
+        self._unlink(doomed)
+        if pairs:
+            self._notify([src, dst] if move else [dst])
+        return pairs
+
+    async def changes_since(self, mailbox_id: MailboxId, modseq: ModSeq) -> ChangeBatch:
+        def run(conn: sqlite3.Connection) -> ChangeBatch:
+            mailbox = self._require_mailbox(conn, mailbox_id)
+            changed = [
+                _meta(r)
+                for r in conn.execute(
+                    f"SELECT {_MSG_COLUMNS} FROM messages WHERE mailbox_id = ? AND modseq > ?"
+                    " ORDER BY uid",
+                    (mailbox_id, modseq),
+                )
+            ]
+            gone = [
+                Expunged(Uid(r[0]), ModSeq(r[1]))
+                for r in conn.execute(
+                    "SELECT uid, modseq FROM expunged WHERE mailbox_id = ? AND modseq > ?"
+                    " ORDER BY uid",
+                    (mailbox_id, modseq),
+                )
+            ]
+            return ChangeBatch(mailbox, changed, gone)
+
+        return await self._db.read(run)
+
+    async def get_structure(self, blob: BlobId) -> bytes:
+        def run(conn: sqlite3.Connection) -> bytes:
+            row = conn.execute("SELECT structure FROM blobs WHERE id = ?", (blob,)).fetchone()
+            if row is None:
+                raise NotFound("message content is gone")
+            return bytes(row[0])
+
+        return await self._db.read(run)
+
+    async def open_content(self, blob: BlobId) -> Content:
+        def run(conn: sqlite3.Connection) -> str:
+            row = conn.execute("SELECT name FROM blobs WHERE id = ?", (blob,)).fetchone()
+            if row is None:
+                raise NotFound("message content is gone")
+            return str(row[0])
+
+        name = await self._db.read(run)
+        try:
+            return FileContent(self.layout.blob_path(name))
+        except FileNotFoundError:
+            raise NotFound("message content is gone") from None
+
+    # POP3 retention and recovery ---------------------------------------------------------
+    async def pop3_hide(
+        self, mailbox_id: MailboxId, uids: Iterable[Uid], at: datetime
+    ) -> list[MessageMeta]:
+        wanted = list(uids)
+        epoch = at.timestamp()
+
+        def run(conn: sqlite3.Connection) -> list[MessageMeta]:
+            mailbox = self._require_mailbox(conn, mailbox_id)
+            hidden: list[MessageMeta] = []
+            for meta in self._select(conn, mailbox_id, wanted):
+                if meta.pop3_hidden:
+                    continue
+                conn.execute(
+                    "UPDATE messages SET pop3_hidden_at = ? WHERE mailbox_id = ? AND uid = ?",
+                    (epoch, mailbox_id, meta.uid),
+                )
+                bits, keywords = split_flags(meta.flags)
+                internal = _to_epoch(meta.internal_date)
+                conn.execute(
+                    "INSERT INTO recoverable (account_id, mailbox_id, mailbox_name, uid, uidl,"
+                    " deleted_at, still_present, blob, flags, keywords, internal_date,"
+                    " internal_tz, size) VALUES (?, ?, ?, ?, ?, ?, 1, NULL, ?, ?, ?, ?, ?)",
+                    (
+                        mailbox.account_id,
+                        mailbox_id,
+                        mailbox.name,
+                        meta.uid,
+                        meta.pop3_uidl or uidl_for(meta.uid, mailbox.uidvalidity),
+                        epoch,
+                        bits,
+                        _keywords_text(keywords),
+                        internal[0],
+                        internal[1],
+                        meta.size,
+                    ),
+                )
+                hidden.append(meta)
+            return hidden
+
+        return await self._db.write(run)
+
+    async def hidden_before(
+        self, account_id: AccountId, cutoff: datetime
+    ) -> list[tuple[MailboxId, Uid]]:
+        return await self._db.read(
+            lambda conn: [
+                (MailboxId(r[0]), Uid(r[1]))
+                for r in conn.execute(
+                    "SELECT m.mailbox_id, m.uid FROM messages m"
+                    " JOIN mailboxes b ON b.id = m.mailbox_id"
+                    " WHERE b.account_id = ? AND m.pop3_hidden_at IS NOT NULL"
+                    " AND m.pop3_hidden_at < ? ORDER BY m.mailbox_id, m.uid",
+                    (account_id, cutoff.timestamp()),
+                )
+            ]
+        )
+
+    async def list_recoverable(
+        self, account_id: AccountId, since: datetime | None = None
+    ) -> list[Recoverable]:
+        floor = since.timestamp() if since else 0.0
+        return await self._db.read(
+            lambda conn: [
+                Recoverable(r[0], r[1], Uid(r[2]), r[3], _from_epoch(r[4]), r[5], bool(r[6]))
+                for r in conn.execute(
+                    "SELECT id, mailbox_name, uid, uidl, deleted_at, size, still_present"
+                    " FROM recoverable WHERE account_id = ? AND deleted_at >= ?"
+                    " ORDER BY deleted_at, id",
+                    (account_id, floor),
+                )
+            ]
+        )
+
+    async def recover(self, account_id: AccountId, ids: Iterable[int]) -> list[MessageMeta]:
+        wanted = list(ids)
+
+        def run(conn: sqlite3.Connection) -> tuple[list[MessageMeta], set[int]]:
+            restored: list[MessageMeta] = []
+            touched: set[int] = set()
+            inbox = conn.execute(
+                "SELECT id FROM mailboxes WHERE account_id = ? AND name = 'INBOX'", (account_id,)
+            ).fetchone()
+            for rec_id in wanted:
+                row = conn.execute(
+                    "SELECT mailbox_id, uid, uidl, still_present, blob, flags, keywords,"
+                    " internal_date, internal_tz, size FROM recoverable"
+                    " WHERE id = ? AND account_id = ?",
+                    (rec_id, account_id),
+                ).fetchone()
+                if row is None:
+                    continue
+                mailbox_id, uid, uidl, present, blob, flags, keywords, idate, itz, size = row
+                conn.execute("DELETE FROM recoverable WHERE id = ?", (rec_id,))
+                if present:
+                    conn.execute(
+                        "UPDATE messages SET pop3_hidden_at = NULL"
+                        " WHERE mailbox_id = ? AND uid = ?",
+                        (mailbox_id, uid),
+                    )
+                    restored += self._select(conn, mailbox_id, [uid])
+                    touched.add(mailbox_id)
+                    continue
+                target = mailbox_id if mailbox_id is not None else (inbox[0] if inbox else None)
+                if target is None:
+                    raise NotFound("the account has no INBOX to recover into")
+                restored.append(
+                    self._insert_message(
+                        conn, target, blob, size, flags, keywords, (idate, itz), uidl
+                    )
+                )
+                # the recovery row held one reference; the new message holds its own now
+                self._unref(conn, blob)
+                touched.add(target)
+            return restored, touched
+
+        restored, touched = await self._db.write(run)
+        self._notify(MailboxId(i) for i in touched)
+        return restored
+
+    async def purge_recoverable(self, cutoff: datetime) -> int:
+        def run(conn: sqlite3.Connection) -> tuple[int, list[str]]:
+            rows = conn.execute(
+                "SELECT id, blob FROM recoverable WHERE deleted_at < ?", (cutoff.timestamp(),)
+            ).fetchall()
+            doomed: list[str] = []
+            for rec_id, blob in rows:
+                conn.execute("DELETE FROM recoverable WHERE id = ?", (rec_id,))
+                if blob is not None:
+                    doomed += self._unref(conn, blob)
+            return len(rows), doomed
+
+        count, doomed = await self._db.write(run)
+        self._unlink(doomed)
+        return count
+
+    # coordination ------------------------------------------------------------------------
+    async def try_lock(self, account_id: AccountId, name: str) -> Lock | None:
+        """An exclusive lock that the kernel releases when the holder's process dies."""
+        if not name.isalnum():
+            raise InvalidInput("bad lock name")
+        path = self.layout.locks / f"{int(account_id)}.{name}"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        return _FileLock(fd)
+
+
+def uidl_for(uid: int, uidvalidity: int) -> str:
+    """Dovecot's default POP3 UIDL form: 8 hex digits of the UID, then 8 of UIDVALIDITY."""
+    return f"{uid:08x}{uidvalidity:08x}"
