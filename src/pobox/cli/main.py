@@ -183,6 +183,17 @@ async def cmd_sweep(service: MailService, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_check(service: MailService, args: argparse.Namespace) -> int:
+    problems = await service.store.check(repair=args.repair)
+    for problem in problems:
+        print(problem)
+    if not problems:
+        print("the store is consistent")
+        return 0
+    print(f"{len(problems)} problem(s){' (repaired what could be)' if args.repair else ''}")
+    return 0 if args.repair else 1
+
+
 # the parser -----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pobox", description="pobox mail server")
@@ -261,6 +272,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("address")
         sub.add_argument("--since", metavar="DATE", help="only what was deleted since DATE")
         sub.set_defaults(action=action)
+
+    check = commands.add_parser("check", help="verify the store")
+    check.add_argument("--repair", action="store_true", help="fix what can safely be fixed")
+    check.set_defaults(action=cmd_check)
 
     commands.add_parser("sweep", help="apply retention policies now").set_defaults(action=cmd_sweep)
     return parser

@@ -355,12 +355,13 @@ class SqliteStore:
             doomed: list[str] = []
             for mailbox_id in mailbox_ids:
                 doomed += self._drop_mailbox(conn, mailbox_id)
-            for (blob,) in conn.execute(
+            held = conn.execute(
                 "SELECT blob FROM recoverable WHERE account_id = ? AND blob IS NOT NULL",
                 (account_id,),
-            ).fetchall():
-                doomed += self._unref(conn, blob)
+            ).fetchall()
             conn.execute("DELETE FROM recoverable WHERE account_id = ?", (account_id,))
+            for (blob,) in held:
+                doomed += self._unref(conn, blob)
             cur = conn.execute("DELETE FROM accounts WHERE id = ?", (account_id,))
             if cur.rowcount == 0:
                 raise NotFound("no such account")
@@ -480,11 +481,12 @@ class SqliteStore:
 
     def _drop_mailbox(self, conn: sqlite3.Connection, mailbox_id: int) -> list[str]:
         doomed: list[str] = []
-        for (blob,) in conn.execute(
+        blobs = conn.execute(
             "SELECT blob FROM messages WHERE mailbox_id = ?", (mailbox_id,)
-        ).fetchall():
-            doomed += self._unref(conn, blob)
+        ).fetchall()
         conn.execute("DELETE FROM messages WHERE mailbox_id = ?", (mailbox_id,))
+        for (blob,) in blobs:
+            doomed += self._unref(conn, blob)
         conn.execute("DELETE FROM expunged WHERE mailbox_id = ?", (mailbox_id,))
         conn.execute("UPDATE recoverable SET mailbox_id = NULL WHERE mailbox_id = ?", (mailbox_id,))
         conn.execute("DELETE FROM mailboxes WHERE id = ?", (mailbox_id,))
@@ -1092,6 +1094,56 @@ class SqliteStore:
         count, doomed = await self._db.write(run)
         self._unlink(doomed)
         return count
+
+    # maintenance ---------------------------------------------------------------------------
+    async def check(self, repair: bool = False) -> list[str]:
+        """Verify the store; returns the problems found (and, with *repair*, fixed)."""
+        problems: list[str] = []
+
+        def inspect(conn: sqlite3.Connection) -> list[tuple[str, int]]:
+            for (line,) in conn.execute("PRAGMA integrity_check").fetchall():
+                if line != "ok":
+                    problems.append(f"database: {line}")
+            for name, uidnext, top in conn.execute(
+                "SELECT b.name, b.uidnext, max(m.uid) FROM mailboxes b"
+                " JOIN messages m ON m.mailbox_id = b.id"
+                " GROUP BY b.id HAVING max(m.uid) >= b.uidnext"
+            ):
+                problems.append(f"mailbox {name}: UIDNEXT {uidnext} is not above UID {top}")
+            for blob, refs, used in conn.execute(
+                "SELECT b.id, b.refs, (SELECT count(*) FROM messages m WHERE m.blob = b.id)"
+                " + (SELECT count(*) FROM recoverable r WHERE r.blob = b.id) FROM blobs b"
+            ):
+                if refs != used:
+                    problems.append(f"blob {blob}: reference count {refs}, used {used} times")
+            return [(r[0], r[1]) for r in conn.execute("SELECT name, size FROM blobs")]
+
+        blobs = await self._db.read(inspect)
+
+        def files() -> set[str]:
+            known = {name for name, _ in blobs}
+            for name, size in blobs:
+                path = self.layout.blob_path(name)
+                try:
+                    actual = path.stat().st_size
+                except FileNotFoundError:
+                    problems.append(f"message file {name} is missing")
+                    continue
+                if actual != size:
+                    problems.append(f"message file {name} has {actual} bytes, expected {size}")
+            orphans: set[str] = set()
+            cutoff = time.time() - 300  # younger files may belong to deliveries in flight
+            for path in self.layout.messages.glob("*/*"):
+                if path.name not in known and path.stat().st_mtime < cutoff:
+                    orphans.add(path.name)
+            return orphans
+
+        orphans = await asyncio.to_thread(files)
+        for name in sorted(orphans):
+            problems.append(f"message file {name} belongs to no message (left by a crash)")
+        if repair and orphans:
+            await asyncio.to_thread(self._unlink, orphans)
+        return problems
 
     # coordination ------------------------------------------------------------------------
     async def try_lock(self, account_id: AccountId, name: str) -> Lock | None:

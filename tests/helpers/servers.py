@@ -1,0 +1,140 @@
+"""Running pobox for tests: in-process (fast) or as a real `pobox serve` subprocess."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+POBOX = [sys.executable, "-m", "pobox"]
+LISTENERS = ("imap", "pop3", "smtp", "lmtp", "web")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def write_config(path: Path, data: Path, ports: dict[str, int], extra: str = "") -> Path:
+    lines = [f'data_dir = "{data}"', ""]
+    for name in LISTENERS:
+        lines += [f"[{name}]", f"port = {ports[name]}", ""]
+    path.write_text("\n".join(lines) + extra)
+    return path
+
+
+def pobox(
+    *args: str,
+    data: Path,
+    stdin: bytes | None = None,
+    check: bool = True,
+    config: Path | None = None,
+) -> subprocess.CompletedProcess[bytes]:
+    cmd = [*POBOX, "--data", str(data)]
+    if config is not None:
+        cmd += ["--config", str(config)]
+    result = subprocess.run(
+        [*cmd, *args], input=stdin, capture_output=True, timeout=120, check=False
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"pobox {' '.join(args)} failed ({result.returncode}): {result.stderr.decode()}"
+        )
+    return result
+
+
+def wait_port(
+    port: int, timeout: float = 20.0, proc: subprocess.Popen[bytes] | None = None
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"pobox exited early with {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"nothing listens on port {port}")
+
+
+@dataclass
+class ServerProcess:
+    """A `pobox serve` subprocess on free loopback ports."""
+
+    data: Path
+    config: Path
+    ports: dict[str, int]
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, workers: int = 1) -> None:
+        logf = open(self.log, "ab")  # noqa: SIM115 - handed to the child
+        cmd = [*POBOX, "--data", str(self.data), "--config", str(self.config), "serve"]
+        if workers > 1:
+            cmd += ["--workers", str(workers)]
+        self.proc = subprocess.Popen(cmd, stdout=logf, stderr=logf, start_new_session=True)
+        logf.close()
+        try:
+            self.wait_serving(workers)
+        except BaseException:
+            self.kill()
+            raise
+
+    def wait_serving(self, workers: int, timeout: float = 30.0) -> None:
+        """Every worker logs 'serving' once all its listeners are open."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    f"pobox exited early with {self.proc.returncode}: {self.log.read_text()}"
+                )
+            if self.log.read_text(errors="replace").count(") serving") >= workers:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"pobox did not start: {self.log.read_text()}")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.proc.returncode
+
+    def cli(
+        self, *args: str, stdin: bytes | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[bytes]:
+        return pobox(*args, data=self.data, stdin=stdin, check=check, config=self.config)
+
+
+@contextlib.contextmanager
+def server_process(
+    tmp: Path, users: dict[str, str] | None = None, extra_config: str = "", workers: int = 1
+) -> Iterator[ServerProcess]:
+    data = tmp / "data"
+    ports = {name: free_port() for name in LISTENERS}
+    config = write_config(tmp / "pobox.toml", data, ports, extra_config)
+    server = ServerProcess(data, config, ports, tmp / "server.log")
+    for address, password in (users or {}).items():
+        server.cli("user", "add", address, "--password-stdin", stdin=password.encode() + b"\n")
+    server.start(workers)
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,272 @@
+"""Backend conformance: the invariants every storage backend keeps (DESIGN.md rule 8)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from tests.store.util import append, message_bytes
+
+from pobox.errors import AlreadyExists, InvalidInput, NotFound
+from pobox.store.api import DEFAULT_MAILBOXES, FlagOp, ModSeq, Store, Uid
+
+
+async def test_new_account_gets_default_mailboxes_with_special_use(store: Store) -> None:
+    account = await store.create_account("alice@example.org", "hash")
+    mailboxes = {m.name: m for m in await store.list_mailboxes(account.id)}
+    assert set(mailboxes) == {name for name, _ in DEFAULT_MAILBOXES}
+    assert mailboxes["Sent"].special_use == "\\Sent"
+    assert mailboxes["Trash"].special_use == "\\Trash"
+    assert mailboxes["INBOX"].special_use is None
+    assert all(m.subscribed for m in mailboxes.values())
+    # every mailbox its own UIDVALIDITY, nothing stored yet
+    assert len({m.uidvalidity for m in mailboxes.values()}) == len(mailboxes)
+    assert all(m.uidnext == 1 for m in mailboxes.values())
+
+
+async def test_accounts_are_unique_case_insensitively(store: Store) -> None:
+    await store.create_account("bob@example.org", "h")
+    with pytest.raises(AlreadyExists):
+        await store.create_account("BOB@example.org", "h")
+    assert (await store.get_account("Bob@Example.org")) is not None
+
+
+async def test_alias_resolves_and_cannot_shadow_an_account(store: Store) -> None:
+    bob = await store.create_account("bob@example.org", "h")
+    await store.create_account("carol@example.org", "h")
+    await store.add_alias("robert@example.org", bob.id)
+    resolved = await store.resolve_address("robert@example.org")
+    assert resolved is not None and resolved.id == bob.id
+    with pytest.raises(AlreadyExists):
+        await store.add_alias("carol@example.org", bob.id)
+    assert await store.resolve_address("nobody@example.org") is None
+
+
+async def test_uids_ascend_and_are_unique_under_concurrent_appends(store: Store) -> None:
+    account = await store.create_account("a@example.org", "h")
+    inbox = await store.get_mailbox(account.id, "INBOX")
+    assert inbox is not None
+    metas = await asyncio.gather(*(append(store, inbox.id, message_bytes(n)) for n in range(200)))
+    uids = [m.uid for m in metas]
+    assert sorted(uids) == list(range(1, 201))
+    listed = await store.list_messages(inbox.id)
+    assert [m.uid for m in listed] == list(range(1, 201))
+    mailbox = await store.get_mailbox_by_id(inbox.id)
+    assert mailbox is not None and mailbox.uidnext == 201
+
+
+async def test_uids_are_never_reused_after_expunge(store: Store) -> None:
+    account = await store.create_account("a@example.org", "h")
+    inbox = await store.get_mailbox(account.id, "INBOX")
+    assert inbox is not None
+    first = await append(store, inbox.id, message_bytes(1))
+    second = await append(store, inbox.id, message_bytes(2))
+    await store.expunge(inbox.id, [second.uid])
+    third = await append(store, inbox.id, message_bytes(3))
+    assert first.uid < second.uid < third.uid
+
+
+async def test_modseq_grows_with_every_change(store: Store) -> None:
+    account = await store.create_account("a@example.org", "h")
+    inbox = await store.get_mailbox(account.id, "INBOX")
+    assert inbox is not None
+    meta = await append(store, inbox.id, message_bytes(1))
+    before = await store.get_mailbox_by_id(inbox.id)
+    assert before is not None and before.highest_modseq >= meta.modseq
+    changed = await store.set_flags(inbox.id, [meta.uid], FlagOp.ADD, frozenset({"\\Seen"}))
+    assert len(changed) == 1 and changed[0].modseq > meta.modseq
+    assert changed[0].flags == frozenset({"\\Seen"})
+    # a no-op change changes nothing, not even the MODSEQ
+    again = await store.set_flags(inbox.id, [meta.uid], FlagOp.ADD, frozenset({"\\seen"}))
+    assert again == []
+    after = await store.get_mailbox_by_id(inbox.id)
+    assert after is not None and after.highest_modseq == changed[0].modseq
+    batch = await store.changes_since(inbox.id, meta.modseq)
+    assert [m.uid for m in batch.changed] == [meta.uid]
+
+
+async def test_flags_keywords_and_unchanged_since(store: Store) -> None:
+    account = await store.create_account("a@example.org", "h")
+    inbox = await store.get_mailbox(account.id, "INBOX")
+    assert inbox is not None
+    meta = await append(store, inbox.id, message_bytes(1), flags=frozenset({"\\Flagged", "$Work"}))
+    assert meta.flags == frozenset({"\\Flagged", "$Work"})
+    changed = await store.set_flags(inbox.id, [meta.uid], FlagOp.REPLACE, frozenset({"\\Draft"}))
+    assert changed[0].flags == frozenset({"\\Draft"})
+    skipped = await store.set_flags(
+        inbox.id, [meta.uid], FlagOp.ADD, frozenset({"\\Seen"}), unchanged_since=meta.modseq
+    )
+    assert skipped == []
+    removed = await store.set_flags(inbox.id, [meta.uid], FlagOp.REMOVE, frozenset({"\\Draft"}))
+    assert removed[0].flags == frozenset()
+    with pytest.raises(InvalidInput):
+        await store.set_flags(inbox.id, [meta.uid], FlagOp.ADD, frozenset({"\\Recent"}))
+
+
+async def test_expunge_log_records_uid_and_modseq(store: Store) -> None:
+    account = await store.create_account("a@example.org", "h")
+    inbox = await store.get_mailbox(account.id, "INBOX")
+    assert inbox is not None
+    metas = [await append(store, inbox.id, message_bytes(n)) for n in range(3)]
+    mark = (await store.get_mailbox_by_id(inbox.id)).highest_modseq  # type: ignore[union-attr]
+    gone = await store.expunge(inbox.id, [metas[0].uid, metas[2].uid])
+    assert [g.uid for g in gone] == [metas[0].uid, metas[2].uid]
+    assert all(g.modseq > mark for g in gone)
+    batch = await store.changes_since(inbox.id, ModSeq(mark))
+    assert [e.uid for e in batch.expunged] == [metas[0].uid, metas[2].uid]
+    assert [m.uid for m in await store.list_messages(inbox.id)] == [metas[1].uid]
+    # expunging what is gone is a no-op
+    assert await store.expunge(inbox.id, [metas[0].uid]) == []
+
+
+async def test_content_is_stored_whole_and_shared_by_copies(store: Store) -> None:
+    account = await store.create_account("a@example.org", "h")
+    inbox = await store.get_mailbox(account.id, "INBOX")
+    archive = await store.get_mailbox(account.id, "Archive")
+    assert inbox is not None and archive is not None
+    content = message_bytes(7, size=300_000)
+    meta = await append(store, inbox.id, content)
+    assert meta.size == len(content)
+    pairs = await store.copy(inbox.id, [meta.uid], archive.id)
+    assert pairs == [(meta.uid, Uid(1))]
+    await store.expunge(inbox.id, [meta.uid])
+    (copied,) = await store.list_messages(archive.id)
+    body = await store.open_content(copied.blob)
+    try:
+        assert body.read(0, body.size) == content
+        assert body.read(len(content) - 4, 100) == content[-4:]
+    finally:
+        body.close()
+    assert await store.get_structure(copied.blob)
+
+
+async def test_move_expunges_the_source(store: Store) -> None:
+    account = await store.create_account("a@example.org", "h")
+    inbox = await store.get_mailbox(account.id, "INBOX")
+    trash = await store.get_mailbox(account.id, "Trash")
+    assert inbox is not None and trash is not None
+    meta = await append(store, inbox.id, message_bytes(1), flags=frozenset({"\\Seen"}))
+    pairs = await store.copy(inbox.id, [meta.uid], trash.id, move=True)
+    assert len(pairs) == 1
+    assert await store.list_messages(inbox.id) == []
+    (moved,) = await store.list_messages(trash.id)
+    assert moved.flags == frozenset({"\\Seen"})
+
+
+async def test_mailbox_hierarchy_rename_keeps_uidvalidity(store: Store) -> None:
+    account = await store.create_account("a@example.org", "h")
+    parent = await store.create_mailbox(account.id, "Projects")
+    child = await store.create_mailbox(account.id, "Projects/pobox")
+    with pytest.raises(AlreadyExists):
+        await store.create_mailbox(account.id, "Projects")
+    renamed = await store.rename_mailbox(parent.id, "Work")
+    assert renamed.name == "Work" and renamed.uidvalidity == parent.uidvalidity
+    moved_child = await store.get_mailbox_by_id(child.id)
+    assert moved_child is not None and moved_child.name == "Work/pobox"
+    await store.delete_mailbox(child.id)
+    assert await store.get_mailbox(account.id, "Work/pobox") is None
+    with pytest.raises(NotFound):
+        await store.delete_mailbox(child.id)
+
+
+async def test_subscriptions(store: Store) -> None:
+    account = await store.create_account("a@example.org", "h")
+    await store.set_subscribed(account.id, "Lists/python", True)
+    assert "Lists/python" in await store.list_subscriptions(account.id)
+    await store.set_subscribed(account.id, "Lists/python", False)
+    assert "Lists/python" not in await store.list_subscriptions(account.id)
+
+
+async def test_status_counts(store: Store) -> None:
+    account = await store.create_account("a@example.org", "h")
+    inbox = await store.get_mailbox(account.id, "INBOX")
+    assert inbox is not None
+    a = await append(store, inbox.id, message_bytes(1), flags=frozenset({"\\Seen"}))
+    b = await append(store, inbox.id, message_bytes(2), flags=frozenset({"\\Deleted"}))
+    status = await store.mailbox_status(inbox.id)
+    assert (status.messages, status.unseen, status.deleted) == (2, 1, 1)
+    assert status.size == a.size + b.size
+    assert status.first_unseen_uid == b.uid
+    assert status.recent == 2
+    assert await store.claim_recent(inbox.id) == 1
+    assert (await store.mailbox_status(inbox.id)).recent == 0
+
+
+async def test_recoverable_expunge_and_recover_keep_the_uidl(store: Store) -> None:
+    account = await store.create_account("a@example.org", "h")
+    inbox = await store.get_mailbox(account.id, "INBOX")
+    assert inbox is not None
+    meta = await append(store, inbox.id, message_bytes(1), flags=frozenset({"\\Seen"}))
+    await store.expunge(inbox.id, [meta.uid], keep_recoverable=True)
+    (item,) = await store.list_recoverable(account.id)
+    assert item.uid == meta.uid and not item.still_present
+    expected_uidl = f"{meta.uid:08x}{inbox.uidvalidity:08x}"
+    assert item.uidl == expected_uidl
+    (restored,) = await store.recover(account.id, [item.id])
+    assert restored.uid > meta.uid  # a new UID for IMAP, the old UIDL for POP3
+    assert restored.pop3_uidl == expected_uidl
+    assert restored.flags == frozenset({"\\Seen"})
+    content = await store.open_content(restored.blob)
+    try:
+        assert content.read(0, content.size) == message_bytes(1)
+    finally:
+        content.close()
+    assert await store.list_recoverable(account.id) == []
+
+
+async def test_pop3_hide_and_sweep_window(store: Store) -> None:
+    account = await store.create_account("a@example.org", "h")
+    inbox = await store.get_mailbox(account.id, "INBOX")
+    assert inbox is not None
+    meta = await append(store, inbox.id, message_bytes(1))
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    assert len(await store.pop3_hide(inbox.id, [meta.uid], at)) == 1
+    (listed,) = await store.list_messages(inbox.id)
+    assert listed.pop3_hidden
+    assert await store.hidden_before(account.id, at) == []
+    assert await store.hidden_before(account.id, at + timedelta(seconds=1)) == [
+        (inbox.id, meta.uid)
+    ]
+    (item,) = await store.list_recoverable(account.id)
+    assert item.still_present
+    # swept: the recovery row now holds the content
+    await store.expunge(inbox.id, [meta.uid], keep_recoverable=True)
+    (item,) = await store.list_recoverable(account.id)
+    assert not item.still_present
+    assert await store.purge_recoverable(at + timedelta(days=1)) == 1
+    assert await store.list_recoverable(account.id) == []
+
+
+async def test_lock_is_exclusive_until_released(store: Store) -> None:
+    account = await store.create_account("a@example.org", "h")
+    lock = await store.try_lock(account.id, "pop3")
+    assert lock is not None
+    assert await store.try_lock(account.id, "pop3") is None
+    await lock.release()
+    again = await store.try_lock(account.id, "pop3")
+    assert again is not None
+    await again.release()
+
+
+async def test_listeners_hear_of_changes(store: Store) -> None:
+    account = await store.create_account("a@example.org", "h")
+    inbox = await store.get_mailbox(account.id, "INBOX")
+    assert inbox is not None
+    heard: list[int] = []
+    store.add_listener(heard.append)
+    try:
+        await append(store, inbox.id, message_bytes(1))
+        assert inbox.id in heard
+    finally:
+        store.remove_listener(heard.append)
+
+
+async def test_delete_account_removes_everything(store: Store) -> None:
+    account = await store.create_account("a@example.org", "h")
+    inbox = await store.get_mailbox(account.id, "INBOX")
+    assert inbox is not None
+    await append(store, inbox.id, message_bytes(1))
+    await store.delete_account(account.id)
+    assert await store.get_account("a@example.org") is None
+    assert await store.list_accounts() == []
