@@ -1,0 +1,498 @@
+"""IMAP command grammar: one framed command (lines + literals) → a typed command, sans-IO.
+
+:func:`parse_command` is the entry point used by :mod:`pobox.imap.protocol`; it raises
+:class:`CommandError` (carrying the tag when one could be read) and nothing else.
+APPEND is special: the protocol calls :func:`classify_literal` when a literal is announced, to
+learn whether that literal is an APPEND message (streamed, never buffered) or an ordinary
+argument; :func:`parse_append_continuation` reads what follows each message (MULTIAPPEND).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from pobox.imap import mutf7
+from pobox.imap.commands import (
+    Authenticate,
+    Capability,
+    Check,
+    Close,
+    Command,
+    Copy,
+    Create,
+    Delete,
+    Enable,
+    Examine,
+    Expunge,
+    Id,
+    Idle,
+    List,
+    Login,
+    Logout,
+    Lsub,
+    Move,
+    Namespace,
+    Noop,
+    Parameter,
+    Rename,
+    Select,
+    StartTls,
+    Status,
+    Store,
+    StoreMode,
+    Subscribe,
+    Unselect,
+    Unsubscribe,
+)
+from pobox.imap.fetch_grammar import parse_fetch
+from pobox.imap.lexer import (
+    LiteralMarker,
+    ParseError,
+    PendingLiteral,
+    Reader,
+    find_literal_marker,
+)
+from pobox.imap.search_grammar import parse_search
+
+__all__ = [
+    "AppendMessageInfo",
+    "CommandError",
+    "OrdinaryLiteral",
+    "classify_literal",
+    "command_tag",
+    "decode_mailbox",
+    "parse_append_continuation",
+    "parse_command",
+]
+
+
+class CommandError(Exception):
+    """A command that cannot be parsed; becomes ``tag BAD text`` (or ``* BAD`` without tag)."""
+
+    def __init__(self, tag: str | None, text: str, code: str | None = None) -> None:
+        super().__init__(text)
+        self.tag = tag
+        self.text = text
+        self.code = code
+
+
+# --------------------------------------------------------------------------- mailbox names
+
+
+def _mailbox(r: Reader) -> bytes:
+    raw = r.astring("a mailbox name")
+    return b"INBOX" if raw.upper() == b"INBOX" else raw
+
+
+def decode_mailbox(raw: bytes, *, utf8: bool) -> str:
+    """Mailbox name bytes from a command → text.
+
+    Only the name ``INBOX`` itself is case-insensitive (RFC 9051 §5.1); the grammar already
+    normalised it, and ``inbox/child`` is left as the client wrote it. With ``utf8`` (UTF8=ACCEPT
+    or IMAP4rev2 enabled) the bytes are UTF-8; otherwise modified UTF-7, but raw UTF-8 from
+    clients that never encode is accepted too. Raises ``ValueError`` for undecodable names.
+    """
+    if utf8 or not raw.isascii():
+        return raw.decode("utf-8")
+    return mutf7.decode(raw)
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def command_tag(line: bytes) -> str | None:
+    """The tag at the start of a command line, if it is a valid one."""
+    r = Reader([line], [])
+    try:
+        tag = r.tag()
+    except ParseError:
+        return None
+    return tag if r.peek() in (0x20, None) else None
+
+
+def parse_command(lines: Sequence[bytes], literals: Sequence[bytes]) -> Command:
+    r = Reader(lines, literals)
+    tag: str | None = None
+    try:
+        tag = r.tag()
+        r.sp()
+        name = r.word()
+        uid = False
+        if name == "UID":
+            uid = True
+            r.sp()
+            name = r.word()
+            if name not in _UID_COMMANDS:
+                raise ParseError(f"UID {name} is not a command")
+        parser = _COMMANDS.get(name)
+        if parser is None:
+            if name == "APPEND":
+                raise ParseError("APPEND needs a message literal")
+            raise ParseError(f"unknown command {name}")
+        return parser(r, tag, uid)
+    except ParseError as exc:
+        raise CommandError(tag, exc.text, exc.code) from None
+    except PendingLiteral:  # pragma: no cover - the protocol never hands over such input
+        raise CommandError(tag, "incomplete command") from None
+
+
+# --------------------------------------------------------------------------- simple commands
+
+
+def _no_args(cls: Callable[[str], Command]) -> Callable[[Reader, str, bool], Command]:
+    def parse(r: Reader, tag: str, uid: bool) -> Command:
+        r.end()
+        return cls(tag)
+
+    return parse
+
+
+def _mailbox_only(cls: Callable[[str, bytes], Command]) -> Callable[[Reader, str, bool], Command]:
+    def parse(r: Reader, tag: str, uid: bool) -> Command:
+        r.sp()
+        mailbox = _mailbox(r)
+        r.end()
+        return cls(tag, mailbox)
+
+    return parse
+
+
+def _authenticate(r: Reader, tag: str, uid: bool) -> Command:
+    r.sp()
+    mechanism = r.atom("a SASL mechanism").decode("ascii", "replace").upper()
+    initial: bytes | None = None
+    if r.try_sp():
+        initial = r.atom("an initial response")
+        if initial != b"=" and not _is_base64(initial):
+            raise ParseError("initial response is not base64")
+    r.end()
+    return Authenticate(tag, mechanism, initial)
+
+
+def _is_base64(data: bytes) -> bool:
+    body = data.rstrip(b"=")
+    return (
+        len(data) % 4 == 0
+        and len(data) - len(body) <= 2
+        and all(
+            c in b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/" for c in body
+        )
+    )
+
+
+def _login(r: Reader, tag: str, uid: bool) -> Command:
+    r.sp()
+    userid = r.astring("a user name")
+    r.sp()
+    password = r.astring("a password")
+    r.end()
+    return Login(tag, userid, password)
+
+
+def _enable(r: Reader, tag: str, uid: bool) -> Command:
+    caps = []
+    while r.try_sp():
+        caps.append(r.keyword("a capability"))
+    if not caps:
+        raise r.fail("expected a capability")
+    r.end()
+    return Enable(tag, tuple(caps))
+
+
+def _select(cls: type[Select] | type[Examine]) -> Callable[[Reader, str, bool], Command]:
+    def parse(r: Reader, tag: str, uid: bool) -> Command:
+        r.sp()
+        mailbox = _mailbox(r)
+        params = r.parameters() if r.try_sp() else ()
+        r.end()
+        return cls(tag, mailbox, params)
+
+    return parse
+
+
+def _create(r: Reader, tag: str, uid: bool) -> Command:
+    r.sp()
+    mailbox = _mailbox(r)
+    params = r.parameters() if r.try_sp() else ()
+    r.end()
+    return Create(tag, mailbox, params)
+
+
+def _rename(r: Reader, tag: str, uid: bool) -> Command:
+    r.sp()
+    old = _mailbox(r)
+    r.sp()
+    new = _mailbox(r)
+    params = r.parameters() if r.try_sp() else ()
+    r.end()
+    return Rename(tag, old, new, params)
+
+
+def _list(r: Reader, tag: str, uid: bool) -> Command:
+    r.sp()
+    selection: tuple[str, ...] = ()
+    extended = False
+    if r.peek() == 0x28:
+        selection = tuple(r.paren_list(lambda: r.keyword("a selection option"), allow_empty=True))
+        extended = True
+        r.sp()
+    reference = r.astring("a reference name")
+    r.sp()
+    if r.peek() == 0x28:
+        patterns = tuple(r.paren_list(r.list_mailbox))
+        extended = True
+    else:
+        patterns = (r.list_mailbox(),)
+    return_options: list[str] = []
+    status_items: tuple[str, ...] | None = None
+    if r.try_sp():
+        r.expect(b"RETURN")
+        r.sp()
+        extended = True
+        r.expect(b"(")
+        while r.peek() != 0x29:
+            if return_options or status_items is not None:
+                r.sp()
+            option = r.keyword("a return option")
+            if option == "STATUS":
+                r.sp()
+                status_items = tuple(r.paren_list(lambda: r.keyword("a status item")))
+            else:
+                return_options.append(option)
+        r.pos += 1
+    r.end()
+    return List(
+        tag,
+        reference=reference,
+        patterns=patterns,
+        selection=selection,
+        return_options=tuple(return_options),
+        status_items=status_items,
+        extended=extended,
+    )
+
+
+def _lsub(r: Reader, tag: str, uid: bool) -> Command:
+    r.sp()
+    reference = r.astring("a reference name")
+    r.sp()
+    pattern = r.list_mailbox()
+    r.end()
+    return Lsub(tag, reference, pattern)
+
+
+def _status(r: Reader, tag: str, uid: bool) -> Command:
+    r.sp()
+    mailbox = _mailbox(r)
+    r.sp()
+    items = tuple(r.paren_list(lambda: r.keyword("a status item")))
+    r.end()
+    return Status(tag, mailbox, items)
+
+
+def _store(r: Reader, tag: str, uid: bool) -> Command:
+    r.sp()
+    seqs = r.sequence_set()
+    r.sp()
+    modifiers: tuple[Parameter, ...] = ()
+    if r.peek() == 0x28:
+        modifiers = r.parameters()
+        r.sp()
+    mode = StoreMode.REPLACE
+    sign = r.peek()
+    if sign in (0x2B, 0x2D):  # "+" or "-"
+        mode = StoreMode(chr(sign))
+        r.pos += 1
+    item = r.word()
+    silent = item.endswith(".SILENT")
+    if silent:
+        item = item[: -len(".SILENT")]
+    if item != "FLAGS":
+        raise ParseError(f"unknown STORE item {item}")
+    r.sp()
+    if r.peek() == 0x28:
+        flags = r.flag_list()
+    else:
+        flags_list = [r.flag()]
+        while r.try_sp():
+            flags_list.append(r.flag())
+        flags = tuple(flags_list)
+    r.end()
+    return Store(tag, uid, seqs, mode, silent, flags, modifiers)
+
+
+def _copy_move(cls: type[Copy] | type[Move]) -> Callable[[Reader, str, bool], Command]:
+    def parse(r: Reader, tag: str, uid: bool) -> Command:
+        r.sp()
+        seqs = r.sequence_set()
+        r.sp()
+        mailbox = _mailbox(r)
+        r.end()
+        return cls(tag, uid, seqs, mailbox)
+
+    return parse
+
+
+def _expunge(r: Reader, tag: str, uid: bool) -> Command:
+    uid_set = None
+    if uid:
+        r.sp()
+        uid_set = r.sequence_set()
+    r.end()
+    return Expunge(tag, uid_set)
+
+
+def _id(r: Reader, tag: str, uid: bool) -> Command:
+    r.sp()
+    if r.try_nil():
+        r.end()
+        return Id(tag, None)
+
+    def pair() -> tuple[str, str | None]:
+        key = r.string().decode("utf-8", "replace")
+        r.sp()
+        value = r.nstring()
+        return key, None if value is None else value.decode("utf-8", "replace")
+
+    params = tuple(r.paren_list(pair, allow_empty=True))
+    r.end()
+    return Id(tag, params)
+
+
+def _search(r: Reader, tag: str, uid: bool) -> Command:
+    return parse_search(r, tag, uid)
+
+
+def _fetch(r: Reader, tag: str, uid: bool) -> Command:
+    return parse_fetch(r, tag, uid)
+
+
+_COMMANDS: dict[str, Callable[[Reader, str, bool], Command]] = {
+    "CAPABILITY": _no_args(Capability),
+    "NOOP": _no_args(Noop),
+    "LOGOUT": _no_args(Logout),
+    "STARTTLS": _no_args(StartTls),
+    "AUTHENTICATE": _authenticate,
+    "LOGIN": _login,
+    "ENABLE": _enable,
+    "SELECT": _select(Select),
+    "EXAMINE": _select(Examine),
+    "CREATE": _create,
+    "DELETE": _mailbox_only(Delete),
+    "RENAME": _rename,
+    "SUBSCRIBE": _mailbox_only(Subscribe),
+    "UNSUBSCRIBE": _mailbox_only(Unsubscribe),
+    "LIST": _list,
+    "LSUB": _lsub,
+    "NAMESPACE": _no_args(Namespace),
+    "STATUS": _status,
+    "IDLE": _no_args(Idle),
+    "CHECK": _no_args(Check),
+    "CLOSE": _no_args(Close),
+    "UNSELECT": _no_args(Unselect),
+    "EXPUNGE": _expunge,
+    "SEARCH": _search,
+    "FETCH": _fetch,
+    "STORE": _store,
+    "COPY": _copy_move(Copy),
+    "MOVE": _copy_move(Move),
+    "ID": _id,
+}
+_UID_COMMANDS = frozenset({"COPY", "MOVE", "FETCH", "SEARCH", "STORE", "EXPUNGE"})
+
+
+# --------------------------------------------------------------------------- APPEND
+
+
+@dataclass(frozen=True, slots=True)
+class AppendMessageInfo:
+    """One message of an APPEND, known when its literal is announced."""
+
+    tag: str
+    mailbox: bytes
+    flags: tuple[str, ...]
+    internal_date: _dt.datetime | None
+    marker: LiteralMarker
+    utf8: bool  # inside ``UTF8 (~{n}...)`` (RFC 6855): a ")" follows the literal
+
+
+@dataclass(frozen=True, slots=True)
+class OrdinaryLiteral:
+    """The announced literal is an ordinary argument, to be buffered with the command."""
+
+
+@dataclass(frozen=True, slots=True)
+class AppendEndOfCommand:
+    pass
+
+
+def _append_message(r: Reader, tag: str, mailbox: bytes) -> AppendMessageInfo:
+    """``[SP flag-list] [SP date-time] SP (literal / "UTF8" SP "(" literal8 ")")``; the reader
+    must stop on the pending message literal."""
+    r.sp()
+    flags: tuple[str, ...] = ()
+    date: _dt.datetime | None = None
+    if r.peek() == 0x28:
+        flags = r.flag_list()
+        r.sp()
+    if r.peek() == 0x22:
+        date = r.date_time()
+        r.sp()
+    utf8 = False
+    if r.try_expect(b"UTF8 ("):
+        utf8 = True
+    try:
+        r.literal()
+    except PendingLiteral as pending:
+        if utf8 and not pending.marker.binary:
+            raise ParseError("UTF8 APPEND data must be a literal8") from None
+        return AppendMessageInfo(tag, mailbox, flags, date, pending.marker, utf8)
+    raise ParseError("APPEND message literal must end the line")
+
+
+def classify_literal(
+    lines: Sequence[bytes], literals: Sequence[bytes]
+) -> OrdinaryLiteral | AppendMessageInfo:
+    """What the literal announced at the end of ``lines[-1]`` is. Raises :class:`CommandError`
+    when an APPEND is malformed before its message literal."""
+    r = Reader(lines, literals)
+    tag: str | None = None
+    try:
+        tag = r.tag()
+        r.sp()
+        name = r.word()
+        if name != "APPEND":
+            if name != "UID" and name not in _COMMANDS:
+                # refuse before the client sends (possibly large) literal data
+                raise ParseError(f"unknown command {name}")
+            return OrdinaryLiteral()
+        r.sp()
+        try:
+            mailbox = _mailbox(r)
+        except PendingLiteral:
+            return OrdinaryLiteral()
+        return _append_message(r, tag, mailbox)
+    except ParseError as exc:
+        raise CommandError(tag, exc.text, exc.code) from None
+    except PendingLiteral:
+        return OrdinaryLiteral()
+
+
+def parse_append_continuation(
+    line: bytes, previous: AppendMessageInfo
+) -> AppendMessageInfo | AppendEndOfCommand:
+    """The line after an APPEND message literal: the end of the command, or the next message
+    of a MULTIAPPEND (RFC 3502). Raises :class:`CommandError`."""
+    r = Reader([line], [])
+    try:
+        if previous.utf8:
+            r.expect(b")")
+        if r.at_end():
+            return AppendEndOfCommand()
+        if find_literal_marker(line) is None:
+            raise r.fail("expected another message or the end of APPEND")
+        return _append_message(r, previous.tag, previous.mailbox)
+    except ParseError as exc:
+        raise CommandError(previous.tag, exc.text, exc.code) from None

@@ -1,0 +1,188 @@
+"""SEARCH / UID SEARCH arguments: ``search-key`` of RFC 9051 and RFC 3501, plus RFC 4731 RETURN
+options, RFC 5182 ``$``, RFC 5032 OLDER/YOUNGER and RFC 7162 MODSEQ."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pobox.imap.commands import (
+    Search,
+    SearchAge,
+    SearchAll,
+    SearchAnd,
+    SearchBody,
+    SearchDate,
+    SearchField,
+    SearchFlag,
+    SearchHeader,
+    SearchKey,
+    SearchModSeq,
+    SearchNot,
+    SearchOr,
+    SearchSequence,
+    SearchSize,
+    SearchText,
+    SearchUid,
+)
+from pobox.imap.lexer import MAX_DEPTH, ParseError, Reader
+
+__all__ = ["parse_search"]
+
+_FLAG_KEYS = {
+    "ANSWERED": ("\\Answered", True),
+    "DELETED": ("\\Deleted", True),
+    "DRAFT": ("\\Draft", True),
+    "FLAGGED": ("\\Flagged", True),
+    "SEEN": ("\\Seen", True),
+    "RECENT": ("\\Recent", True),
+    "OLD": ("\\Recent", False),
+    "UNANSWERED": ("\\Answered", False),
+    "UNDELETED": ("\\Deleted", False),
+    "UNDRAFT": ("\\Draft", False),
+    "UNFLAGGED": ("\\Flagged", False),
+    "UNSEEN": ("\\Seen", False),
+}
+_FIELD_KEYS = frozenset({"BCC", "CC", "FROM", "SUBJECT", "TO"})
+_DATE_KEYS = {
+    "BEFORE": ("BEFORE", False),
+    "ON": ("ON", False),
+    "SINCE": ("SINCE", False),
+    "SENTBEFORE": ("BEFORE", True),
+    "SENTON": ("ON", True),
+    "SENTSINCE": ("SINCE", True),
+}
+_RETURN_OPTIONS = frozenset({"MIN", "MAX", "ALL", "COUNT", "SAVE"})
+_ENTRY_TYPES = frozenset({"PRIV", "SHARED", "ALL"})
+
+
+def parse_search(r: Reader, tag: str, uid: bool) -> Search:
+    """After ``SEARCH``: ``[SP "RETURN" SP "(" opts ")"] [SP "CHARSET" SP astring] 1*(SP key)``."""
+    r.sp()
+    return_options: tuple[str, ...] | None = None
+    if r.try_expect(b"RETURN "):
+        opts = r.paren_list(lambda: r.keyword("a RETURN option"), allow_empty=True)
+        for opt in opts:
+            if opt not in _RETURN_OPTIONS:
+                raise ParseError(f"unknown SEARCH RETURN option {opt}")
+        return_options = tuple(opts)
+        r.sp()
+    charset: str | None = None
+    if r.try_expect(b"CHARSET "):
+        charset = r.astring("a charset").decode("ascii", "replace").upper()
+        r.sp()
+    keys = [parse_search_key(r, 0)]
+    while r.try_sp():
+        keys.append(parse_search_key(r, 0))
+    r.end()
+    key = keys[0] if len(keys) == 1 else SearchAnd(tuple(keys))
+    return Search(tag, uid=uid, key=key, charset=charset, return_options=return_options)
+
+
+def parse_search_key(r: Reader, depth: int) -> SearchKey:
+    if depth > MAX_DEPTH:
+        raise ParseError("search program nested too deeply")
+    c = r.peek()
+    if c == 0x28:  # "("
+        return SearchAnd(tuple(r.paren_list(lambda: parse_search_key(r, depth + 1))))
+    if c is not None and (0x30 <= c <= 0x39 or c in b"*$"):
+        return SearchSequence(r.sequence_set())
+    name = r.keyword("a search key")
+    flag = _FLAG_KEYS.get(name)
+    if flag is not None:
+        return SearchFlag(*flag)
+    if name == "ALL":
+        return SearchAll()
+    if name == "NEW":
+        return SearchAnd((SearchFlag("\\Recent"), SearchFlag("\\Seen", present=False)))
+    if name in _FIELD_KEYS:
+        r.sp()
+        return SearchField(name, r.astring())
+    if name in ("BODY", "TEXT"):
+        r.sp()
+        value = r.astring()
+        return SearchBody(value) if name == "BODY" else SearchText(value)
+    if name in _DATE_KEYS:
+        relation, sent = _DATE_KEYS[name]
+        r.sp()
+        return SearchDate(relation, r.date(), sent=sent)
+    parser = _KEY_PARSERS.get(name)
+    if parser is None:
+        raise ParseError(f"unknown search key {name}")
+    return parser(r, depth)
+
+
+def _header(r: Reader, depth: int) -> SearchKey:
+    r.sp()
+    name = r.astring("a header field name")
+    r.sp()
+    return SearchHeader(name, r.astring())
+
+
+def _keyword(present: bool) -> Callable[[Reader, int], SearchKey]:
+    def parse(r: Reader, depth: int) -> SearchKey:
+        r.sp()
+        return SearchFlag(r.flag(), present=present)
+
+    return parse
+
+
+def _size(larger: bool) -> Callable[[Reader, int], SearchKey]:
+    def parse(r: Reader, depth: int) -> SearchKey:
+        r.sp()
+        return SearchSize(larger, r.number())
+
+    return parse
+
+
+def _age(older: bool) -> Callable[[Reader, int], SearchKey]:
+    def parse(r: Reader, depth: int) -> SearchKey:
+        r.sp()
+        return SearchAge(older, r.nz_number())
+
+    return parse
+
+
+def _not(r: Reader, depth: int) -> SearchKey:
+    r.sp()
+    return SearchNot(parse_search_key(r, depth + 1))
+
+
+def _or(r: Reader, depth: int) -> SearchKey:
+    r.sp()
+    left = parse_search_key(r, depth + 1)
+    r.sp()
+    return SearchOr(left, parse_search_key(r, depth + 1))
+
+
+def _uid(r: Reader, depth: int) -> SearchKey:
+    r.sp()
+    return SearchUid(r.sequence_set())
+
+
+def _modseq(r: Reader, depth: int) -> SearchKey:
+    r.sp()
+    entry_name: bytes | None = None
+    entry_type: str | None = None
+    if r.peek() == 0x22:
+        entry_name = r.quoted()
+        r.sp()
+        entry_type = r.keyword("an entry type")
+        if entry_type not in _ENTRY_TYPES:
+            raise ParseError(f"invalid MODSEQ entry type {entry_type}")
+        r.sp()
+    return SearchModSeq(r.number(), entry_name, entry_type)
+
+
+_KEY_PARSERS: dict[str, Callable[[Reader, int], SearchKey]] = {
+    "HEADER": _header,
+    "KEYWORD": _keyword(True),
+    "UNKEYWORD": _keyword(False),
+    "LARGER": _size(True),
+    "SMALLER": _size(False),
+    "OLDER": _age(True),
+    "YOUNGER": _age(False),
+    "NOT": _not,
+    "OR": _or,
+    "UID": _uid,
+    "MODSEQ": _modseq,
+}

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pobox.config import config_from_environment, load_config, parse_retention
+from pobox.errors import ConfigError
+
+
+def test_defaults_need_no_file() -> None:
+    config = load_config(None)
+    assert (config.imap.port, config.pop3.port, config.smtp.port, config.lmtp.port) == (
+        1143,
+        1110,
+        2525,
+        2424,
+    )
+    assert config.web.port == 8080
+    assert config.imap.listen == "127.0.0.1"
+    assert config.pop3.retention == "delete"
+
+
+def test_file_values_override_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "pobox.toml"
+    path.write_text('hostname = "mx.example"\n[imap]\nport = 143\n[pop3]\nretention = "keep"\n')
+    config = load_config(path)
+    assert config.hostname == "mx.example"
+    assert config.imap.port == 143 and config.imap.max_line == 65536
+    assert config.pop3.retention == "keep"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[imap]\nprot = 1\n", "unknown key 'imap.prot'"),
+        ("colour = 1\n", "unknown key 'colour'"),
+        ('[imap]\nport = "x"\n', "key 'imap.port' must be an integer"),
+        ("[imap]\nport = 70000\n", "key 'imap.port' must be between 0 and 65535"),
+        ('[pop3]\nretention = "forever"\n', "key 'pop3.retention'"),
+        ("imap = 3\n", "key 'imap' must be a table"),
+        ("[imap\n", "not valid TOML"),
+        ('[server]\nlog_level = "loud"\n', "key 'server.log_level' must be one of"),
+    ],
+)
+def test_bad_config_names_the_key_and_the_file(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert message in str(error.value)
+    assert str(path) in str(error.value)
+
+
+def test_missing_file_is_reported(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_environment_and_flags(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[smtp]\nport = 25\n")
+    env = {"POBOX_CONFIG": str(path), "POBOX_DATA": "/srv/mail"}
+    config = config_from_environment(None, None, env)
+    assert config.smtp.port == 25 and config.data_dir == "/srv/mail"
+    assert config_from_environment(None, "/other", env).data_dir == "/other"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("delete", ("delete", None)), ("keep", ("keep", None)), ("keep-days:30", ("keep-days", 30))],
+)
+def test_retention_values(text: str, expected: tuple[str, int | None]) -> None:
+    assert parse_retention(text) == expected
+
+
+@pytest.mark.parametrize("text", ["keep-days:", "keep-days:0", "keep-days:x", "Keep", ""])
+def test_bad_retention_values(text: str) -> None:
+    with pytest.raises(ValueError, match="retention"):
+        parse_retention(text)
