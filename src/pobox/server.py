@@ -43,7 +43,9 @@ class Running:
 
 def _stream_handlers(service: MailService) -> dict[str, StreamHandler]:
     """The stream-based protocols (POP3, IMAP), by listener name."""
-    handlers: dict[str, StreamHandler] = {}
+    from pobox.imap.session import make_handler as imap_handler
+
+    handlers: dict[str, StreamHandler] = {"imap": imap_handler(service, service.config)}
     try:
         from pobox.pop3.session import make_handler as pop3_handler
     except ImportError:  # the POP3 package is not built yet

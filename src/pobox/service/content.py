@@ -45,6 +45,57 @@ def fields_of(parsed: ParsedMessage) -> SearchFields:
     )
 
 
+class IncomingMessage:
+    """A message arriving in pieces (IMAP APPEND): blocking methods, call them in a thread."""
+
+    def __init__(self, spool: Spool) -> None:
+        self.spool = spool
+        self._writer = CrlfWriter(spool)
+
+    def write(self, data: bytes) -> None:
+        try:
+            self._writer.write(data)
+        except OSError as exc:
+            self.discard()
+            raise _temporary(exc) from exc
+
+    def finish(
+        self,
+        *,
+        flags: frozenset[str] = frozenset(),
+        internal_date: datetime | None = None,
+        pop3_uidl: str | None = None,
+    ) -> NewMessage:
+        """fsync the content, parse it once, and describe it for the store."""
+        try:
+            self.spool.seal()
+            with self.spool.open() as fp:
+                parsed = parse_message(fp)
+        except OSError as exc:
+            self.discard()
+            raise _temporary(exc) from exc
+        except BaseException:
+            self.discard()
+            raise
+        return NewMessage(
+            spool=self.spool,
+            structure=parsed.to_bytes(),
+            fields=fields_of(parsed),
+            flags=flags,
+            internal_date=internal_date,
+            pop3_uidl=pop3_uidl,
+        )
+
+    def discard(self) -> None:
+        self.spool.discard()
+
+
+def _temporary(exc: OSError) -> Exception:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS):
+        return Temporary(f"cannot store the message now: {exc.strerror}")
+    return exc
+
+
 def spool_message(
     spool: Spool,
     chunks: Iterable[bytes],
@@ -57,29 +108,14 @@ def spool_message(
 
     Disk trouble becomes :class:`Temporary` and the spool is discarded.
     """
+    incoming = IncomingMessage(spool)
     try:
-        writer = CrlfWriter(spool)
         for chunk in chunks:
-            writer.write(chunk)
-        spool.seal()
-        with spool.open() as fp:
-            parsed = parse_message(fp)
-    except OSError as exc:
-        spool.discard()
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS):
-            raise Temporary(f"cannot store the message now: {exc.strerror}") from exc
-        raise
+            incoming.write(chunk)
     except BaseException:
-        spool.discard()
+        incoming.discard()
         raise
-    return NewMessage(
-        spool=spool,
-        structure=parsed.to_bytes(),
-        fields=fields_of(parsed),
-        flags=flags,
-        internal_date=internal_date,
-        pop3_uidl=pop3_uidl,
-    )
+    return incoming.finish(flags=flags, internal_date=internal_date, pop3_uidl=pop3_uidl)
 
 
 def chunked(data: bytes, size: int = CHUNK) -> Iterable[bytes]:

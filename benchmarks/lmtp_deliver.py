@@ -1,0 +1,96 @@
+"""Durable LMTP deliveries per second: pobox against Dovecot on this machine.
+
+Each target is started in its own temporary directory with one account. CLIENTS concurrent
+connections (threads, one connection each: LHLO once, then MAIL FROM / RCPT TO / DATA / 250 /
+RSET per message, no pipelining) deliver MESSAGES messages of SIZE bytes in total to that one
+account. A short warm-up (not timed) comes first. Prints messages/s and MB/s (1 MB = 10^6 bytes
+of message data) and the ratio pobox/dovecot. Never asserts on time.
+
+    .venv/bin/python benchmarks/lmtp_deliver.py [--target pobox|dovecot|both] [--messages 2000]
+"""
+
+from __future__ import annotations
+
+import sys
+
+from common import (
+    MB,
+    BenchError,
+    add_rounds_option,
+    base_parser,
+    deliver_concurrently,
+    make_message,
+    print_environment,
+    print_ratio,
+    print_table,
+    running,
+    summary,
+    target_list,
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = base_parser(__doc__.splitlines()[0] if __doc__ else "LMTP delivery benchmark")
+    parser.add_argument("--messages", type=int, default=2000, help="timed messages (2000)")
+    parser.add_argument("--clients", type=int, default=4, help="concurrent connections (4)")
+    parser.add_argument("--size", type=int, default=10 * 1024, help="message size (10240)")
+    parser.add_argument("--warmup", type=int, default=40, help="untimed messages first (40)")
+    add_rounds_option(parser)
+    args = parser.parse_args(argv)
+    if min(args.messages, args.clients, args.rounds) < 1:
+        parser.error("--messages, --clients and --rounds must be positive")
+
+    warmup = [make_message(args.size, i, client=99, seed=1) for i in range(args.warmup)]
+    messages = [make_message(args.size, i, client=i % args.clients) for i in range(args.messages)]
+    print(
+        f"LMTP delivery: {args.messages} messages of {args.size} bytes, {args.clients} clients, "
+        f"one recipient, {args.warmup} warm-up messages not timed"
+    )
+
+    print_environment()
+    rates: dict[str, list[float]] = {target: [] for target in target_list(args.target)}
+    speeds: dict[str, list[float]] = {target: [] for target in rates}
+    failed: set[str] = set()
+    for _round in range(args.rounds):
+        for target in rates:
+            if target in failed:
+                continue
+            try:
+                with running(target, keep=args.keep) as server:
+                    if _round == 0:
+                        print(f"{target}: {server.description}", flush=True)
+                    if warmup:
+                        deliver_concurrently(server, warmup, min(args.clients, len(warmup)))
+                    seconds, octets = deliver_concurrently(server, messages, args.clients)
+            except (BenchError, OSError) as exc:
+                print(f"{target}: FAILED: {exc}", file=sys.stderr)
+                failed.add(target)
+                continue
+            rates[target].append(args.messages / seconds)
+            speeds[target].append(octets / MB / seconds)
+            print(f"  round {_round + 1} {target}: {args.messages / seconds:.1f} msg/s", flush=True)
+
+    rows: list[list[str]] = []
+    for target, values in rates.items():
+        if not values:
+            rows.append([target, str(args.messages), "0", "failed", "", "-"])
+            continue
+        rate, spread = summary(values)
+        rows.append(
+            [
+                target,
+                str(args.messages),
+                str(len(values)),
+                rate,
+                spread,
+                summary(speeds[target], 2)[0],
+            ]
+        )
+    print()
+    print_table(["target", "messages", "rounds", "msg/s", "range", "MB/s"], rows)
+    print_ratio("messages/s", {t: v for t, v in rates.items() if v})
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,16 @@
+"""The command table: which handler runs each command, in which states (Dovecot's idea).
+
+Each family of commands lives in its own module and exports ``SPECS``: a mapping from the
+command's type (pobox.imap.commands) to a :class:`~pobox.imap.session.CommandSpec`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pobox.imap.handlers import append, auth, basic, select
+from pobox.imap.session import CommandSpec
+
+COMMANDS: dict[type[Any], CommandSpec] = {}
+for _module in (basic, auth, select, append):
+    COMMANDS.update(_module.SPECS)

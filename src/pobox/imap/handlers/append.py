@@ -1,0 +1,163 @@
+"""APPEND (RFC 9051 §6.3.12, RFC 3502 MULTIAPPEND, RFC 4315 APPENDUID, RFC 6855 UTF8).
+
+The protocol streams each message as AppendStart / AppendData* events and ends the command with
+AppendEnd; the message bytes go straight to a store spool in a worker thread, never into memory
+whole. Nothing is visible until every message is stored; the OK comes after the commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from pobox.errors import PoboxError
+from pobox.imap import responses as r
+from pobox.imap.protocol import AppendAborted, AppendData, AppendEnd, AppendStart
+from pobox.imap.session import AUTH, CommandError, ImapSession, error_code
+from pobox.service.content import IncomingMessage
+from pobox.store.api import Mailbox, NewMessage, Uid
+
+
+@dataclass
+class _Pending:
+    incoming: IncomingMessage
+    flags: frozenset[str]
+    internal_date: Any
+
+
+@dataclass
+class AppendState:
+    tag: str
+    mailbox: Mailbox | None = None
+    messages: list[_Pending] = field(default_factory=list)
+    current: _Pending | None = None
+    error: tuple[str, str, str | None] | None = None  # (status, text, code)
+
+    async def abort(self) -> None:
+        pending = [*self.messages, *([self.current] if self.current else [])]
+        self.messages.clear()
+        self.current = None
+        for item in pending:
+            await asyncio.to_thread(item.incoming.discard)
+
+
+async def _start(session: ImapSession, event: AppendStart) -> None:
+    state: AppendState = session.append
+    if state is None or state.tag != event.tag:
+        state = AppendState(event.tag)
+        session.append = state
+    if state.error is None:
+        try:
+            if session.state not in AUTH:
+                raise CommandError("APPEND is not allowed before login", status="BAD")
+            account = session.require_account()
+            name = session.mailbox_name(event.mailbox)
+            if state.mailbox is None or state.mailbox.name != name:
+                mailbox = await session.service.store.get_mailbox(account.id, name)
+                if mailbox is None:
+                    raise CommandError(f"mailbox {name} does not exist", "TRYCREATE")
+                state.mailbox = mailbox
+        except CommandError as exc:
+            state.error = (exc.status, exc.text, exc.code)
+    if state.error is not None:
+        if event.sync:
+            status, text, code = state.error
+            session.append = None
+            await state.abort()
+            session.send_raw(session.protocol.reject_literal(text, code, status))
+        return
+    flags = frozenset(f for f in event.flags if f.lower() != "\\recent")
+    spool = await asyncio.to_thread(session.service.store.new_spool)
+    state.current = _Pending(IncomingMessage(spool), flags, event.internal_date)
+    if event.sync:
+        session.send_raw(session.protocol.accept_literal())
+
+
+async def _data(session: ImapSession, event: AppendData) -> None:
+    state: AppendState | None = session.append
+    if state is None or state.current is None or state.error is not None:
+        return
+    try:
+        await asyncio.to_thread(state.current.incoming.write, event.data)
+    except PoboxError as exc:
+        text, code = error_code(exc)
+        state.error = ("NO", text, code)
+        state.current = None
+    except OSError as exc:
+        state.error = ("NO", f"cannot store the message: {exc.strerror}", "SERVERBUG")
+        state.current = None
+
+
+async def _end(session: ImapSession, event: AppendEnd) -> None:
+    state: AppendState | None = session.append
+    session.append = None
+    if state is None:
+        session.tagged(event.tag, "BAD", "APPEND without a message")
+        return
+    if state.current is not None:
+        state.messages.append(state.current)
+        state.current = None
+    if state.error is not None:
+        await state.abort()
+        status, text, code = state.error
+        session.tagged(event.tag, status, text, r.ResponseCode.plain(code) if code else None)
+        return
+    mailbox = state.mailbox
+    assert mailbox is not None
+    store = session.service.store
+    uids: list[Uid] = []
+    try:
+        ready = [await asyncio.to_thread(_finish, item) for item in state.messages]
+        state.messages.clear()
+        for message in ready:
+            uids.append((await store.append(mailbox.id, message)).uid)
+    except PoboxError as exc:
+        await state.abort()
+        text, code = error_code(exc)
+        session.tagged(event.tag, "NO", text, r.ResponseCode.plain(code) if code else None)
+        return
+    if session.selected is not None:
+        await session.announce_updates()
+    session.tagged(
+        event.tag, "OK", "APPEND completed", r.ResponseCode.appenduid(mailbox.uidvalidity, uids)
+    )
+
+
+def _finish(item: _Pending) -> NewMessage:
+    return item.incoming.finish(flags=item.flags, internal_date=item.internal_date)
+
+
+async def _aborted(session: ImapSession, event: AppendAborted) -> None:
+    state: AppendState | None = session.append
+    session.append = None
+    if state is not None:
+        await state.abort()
+    code = r.ResponseCode.plain(event.code) if event.code else None
+    session.send(r.Tagged(event.tag, "BAD", event.text, code))
+
+
+async def append_event(
+    session: ImapSession, event: AppendStart | AppendData | AppendEnd | AppendAborted
+) -> None:
+    match event:
+        case AppendStart():
+            await _start(session, event)
+        case AppendData():
+            await _data(session, event)
+        case AppendEnd():
+            await _end(session, event)
+        case AppendAborted():
+            await _aborted(session, event)
+
+
+async def abort(session: ImapSession) -> None:
+    state: AppendState | None = session.append
+    session.append = None
+    if state is not None:
+        with contextlib.suppress(Exception):
+            await state.abort()
+
+
+SPECS: dict[type[Any], Any] = {}

@@ -1,0 +1,62 @@
+"""CAPABILITY, NOOP, CHECK, LOGOUT, ID, ENABLE, STARTTLS (RFC 9051 §6.1, RFC 2971, RFC 5161)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pobox import __version__
+from pobox.imap import capabilities as caps
+from pobox.imap import commands as c
+from pobox.imap import responses as r
+from pobox.imap.session import ANY, AUTH, NOT_AUTH, CommandSpec, ImapSession, State
+
+
+async def capability(session: ImapSession, cmd: c.Capability) -> None:
+    session.send(r.CapabilityResponse(session.capabilities()))
+    session.tagged(cmd.tag, "OK", "CAPABILITY completed")
+
+
+async def noop(session: ImapSession, cmd: c.Noop | c.Check) -> None:
+    await session.announce_updates()
+    session.tagged(cmd.tag, "OK", f"{cmd.NAME} completed")
+
+
+async def logout(session: ImapSession, cmd: c.Logout) -> None:
+    session.send(r.bye("pobox IMAP server logging out"))
+    session.tagged(cmd.tag, "OK", "LOGOUT completed")
+    session.state = State.LOGOUT
+
+
+async def ident(session: ImapSession, cmd: c.Id) -> None:
+    session.send(r.IdResponse((("name", "pobox"), ("version", __version__))))
+    session.tagged(cmd.tag, "OK", "ID completed")
+
+
+async def enable(session: ImapSession, cmd: c.Enable) -> None:
+    """RFC 5161: list only what this command newly enabled."""
+    newly: list[str] = []
+    for name in cmd.capabilities:
+        upper = name.upper()
+        if upper in caps.ENABLEABLE and upper not in session.enabled:
+            session.enabled.add(upper)
+            newly.append("IMAP4rev2" if upper == "IMAP4REV2" else upper)
+    session.protocol.utf8 = session.utf8
+    session.send(r.enabled(newly))
+    session.tagged(cmd.tag, "OK", "ENABLE completed")
+
+
+async def starttls(session: ImapSession, cmd: c.StartTls) -> None:
+    # TLS is configured by a later issue; until then STARTTLS is not advertised.
+    session.protocol.resume()
+    session.tagged(cmd.tag, "NO", "TLS is not configured on this server")
+
+
+SPECS: dict[type[Any], CommandSpec] = {
+    c.Capability: CommandSpec(capability, ANY),
+    c.Noop: CommandSpec(noop, ANY),
+    c.Check: CommandSpec(noop, frozenset({State.SELECTED})),
+    c.Logout: CommandSpec(logout, ANY),
+    c.Id: CommandSpec(ident, ANY),
+    c.Enable: CommandSpec(enable, AUTH),
+    c.StartTls: CommandSpec(starttls, NOT_AUTH),
+}

@@ -1,0 +1,119 @@
+"""SELECT, EXAMINE, CLOSE, UNSELECT, EXPUNGE / UID EXPUNGE and IDLE (RFC 9051, RFC 2177)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pobox.imap import commands as c
+from pobox.imap import responses as r
+from pobox.imap.session import AUTH, SELECTED, CommandError, CommandSpec, ImapSession, Selected
+from pobox.service.view import MailboxView
+from pobox.store.api import DELETED, SYSTEM_FLAGS, Uid
+
+
+async def _select(session: ImapSession, cmd: c.Select | c.Examine, read_only: bool) -> None:
+    account = session.require_account()
+    name = session.mailbox_name(cmd.mailbox)
+    had_selection = session.selected is not None
+    await session.select(None)  # a failed SELECT leaves no mailbox selected
+    if had_selection:
+        session.send(r.Untagged("OK", "previous mailbox closed", r.ResponseCode.plain("CLOSED")))
+    mailbox = await session.service.store.get_mailbox(account.id, name)
+    if mailbox is None:
+        raise CommandError(f"mailbox {name} does not exist", "NONEXISTENT")
+    view = await MailboxView.open(session.service.store, mailbox)
+    selected = Selected(view, read_only)
+    if not read_only:
+        floor = await session.service.store.claim_recent(mailbox.id)
+        selected.recent = {m.uid for m in view.messages if m.uid >= floor}
+    keywords = sorted({f for m in view.messages for f in m.flags if not f.startswith("\\")})
+    flags = (*SYSTEM_FLAGS, *keywords)
+    session.send(r.Flags(flags))
+    permanent = () if read_only else (*flags, "\\*")
+    session.send(r.Untagged("OK", "flags permitted", r.ResponseCode.permanentflags(permanent)))
+    session.send(r.exists(len(view)))
+    if not session.rev2:
+        session.send(r.recent(len(selected.recent)))
+        first_unseen = next(
+            (i for i, m in enumerate(view.messages, 1) if "\\Seen" not in m.flags), None
+        )
+        if first_unseen is not None:
+            session.send(
+                r.Untagged("OK", "first unseen", r.ResponseCode.number("UNSEEN", first_unseen))
+            )
+    session.send(r.Untagged("OK", "UIDs valid", r.ResponseCode.uidvalidity(mailbox.uidvalidity)))
+    session.send(
+        r.Untagged("OK", "predicted next UID", r.ResponseCode.uidnext(view.mailbox.uidnext))
+    )
+    if session.rev2:
+        attributes = (mailbox.special_use,) if mailbox.special_use else ()
+        session.send(r.ListItem(attributes, "/", mailbox.name))
+    await session.select(selected)
+    code = r.ResponseCode.plain("READ-ONLY" if read_only else "READ-WRITE")
+    session.tagged(cmd.tag, "OK", f"{cmd.NAME} completed", code)
+
+
+async def select(session: ImapSession, cmd: c.Select) -> None:
+    await _select(session, cmd, read_only=False)
+
+
+async def examine(session: ImapSession, cmd: c.Examine) -> None:
+    await _select(session, cmd, read_only=True)
+
+
+async def _expunge_deleted(session: ImapSession, uids: set[Uid] | None, announce: bool) -> None:
+    selected = session.require_selected()
+    if selected.read_only:
+        raise CommandError("mailbox is read-only", "READ-ONLY")
+    # current flags, including what other sessions did meanwhile
+    current = await session.service.store.list_messages(selected.mailbox_id)
+    doomed = [m.uid for m in current if DELETED in m.flags and (uids is None or m.uid in uids)]
+    if not doomed:
+        return
+    await session.service.store.expunge(selected.mailbox_id, doomed)
+    numbers = selected.view.forget(doomed)
+    if announce:
+        for msn in numbers:
+            session.send(r.expunge(msn))
+
+
+async def expunge(session: ImapSession, cmd: c.Expunge) -> None:
+    session.require_selected()
+    uids: set[Uid] | None = None
+    if cmd.uid_set is not None:
+        uids = {m.uid for m in session.resolve(cmd.uid_set, uid=True)}
+    await session.announce_updates()
+    await _expunge_deleted(session, uids, announce=True)
+    await session.announce_updates()
+    session.tagged(cmd.tag, "OK", "EXPUNGE completed")
+
+
+async def close(session: ImapSession, cmd: c.Close) -> None:
+    selected = session.require_selected()
+    if not selected.read_only:
+        await _expunge_deleted(session, None, announce=False)
+    await session.select(None)
+    session.tagged(cmd.tag, "OK", "CLOSE completed")
+
+
+async def unselect(session: ImapSession, cmd: c.Unselect) -> None:
+    session.require_selected()
+    await session.select(None)
+    session.tagged(cmd.tag, "OK", "UNSELECT completed")
+
+
+async def idle(session: ImapSession, cmd: c.Idle) -> None:
+    """RFC 2177: '+' first, then updates as they happen, until DONE."""
+    session.send_raw(session.protocol.enter_idle())
+    session.idle_tag = cmd.tag
+    await session.announce_updates()
+
+
+SPECS: dict[type[Any], CommandSpec] = {
+    c.Select: CommandSpec(select, AUTH),
+    c.Examine: CommandSpec(examine, AUTH),
+    c.Expunge: CommandSpec(expunge, SELECTED),
+    c.Close: CommandSpec(close, SELECTED),
+    c.Unselect: CommandSpec(unselect, SELECTED),
+    c.Idle: CommandSpec(idle, AUTH),
+}

@@ -1,0 +1,508 @@
+"""The IMAP session: the state machine between the sans-IO protocol and the mail service.
+
+One :class:`ImapSession` per connection. It reads bytes, feeds :class:`ImapServerProtocol`,
+and dispatches each event: commands go to the handler registered for their type in
+:data:`pobox.imap.handlers.COMMANDS` (which also says in which states a command is legal and
+whether expunges may be announced after it). Handlers talk only to :mod:`pobox.service`.
+
+States (RFC 9051 §3): not authenticated → authenticated → selected → logout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from pobox.config import Config
+from pobox.errors import (
+    AlreadyExists,
+    Expunged,
+    InUse,
+    InvalidInput,
+    NotAllowed,
+    NotFound,
+    OverQuota,
+    PoboxError,
+    Temporary,
+    TooBig,
+)
+from pobox.imap import capabilities as caps
+from pobox.imap import responses as r
+from pobox.imap.commands import Command
+from pobox.imap.protocol import (
+    AppendAborted,
+    AppendData,
+    AppendEnd,
+    AppendStart,
+    AuthenticateResponse,
+    BadCommand,
+    CommandReceived,
+    ConnectionClosed,
+    ContinuationNeeded,
+    IdleDone,
+    ImapLimits,
+    ImapServerProtocol,
+    LiteralTooBig,
+    NeedData,
+    ProtocolUsageError,
+)
+from pobox.imap.sequences import SequenceSet, SequenceSetError
+from pobox.service.mail import MailService
+from pobox.service.view import MailboxView
+from pobox.store.api import Account, MailboxId, MessageMeta, Uid
+
+log = logging.getLogger("pobox.imap")
+
+READ_SIZE = 256 * 1024
+
+
+class State(Enum):
+    NOT_AUTHENTICATED = "not authenticated"
+    AUTHENTICATED = "authenticated"
+    SELECTED = "selected"
+    LOGOUT = "logout"
+
+
+ANY = frozenset(State) - {State.LOGOUT}
+AUTH = frozenset({State.AUTHENTICATED, State.SELECTED})
+SELECTED = frozenset({State.SELECTED})
+NOT_AUTH = frozenset({State.NOT_AUTHENTICATED})
+
+
+class CommandError(Exception):
+    """A handler's way to end a command with NO/BAD and a response code."""
+
+    def __init__(self, text: str, code: str | None = None, status: str = "NO") -> None:
+        super().__init__(text)
+        self.text = text
+        self.code = code
+        self.status = status
+
+
+class Disconnect(Exception):
+    """Close the connection after the responses already sent."""
+
+
+@dataclass
+class Selected:
+    """The selected state: the session's numbered view of one mailbox."""
+
+    view: MailboxView
+    read_only: bool
+    recent: set[Uid] = field(default_factory=set)
+    saved: list[Uid] | None = None  # SEARCHRES: the result of the last SEARCH RETURN (SAVE)
+
+    @property
+    def mailbox_id(self) -> MailboxId:
+        return self.view.mailbox.id
+
+
+Handler = Callable[["ImapSession", Any], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class CommandSpec:
+    handler: Handler
+    states: frozenset[State]
+    # RFC 9051 §7.5.1: no EXPUNGE while responding to FETCH, STORE or SEARCH by message number
+    expunge_after: bool = True
+
+
+def error_code(exc: PoboxError) -> tuple[str, str | None]:
+    """The one mapping from service errors to IMAP NO responses."""
+    text = str(exc) or type(exc).__name__
+    match exc:
+        case NotFound():
+            return text, "NONEXISTENT"
+        case AlreadyExists():
+            return text, "ALREADYEXISTS"
+        case NotAllowed():
+            return text, "CANNOT"
+        case InUse():
+            return text, "INUSE"
+        case TooBig():
+            return text, "TOOBIG"
+        case OverQuota():
+            return text, "OVERQUOTA"
+        case Expunged():
+            return text, "EXPUNGEISSUED"
+        case Temporary():
+            return text, "UNAVAILABLE"
+        case InvalidInput():
+            return text, "CANNOT"
+    return text, "SERVERBUG"
+
+
+class ImapSession:
+    def __init__(
+        self,
+        service: MailService,
+        config: Config,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        self.service = service
+        self.config = config
+        self.reader = reader
+        self.writer = writer
+        self.protocol = ImapServerProtocol(
+            ImapLimits(max_line=config.imap.max_line, max_literal=config.imap.max_literal)
+        )
+        self.state = State.NOT_AUTHENTICATED
+        self.account: Account | None = None
+        self.selected: Selected | None = None
+        self.enabled: set[str] = set()
+        self.peer = str(writer.get_extra_info("peername"))
+        self.bad_commands = 0
+        self.commands = 0
+        self.idle_tag: str | None = None
+        self.auth_exchange: Any = None
+        self.auth_tag: str | None = None
+        self.auth_failures = 0
+        self.append: Any = None  # the APPEND in progress (pobox.imap.handlers.append)
+        self.wake = asyncio.Event()
+        self._read_task: asyncio.Task[bytes] | None = None
+        self._listening = False
+        self.started = time.monotonic()
+
+    # -- state helpers ----------------------------------------------------------------------
+    @property
+    def utf8(self) -> bool:
+        return "UTF8=ACCEPT" in self.enabled or "IMAP4REV2" in self.enabled
+
+    @property
+    def rev2(self) -> bool:
+        return "IMAP4REV2" in self.enabled
+
+    def capabilities(self) -> tuple[str, ...]:
+        return caps.capabilities(
+            authenticated=self.state in AUTH, append_limit=self.config.imap.max_literal
+        )
+
+    def require_selected(self) -> Selected:
+        if self.selected is None:
+            raise CommandError("no mailbox selected", status="BAD")
+        return self.selected
+
+    def require_account(self) -> Account:
+        if self.account is None:
+            raise CommandError("not authenticated", status="BAD")
+        return self.account
+
+    # -- output -----------------------------------------------------------------------------
+    def send(self, response: r.Response) -> None:
+        self.writer.write(self.protocol.send(response))
+
+    def send_raw(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    def tagged(self, tag: str, status: str, text: str, code: r.ResponseCode | None = None) -> None:
+        self.send(r.Tagged(tag, status, text, code))
+
+    async def drain(self) -> None:
+        await self.writer.drain()
+
+    # -- change notification ----------------------------------------------------------------
+    def _on_change(self, mailbox_id: MailboxId) -> None:
+        if self.selected is not None and self.selected.mailbox_id == mailbox_id:
+            self.wake.set()
+
+    def listen(self) -> None:
+        if not self._listening:
+            self.service.store.add_listener(self._on_change)
+            self._listening = True
+
+    def unlisten(self) -> None:
+        if self._listening:
+            self.service.store.remove_listener(self._on_change)
+            self._listening = False
+
+    async def select(self, selected: Selected | None) -> None:
+        self.selected = selected
+        self.state = State.SELECTED if selected is not None else State.AUTHENTICATED
+        self.wake.clear()
+        if selected is not None:
+            self.listen()
+        else:
+            self.unlisten()
+
+    async def announce_updates(self, *, expunge: bool = True) -> None:
+        """Tell the client what others changed (RFC 9051 §7): EXPUNGE, EXISTS, FETCH FLAGS."""
+        selected = self.selected
+        if selected is None:
+            return
+        self.wake.clear()
+        before = len(selected.view)
+        update = await selected.view.refresh(expunge=expunge)
+        if not update:
+            return
+        for msn in update.expunged:
+            self.send(r.expunge(msn))
+        if update.exists is not None:
+            arrived = [m.uid for m in selected.view.messages[before - len(update.expunged) :]]
+            if not selected.read_only:
+                selected.recent.update(arrived)
+            self.send(r.exists(update.exists))
+            if not self.rev2:
+                self.send(r.recent(self.recent_count()))
+        for msn, meta in update.flags:
+            self.send(r.FetchResponse(msn, ((b"FLAGS", self.flags_of(meta)),)))
+
+    def recent_count(self) -> int:
+        selected = self.selected
+        if selected is None:
+            return 0
+        return sum(1 for m in selected.view.messages if m.uid in selected.recent)
+
+    def flags_of(self, meta: MessageMeta) -> bytes:
+        flags = sorted(meta.flags, key=lambda f: (not f.startswith("\\"), f))
+        if not self.rev2 and self.selected is not None and meta.uid in self.selected.recent:
+            flags.append("\\Recent")
+        return r.flag_list(flags)
+
+    # -- message sets -----------------------------------------------------------------------
+    def resolve(self, sequence_set: SequenceSet, *, uid: bool) -> list[MessageMeta]:
+        """The messages a sequence set names, in ascending order (`$` = saved SEARCH result)."""
+        selected = self.require_selected()
+        view = selected.view
+        if sequence_set.saved:
+            wanted = set(selected.saved or ())
+            return [m for m in view.messages if m.uid in wanted]
+        if not view.messages:
+            if not uid and not _only_star(sequence_set):
+                raise CommandError(
+                    "invalid message sequence number (mailbox is empty)", status="BAD"
+                )
+            return []
+        if uid:
+            try:
+                ranges = sequence_set.resolve(view.uids[-1])
+            except SequenceSetError as exc:
+                raise CommandError(str(exc), status="BAD") from None
+            return _in_ranges(view.messages, view.uids, ranges)
+        count = len(view.messages)
+        try:
+            bad = any(
+                (b is not None and b > count) or (a is not None and a > count)
+                for a, b in sequence_set.ranges
+            )
+            ranges = sequence_set.resolve(count)
+        except SequenceSetError as exc:
+            raise CommandError(str(exc), status="BAD") from None
+        if bad:
+            raise CommandError("invalid message sequence number", status="BAD")
+        out: list[MessageMeta] = []
+        for first, last in ranges:
+            out.extend(view.messages[first - 1 : last])
+        return out
+
+    def mailbox_name(self, raw: bytes) -> str:
+        from pobox.imap.grammar import decode_mailbox
+
+        try:
+            name = decode_mailbox(raw, utf8=self.utf8)
+        except ValueError:
+            raise CommandError(
+                "mailbox name is not valid modified UTF-7 or UTF-8", status="BAD"
+            ) from None
+        if name.upper() == "INBOX":
+            return "INBOX"
+        return name
+
+    # -- the connection ---------------------------------------------------------------------
+    async def run(self) -> None:
+        log.info("IMAP connection from %s", self.peer)
+        try:
+            self.send(
+                r.Untagged(
+                    "OK",
+                    "pobox IMAP ready",
+                    r.ResponseCode.capability(self.capabilities()),
+                )
+            )
+            await self.drain()
+            while self.state is not State.LOGOUT:
+                data = await self._next_input()
+                if data is None:
+                    break
+                self.protocol.receive_data(data)
+                await self._process_events()
+                await self.drain()
+                if not data:
+                    break
+        except Disconnect:
+            pass
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        except Exception:
+            log.exception("IMAP session from %s failed", self.peer)
+            with contextlib.suppress(Exception):
+                self.send(r.bye("internal server error", r.ResponseCode.plain("SERVERBUG")))
+                await self.drain()
+        finally:
+            await self._cleanup()
+
+    async def _cleanup(self) -> None:
+        self.unlisten()
+        if self.append is not None:
+            with contextlib.suppress(Exception):
+                await self.append.abort()
+        if self._read_task is not None:
+            self._read_task.cancel()
+        with contextlib.suppress(Exception):
+            self.writer.close()
+            await self.writer.wait_closed()
+        log.info(
+            "IMAP connection from %s closed account=%s commands=%d duration=%.1fs",
+            self.peer,
+            self.account.address if self.account else "-",
+            self.commands,
+            time.monotonic() - self.started,
+        )
+
+    async def _next_input(self) -> bytes | None:
+        """The next bytes from the client; while idling, also wake up for mailbox changes."""
+        timeout = float(self.config.imap.idle_timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._read_task is None:
+                self._read_task = asyncio.ensure_future(self.reader.read(READ_SIZE))
+            waiters: set[asyncio.Future[Any]] = {self._read_task}
+            wake_task: asyncio.Task[Any] | None = None
+            if self.idle_tag is not None:
+                wake_task = asyncio.ensure_future(self.wake.wait())
+                waiters.add(wake_task)
+            remaining = deadline - time.monotonic()
+            done, _ = await asyncio.wait(
+                waiters, timeout=max(remaining, 0), return_when=asyncio.FIRST_COMPLETED
+            )
+            if wake_task is not None and not wake_task.done():
+                wake_task.cancel()
+            if self._read_task in done:
+                task, self._read_task = self._read_task, None
+                return task.result()
+            if wake_task is not None and wake_task in done:
+                await self.announce_updates()
+                await self.drain()
+                continue
+            # inactivity: RFC 9051 §5.4 allows an autologout after at least 30 minutes
+            self.send(r.bye("autologout; idle for too long"))
+            await self.drain()
+            return None
+
+    async def _process_events(self) -> None:
+        while True:
+            event = self.protocol.next_event()
+            match event:
+                case NeedData():
+                    return
+                case ConnectionClosed():
+                    self.state = State.LOGOUT
+                    return
+                case CommandReceived(command=command):
+                    self.bad_commands = 0
+                    await self._dispatch(command)
+                case BadCommand(tag=tag, text=text, code=code):
+                    await self._bad(tag, text, code)
+                case ContinuationNeeded():
+                    self.send_raw(self.protocol.accept_literal())
+                case LiteralTooBig(tag=tag, append=append, limit=limit):
+                    if append and self.append is not None:
+                        await self.append.abort()
+                        self.append = None
+                    toobig = r.ResponseCode.plain("TOOBIG")
+                    status = "NO" if append else "BAD"
+                    self.send(r.Tagged(tag, status, f"literal larger than {limit} octets", toobig))
+                case AppendStart() | AppendData() | AppendEnd() | AppendAborted():
+                    from pobox.imap.handlers.append import append_event
+
+                    await append_event(self, event)
+                case IdleDone(ok=ok):
+                    tag, self.idle_tag = self.idle_tag, None
+                    if tag is not None:
+                        if ok:
+                            await self.announce_updates()
+                            self.tagged(tag, "OK", "IDLE terminated")
+                        else:
+                            self.tagged(tag, "BAD", "expected DONE")
+                case AuthenticateResponse():
+                    from pobox.imap.handlers.auth import authenticate_step
+
+                    await authenticate_step(self, event)
+            await self.drain()
+
+    def _unpause(self) -> None:
+        """After IDLE/AUTHENTICATE/STARTTLS the protocol waits for a decision; a refusal resumes."""
+        with contextlib.suppress(ProtocolUsageError):
+            self.protocol.resume()
+
+    async def _bad(self, tag: str | None, text: str, code: str | None) -> None:
+        self.bad_commands += 1
+        rcode = r.ResponseCode.plain(code) if code else None
+        self.send(r.Tagged(tag, "BAD", text, rcode))
+        if self.bad_commands >= self.config.imap.max_bad_commands:
+            self.send(r.bye("too many bad commands"))
+            await self.drain()
+            raise Disconnect
+
+    async def _dispatch(self, command: Command) -> None:
+        from pobox.imap.handlers import COMMANDS
+
+        self.commands += 1
+        spec = COMMANDS.get(type(command))
+        if spec is None:
+            self._unpause()
+            await self._bad(command.tag, f"{command.NAME} is not supported", None)
+            return
+        if self.state not in spec.states:
+            self._unpause()
+            await self._bad(command.tag, f"{command.NAME} is not allowed {self.state.value}", None)
+            return
+        try:
+            await spec.handler(self, command)
+        except CommandError as exc:
+            self._unpause()
+            if self.selected is not None and exc.status == "NO":
+                await self.announce_updates(expunge=spec.expunge_after)
+            rcode = r.ResponseCode.plain(exc.code) if exc.code else None
+            if exc.status == "BAD":
+                await self._bad(command.tag, exc.text, exc.code)
+            else:
+                self.tagged(command.tag, exc.status, exc.text, rcode)
+        except PoboxError as exc:
+            self._unpause()
+            text, code = error_code(exc)
+            log.info("%s %s failed: %s", self.peer, command.NAME, text)
+            self.tagged(command.tag, "NO", text, r.ResponseCode.plain(code) if code else None)
+
+
+def _only_star(sequence_set: SequenceSet) -> bool:
+    return all(a is None and b is None for a, b in sequence_set.ranges)
+
+
+def _in_ranges(
+    messages: list[MessageMeta], uids: list[Uid], ranges: Iterable[tuple[int, int]]
+) -> list[MessageMeta]:
+    import bisect
+
+    out: list[MessageMeta] = []
+    for first, last in ranges:
+        start = bisect.bisect_left(uids, first)
+        end = bisect.bisect_right(uids, last)
+        out.extend(messages[start:end])
+    return out
+
+
+def make_handler(
+    service: MailService, config: Config
+) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await ImapSession(service, config, reader, writer).run()
+
+    return handle
