@@ -14,9 +14,11 @@ from email.utils import format_datetime
 from pobox.errors import NotFound, PoboxError, Temporary
 from pobox.service.accounts import Accounts
 from pobox.service.content import chunked, spool_message
-from pobox.store.api import Account, Store, Uid
+from pobox.store.api import Account, AccountId, MailboxId, Store, Uid
 
 log = logging.getLogger("pobox.delivery")
+
+RESOLVE_TTL = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,9 +68,36 @@ class Delivery:
         self.in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        # RCPT and DATA both need the recipient; a short-lived cache saves database trips
+        # (an account deleted meanwhile is noticed within RESOLVE_TTL seconds)
+        self._resolved: dict[str, tuple[float, Account | None]] = {}
+        self._inboxes: dict[AccountId, tuple[float, MailboxId]] = {}
 
     async def resolve(self, address: str) -> Account | None:
-        return await self.accounts.resolve(address)
+        now = time.monotonic()
+        key = address.lower()
+        cached = self._resolved.get(key)
+        if cached is not None and now - cached[0] < RESOLVE_TTL:
+            return cached[1]
+        account = await self.accounts.resolve(address)
+        if account is not None:  # never cache "unknown": a new account must get mail at once
+            if len(self._resolved) > 10000:
+                self._resolved.clear()
+            self._resolved[key] = (now, account)
+        return account
+
+    async def _inbox(self, account: Account) -> MailboxId:
+        now = time.monotonic()
+        cached = self._inboxes.get(account.id)
+        if cached is not None and now - cached[0] < RESOLVE_TTL:
+            return cached[1]
+        inbox = await self.store.get_mailbox(account.id, "INBOX")
+        if inbox is None:
+            raise NotFound(f"{account.address} has no INBOX")
+        if len(self._inboxes) > 10000:
+            self._inboxes.clear()
+        self._inboxes[account.id] = (now, inbox.id)
+        return inbox.id
 
     async def wait_idle(self) -> None:
         """Wait until no delivery is in progress (graceful shutdown)."""
@@ -99,15 +128,13 @@ class Delivery:
             account = await self.resolve(recipient)
             if account is None:
                 return DeliveryResult(recipient, False, False, "no such user here")
-            inbox = await self.store.get_mailbox(account.id, "INBOX")
-            if inbox is None:
-                raise NotFound(f"{account.address} has no INBOX")
+            inbox = await self._inbox(account)
             queue_id = secrets.token_hex(6)
             trace = trace_headers(envelope, self.hostname, recipient, queue_id)
             message = await asyncio.to_thread(
                 lambda: spool_message(self.store.new_spool(), _prepend(trace, content))
             )
-            meta = await self.store.append(inbox.id, message)
+            meta = await self.store.append(inbox, message)
         except Temporary as exc:
             log.warning("delivery to %s deferred: %s", recipient, exc)
             return DeliveryResult(recipient, False, True, str(exc))
