@@ -98,3 +98,27 @@ def test_pobox_deliver_reads_stdin(pobox_server: ServerProcess) -> None:
     assert unknown.returncode == 67  # EX_NOUSER
     assert b"no such user" in unknown.stderr
     assert _inbox_count(pobox_server) == 1
+
+
+@pytest.mark.interop
+def test_sigterm_stops_the_server_cleanly(pobox_server: ServerProcess) -> None:
+    with smtplib.LMTP("127.0.0.1", pobox_server.ports["lmtp"], timeout=30) as lmtp:
+        assert lmtp.sendmail("a@example.org", ["demo@localhost"], MESSAGE) == {}
+    assert pobox_server.stop() == 0
+    assert "shutting down" in pobox_server.log.read_text()
+    assert _inbox_count(pobox_server) == 1
+
+
+@pytest.mark.interop
+def test_two_workers_share_one_store(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with server_process(tmp_path, {"demo@localhost": "demo"}, workers=2) as server:
+        for _ in range(20):  # SO_REUSEPORT spreads the connections over both workers
+            with smtplib.LMTP("127.0.0.1", server.ports["lmtp"], timeout=30) as lmtp:
+                assert lmtp.sendmail("a@example.org", ["demo@localhost"], MESSAGE) == {}
+        assert _inbox_count(server) == 20
+        workers = {
+            line.split()[2]
+            for line in server.log.read_text().splitlines()
+            if "delivered account=" in line
+        }
+        assert workers <= {"w0", "w1"} and workers
