@@ -35,6 +35,7 @@ from pobox.errors import (
 from pobox.imap import capabilities as caps
 from pobox.imap import responses as r
 from pobox.imap.commands import Command
+from pobox.imap.fetch import format_flags
 from pobox.imap.protocol import (
     AppendAborted,
     AppendData,
@@ -261,10 +262,9 @@ class ImapSession:
         return sum(1 for m in selected.view.messages if m.uid in selected.recent)
 
     def flags_of(self, meta: MessageMeta) -> bytes:
-        flags = sorted(meta.flags, key=lambda f: (not f.startswith("\\"), f))
-        if not self.rev2 and self.selected is not None and meta.uid in self.selected.recent:
-            flags.append("\\Recent")
-        return r.flag_list(flags)
+        """A message's FLAGS as FETCH renders them (one order everywhere: Dovecot's)."""
+        recent = not self.rev2 and self.selected is not None and meta.uid in self.selected.recent
+        return format_flags(meta.flags, recent)
 
     # -- message sets -----------------------------------------------------------------------
     def resolve(self, sequence_set: SequenceSet, *, uid: bool) -> list[MessageMeta]:

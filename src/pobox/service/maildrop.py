@@ -8,8 +8,9 @@ recoverable for the configured window (``pobox pop3 undelete``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pobox.errors import Expunged, InUse, NotFound
 from pobox.service.policy import Policies, Retention
@@ -47,6 +48,7 @@ class Maildrop:
         self.retention: Retention = policies.retention(account)
         self.messages = [DropMessage(m, uidl_for(m, mailbox.uidvalidity)) for m in messages]
         self._lock: Lock | None = lock
+        self._pending: set[asyncio.Future[list[MessageMeta]]] = set()
 
     @classmethod
     async def open(cls, store: Store, policies: Policies, account: Account) -> Maildrop:
@@ -86,23 +88,44 @@ class Maildrop:
     # content -------------------------------------------------------------------------------
     async def open_content(self, message: DropMessage) -> Content:
         """The stored bytes, or :class:`Expunged` if another session removed the message."""
-        current = await self.store.get_messages(self.mailbox.id, [message.meta.uid])
-        if not current:
-            raise Expunged("message was deleted by another session")
         try:
-            return await self.store.open_content(current[0].blob)
+            return await self.store.open_message(self.mailbox.id, message.meta.uid)
         except NotFound:
             raise Expunged("message was deleted by another session") from None
 
     async def mark_seen(self, message: DropMessage) -> None:
-        if SEEN not in message.meta.flags:
-            await self.store.set_flags(
-                self.mailbox.id, [message.meta.uid], FlagOp.ADD, frozenset({SEEN})
-            )
+        """Set \\Seen now and wait until it is stored."""
+        self.mark_seen_soon(message)
+        await self.settle()
+
+    def mark_seen_soon(self, message: DropMessage) -> None:
+        """Set \\Seen in the background (RETR streams meanwhile); :meth:`settle` waits for it.
+
+        The write goes on if the client drops the connection mid-message.
+        """
+        if SEEN in message.meta.flags:
+            return
+        # remember it, so a second RETR of the message does not write again
+        message.meta = replace(message.meta, flags=message.meta.flags | {SEEN})
+        task = asyncio.ensure_future(
+            self.store.set_flags(self.mailbox.id, [message.meta.uid], FlagOp.ADD, frozenset({SEEN}))
+        )
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def settle(self) -> None:
+        """Wait for background \\Seen writes; a failure is logged, not raised."""
+        while self._pending:
+            for result in await asyncio.gather(*self._pending, return_exceptions=True):
+                if isinstance(result, BaseException):
+                    log.warning(
+                        "pop3 could not set \\Seen for %s: %s", self.account.address, result
+                    )
 
     # the UPDATE state ----------------------------------------------------------------------
     async def commit(self) -> int:
         """Apply the deletion marks according to the retention policy; returns how many."""
+        await self.settle()
         marked = [m.meta.uid for m in self.messages if m.deleted]
         if not marked:
             return 0
@@ -122,6 +145,7 @@ class Maildrop:
         return count
 
     async def close(self) -> None:
+        await self.settle()
         if self._lock is not None:
             lock, self._lock = self._lock, None
             await lock.release()

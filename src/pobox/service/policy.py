@@ -33,12 +33,14 @@ class Retention:
         return cls(kind, days)
 
     def expire_capability(self) -> str:
-        """RFC 2449 EXPIRE argument: how long the server keeps a message after a client saw it."""
-        if self.kind == "delete":
-            return "NEVER"  # the server never deletes on its own; the client decides
-        if self.kind == "keep":
-            return "NEVER"
-        return str(self.days)
+        """RFC 2449 §6.7 EXPIRE argument: the minimum time the server keeps mail a client leaves.
+
+        Every policy keeps mail the client did not DELE for ever; the policies differ only in
+        what happens after DELE+QUIT, when the message is gone from POP3 in any case. So the
+        truthful value is NEVER for all of them ("0" would forbid leaving mail on the server and
+        "N" would announce deletion of mail left there). See docs/pop3.md.
+        """
+        return "NEVER"
 
     def __str__(self) -> str:
         return self.kind if self.days is None else f"{self.kind}:{self.days}"

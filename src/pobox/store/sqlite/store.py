@@ -35,6 +35,7 @@ from pobox.store.api import (
     ModSeq,
     NewMessage,
     Recoverable,
+    SearchFields,
     Spool,
     Uid,
 )
@@ -959,6 +960,25 @@ class SqliteStore:
         except FileNotFoundError:
             raise NotFound("message content is gone") from None
 
+    async def open_message(self, mailbox_id: MailboxId, uid: Uid) -> Content:
+        """The content of a message that is still in the mailbox (one query), else NotFound."""
+
+        def run(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(
+                "SELECT b.name FROM messages m JOIN blobs b ON b.id = m.blob"
+                " WHERE m.mailbox_id = ? AND m.uid = ?",
+                (mailbox_id, uid),
+            ).fetchone()
+            return None if row is None else str(row[0])
+
+        name = await self._db.read(run)
+        if name is None:
+            raise NotFound("the message is no longer in the mailbox")
+        try:
+            return FileContent(self.layout.blob_path(name))
+        except FileNotFoundError:
+            raise NotFound("the message is no longer in the mailbox") from None
+
     # POP3 retention and recovery ---------------------------------------------------------
     async def pop3_hide(
         self, mailbox_id: MailboxId, uids: Iterable[Uid], at: datetime
@@ -1158,6 +1178,41 @@ class SqliteStore:
             os.close(fd)
             return None
         return _FileLock(fd)
+
+    # search support
+    async def search_fields(
+        self, mailbox_id: MailboxId, uids: Sequence[Uid] | None = None
+    ) -> dict[Uid, SearchFields]:
+        select = (
+            "SELECT m.uid, b.subject, b.from_, b.to_, b.cc, b.bcc, b.message_id, b.sent_date"
+            " FROM messages m JOIN blobs b ON b.id = m.blob WHERE m.mailbox_id = ?"
+        )
+        wanted = None if uids is None else sorted(set(uids))
+
+        def row_fields(row: Sequence[Any]) -> SearchFields:
+            # positional: subject, from_, to, cc, bcc, message_id, sent_date
+            sent = row[7]
+            return SearchFields(
+                row[1],
+                row[2],
+                row[3],
+                row[4],
+                row[5],
+                row[6],
+                None if sent is None else datetime.fromtimestamp(sent, UTC),
+            )
+
+        def run(conn: sqlite3.Connection) -> dict[Uid, SearchFields]:
+            if wanted is None:
+                return {Uid(r[0]): row_fields(r) for r in conn.execute(select, (mailbox_id,))}
+            found: dict[Uid, SearchFields] = {}
+            for chunk in _chunks(wanted):
+                marks = ",".join("?" * len(chunk))
+                for r in conn.execute(f"{select} AND m.uid IN ({marks})", (mailbox_id, *chunk)):
+                    found[Uid(r[0])] = row_fields(r)
+            return found
+
+        return await self._db.read(run)
 
 
 def uidl_for(uid: int, uidvalidity: int) -> str:

@@ -1,0 +1,235 @@
+"""CREATE, DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE, LIST, LSUB, NAMESPACE, STATUS.
+
+RFC 9051 §6.3 and RFC 3501 §6.3, with LIST-EXTENDED (RFC 5258), LIST-STATUS (RFC 5819),
+SPECIAL-USE and CREATE-SPECIAL-USE (RFC 6154), CHILDREN (RFC 3348), NAMESPACE (RFC 2342) and
+STATUS=SIZE (RFC 8438). The rules about names and hierarchy live in
+:mod:`pobox.service.mailboxes`; this module only maps IMAP words to it and back.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pobox.imap import commands as c
+from pobox.imap import responses as r
+from pobox.imap.grammar import decode_mailbox
+from pobox.imap.session import AUTH, CommandError, CommandSpec, ImapSession
+from pobox.service.mailboxes import BadSpecialUse, HasChildren, ListEntry, Mailboxes
+from pobox.service.mailboxes import canonical_pattern as _canonical_pattern
+from pobox.store.api import DELIMITER, Mailbox, MailboxStatus
+
+SELECTION_OPTIONS = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
+RETURN_OPTIONS = frozenset({"SUBSCRIBED", "CHILDREN", "SPECIAL-USE"})
+#: STATUS items in both revisions; RECENT is rev1 only (RFC 9051 removed it).
+STATUS_ITEMS = frozenset(
+    {"MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "DELETED", "SIZE", "APPENDLIMIT"}
+)
+
+
+def _service(session: ImapSession) -> Mailboxes:
+    return Mailboxes(session.service.store)
+
+
+async def _finish(session: ImapSession, tag: str, name: str) -> None:
+    await session.announce_updates()
+    session.tagged(tag, "OK", f"{name} completed")
+
+
+# --------------------------------------------------------------------------- CREATE/DELETE/RENAME
+
+
+async def create(session: ImapSession, cmd: c.Create) -> None:
+    account = session.require_account()
+    name = session.mailbox_name(cmd.mailbox)
+    for parameter in cmd.parameters:
+        if parameter.name != "USE":
+            raise CommandError(f"unknown CREATE parameter {parameter.name}", status="BAD")
+    try:
+        await _service(session).create(account, name, cmd.special_use)
+    except BadSpecialUse as exc:
+        raise CommandError(str(exc), "USEATTR") from None
+    await _finish(session, cmd.tag, "CREATE")
+
+
+async def delete(session: ImapSession, cmd: c.Delete) -> None:
+    account = session.require_account()
+    name = session.mailbox_name(cmd.mailbox)
+    try:
+        mailbox = await _service(session).delete(account, name)
+    except HasChildren as exc:
+        raise CommandError(str(exc), "HASCHILDREN") from None
+    if session.selected is not None and session.selected.mailbox_id == mailbox.id:
+        await session.select(None)
+        session.send(r.Untagged("OK", "mailbox deleted and closed", r.ResponseCode("CLOSED")))
+    await _finish(session, cmd.tag, "DELETE")
+
+
+async def rename(session: ImapSession, cmd: c.Rename) -> None:
+    account = session.require_account()
+    if cmd.parameters:
+        raise CommandError("RENAME takes no parameters", status="BAD")
+    old = session.mailbox_name(cmd.old)
+    new = session.mailbox_name(cmd.new)
+    await _service(session).rename(account, old, new)
+    await _finish(session, cmd.tag, "RENAME")
+
+
+async def subscribe(session: ImapSession, cmd: c.Subscribe) -> None:
+    account = session.require_account()
+    await _service(session).subscribe(account, session.mailbox_name(cmd.mailbox))
+    await _finish(session, cmd.tag, "SUBSCRIBE")
+
+
+async def unsubscribe(session: ImapSession, cmd: c.Unsubscribe) -> None:
+    account = session.require_account()
+    await _service(session).unsubscribe(account, session.mailbox_name(cmd.mailbox))
+    await _finish(session, cmd.tag, "UNSUBSCRIBE")
+
+
+# --------------------------------------------------------------------------- LIST / LSUB
+
+
+def _text(session: ImapSession, raw: bytes, what: str) -> str:
+    try:
+        return decode_mailbox(raw, utf8=session.utf8)
+    except ValueError:
+        raise CommandError(
+            f"the {what} is not valid modified UTF-7 or UTF-8", status="BAD"
+        ) from None
+
+
+def _status_items(session: ImapSession, items: tuple[str, ...]) -> tuple[str, ...]:
+    if not items:
+        raise CommandError("STATUS needs at least one item", status="BAD")
+    allowed = STATUS_ITEMS if session.rev2 else STATUS_ITEMS | {"RECENT"}
+    unknown = [item for item in items if item not in allowed]
+    if unknown:
+        raise CommandError(f"unknown STATUS item {unknown[0]}", status="BAD")
+    return tuple(dict.fromkeys(items))
+
+
+def _status_values(
+    session: ImapSession, items: tuple[str, ...], mailbox: Mailbox, status: MailboxStatus
+) -> tuple[tuple[str, int], ...]:
+    values = {
+        "MESSAGES": status.messages,
+        "UIDNEXT": status.uidnext,
+        "UIDVALIDITY": mailbox.uidvalidity,
+        "UNSEEN": status.unseen,
+        "DELETED": status.deleted,
+        "SIZE": status.size,
+        "RECENT": status.recent + _recent_here(session, mailbox),
+        "APPENDLIMIT": session.config.imap.max_literal,
+    }
+    return tuple((item, values[item]) for item in items)
+
+
+def _recent_here(session: ImapSession, mailbox: Mailbox) -> int:
+    """\\Recent messages this session holds: claimed at SELECT, so no longer in the store's
+    count (RFC 3501 §2.3.2: a message is recent in exactly one session)."""
+    selected = session.selected
+    if selected is None or selected.mailbox_id != mailbox.id or selected.read_only:
+        return 0
+    return session.recent_count()
+
+
+def _attributes(entry: ListEntry, *, subscribed: bool) -> tuple[str, ...]:
+    attributes: list[str] = []
+    if entry.mailbox is None:
+        attributes += ["\\NonExistent", "\\Noselect"]
+    if subscribed and entry.subscribed:
+        attributes.append("\\Subscribed")
+    attributes.append("\\HasChildren" if entry.has_children else "\\HasNoChildren")
+    if entry.special_use is not None:
+        attributes.append(entry.special_use)
+    return tuple(attributes)
+
+
+async def list_(session: ImapSession, cmd: c.List) -> None:
+    account = session.require_account()
+    selection = set(cmd.selection)
+    unknown = selection - SELECTION_OPTIONS
+    if unknown:
+        raise CommandError(f"unknown LIST selection option {sorted(unknown)[0]}", status="BAD")
+    if "RECURSIVEMATCH" in selection and "SUBSCRIBED" not in selection:
+        raise CommandError("RECURSIVEMATCH needs the SUBSCRIBED selection option", status="BAD")
+    returns = set(cmd.return_options)
+    unknown = returns - RETURN_OPTIONS
+    if unknown:
+        raise CommandError(f"unknown LIST return option {sorted(unknown)[0]}", status="BAD")
+    status_items = None
+    if cmd.status_items is not None:
+        status_items = _status_items(session, cmd.status_items)
+
+    reference = _text(session, cmd.reference, "reference name")
+    patterns = [_text(session, p, "mailbox pattern") for p in cmd.patterns]
+    if "" in patterns:
+        # RFC 9051 §6.3.9: an empty pattern asks for the delimiter and the root name
+        session.send(r.ListItem(("\\Noselect",), DELIMITER, ""))
+    patterns = [_canonical_pattern(reference, p) for p in patterns if p]
+    entries: list[ListEntry] = []
+    if patterns:
+        entries = await _service(session).matching(
+            account,
+            patterns,
+            subscribed_only="SUBSCRIBED" in selection,
+            special_use_only="SPECIAL-USE" in selection,
+            recursive_match="RECURSIVEMATCH" in selection,
+        )
+    show_subscribed = "SUBSCRIBED" in selection or "SUBSCRIBED" in returns
+    for entry in entries:
+        extra = b'("CHILDINFO" ("SUBSCRIBED"))' if entry.childinfo else b""
+        attributes = _attributes(entry, subscribed=show_subscribed)
+        session.send(r.ListItem(attributes, DELIMITER, entry.name, extra=extra))
+        if status_items is not None and entry.mailbox is not None:
+            # RFC 5819: one STATUS after the LIST of each selectable mailbox
+            status = await session.service.store.mailbox_status(entry.mailbox.id)
+            values = _status_values(session, status_items, entry.mailbox, status)
+            session.send(r.StatusResponse(entry.name, values))
+    await _finish(session, cmd.tag, "LIST")
+
+
+async def lsub(session: ImapSession, cmd: c.Lsub) -> None:
+    """RFC 3501 §6.3.9. RFC 9051 deprecates LSUB (Appendix E) but a server that also
+    advertises IMAP4rev1 keeps it, so it works after ENABLE IMAP4rev2 too."""
+    account = session.require_account()
+    reference = _text(session, cmd.reference, "reference name")
+    pattern = _text(session, cmd.pattern, "mailbox pattern")
+    if not pattern:
+        session.send(r.ListItem(("\\Noselect",), DELIMITER, "", kind="LSUB"))
+    else:
+        found = await _service(session).lsub(account, _canonical_pattern(reference, pattern))
+        for name, selectable in found:
+            attributes = () if selectable else ("\\Noselect",)
+            session.send(r.ListItem(attributes, DELIMITER, name, kind="LSUB"))
+    await _finish(session, cmd.tag, "LSUB")
+
+
+# --------------------------------------------------------------------------- NAMESPACE / STATUS
+
+
+async def namespace(session: ImapSession, cmd: c.Namespace) -> None:
+    session.send(r.NamespaceResponse(((("", DELIMITER),)), None, None))
+    await _finish(session, cmd.tag, "NAMESPACE")
+
+
+async def status(session: ImapSession, cmd: c.Status) -> None:
+    account = session.require_account()
+    name = session.mailbox_name(cmd.mailbox)
+    items = _status_items(session, cmd.items)
+    mailbox, current = await _service(session).status(account, name)
+    session.send(r.StatusResponse(mailbox.name, _status_values(session, items, mailbox, current)))
+    await _finish(session, cmd.tag, "STATUS")
+
+
+SPECS: dict[type[Any], CommandSpec] = {
+    c.Create: CommandSpec(create, AUTH),
+    c.Delete: CommandSpec(delete, AUTH),
+    c.Rename: CommandSpec(rename, AUTH),
+    c.Subscribe: CommandSpec(subscribe, AUTH),
+    c.Unsubscribe: CommandSpec(unsubscribe, AUTH),
+    c.List: CommandSpec(list_, AUTH),
+    c.Lsub: CommandSpec(lsub, AUTH),
+    c.Namespace: CommandSpec(namespace, AUTH),
+    c.Status: CommandSpec(status, AUTH),
+}

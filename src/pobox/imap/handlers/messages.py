@@ -1,0 +1,324 @@
+"""FETCH, STORE, COPY and MOVE, with their UID forms (RFC 9051 §6.4, RFC 4315, RFC 6851).
+
+Message-number forms of FETCH and STORE may not announce expunges (RFC 9051 §7.5.1), so they
+refresh with ``expunge=False``; their UID forms, COPY and MOVE may. The command table says
+``expunge_after=False`` for FETCH and STORE so that a NO never announces expunges either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Any
+
+from pobox.errors import NotFound
+from pobox.imap import commands as c
+from pobox.imap import fetch as f
+from pobox.imap import responses as r
+from pobox.imap.session import SELECTED, CommandError, CommandSpec, ImapSession, Selected
+from pobox.mail.structure import ParsedMessage
+from pobox.store.api import SEEN, SYSTEM_FLAGS, Content, FlagOp, Mailbox, MessageMeta, Uid
+
+_STORE_OPS = {
+    c.StoreMode.REPLACE: FlagOp.REPLACE,
+    c.StoreMode.ADD: FlagOp.ADD,
+    c.StoreMode.REMOVE: FlagOp.REMOVE,
+}
+_SYSTEM = frozenset(SYSTEM_FLAGS)
+
+
+def _name(cmd: c.Fetch | c.Store | c.Copy | c.Move) -> str:
+    return f"UID {cmd.NAME}" if cmd.uid else cmd.NAME
+
+
+# --------------------------------------------------------------------------- FETCH
+
+#: What FETCH answers without an extension being enabled (MODSEQ waits for CONDSTORE, SAVEDATE,
+#: EMAILID and THREADID are not advertised).
+_SIMPLE_ITEMS = frozenset(
+    {
+        "UID",
+        "FLAGS",
+        "INTERNALDATE",
+        "RFC822.SIZE",
+        "ENVELOPE",
+        "BODY",
+        "BODYSTRUCTURE",
+        "RFC822",
+        "RFC822.PEEK",
+        "RFC822.HEADER",
+        "RFC822.TEXT",
+        "RFC822.TEXT.PEEK",
+    }
+)
+#: Octets of a streamed literal read and written at a time.
+STREAM_CHUNK = 256 * 1024
+#: Responses buffered before waiting for the client to take them.
+DRAIN_EVERY = 256
+
+
+def fetch_items(cmd: c.Fetch) -> list[f.FetchItem]:
+    """The command's attributes as pobox.imap.fetch items; UID FETCH always answers UID."""
+    items: list[f.FetchItem] = []
+    for att in cmd.attributes:
+        match att:
+            case c.FetchSimple(name=name):
+                if name not in _SIMPLE_ITEMS:
+                    raise CommandError(f"FETCH {name} is not supported", status="BAD")
+                items.append(f.FetchItem.simple(name))
+            case c.FetchBody():
+                section = f.Section(att.part, att.text or "", att.fields, att.partial)
+                items.append(f.FetchItem.body(section, peek=att.peek, section_text=att.section))
+            case c.FetchBinary():
+                section = f.Section(att.part, "", (), att.partial)
+                items.append(f.FetchItem.binary(section, peek=att.peek, section_text=att.section))
+            case c.FetchBinarySize():
+                items.append(f.FetchItem.binary_size(f.Section(att.part), section_text=att.section))
+    if cmd.uid and not any(i.name == "UID" and i.section is None for i in items):
+        items.insert(0, f.FetchItem.simple("UID"))
+    return items
+
+
+async def _mark_seen(
+    session: ImapSession, selected: Selected, messages: list[MessageMeta]
+) -> dict[Uid, MessageMeta]:
+    """RFC 9051 §6.4.5: fetching BODY[...] (not .PEEK), BINARY[...], RFC822 or RFC822.TEXT
+    sets \\Seen; one transaction for the whole set. Returns the messages it changed."""
+    unseen = [m.uid for m in messages if SEEN not in m.flags]
+    if not unseen:
+        return {}
+    changed = await session.service.store.set_flags(
+        selected.mailbox_id, unseen, FlagOp.ADD, frozenset({SEEN})
+    )
+    selected.view.apply_flags(changed)
+    return {m.uid: m for m in changed}
+
+
+async def _write_pieces(
+    session: ImapSession, msn: int, pieces: list[f.Piece], content: Content | None
+) -> None:
+    session.send_raw(b"* %d FETCH (" % msn)
+    for piece in pieces:
+        if isinstance(piece, bytes):
+            session.send_raw(piece)
+            continue
+        assert content is not None  # render_fetch only asks to stream what it was given
+        session.send_raw(piece.prefix())
+        offset, end = piece.offset, piece.offset + piece.length
+        while offset < end:
+            chunk = await asyncio.to_thread(content.read, offset, min(STREAM_CHUNK, end - offset))
+            if not chunk:
+                # the response is half written: nothing to do but drop the connection
+                raise RuntimeError(f"stored message {msn} is shorter than its structure says")
+            session.send_raw(chunk)
+            offset += len(chunk)
+            await session.drain()
+    session.send_raw(b")\r\n")
+
+
+async def fetch(session: ImapSession, cmd: c.Fetch) -> None:
+    """FETCH / UID FETCH (RFC 9051 §6.4.5, §6.4.9).
+
+    Each message is rendered whole before any of it is written, so a failure (a BINARY of an
+    undecodable part) ends the command with NO without a broken response.
+
+    Messages another session expunged: while the view still numbers them, FETCH answers what
+    it knows without the content (FLAGS, UID, INTERNALDATE, RFC822.SIZE, as Dovecot does). When
+    the structure or content is needed but already gone, Dovecot 2.3 answers ``BODY[] NIL`` and
+    ``OK [EXPUNGEISSUED]``; NIL is not valid for ENVELOPE or BODYSTRUCTURE, so pobox takes the
+    other answer RFC 9051 §7.1 gives: it leaves such messages out and ends with
+    ``NO [EXPUNGEISSUED]``.
+    """
+    selected = session.require_selected()
+    if cmd.modifiers:
+        names = " ".join(p.name for p in cmd.modifiers)
+        raise CommandError(f"FETCH modifiers are not supported: {names}", status="BAD")
+    items = fetch_items(cmd)
+    messages = session.resolve(cmd.sequence_set, uid=cmd.uid)
+    structure, content_needed = f.needs_structure(items), f.needs_content(items)
+    seen: dict[Uid, MessageMeta] = {}
+    if messages and f.sets_seen(items) and not selected.read_only:
+        live = [m for m in messages if not selected.view.is_expunged(m.uid)]
+        seen = await _mark_seen(session, selected, live)
+    store, view = session.service.store, selected.view
+    missing = False
+    for count, old in enumerate(messages, 1):
+        msn = view.msn_of(old.uid)
+        if msn is None:
+            continue
+        meta = seen.get(old.uid, old)
+        parsed: ParsedMessage | None = None
+        content: Content | None = None
+        try:
+            if structure:
+                parsed = ParsedMessage.from_bytes(await store.get_structure(meta.blob))
+            if content_needed:
+                content = await store.open_content(meta.blob)
+            try:
+                pieces = f.render_fetch(
+                    items,
+                    meta,
+                    parsed,
+                    content,
+                    recent=not session.rev2 and meta.uid in selected.recent,
+                    include_flags=meta.uid in seen,
+                    utf8=session.utf8,
+                )
+            except f.FetchError as exc:
+                raise CommandError(exc.text, exc.code) from None
+            await _write_pieces(session, msn, pieces, content)
+        except NotFound:
+            missing = True
+        finally:
+            if content is not None:
+                content.close()
+        if count % DRAIN_EVERY == 0:
+            await session.drain()
+    await session.announce_updates(expunge=cmd.uid)
+    if missing:
+        raise CommandError("some of the requested messages no longer exist", "EXPUNGEISSUED")
+    session.tagged(cmd.tag, "OK", f"{_name(cmd)} completed")
+
+
+# --------------------------------------------------------------------------- STORE
+
+
+def _store_flags(flags: tuple[str, ...]) -> frozenset[str]:
+    """The flags a client may store: system flags but \\Recent, and keywords (RFC 9051 §2.3.2)."""
+    for flag in flags:
+        if flag.startswith("\\") and flag not in _SYSTEM:
+            # Dovecot answers the same: \Recent is the server's, \* is not a flag
+            raise CommandError(f"invalid system flag {flag}", status="BAD")
+    return frozenset(flags)
+
+
+def _apply(op: FlagOp, old: frozenset[str], flags: frozenset[str]) -> frozenset[str]:
+    if op is FlagOp.REPLACE:
+        return flags
+    if op is FlagOp.ADD:
+        return old | flags
+    return old - flags
+
+
+async def store(session: ImapSession, cmd: c.Store) -> None:
+    """STORE / UID STORE (RFC 9051 §6.4.6).
+
+    Unless ``.SILENT``, every message of the set gets a ``FETCH (FLAGS ...)`` with its flags
+    after the change (RFC 9051's example lists unchanged ones too, and so does Dovecot); UID
+    STORE puts the UID first. With ``.SILENT`` a message is still reported when its flags came
+    out different from what this session expected, i.e. another session changed them (the
+    RFC's "SHOULD send ... if a change from an external source is observed").
+    """
+    selected = session.require_selected()
+    if cmd.modifiers:
+        names = " ".join(p.name for p in cmd.modifiers)
+        raise CommandError(f"STORE modifiers are not supported: {names}", status="BAD")
+    flags = _store_flags(cmd.flags)
+    messages = session.resolve(cmd.sequence_set, uid=cmd.uid)
+    if selected.read_only:
+        raise CommandError("mailbox is read-only", "READ-ONLY")
+    op = _STORE_OPS[cmd.mode]
+    changed: dict[Uid, MessageMeta] = {}
+    if messages:
+        result = await session.service.store.set_flags(
+            selected.mailbox_id, [m.uid for m in messages], op, flags
+        )
+        changed = {m.uid: m for m in result}
+    after: list[MessageMeta] = []
+    for meta in messages:
+        expected = _apply(op, meta.flags, flags)
+        now = changed.get(meta.uid) or dataclasses.replace(meta, flags=expected)
+        # the view keeps what the client is told (a message the store did not change, being
+        # gone or holding the flags already, is corrected by the next refresh if need be)
+        after.append(now)
+        if cmd.silent and now.flags == expected:
+            continue
+        msn = selected.view.msn_of(meta.uid)
+        if msn is None:
+            continue
+        items: list[tuple[bytes, bytes]] = []
+        if cmd.uid:
+            items.append((b"UID", b"%d" % meta.uid))
+        items.append((b"FLAGS", session.flags_of(now)))
+        session.send(r.FetchResponse(msn, tuple(items)))
+    selected.view.apply_flags(after)
+    await session.announce_updates(expunge=cmd.uid)
+    session.tagged(cmd.tag, "OK", f"{_name(cmd)} completed")
+
+
+# --------------------------------------------------------------------------- COPY / MOVE
+
+
+async def _target(session: ImapSession, raw: bytes) -> Mailbox:
+    account = session.require_account()
+    name = session.mailbox_name(raw)
+    mailbox = await session.service.store.get_mailbox(account.id, name)
+    if mailbox is None:
+        raise CommandError(f"mailbox {name} does not exist", "TRYCREATE")
+    return mailbox
+
+
+async def _check_present(session: ImapSession, selected: Selected, uids: list[Uid]) -> None:
+    """RFC 9051 §6.4.7: a COPY that fails leaves the target untouched, so a set naming messages
+    another session expunged fails before anything is copied (Dovecot answers the same)."""
+    gone = any(selected.view.is_expunged(u) for u in uids)
+    if not gone:
+        present = await session.service.store.get_messages(selected.mailbox_id, uids)
+        gone = len(present) < len(uids)
+    if gone:
+        raise CommandError("some of the requested messages no longer exist", "EXPUNGEISSUED")
+
+
+async def copy(session: ImapSession, cmd: c.Copy) -> None:
+    """COPY / UID COPY; the tagged OK carries COPYUID (RFC 4315)."""
+    selected = session.require_selected()
+    target = await _target(session, cmd.mailbox)
+    uids = [m.uid for m in session.resolve(cmd.sequence_set, uid=cmd.uid)]
+    code: r.ResponseCode | None = None
+    text = f"{_name(cmd)} completed"
+    if uids:
+        await _check_present(session, selected, uids)
+        pairs = await session.service.store.copy(selected.mailbox_id, uids, target.id)
+        if pairs:
+            code = r.ResponseCode.copyuid(
+                target.uidvalidity, [s for s, _ in pairs], [d for _, d in pairs]
+            )
+    else:
+        text = "no messages found"
+    await session.announce_updates()
+    session.tagged(cmd.tag, "OK", text, code)
+
+
+async def move(session: ImapSession, cmd: c.Move) -> None:
+    """MOVE / UID MOVE (RFC 6851): ``* OK [COPYUID ...]`` first, then an EXPUNGE per message."""
+    selected = session.require_selected()
+    target = await _target(session, cmd.mailbox)
+    uids = [m.uid for m in session.resolve(cmd.sequence_set, uid=cmd.uid)]
+    if selected.read_only:
+        # moving expunges from the source, which EXAMINE does not allow
+        raise CommandError("mailbox is read-only", "READ-ONLY")
+    if not uids:
+        await session.announce_updates()
+        session.tagged(cmd.tag, "OK", "no messages found")
+        return
+    await _check_present(session, selected, uids)
+    pairs = await session.service.store.copy(selected.mailbox_id, uids, target.id, move=True)
+    if pairs:
+        code = r.ResponseCode.copyuid(
+            target.uidvalidity, [s for s, _ in pairs], [d for _, d in pairs]
+        )
+        session.send(r.Untagged("OK", "moved UIDs", code))
+    moved = [s for s, _ in pairs]
+    selected.recent.difference_update(moved)
+    for msn in selected.view.forget(moved):
+        session.send(r.expunge(msn))
+    await session.announce_updates()
+    session.tagged(cmd.tag, "OK", f"{_name(cmd)} completed")
+
+
+SPECS: dict[type[Any], CommandSpec] = {
+    c.Fetch: CommandSpec(fetch, SELECTED, expunge_after=False),
+    c.Store: CommandSpec(store, SELECTED, expunge_after=False),
+    c.Copy: CommandSpec(copy, SELECTED),
+    c.Move: CommandSpec(move, SELECTED),
+}

@@ -1,0 +1,163 @@
+"""SEARCH / UID SEARCH (RFC 9051 §6.4.4), ESEARCH (RFC 4731) and SEARCHRES (RFC 5182).
+
+The IMAP search keys (pobox.imap.commands) are translated into the protocol-neutral query of
+:mod:`pobox.service.search`, which evaluates them. What stays here is IMAP's part: message
+numbers versus UIDs, ``$``, CHARSET, and the shape of the answer (``* SEARCH`` or ``* ESEARCH``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pobox.imap import commands as c
+from pobox.imap import responses as r
+from pobox.imap.sequences import SequenceSet, SequenceSetError
+from pobox.imap.session import SELECTED, CommandError, CommandSpec, ImapSession, Selected
+from pobox.service import search as q
+from pobox.store.api import Uid
+
+#: CHARSETs SEARCH understands (RFC 9051 §6.4.4 requires both); US-ASCII is a subset of UTF-8.
+CHARSETS = ("UTF-8", "US-ASCII")
+_FIELD_NAMES = {"BCC": "Bcc", "CC": "Cc", "FROM": "From", "SUBJECT": "Subject", "TO": "To"}
+_DATE_OPS: dict[str, q.DateOp] = {"BEFORE": "before", "ON": "on", "SINCE": "since"}
+
+
+def _text(value: bytes) -> str:
+    # UTF-8 and US-ASCII only; a stray 8-bit byte cannot match decoded text anyway
+    return value.decode("utf-8", "replace")
+
+
+def _uid_ranges(uids: list[Uid]) -> q.Ranges:
+    return tuple((u, u) for u in uids)
+
+
+class _Translator:
+    """pobox.imap.commands search keys → pobox.service.search queries, for one session."""
+
+    def __init__(self, selected: Selected) -> None:
+        self.selected = selected
+
+    def saved(self) -> q.Query:
+        """``$``: the UIDs the last SEARCH RETURN (SAVE) kept (none if there was none)."""
+        return q.UidIn(_uid_ranges(self.selected.saved or []))
+
+    def ranges(self, sequence_set: SequenceSet, largest: int) -> q.Ranges:
+        try:
+            return tuple(sequence_set.resolve(largest))
+        except SequenceSetError as exc:
+            raise CommandError(str(exc), status="BAD") from None
+
+    def key(self, key: c.SearchKey) -> q.Query:
+        view = self.selected.view
+        match key:
+            case c.SearchAll():
+                return q.All()
+            case c.SearchAnd(keys=keys):
+                return q.And(tuple(self.key(k) for k in keys))
+            case c.SearchOr(left=left, right=right):
+                return q.Or(self.key(left), self.key(right))
+            case c.SearchNot(key=inner):
+                return q.Not(self.key(inner))
+            case c.SearchFlag(flag=flag, present=present):
+                if flag == "\\Recent":
+                    return q.RecentIs(present)
+                return q.FlagIs(flag, present)
+            case c.SearchField(field=name, value=value):
+                return q.Header(_FIELD_NAMES[name], _text(value))
+            case c.SearchHeader(name=name, value=value):
+                return q.Header(name.decode("ascii", "replace"), _text(value))
+            case c.SearchBody(value=value):
+                return q.Body(_text(value))
+            case c.SearchText(value=value):
+                return q.Text(_text(value))
+            case c.SearchDate(relation=relation, day=day, sent=sent):
+                op = _DATE_OPS[relation]
+                return q.SentDate(op, day) if sent else q.InternalDate(op, day)
+            case c.SearchSize(larger=larger, size=size):
+                return q.Size(larger=size) if larger else q.Size(smaller=size)
+            case c.SearchSequence(sequence_set=seqs):
+                # a bare set is message numbers, even inside UID SEARCH (RFC 9051 §6.4.4)
+                if seqs.saved:
+                    return self.saved()
+                return q.SeqIn(self.ranges(seqs, len(view)))
+            case c.SearchUid(sequence_set=seqs):
+                if seqs.saved:
+                    return self.saved()
+                return q.UidIn(self.ranges(seqs, view.uids[-1] if view.uids else 0))
+            case c.SearchAge():
+                raise CommandError("OLDER/YOUNGER need WITHIN, which is not offered", status="BAD")
+            case c.SearchModSeq():
+                raise CommandError("MODSEQ needs CONDSTORE, which is not offered", status="BAD")
+        raise CommandError("unsupported search key", status="BAD")  # pragma: no cover
+
+
+def _saved_part(uids: list[Uid], options: tuple[str, ...]) -> list[Uid]:
+    """RFC 5182 §2.4: SAVE with MIN and/or MAX (but not ALL or COUNT) keeps just those."""
+    if not uids or "ALL" in options or "COUNT" in options:
+        return uids
+    if "MIN" in options or "MAX" in options:
+        kept = {uids[0]} if "MIN" in options else set()
+        if "MAX" in options:
+            kept.add(uids[-1])
+        return sorted(kept)
+    return uids
+
+
+def _esearch(
+    tag: str, uid: bool, numbers: list[int], options: tuple[str, ...]
+) -> r.ESearchResponse:
+    """``* ESEARCH (TAG "a") [UID] MIN .. MAX .. ALL .. COUNT ..`` in Dovecot's order;
+    MIN, MAX and ALL are left out when nothing matched (RFC 4731 §3.1)."""
+    wanted = set(options) - {"SAVE"} if options else {"ALL"}
+    items: list[tuple[str, int | tuple[int, ...]]] = []
+    if numbers and "MIN" in wanted:
+        items.append(("MIN", numbers[0]))
+    if numbers and "MAX" in wanted:
+        items.append(("MAX", numbers[-1]))
+    if numbers and "ALL" in wanted:
+        items.append(("ALL", tuple(numbers)))
+    if "COUNT" in wanted:
+        items.append(("COUNT", len(numbers)))
+    return r.ESearchResponse(tag, uid, tuple(items))
+
+
+async def search(session: ImapSession, cmd: c.Search) -> None:
+    selected = session.require_selected()
+    options = cmd.return_options
+    save = options is not None and "SAVE" in options
+    try:
+        if cmd.charset is not None and cmd.charset not in CHARSETS:
+            raise CommandError(f"unsupported charset {cmd.charset}", "BADCHARSET (UTF-8 US-ASCII)")
+        query = _Translator(selected).key(cmd.key)
+    except CommandError:
+        if save:
+            selected.saved = []  # RFC 5182 §2.1: a failed SEARCH ... SAVE empties "$"
+        raise
+    view = selected.view
+    uids = await q.search(
+        session.service.store,
+        selected.mailbox_id,
+        query,
+        view.messages,
+        recent_uids=frozenset(selected.recent),
+    )
+    if save:
+        assert options is not None
+        selected.saved = _saved_part(uids, options)
+    if cmd.uid:
+        numbers: list[int] = list(uids)
+    else:
+        numbers = [n for n in map(view.msn_of, uids) if n is not None]
+    if options is None and not session.rev2:
+        session.send(r.SearchResponse(tuple(numbers)))
+    elif options is None or set(options) != {"SAVE"}:
+        # RFC 9051 §6.4.4: an IMAP4rev2 client always gets ESEARCH; RFC 5182 §2.4: with
+        # RETURN (SAVE) alone there is no ESEARCH at all
+        session.send(_esearch(cmd.tag, cmd.uid, numbers, options or ()))
+    await session.announce_updates(expunge=cmd.uid)
+    session.tagged(cmd.tag, "OK", f"{'UID ' if cmd.uid else ''}SEARCH completed")
+
+
+SPECS: dict[type[Any], CommandSpec] = {
+    c.Search: CommandSpec(search, SELECTED, expunge_after=False),
+}

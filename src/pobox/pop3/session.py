@@ -1,0 +1,511 @@
+"""The POP3 session: the RFC 1939 state machine over asyncio streams.
+
+AUTHORIZATION (USER/PASS, AUTH, CAPA, UTF8, STLS) → TRANSACTION (the maildrop is locked and
+numbered) → UPDATE (QUIT: the deletion marks are applied by :meth:`Maildrop.commit`). A dropped
+connection, an idle timeout or an internal error skips UPDATE: nothing is deleted, and the lock is
+released in every case. Parsing and reply formatting live in :mod:`pobox.pop3.protocol`; this
+module only talks to :mod:`pobox.service`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from pobox import sasl
+from pobox.config import Config, Pop3Config
+from pobox.errors import Expunged, InUse, PoboxError, Temporary
+from pobox.pop3 import protocol as p
+from pobox.service.mail import MailService
+from pobox.service.maildrop import DropMessage, Maildrop
+from pobox.service.policy import Retention
+from pobox.store.api import Account, Content
+
+log = logging.getLogger("pobox.pop3")
+
+#: Consecutive invalid commands before the server gives up on a client.
+MAX_BAD_COMMANDS = 20
+#: Read size for message content (RETR/TOP) and for the socket.
+CHUNK = 64 * 1024
+IMPLEMENTATION = "pobox"
+#: Seconds a closing connection may take to hand over what is still buffered.
+CLOSE_TIMEOUT = 5.0
+
+StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+#: The STLS seam: upgrade the connection in place (``writer.start_tls(context)``). None: no TLS.
+StartTls = Callable[[asyncio.StreamWriter], Awaitable[None]]
+
+
+class State(enum.Enum):
+    AUTHORIZATION = "AUTHORIZATION"
+    TRANSACTION = "TRANSACTION"
+    UPDATE = "UPDATE"
+
+
+_AUTHORIZATION_COMMANDS = (p.User, p.Pass, p.Apop, p.Auth, p.Capa, p.Stls, p.Utf8, p.Quit)
+_TRANSACTION_COMMANDS = (
+    p.Capa,
+    p.Stat,
+    p.List,
+    p.Uidl,
+    p.Retr,
+    p.Top,
+    p.Dele,
+    p.Noop,
+    p.Rset,
+    p.Last,
+    p.Quit,
+)
+
+
+class _End(Exception):
+    """Close the connection now; the reason is logged."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class _Counters:
+    commands: int = 0
+    retr: int = 0
+    top: int = 0
+    dele: int = 0
+    deleted: int = 0
+    octets: int = 0
+    auth_failures: int = 0
+
+
+class Pop3Session:
+    def __init__(
+        self,
+        service: MailService,
+        config: Pop3Config,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        hostname: str = "localhost",
+        starttls: StartTls | None = None,
+    ) -> None:
+        self.service = service
+        self.config = config
+        self.reader = reader
+        self.writer = writer
+        self.hostname = hostname
+        self.starttls = starttls
+        self.tls = False
+        self.utf8 = False
+        self.state = State.AUTHORIZATION
+        self.lines = p.LineBuffer()
+        self.account: Account | None = None
+        self.maildrop: Maildrop | None = None
+        self.counters = _Counters()
+        self._user: str | None = None
+        self._bad = 0
+        self._expunged: set[int] = set()
+        self._midstream = False  # inside a multi-line reply: an -ERR now would corrupt it
+        peer = writer.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else "-"
+
+    # the connection ------------------------------------------------------------------------
+    async def run(self) -> None:
+        started = time.monotonic()
+        end = "quit"
+        try:
+            await self._send(p.ok(f"{self.hostname} POP3 server ready"))
+            end = await self._loop()
+        except _End as exc:
+            end = exc.reason
+        except TimeoutError:
+            end = "timeout"
+            if not self._midstream:
+                self.writer.write(p.err("disconnected for inactivity"))
+        except (ConnectionError, asyncio.IncompleteReadError):
+            end = "dropped"
+        except asyncio.CancelledError:
+            # the server is shutting down: clean up and end quietly (the task is the
+            # connection's root; nothing waits for its cancellation)
+            end = "shutdown"
+        except Exception:
+            end = "error"
+            log.exception("pop3 session peer=%s failed", self.peer)
+            if not self._midstream:
+                with contextlib.suppress(Exception):
+                    await self._send(p.err("internal server error, closing", p.SYS_TEMP))
+        finally:
+            await self._cleanup()
+            c = self.counters
+            log.info(
+                "pop3 session peer=%s account=%s end=%s duration=%.3fs commands=%d retr=%d "
+                "top=%d dele=%d deleted=%d octets=%d auth_failures=%d",
+                self.peer,
+                self.account.address if self.account else "-",
+                end,
+                time.monotonic() - started,
+                c.commands,
+                c.retr,
+                c.top,
+                c.dele,
+                c.deleted,
+                c.octets,
+                c.auth_failures,
+            )
+
+    async def _cleanup(self) -> None:
+        if self.maildrop is not None:
+            maildrop, self.maildrop = self.maildrop, None
+            try:
+                await maildrop.close()
+            except Exception:
+                log.exception("pop3 could not release the maildrop lock of %s", self.account)
+        with contextlib.suppress(Exception):
+            self.writer.close()
+        try:
+            await asyncio.wait_for(self.writer.wait_closed(), CLOSE_TIMEOUT)
+        except TimeoutError:
+            self.writer.transport.abort()  # the client does not read what is left
+        except Exception:
+            pass
+
+    async def _send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self._drain()
+
+    async def _drain(self) -> None:
+        """Wait until the client takes what was written, but not longer than the idle timeout
+        (a client that stops reading must not hold the maildrop lock for ever)."""
+        await asyncio.wait_for(self.writer.drain(), self.config.idle_timeout)
+
+    async def _read_line(self, limit: int) -> bytes | p.LineTooLong | None:
+        """The next line (None at end of input); waits at most the idle timeout for data."""
+        while True:
+            line = self.lines.next_line(limit)
+            if line is not None:
+                return line
+            data = await asyncio.wait_for(self.reader.read(CHUNK), self.config.idle_timeout)
+            if not data:
+                return None
+            self.lines.feed(data)
+
+    async def _loop(self) -> str:
+        while True:
+            line = await self._read_line(p.MAX_COMMAND_LINE)
+            if line is None:
+                return "dropped"
+            self.counters.commands += 1
+            if isinstance(line, p.LineTooLong):
+                await self._bad_command(f"command line too long (limit {p.MAX_COMMAND_LINE})")
+                continue
+            command = p.parse_command(line)
+            if isinstance(command, p.BadCommand):
+                await self._bad_command(command.reason)
+                continue
+            allowed = (
+                _AUTHORIZATION_COMMANDS
+                if self.state is State.AUTHORIZATION
+                else _TRANSACTION_COMMANDS
+            )
+            if not isinstance(command, allowed):
+                name = type(command).__name__.upper()
+                where = "before login" if self.state is State.AUTHORIZATION else "after login"
+                await self._bad_command(f"{name} is not valid {where}")
+                continue
+            self._bad = 0
+            try:
+                if await self._dispatch(command):
+                    return "quit"
+            except Temporary as exc:
+                if self._midstream:
+                    raise
+                await self._send(p.err(str(exc), p.SYS_TEMP))
+            except PoboxError as exc:
+                if self._midstream:
+                    raise
+                await self._send(p.err(str(exc), p.SYS_PERM))
+
+    async def _bad_command(self, reason: str) -> None:
+        self._bad += 1
+        if self._bad >= MAX_BAD_COMMANDS:
+            await self._send(p.err(f"{reason}; too many invalid commands, closing"))
+            raise _End("bad-commands")
+        await self._send(p.err(reason))
+
+    async def _dispatch(self, command: p.Command) -> bool:
+        """Answer one command; True when the session ends (QUIT)."""
+        match command:
+            case p.Quit():
+                await self._quit()
+                return True
+            case p.Capa():
+                await self._capa()
+            case p.User(name):
+                self._user = name
+                await self._send(p.ok("send PASS"))
+            case p.Pass(password):
+                if self._user is None:
+                    await self._bad_command("send USER first")
+                else:
+                    user, self._user = self._user, None
+                    await self._login(user, password)
+            case p.Auth(mechanism, initial):
+                await self._auth(mechanism, initial)
+            case p.Apop():
+                await self._send(p.err("APOP is not supported; use USER/PASS or AUTH"))
+            case p.Utf8():
+                self.utf8 = True
+                await self._send(p.ok("UTF8 enabled"))
+            case p.Stls():
+                await self._stls()
+            case p.Stat():
+                count, size = self._drop.stat()
+                await self._send(p.ok(f"{count} {size}"))
+            case p.List(None):
+                count, size = self._drop.stat()
+                first = p.ok(f"{count} messages ({size} octets)")
+                await self._send(
+                    p.listing(first, ((n, m.meta.size) for n, m in self._drop.visible()))
+                )
+            case p.List(number):
+                assert number is not None
+                if (message := await self._message(number)) is not None:
+                    await self._send(p.ok(f"{number} {message.meta.size}"))
+            case p.Uidl(None):
+                first = p.ok("unique-id listing follows")
+                await self._send(p.listing(first, ((n, m.uidl) for n, m in self._drop.visible())))
+            case p.Uidl(number):
+                assert number is not None
+                if (message := await self._message(number)) is not None:
+                    await self._send(p.ok(f"{number} {message.uidl}"))
+            case p.Retr(number):
+                await self._retrieve(number, None)
+            case p.Top(number, lines):
+                await self._retrieve(number, lines)
+            case p.Dele(number):
+                if (message := await self._message(number)) is not None:
+                    message.deleted = True
+                    self.counters.dele += 1
+                    await self._send(p.ok(f"message {number} deleted"))
+            case p.Noop():
+                await self._send(p.ok())
+            case p.Rset():
+                self._drop.reset()
+                count, size = self._drop.stat()
+                await self._send(p.ok(f"maildrop has {count} messages ({size} octets)"))
+            case p.Last():
+                await self._send(p.err("LAST is obsolete (RFC 1725); use UIDL"))
+        return False
+
+    # AUTHORIZATION -------------------------------------------------------------------------
+    def _default_retention(self) -> Retention:
+        try:
+            return Retention.parse(self.config.retention)
+        except ValueError:
+            return Retention("delete")
+
+    async def _capa(self) -> None:
+        if self.maildrop is not None:
+            expire = self.maildrop.retention.expire_capability()
+        else:
+            expire = f"{self._default_retention().expire_capability()} USER"
+        stls = self.starttls is not None and not self.tls and self.state is State.AUTHORIZATION
+        lines = p.capabilities(expire, stls=stls, implementation=IMPLEMENTATION)
+        await self._send(p.multiline(p.ok("capability list follows"), lines))
+
+    async def _stls(self) -> None:
+        if self.starttls is None:
+            await self._send(p.err("STLS is not available"))
+            return
+        if self.tls:
+            await self._send(p.err("TLS is already active"))
+            return
+        await self._send(p.ok("begin TLS negotiation"))
+        self.lines.discard_pending()
+        await self.starttls(self.writer)
+        self.tls = True
+        self._user = None
+
+    async def _auth(self, mechanism: str | None, initial: bytes | None) -> None:
+        if mechanism is None:
+            names = [m.encode("ascii") for m in sasl.MECHANISMS]
+            await self._send(p.multiline(p.ok("supported mechanisms follow"), names))
+            return
+        exchange = sasl.start(mechanism, initial)
+        if exchange is None:
+            await self._send(p.err(f"unsupported authentication mechanism {mechanism[:40]}"))
+            return
+        step = exchange.first
+        while isinstance(step, sasl.Challenge):
+            await self._send(p.continuation(sasl.encode(step.data)))
+            line = await self._read_line(p.MAX_SASL_LINE)
+            if line is None:
+                raise _End("dropped")
+            if isinstance(line, p.LineTooLong):
+                step = sasl.Failure("response line too long")
+                break
+            if line.strip() == b"*":
+                await self._send(p.err("authentication cancelled"))
+                return
+            step = exchange.respond(line)
+        if isinstance(step, sasl.Failure):
+            await self._auth_failed(step.reason)
+            return
+        assert isinstance(step, sasl.Credentials)
+        if step.authzid and step.authzid != step.authcid:
+            await self._auth_failed("not authorized to act as another user")
+            return
+        await self._login(step.authcid, step.password)
+
+    async def _auth_failed(self, reason: str = "authentication failed") -> None:
+        self.counters.auth_failures += 1
+        await asyncio.sleep(self.config.auth_failure_delay)
+        if self.counters.auth_failures >= self.config.max_auth_failures:
+            await self._send(p.err(f"{reason}; too many failures, closing", p.AUTH))
+            raise _End("auth-failures")
+        await self._send(p.err(reason, p.AUTH))
+
+    async def _login(self, username: str, password: str) -> None:
+        try:
+            account = await self.service.auth.authenticate(username, password, remote=self.peer)
+        except Temporary as exc:
+            await self._send(p.err(f"authentication unavailable: {exc}", p.SYS_TEMP))
+            return
+        if account is None:
+            await self._auth_failed()
+            return
+        try:
+            maildrop = await self.service.open_maildrop(account)
+        except InUse:
+            await self._send(p.err("maildrop is locked by another POP3 session", p.IN_USE))
+            return
+        except Temporary as exc:
+            await self._send(p.err(f"cannot open the maildrop now: {exc}", p.SYS_TEMP))
+            return
+        except PoboxError as exc:
+            await self._send(p.err(f"cannot open the maildrop: {exc}", p.SYS_PERM))
+            return
+        self.account = account
+        self.maildrop = maildrop
+        self.state = State.TRANSACTION
+        count, size = maildrop.stat()
+        await self._send(p.ok(f"maildrop has {count} messages ({size} octets)"))
+
+    # TRANSACTION ---------------------------------------------------------------------------
+    @property
+    def _drop(self) -> Maildrop:
+        assert self.maildrop is not None
+        return self.maildrop
+
+    async def _message(self, number: int) -> DropMessage | None:
+        """The live message numbered *number*, or None after answering -ERR."""
+        message = self._drop.get(number)
+        if message is None:
+            deleted = 1 <= number <= len(self._drop.messages)
+            await self._send(
+                p.err(f"message {number} {'already deleted' if deleted else 'does not exist'}")
+            )
+        return message
+
+    async def _retrieve(self, number: int, top: int | None) -> None:
+        message = await self._message(number)
+        if message is None:
+            return
+        gone = p.err(f"message {number} was removed by another session")
+        if number in self._expunged:
+            await self._send(gone)
+            return
+        try:
+            content = await self._drop.open_content(message)
+        except Expunged:
+            self._expunged.add(number)
+            await self._send(gone)
+            return
+        try:
+            await self._stream(message, content, top)
+        finally:
+            content.close()
+
+    async def _stream(self, message: DropMessage, content: Content, top: int | None) -> None:
+        limit = content.size
+        scanner: p.TopScanner | None = None
+        if top is None:
+            self.counters.retr += 1
+            # \Seen is written while the message streams (the commit overlaps the transfer) and
+            # is durable before the next command is read; it completes even if the client drops
+            self._drop.mark_seen_soon(message)
+            head = p.ok(f"{content.size} octets")
+        else:
+            self.counters.top += 1
+            scanner = p.TopScanner(top)
+            head = p.ok("top of message follows")
+        self._midstream = True
+        try:
+            await self._send_body(head, content, limit, scanner)
+        finally:
+            await self._drop.settle()
+
+    async def _send_body(
+        self, head: bytes, content: Content, limit: int, scanner: p.TopScanner | None
+    ) -> None:
+        """The status line and the byte-stuffed message; small messages go in one write."""
+        stuffer = p.DotStuffer()
+        offset = 0
+        pending = head
+        while offset < limit:
+            chunk = content.read(offset, min(CHUNK, limit - offset))
+            if not chunk:
+                break
+            if scanner is not None:
+                stop = scanner.feed(chunk)
+                if stop is not None:
+                    chunk = chunk[: stop - offset]
+                    limit = stop
+            offset += len(chunk)
+            out = stuffer.feed(chunk)
+            if offset < limit:
+                self.writer.write(pending + out if pending else out)
+                pending = b""
+                await self._drain()
+            else:
+                pending += out
+        self.writer.write(pending + stuffer.finish())
+        self._midstream = False
+        await self._drain()
+        self.counters.octets += offset
+
+    # UPDATE --------------------------------------------------------------------------------
+    async def _quit(self) -> None:
+        if self.maildrop is None:
+            await self._send(p.ok(f"{self.hostname} POP3 server signing off"))
+            return
+        self.state = State.UPDATE
+        try:
+            self.counters.deleted = await self.maildrop.commit()
+        except Exception as exc:
+            log.exception("pop3 update failed for %s", self.maildrop.account.address)
+            temporary = isinstance(exc, Temporary) or not isinstance(exc, PoboxError)
+            code = p.SYS_TEMP if temporary else p.SYS_PERM
+            await self._send(p.err("some deleted messages were not removed", code))
+            return
+        left, _size = self.maildrop.stat()
+        status = "maildrop empty" if left == 0 else f"{left} messages left"
+        await self._send(p.ok(f"{self.hostname} POP3 server signing off ({status})"))
+
+
+def make_handler(
+    service: MailService, config: Config, *, starttls: StartTls | None = None
+) -> StreamHandler:
+    """The ``asyncio.start_server`` callback for the POP3 listener."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        session = Pop3Session(
+            service, config.pop3, reader, writer, hostname=config.hostname, starttls=starttls
+        )
+        await session.run()
+
+    return handle

@@ -1,0 +1,794 @@
+"""Protocol-neutral SEARCH: a small query algebra and its evaluation against a mailbox view.
+
+IMAP SEARCH (RFC 3501 / RFC 9051 §6.4.4) is translated into these nodes by the IMAP layer; SORT,
+THREAD and the webmail build them directly. :func:`search` evaluates a query over a session's view
+(its list of :class:`MessageMeta`, ascending UID) and returns the matching UIDs in view order.
+
+Evaluation order: terms the view itself answers (flags, sizes, UIDs, internal dates, MODSEQ) are
+evaluated first, in memory; only the messages still possible reach the dearer terms, in order of
+cost: the header fields the store indexes (one bulk query), other header fields (the stored MIME
+structure, no message content), and last BODY/TEXT, which stream the message files.
+
+Semantics, and where they follow Dovecot:
+
+* String matching is a substring test, case-insensitive by Unicode case folding (``é`` matches
+  ``É``) after NFC normalisation, on decoded text: RFC 2047 header words, and for bodies the
+  transfer encoding (base64, quoted-printable) and the part's charset are undone first.
+* ``Header(name, "")`` matches every message that has the field at all (RFC 3501: "If the string
+  to search is zero-length, this matches all messages that have a header line with the specified
+  field-name regardless of the contents").
+* BODY searches the text/* leaves at any depth, through multiparts and encapsulated
+  message/rfc822 parts (whose header block is part of the outer message's body and is searched
+  too). Parts of other types (images, applications) are not decoded. TEXT is BODY plus the
+  message's own header block (decoded).
+* Internal-date terms (BEFORE/ON/SINCE) compare the calendar day of the internal date in the
+  server's local time zone (the ``zone`` argument, default the process's local zone), as Dovecot
+  does; days are real local days, so a DST change does not shift them.
+* Sent-date terms (SENTBEFORE/SENTON/SENTSINCE) compare the day written in the Date: header, in
+  the header's own zone (Dovecot adds the header's offset to the time before comparing). A message
+  without a usable Date: header counts as sent on 1970-01-01, as in Dovecot (its date is 0).
+* Flags: system flags and keywords are matched case-insensitively. ``\\Recent`` is a session
+  property: pass ``recent_uids``.
+* LARGER n matches size > n, SMALLER n size < n (RFC822.SIZE, the stored size).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import bisect
+import codecs
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, tzinfo
+from operator import attrgetter
+from typing import Literal, TypeAlias
+
+from pobox.errors import NotFound
+from pobox.mail.dates import parse_date
+from pobox.mail.headers import decode_rfc2047, split_fields
+from pobox.mail.structure import MimePart, ParsedMessage, bstr
+from pobox.store.api import (
+    SYSTEM_FLAGS,
+    BlobId,
+    Content,
+    MailboxId,
+    MessageMeta,
+    SearchFields,
+    Store,
+    Uid,
+)
+
+__all__ = [
+    "All",
+    "And",
+    "Bcc",
+    "Body",
+    "Cc",
+    "DateOp",
+    "FlagIs",
+    "From",
+    "Header",
+    "InternalDate",
+    "ModSeqAtLeast",
+    "New",
+    "Not",
+    "Old",
+    "Or",
+    "Query",
+    "Ranges",
+    "RecentIs",
+    "SentDate",
+    "SeqIn",
+    "Size",
+    "Subject",
+    "Text",
+    "To",
+    "UidIn",
+    "fold",
+    "resolve_sequences",
+    "search",
+]
+
+DateOp = Literal["before", "on", "since"]
+#: Concrete, inclusive ranges of numbers (``*`` already resolved by the caller).
+Ranges = tuple[tuple[int, int], ...]
+
+
+# ---- the algebra ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class All:
+    """Every message."""
+
+
+@dataclass(frozen=True, slots=True)
+class And:
+    """Every term matches (an empty And is All)."""
+
+    terms: tuple[Query, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Or:
+    left: Query
+    right: Query
+
+
+@dataclass(frozen=True, slots=True)
+class Not:
+    term: Query
+
+
+@dataclass(frozen=True, slots=True)
+class FlagIs:
+    """A system flag (``\\Seen`` …) or keyword is set (``present``) or not set."""
+
+    flag: str
+    present: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class RecentIs:
+    """``\\Recent`` for this session (the caller's ``recent_uids``)."""
+
+    present: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class UidIn:
+    ranges: Ranges
+
+
+@dataclass(frozen=True, slots=True)
+class SeqIn:
+    """Message sequence numbers of the view passed to :func:`search` (1 = its first message)."""
+
+    ranges: Ranges
+
+
+@dataclass(frozen=True, slots=True)
+class Size:
+    """``size > larger`` and ``size < smaller`` (either may be None)."""
+
+    larger: int | None = None
+    smaller: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InternalDate:
+    op: DateOp
+    day: date
+
+
+@dataclass(frozen=True, slots=True)
+class SentDate:
+    op: DateOp
+    day: date
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """Substring of the decoded value of a header field; ``value=""`` tests presence."""
+
+    name: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class Body:
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class ModSeqAtLeast:
+    modseq: int
+
+
+Query: TypeAlias = (
+    All
+    | And
+    | Or
+    | Not
+    | FlagIs
+    | RecentIs
+    | UidIn
+    | SeqIn
+    | Size
+    | InternalDate
+    | SentDate
+    | Header
+    | Body
+    | Text
+    | ModSeqAtLeast
+)
+
+
+def From(value: str) -> Header:
+    return Header("From", value)
+
+
+def To(value: str) -> Header:
+    return Header("To", value)
+
+
+def Cc(value: str) -> Header:
+    return Header("Cc", value)
+
+
+def Bcc(value: str) -> Header:
+    return Header("Bcc", value)
+
+
+def Subject(value: str) -> Header:
+    return Header("Subject", value)
+
+
+def New() -> Query:
+    """RFC 3501 NEW: ``RECENT UNSEEN``."""
+    return And((RecentIs(True), FlagIs("\\Seen", False)))
+
+
+def Old() -> Query:
+    """RFC 3501 OLD: ``NOT RECENT``."""
+    return RecentIs(False)
+
+
+# ---- helpers ----------------------------------------------------------------------------------
+
+
+def fold(text: str) -> str:
+    """The form both sides of a string comparison are brought to: case-folded, NFC."""
+    folded = text.casefold()
+    if folded.isascii():
+        return folded
+    return unicodedata.normalize("NFC", folded)
+
+
+def _merge(ranges: Iterable[tuple[int, int]]) -> tuple[list[int], list[int]]:
+    """Sorted, merged ranges as parallel start/end lists (for bisect)."""
+    ordered = sorted((min(a, b), max(a, b)) for a, b in ranges)
+    starts: list[int] = []
+    ends: list[int] = []
+    for lo, hi in ordered:
+        if ends and lo <= ends[-1] + 1:
+            ends[-1] = max(ends[-1], hi)
+        else:
+            starts.append(lo)
+            ends.append(hi)
+    return starts, ends
+
+
+def resolve_sequences(query: Query, messages: Sequence[MessageMeta]) -> Query:
+    """Replace every :class:`SeqIn` by the :class:`UidIn` it means in *messages* (a view)."""
+    if isinstance(query, SeqIn):
+        count = len(messages)
+        uid_ranges: list[tuple[int, int]] = []
+        starts, ends = _merge(query.ranges)
+        for lo, hi in zip(starts, ends, strict=True):
+            lo, hi = max(lo, 1), min(hi, count)
+            if lo <= hi:
+                uid_ranges.append((messages[lo - 1].uid, messages[hi - 1].uid))
+        return UidIn(tuple(uid_ranges))
+    if isinstance(query, And):
+        return And(tuple(resolve_sequences(t, messages) for t in query.terms))
+    if isinstance(query, Or):
+        return Or(resolve_sequences(query.left, messages), resolve_sequences(query.right, messages))
+    if isinstance(query, Not):
+        return Not(resolve_sequences(query.term, messages))
+    return query
+
+
+# ---- cost model -------------------------------------------------------------------------------
+
+_MEMORY, _FIELDS, _STRUCTURE, _CONTENT = 0, 1, 2, 3
+
+#: Header fields the store indexes (SearchFields attribute by lower-case field name).
+_INDEXED = {
+    "subject": "subject",
+    "from": "from_",
+    "to": "to",
+    "cc": "cc",
+    "bcc": "bcc",
+    "message-id": "message_id",
+}
+
+
+def _cost(query: Query) -> int:
+    if isinstance(query, And):
+        return max((_cost(t) for t in query.terms), default=_MEMORY)
+    if isinstance(query, Or):
+        return max(_cost(query.left), _cost(query.right))
+    if isinstance(query, Not):
+        return _cost(query.term)
+    if isinstance(query, Header):
+        if query.value and query.name.lower() in _INDEXED:
+            return _FIELDS
+        return _STRUCTURE
+    if isinstance(query, SentDate):
+        return _FIELDS
+    if isinstance(query, Body | Text):
+        return _CONTENT
+    return _MEMORY
+
+
+# ---- in-memory terms --------------------------------------------------------------------------
+
+Predicate = Callable[[MessageMeta], bool]
+_SYSTEM_BY_LOWER = {f.lower(): f for f in SYSTEM_FLAGS}
+
+
+def _day_start(day: date, zone: tzinfo | None) -> float:
+    if zone is None:
+        return datetime.combine(day, time.min).timestamp()  # naive: the process's local zone
+    return datetime.combine(day, time.min, tzinfo=zone).timestamp()
+
+
+def _day_test(op: DateOp, day: date) -> Callable[[date], bool]:
+    if op == "before":
+        return lambda d: d < day
+    if op == "on":
+        return lambda d: d == day
+    return lambda d: d >= day
+
+
+def _flag_predicate(flag: str, present: bool) -> Predicate:
+    system = _SYSTEM_BY_LOWER.get(flag.lower())
+    if system is not None:
+        if present:
+            return lambda m: system in m.flags
+        return lambda m: system not in m.flags
+    lowered = flag.lower()
+
+    def has(m: MessageMeta) -> bool:
+        return flag in m.flags or any(f.lower() == lowered for f in m.flags)
+
+    if present:
+        return has
+    return lambda m: not has(m)
+
+
+def _compile(query: Query, ctx: _Context) -> Predicate:
+    """A predicate for a query answered from the view alone (cost _MEMORY)."""
+    if isinstance(query, All):
+        return lambda m: True
+    if isinstance(query, And):
+        preds = [_compile(t, ctx) for t in query.terms]
+        if not preds:
+            return lambda m: True
+        if len(preds) == 1:
+            return preds[0]
+        if len(preds) == 2:
+            first, second = preds
+            return lambda m: first(m) and second(m)
+        return lambda m: all(p(m) for p in preds)
+    if isinstance(query, Or):
+        left, right = _compile(query.left, ctx), _compile(query.right, ctx)
+        return lambda m: left(m) or right(m)
+    if isinstance(query, Not):
+        inner = _compile(query.term, ctx)
+        return lambda m: not inner(m)
+    if isinstance(query, FlagIs):
+        if query.flag.lower() == "\\recent":
+            return _compile(RecentIs(query.present), ctx)
+        return _flag_predicate(query.flag, query.present)
+    if isinstance(query, RecentIs):
+        recent, present = ctx.recent_uids, query.present
+        return lambda m: (m.uid in recent) == present
+    if isinstance(query, UidIn | SeqIn):
+        if isinstance(query, SeqIn):
+            resolved = resolve_sequences(query, ctx.messages)
+            assert isinstance(resolved, UidIn)
+            query = resolved
+        starts, ends = _merge(query.ranges)
+
+        def within(m: MessageMeta) -> bool:
+            i = bisect.bisect_right(starts, m.uid) - 1
+            return i >= 0 and m.uid <= ends[i]
+
+        return within
+    if isinstance(query, Size):
+        larger, smaller = query.larger, query.smaller
+        if larger is not None and smaller is not None:
+            return lambda m: larger < m.size < smaller
+        if larger is not None:
+            return lambda m: m.size > larger
+        if smaller is not None:
+            return lambda m: m.size < smaller
+        return lambda m: True
+    if isinstance(query, InternalDate):
+        start = _day_start(query.day, ctx.zone)
+        end = _day_start(query.day + timedelta(days=1), ctx.zone)
+        if query.op == "before":
+            return lambda m: m.internal_date.timestamp() < start
+        if query.op == "on":
+            return lambda m: start <= m.internal_date.timestamp() < end
+        return lambda m: m.internal_date.timestamp() >= start
+    if isinstance(query, ModSeqAtLeast):
+        floor = query.modseq
+        return lambda m: m.modseq >= floor
+    raise TypeError(f"not an in-memory search term: {query!r}")  # pragma: no cover
+
+
+# ---- evaluation -------------------------------------------------------------------------------
+
+#: Fetch a whole mailbox's indexed fields rather than a UID list above this many messages.
+FIELDS_ALL_THRESHOLD = 5000
+#: Messages whose structure (and content) is fetched together.
+BATCH = 64
+#: Octets read from a message file at a time.
+CHUNK = 64 * 1024
+_EPOCH_DAY = date(1970, 1, 1)
+_NO_FIELDS = SearchFields()
+
+
+class _Context:
+    def __init__(
+        self,
+        store: Store,
+        mailbox: MailboxId,
+        messages: Sequence[MessageMeta],
+        recent_uids: frozenset[Uid],
+        zone: tzinfo | None,
+    ) -> None:
+        self.store = store
+        self.mailbox = mailbox
+        self.messages = messages
+        self.recent_uids = recent_uids
+        self.zone = zone
+        self._fields: dict[Uid, SearchFields] = {}
+        self._all_fields = False
+
+    async def fields(self, metas: Sequence[MessageMeta]) -> dict[Uid, SearchFields]:
+        if not self._all_fields:
+            missing = [m.uid for m in metas if m.uid not in self._fields]
+            if len(missing) > FIELDS_ALL_THRESHOLD:
+                self._fields = await self.store.search_fields(self.mailbox)
+                self._all_fields = True
+            elif missing:
+                self._fields.update(await self.store.search_fields(self.mailbox, missing))
+        return self._fields
+
+    async def _structure(self, blob: BlobId) -> bytes | None:
+        try:
+            return await self.store.get_structure(blob)
+        except NotFound:  # expunged meanwhile: it matches no content term
+            return None
+
+    async def structures(
+        self, metas: Sequence[MessageMeta]
+    ) -> list[tuple[MessageMeta, ParsedMessage | None]]:
+        raw = await asyncio.gather(*(self._structure(m.blob) for m in metas))
+        parsed = await asyncio.to_thread(
+            lambda: [None if r is None else ParsedMessage.from_bytes(r) for r in raw]
+        )
+        return list(zip(metas, parsed, strict=True))
+
+    async def _content(self, blob: BlobId) -> Content | None:
+        try:
+            return await self.store.open_content(blob)
+        except NotFound:
+            return None
+
+    async def contents(
+        self, metas: Sequence[MessageMeta]
+    ) -> list[tuple[MessageMeta, ParsedMessage | None, Content | None]]:
+        with_structure = await self.structures(metas)
+        opened = await asyncio.gather(
+            *(self._content(m.blob) for m, p in with_structure if p is not None),
+            return_exceptions=True,
+        )
+        out: list[tuple[MessageMeta, ParsedMessage | None, Content | None]] = []
+        it = iter(opened)
+        failure: BaseException | None = None
+        for meta, parsed in with_structure:
+            content: Content | None = None
+            if parsed is not None:
+                got = next(it)
+                if isinstance(got, BaseException):
+                    failure = failure or got
+                else:
+                    content = got
+            out.append((meta, parsed, content))
+        if failure is not None:
+            _close_all(c for _, _, c in out)
+            raise failure
+        return out
+
+
+def _close_all(contents: Iterable[Content | None]) -> None:
+    for content in contents:
+        if content is not None:
+            content.close()
+
+
+def _keep(metas: Sequence[MessageMeta], uids: set[Uid]) -> list[MessageMeta]:
+    return [m for m in metas if m.uid in uids]
+
+
+async def _filter(query: Query, metas: list[MessageMeta], ctx: _Context) -> list[MessageMeta]:
+    """The messages of *metas* that match *query*, in their order."""
+    if not metas:
+        return metas
+    if _cost(query) == _MEMORY:
+        pred = _compile(query, ctx)
+        return [m for m in metas if pred(m)]
+    if isinstance(query, And):
+        cheap = [t for t in query.terms if _cost(t) == _MEMORY]
+        dear = sorted((t for t in query.terms if _cost(t) != _MEMORY), key=_cost)
+        if cheap:
+            metas = await _filter(And(tuple(cheap)), metas, ctx)
+        for term in dear:
+            metas = await _filter(term, metas, ctx)
+            if not metas:
+                break
+        return metas
+    if isinstance(query, Or):
+        first, second = sorted((query.left, query.right), key=_cost)
+        matched = {m.uid for m in await _filter(first, metas, ctx)}
+        rest = [m for m in metas if m.uid not in matched]
+        matched.update(m.uid for m in await _filter(second, rest, ctx))
+        return _keep(metas, matched)
+    if isinstance(query, Not):
+        excluded = {m.uid for m in await _filter(query.term, metas, ctx)}
+        return [m for m in metas if m.uid not in excluded]
+    if isinstance(query, Header):
+        return await _filter_header(query, metas, ctx)
+    if isinstance(query, SentDate):
+        return await _filter_sent(query, metas, ctx)
+    if isinstance(query, Body | Text):
+        return await _filter_content(fold(query.value), isinstance(query, Text), metas, ctx)
+    raise TypeError(f"unknown search term {query!r}")  # pragma: no cover
+
+
+async def _filter_header(
+    query: Header, metas: list[MessageMeta], ctx: _Context
+) -> list[MessageMeta]:
+    needle = fold(query.value)
+    attribute = _INDEXED.get(query.name.lower())
+    if needle and attribute is not None:
+        fields = await ctx.fields(metas)
+        value_of = attrgetter(attribute)
+        return [m for m in metas if needle in fold(value_of(fields.get(m.uid, _NO_FIELDS)))]
+    matched: list[MessageMeta] = []
+    for start in range(0, len(metas), BATCH):
+        for meta, parsed in await ctx.structures(metas[start : start + BATCH]):
+            if parsed is None:
+                continue
+            values = parsed.header_values(query.name)
+            if values and (not needle or any(needle in fold(v) for v in values)):
+                matched.append(meta)
+    return matched
+
+
+async def _filter_sent(
+    query: SentDate, metas: list[MessageMeta], ctx: _Context
+) -> list[MessageMeta]:
+    test = _day_test(query.op, query.day)
+    fields = await ctx.fields(metas)
+    matched: set[Uid] = set()
+    unsure: list[MessageMeta] = []
+    margin = timedelta(hours=24)  # a Date: header's zone is less than a day away from UTC
+    for meta in metas:
+        sent = fields.get(meta.uid, _NO_FIELDS).sent_date
+        if sent is None:
+            if test(_EPOCH_DAY):
+                matched.add(meta.uid)
+            continue
+        earliest, latest = (sent - margin).date(), (sent + margin).date()
+        days = [earliest + timedelta(days=i) for i in range((latest - earliest).days + 1)]
+        results = {test(d) for d in days}
+        if results == {True}:
+            matched.add(meta.uid)
+        elif results == {True, False}:
+            unsure.append(meta)
+    for start in range(0, len(unsure), BATCH):
+        for meta, parsed in await ctx.structures(unsure[start : start + BATCH]):
+            if parsed is None:
+                continue
+            when = parse_date(parsed.envelope.date)
+            if test(when.date() if when is not None else _EPOCH_DAY):
+                matched.add(meta.uid)
+    return _keep(metas, matched)
+
+
+async def _filter_content(
+    needle: str, with_header: bool, metas: list[MessageMeta], ctx: _Context
+) -> list[MessageMeta]:
+    matched: set[Uid] = set()
+    batches = [metas[i : i + BATCH] for i in range(0, len(metas), BATCH)]
+    # fetch the next batch's structures and open its files while this one is scanned
+    pending = asyncio.ensure_future(ctx.contents(batches[0])) if batches else None
+    try:
+        for index in range(len(batches)):
+            assert pending is not None
+            batch = await pending
+            pending = None
+            if index + 1 < len(batches):
+                pending = asyncio.ensure_future(ctx.contents(batches[index + 1]))
+            try:
+                found = await asyncio.to_thread(_scan_batch, batch, needle, with_header)
+            finally:
+                _close_all(c for _, _, c in batch)
+            matched.update(found)
+    finally:
+        if pending is not None:
+            pending.cancel()
+            try:
+                leftover = await pending
+            except BaseException:
+                pass
+            else:
+                _close_all(c for _, _, c in leftover)
+    return _keep(metas, matched)
+
+
+# ---- content scanning (blocking; runs in a worker thread) -------------------------------------
+
+
+class _Finder:
+    """A case-insensitive substring search over text that arrives in pieces."""
+
+    def __init__(self, needle: str) -> None:
+        self.needle = needle
+        self.keep = max(len(needle) - 1, 0)
+        self.tail = ""
+
+    def reset(self) -> None:
+        self.tail = ""
+
+    def feed(self, text: str) -> bool:
+        hay = self.tail + fold(text)
+        if self.needle in hay:
+            return True
+        self.tail = hay[len(hay) - self.keep :] if self.keep else ""
+        return False
+
+
+def _scan_batch(
+    batch: Sequence[tuple[MessageMeta, ParsedMessage | None, Content | None]],
+    needle: str,
+    with_header: bool,
+) -> list[Uid]:
+    found: list[Uid] = []
+    for meta, parsed, content in batch:
+        if parsed is None or content is None:
+            continue
+        if _message_contains(parsed, content, needle, with_header):
+            found.append(meta.uid)
+    return found
+
+
+def _header_text(block: bytes) -> str:
+    return "\n".join(f"{bstr(n)}: {decode_rfc2047(v)}" for n, v in split_fields(block))
+
+
+def _message_contains(
+    parsed: ParsedMessage, content: Content, needle: str, with_header: bool
+) -> bool:
+    if not needle:
+        return True
+    finder = _Finder(needle)
+    if with_header and finder.feed(_header_text(parsed.header)):
+        return True
+    for part in parsed.root.walk():
+        finder.reset()
+        if part.message is not None:
+            if finder.feed(_header_text(part.message.header)):
+                return True
+            continue
+        if part.is_multipart or part.content_type.lower() != "text":
+            continue
+        for text in _part_text(content, part):
+            if finder.feed(text):
+                return True
+    return False
+
+
+def _raw_chunks(content: Content, part: MimePart) -> Iterator[bytes]:
+    pos, end = part.body_offset, part.body_offset + part.body_size
+    while pos < end:
+        data = content.read(pos, min(CHUNK, end - pos))
+        if not data:
+            return
+        pos += len(data)
+        yield data
+
+
+_NOT_BASE64 = bytes(
+    b for b in range(256) if not (chr(b).isascii() and (chr(b).isalnum() or chr(b) in "+/="))
+)
+
+
+def _base64(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    carry = b""
+    for chunk in chunks:
+        data = carry + chunk.translate(None, _NOT_BASE64)
+        usable = len(data) - len(data) % 4
+        carry = data[usable:]
+        if usable:
+            yield _b64decode(data[:usable])
+    if carry.rstrip(b"="):
+        yield _b64decode(carry.rstrip(b"=") + b"=" * (-len(carry.rstrip(b"=")) % 4))
+
+
+def _b64decode(data: bytes) -> bytes:
+    try:
+        return binascii.a2b_base64(data)
+    except binascii.Error:
+        return b""
+
+
+def _quoted_printable(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    carry = b""
+    for chunk in chunks:
+        data = carry + chunk
+        cut = data.rfind(b"\n") + 1
+        if cut == 0:  # one long line: keep back a possibly split "=XX"
+            equals = data.rfind(b"=", max(len(data) - 2, 0))
+            cut = equals if equals >= 0 else len(data)
+        carry = data[cut:]
+        if cut:
+            yield binascii.a2b_qp(data[:cut])
+    if carry:
+        yield binascii.a2b_qp(carry)
+
+
+def _decoder(charset: str | None) -> codecs.IncrementalDecoder:
+    name = (charset or "utf-8").strip().strip('"').lower() or "utf-8"
+    if name in ("us-ascii", "ascii", "us_ascii", "ansi_x3.4-1968"):
+        name = "utf-8"  # a superset; 8-bit octets in "ASCII" text are most often UTF-8
+    try:
+        info = codecs.lookup(name)
+    except LookupError:
+        info = codecs.lookup("utf-8")
+    if not getattr(info, "_is_text_encoding", True):  # bytes-to-bytes codecs (hex, base64, …)
+        info = codecs.lookup("utf-8")
+    return info.incrementaldecoder(errors="replace")
+
+
+def _part_text(content: Content, part: MimePart) -> Iterator[str]:
+    encoding = (part.content_transfer_encoding or "").strip().lower()
+    chunks: Iterable[bytes] = _raw_chunks(content, part)
+    if encoding == "base64":
+        chunks = _base64(chunks)
+    elif encoding == "quoted-printable":
+        chunks = _quoted_printable(chunks)
+    decoder = _decoder(part.charset)
+    for chunk in chunks:
+        text = decoder.decode(chunk)
+        if isinstance(text, str) and text:
+            yield text
+    text = decoder.decode(b"", final=True)
+    if isinstance(text, str) and text:
+        yield text
+
+
+# ---- entry point ------------------------------------------------------------------------------
+
+
+async def search(
+    store: Store,
+    mailbox: MailboxId,
+    query: Query,
+    messages: Sequence[MessageMeta],
+    *,
+    recent_uids: frozenset[Uid] = frozenset(),
+    zone: tzinfo | None = None,
+) -> list[Uid]:
+    """The UIDs of the messages in *messages* (a view, ascending UID) that match *query*.
+
+    ``SeqIn`` numbers count in *messages*. ``zone`` is the server's time zone for internal-date
+    terms (default: the process's local zone). Messages expunged from the store meanwhile match
+    no header or content term.
+    """
+    ctx = _Context(store, mailbox, messages, recent_uids, zone)
+    matched = await _filter(query, list(messages), ctx)
+    return [m.uid for m in matched]
