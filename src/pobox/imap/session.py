@@ -240,7 +240,14 @@ class ImapSession:
             return
         self.wake.clear()
         before = len(selected.view)
-        update = await selected.view.refresh(expunge=expunge)
+        try:
+            update = await selected.view.refresh(expunge=expunge)
+        except NotFound:
+            # another session deleted the selected mailbox: there is nothing left to show
+            # (Dovecot does the same: it ends the session)
+            self.send(r.bye("the selected mailbox was deleted", r.ResponseCode.plain("CLOSED")))
+            await self.drain()
+            raise Disconnect from None
         if not update:
             return
         for msn in update.expunged:
