@@ -122,3 +122,32 @@ def test_two_workers_share_one_store(tmp_path) -> None:  # type: ignore[no-untyp
             if "delivered account=" in line
         }
         assert workers <= {"w0", "w1"} and workers
+
+
+@pytest.mark.interop
+def test_data_transparency_and_long_lines(pobox_server: ServerProcess) -> None:
+    """RFC 5321 §4.5.2: dot-stuffed lines arrive unstuffed; a lone '.' line inside the body,
+    a body that is only '.' lines, and lines over 1000 octets survive byte for byte."""
+    bodies = [
+        b"Subject: dots\r\n\r\n.\r\n..\r\n.x\r\nend.\r\n.\r\n",
+        b"Subject: long\r\n\r\n" + b"y" * 1500 + b"\r\nshort\r\n",
+        b"Subject: empty body\r\n\r\n",
+    ]
+    with smtplib.LMTP("127.0.0.1", pobox_server.ports["lmtp"], timeout=30) as lmtp:
+        for body in bodies:
+            assert lmtp.sendmail("a@example.org", ["demo@localhost"], body) == {}
+        # several transactions pipelined on one connection keep working
+        lmtp.rset()
+        assert lmtp.noop()[0] == 250
+    import poplib
+
+    pop = poplib.POP3("127.0.0.1", pobox_server.ports["pop3"], timeout=30)
+    try:
+        pop.user("demo@localhost")
+        pop.pass_("demo")
+        for number, body in enumerate(bodies, 1):
+            lines = pop.retr(number)[1]
+            stored = b"\r\n".join(lines) + b"\r\n"
+            assert stored.endswith(body), (number, stored[-80:])
+    finally:
+        pop.quit()
