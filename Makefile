@@ -6,7 +6,7 @@ POBOX  := $(VENV)/bin/pobox
 DATA   ?= ./data
 
 # Debian packages the tests drive (real clients, and Dovecot as the side-by-side anchor).
-TEST_DEBS := fetchmail getmail6 curl dovecot-imapd dovecot-pop3d dovecot-lmtpd
+TEST_DEBS := fetchmail getmail6 curl dovecot-imapd dovecot-pop3d dovecot-lmtpd isync offlineimap3 neomutt tmux
 
 .PHONY: serve test test-fast lint fmt bench system-deps clean
 
@@ -36,7 +36,10 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/lint-imports
 
 test: $(VENV)/.installed system-deps lint
-	$(PY) -bb -m pytest -p no:cacheprovider
+	@# PostgreSQL for the store conformance suite and the two-node tests: found or started by the
+	@# script; POBOX_REQUIRE_POSTGRES=1 makes those tests fail, never skip, without a server.
+	pg="$$(scripts/ensure-postgres.sh)" && POBOX_TEST_PG="$$pg" POBOX_REQUIRE_POSTGRES=1 \
+	  $(PY) -bb -m pytest -p no:cacheprovider
 
 test-fast: $(VENV)/.installed
 	$(PY) -bb -m pytest -p no:cacheprovider -m "not interop and not torture and not slow"

@@ -278,6 +278,11 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(action=cmd_check)
 
     commands.add_parser("sweep", help="apply retention policies now").set_defaults(action=cmd_sweep)
+
+    # `pobox store copy|migrate`: backend to backend, without opening the configured store
+    from pobox.cli import store_copy
+
+    store_copy.add_parser(commands)
     return parser
 
 
@@ -304,6 +309,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = config_from_environment(args.config, args.data)
         if args.command == "serve":
             return _serve(config, args)
+        if args.command == "store":
+            from pobox.cli import store_copy
+
+            return store_copy.run(args)
         action: Callable[[MailService, argparse.Namespace], Awaitable[int]] = args.action
         return asyncio.run(_with_service(config, lambda service: action(service, args)))
     except ConfigError as exc:

@@ -1,0 +1,61 @@
+"""Row conventions shared with the embedded backend, so rows copy across unchanged.
+
+System flags are a bit mask in ``SYSTEM_FLAGS`` order, keywords one space-separated sorted text;
+times are epoch seconds plus the zone offset in minutes; a POP3 UIDL not stored explicitly is
+derived from the UID and UIDVALIDITY (Dovecot's default form).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta, timezone
+
+from pobox.errors import InvalidInput
+from pobox.store.api import SEEN, SYSTEM_FLAGS
+
+FLAG_BITS = {name: 1 << index for index, name in enumerate(SYSTEM_FLAGS)}
+_FLAG_BY_LOWER = {name.lower(): name for name in SYSTEM_FLAGS}
+SEEN_BIT = FLAG_BITS[SEEN]
+DELETED_BIT = FLAG_BITS["\\Deleted"]
+
+
+def split_flags(flags: Iterable[str]) -> tuple[int, frozenset[str]]:
+    """System flags to a bit mask (case-insensitive), the rest are keywords."""
+    bits = 0
+    keywords: set[str] = set()
+    for flag in flags:
+        system = _FLAG_BY_LOWER.get(flag.lower())
+        if system is not None:
+            bits |= FLAG_BITS[system]
+        elif flag.startswith("\\"):
+            raise InvalidInput(f"{flag} is not a flag that can be stored")
+        elif flag:
+            keywords.add(flag)
+    return bits, frozenset(keywords)
+
+
+def join_flags(bits: int, keywords: str) -> frozenset[str]:
+    names = {name for name, bit in FLAG_BITS.items() if bits & bit}
+    if keywords:
+        names.update(keywords.split(" "))
+    return frozenset(names)
+
+
+def keywords_text(keywords: Iterable[str]) -> str:
+    return " ".join(sorted(keywords))
+
+
+def to_epoch(moment: datetime) -> tuple[float, int]:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    offset = moment.utcoffset() or timedelta(0)
+    return moment.timestamp(), int(offset.total_seconds() // 60)
+
+
+def from_epoch(epoch: float, tz_minutes: int = 0) -> datetime:
+    return datetime.fromtimestamp(epoch, timezone(timedelta(minutes=tz_minutes)))
+
+
+def uidl_for(uid: int, uidvalidity: int) -> str:
+    """Dovecot's default POP3 UIDL form: 8 hex digits of the UID, then 8 of UIDVALIDITY."""
+    return f"{uid:08x}{uidvalidity:08x}"

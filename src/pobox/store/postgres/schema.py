@@ -1,0 +1,165 @@
+"""PostgreSQL schema and its versioned migrations.
+
+The table ``pobox_migrations`` lists the migrations applied, one row each. A migration is never
+edited once released; a change to the schema is a new entry at the end of ``MIGRATIONS``.
+Migrating takes a transaction-level advisory lock, so nodes starting at once migrate one at a time
+and the later ones find nothing left to do.
+
+The layout mirrors the SQLite backend's (times are epoch seconds plus the zone offset in minutes,
+system flags a bit mask, keywords a space-separated text), so ``pobox store copy`` moves rows
+across unchanged. Message content lives in ``blob_chunks``: rows of at most ``CHUNK_SIZE`` bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: Bytes per row of ``blob_chunks``.
+CHUNK_SIZE = 256 * 1024
+
+#: Key of the advisory lock that serialises migrations (an arbitrary constant: "pobox mig").
+MIGRATION_LOCK = 0x706F626F786D6967
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the first schema
+    """
+    CREATE TABLE accounts (
+        id BIGSERIAL PRIMARY KEY,
+        address TEXT NOT NULL,
+        password_hash TEXT NOT NULL,
+        created DOUBLE PRECISION NOT NULL
+    );
+    CREATE UNIQUE INDEX accounts_address ON accounts (lower(address));
+    CREATE TABLE account_settings (
+        account_id BIGINT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (account_id, key)
+    );
+    CREATE TABLE aliases (
+        alias TEXT NOT NULL,
+        account_id BIGINT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE
+    );
+    CREATE UNIQUE INDEX aliases_alias ON aliases (lower(alias));
+    CREATE INDEX aliases_account ON aliases (account_id);
+    CREATE TABLE counters (
+        name TEXT PRIMARY KEY,
+        value BIGINT NOT NULL
+    );
+    CREATE TABLE mailboxes (
+        id BIGSERIAL PRIMARY KEY,
+        account_id BIGINT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        uidvalidity BIGINT NOT NULL,
+        uidnext BIGINT NOT NULL DEFAULT 1,
+        highestmodseq BIGINT NOT NULL DEFAULT 1,
+        recent_floor BIGINT NOT NULL DEFAULT 1,
+        special_use TEXT,
+        UNIQUE (account_id, name)
+    );
+    CREATE TABLE subscriptions (
+        account_id BIGINT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        PRIMARY KEY (account_id, name)
+    );
+    CREATE TABLE blobs (
+        id BIGSERIAL PRIMARY KEY,
+        size BIGINT NOT NULL,
+        refs INTEGER NOT NULL DEFAULT 0,
+        structure BYTEA NOT NULL,
+        subject TEXT NOT NULL DEFAULT '',
+        from_ TEXT NOT NULL DEFAULT '',
+        to_ TEXT NOT NULL DEFAULT '',
+        cc TEXT NOT NULL DEFAULT '',
+        bcc TEXT NOT NULL DEFAULT '',
+        message_id TEXT NOT NULL DEFAULT '',
+        sent_date DOUBLE PRECISION
+    );
+    CREATE TABLE blob_chunks (
+        blob BIGINT NOT NULL REFERENCES blobs(id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        data BYTEA NOT NULL,
+        PRIMARY KEY (blob, seq)
+    );
+    CREATE TABLE messages (
+        mailbox_id BIGINT NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+        uid BIGINT NOT NULL,
+        modseq BIGINT NOT NULL,
+        flags INTEGER NOT NULL DEFAULT 0,
+        keywords TEXT NOT NULL DEFAULT '',
+        internal_date DOUBLE PRECISION NOT NULL,
+        internal_tz INTEGER NOT NULL DEFAULT 0,
+        save_date DOUBLE PRECISION NOT NULL,
+        size BIGINT NOT NULL,
+        blob BIGINT NOT NULL REFERENCES blobs(id),
+        pop3_uidl TEXT,
+        pop3_hidden_at DOUBLE PRECISION,
+        PRIMARY KEY (mailbox_id, uid)
+    );
+    CREATE INDEX messages_modseq ON messages (mailbox_id, modseq);
+    CREATE INDEX messages_blob ON messages (blob);
+    CREATE INDEX messages_hidden ON messages (pop3_hidden_at) WHERE pop3_hidden_at IS NOT NULL;
+    CREATE TABLE expunged (
+        mailbox_id BIGINT NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+        uid BIGINT NOT NULL,
+        modseq BIGINT NOT NULL,
+        PRIMARY KEY (mailbox_id, uid)
+    );
+    CREATE INDEX expunged_modseq ON expunged (mailbox_id, modseq);
+    CREATE TABLE recoverable (
+        id BIGSERIAL PRIMARY KEY,
+        account_id BIGINT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        mailbox_id BIGINT,
+        mailbox_name TEXT NOT NULL,
+        uid BIGINT NOT NULL,
+        uidl TEXT NOT NULL,
+        deleted_at DOUBLE PRECISION NOT NULL,
+        still_present BOOLEAN NOT NULL,
+        blob BIGINT REFERENCES blobs(id),
+        flags INTEGER NOT NULL DEFAULT 0,
+        keywords TEXT NOT NULL DEFAULT '',
+        internal_date DOUBLE PRECISION NOT NULL,
+        internal_tz INTEGER NOT NULL DEFAULT 0,
+        size BIGINT NOT NULL
+    );
+    CREATE INDEX recoverable_account ON recoverable (account_id, deleted_at);
+    CREATE INDEX recoverable_mailbox ON recoverable (mailbox_id, uid);
+    CREATE INDEX recoverable_blob ON recoverable (blob) WHERE blob IS NOT NULL;
+    CREATE TABLE change_journal (
+        seq BIGSERIAL PRIMARY KEY,
+        mailbox_id BIGINT NOT NULL
+    );
+    """,
+)
+
+
+async def schema_version(conn: Any) -> int:
+    """The number of migrations applied (0 for an empty database)."""
+    exists = await conn.fetchval("SELECT to_regclass('pobox_migrations') IS NOT NULL")
+    if not exists:
+        return 0
+    return int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM pobox_migrations"))
+
+
+async def migrate(conn: Any) -> int:
+    """Apply the migrations this database lacks; returns the schema version.
+
+    *conn* is an asyncpg connection not inside a transaction.
+    """
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS pobox_migrations ("
+            " version INTEGER PRIMARY KEY,"
+            " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        version = await schema_version(conn)
+        if version > len(MIGRATIONS):
+            raise RuntimeError(
+                f"the store's schema version {version} is newer than this pobox"
+                f" ({len(MIGRATIONS)}): upgrade pobox on this node"
+            )
+        for number in range(version, len(MIGRATIONS)):
+            await conn.execute(MIGRATIONS[number])
+            await conn.execute("INSERT INTO pobox_migrations (version) VALUES ($1)", number + 1)
+    return len(MIGRATIONS)
