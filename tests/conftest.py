@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# One hypothesis profile for the suite: no per-example deadline (CI machines are loaded, a slow
+# example is not a bug) and, on CI, derandomized so that a run is reproducible.
+settings.register_profile(
+    "pobox",
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=bool(os.environ.get("CI")),
+)
+settings.load_profile("pobox")
 from tests.helpers.servers import ServerProcess, server_process
 
 from pobox.config import Config
