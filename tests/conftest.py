@@ -10,6 +10,11 @@ from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
+from tests.helpers.servers import ServerProcess, server_process
+
+from pobox.config import Config
+from pobox.server import Running, start, stop
+from pobox.service.mail import MailService
 
 # One hypothesis profile for the suite: no per-example deadline (CI machines are loaded, a slow
 # example is not a bug) and, on CI, derandomized so that a run is reproducible.
@@ -20,11 +25,6 @@ settings.register_profile(
     derandomize=bool(os.environ.get("CI")),
 )
 settings.load_profile("pobox")
-from tests.helpers.servers import ServerProcess, server_process
-
-from pobox.config import Config
-from pobox.server import Running, start, stop
-from pobox.service.mail import MailService
 
 
 class FakeClock:
