@@ -48,6 +48,29 @@ class Pop3Config(ListenerConfig):
 
 
 @dataclass(frozen=True, slots=True)
+class ImapsConfig(ListenerConfig):
+    """IMAP over implicit TLS (RFC 8314); runs only when a certificate is available."""
+
+    port: int = 1993
+
+
+@dataclass(frozen=True, slots=True)
+class Pop3sConfig(ListenerConfig):
+    """POP3 over implicit TLS (RFC 8314); runs only when a certificate is available."""
+
+    port: int = 1995
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """Certificate and key (PEM); empty: ``<data_dir>/tls/*.pem`` if present (docs/tls.md)."""
+
+    cert: str = ""
+    key: str = ""
+    allow_plaintext_auth: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class SmtpConfig(ListenerConfig):
     port: int = 2525
     timeout: int = 300
@@ -71,6 +94,25 @@ class DeliveryConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AuthConfig:
+    """Failed-login penalties shared by every protocol (docs/security.md)."""
+
+    max_failures: int = 10
+    block_seconds: int = 300
+    penalty_max: float = 15.0
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    """Per-process connection and command limits (docs/security.md)."""
+
+    max_connections: int = 1000
+    max_connections_per_ip: int = 50
+    max_imap_sessions_per_account: int = 50
+    commands_per_second: int = 100
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     workers: int = 1
     log_level: str = "info"
@@ -84,10 +126,15 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     imap: ImapConfig = field(default_factory=ImapConfig)
     pop3: Pop3Config = field(default_factory=Pop3Config)
+    imaps: ImapsConfig = field(default_factory=ImapsConfig)
+    pop3s: Pop3sConfig = field(default_factory=Pop3sConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     lmtp: LmtpConfig = field(default_factory=LmtpConfig)
     web: WebConfig = field(default_factory=WebConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     source: str = "(defaults)"
 
     @property
@@ -107,6 +154,12 @@ _RANGES: dict[str, tuple[int, int]] = {
     "timeout": (1, 86400),
     "max_bad_commands": (1, 10000),
     "max_auth_failures": (1, 1000),
+    "max_failures": (1, 1000),
+    "block_seconds": (1, 7 * 86400),
+    "max_connections": (1, 1000000),
+    "max_connections_per_ip": (1, 1000000),
+    "max_imap_sessions_per_account": (1, 100000),
+    "commands_per_second": (1, 1000000),
 }
 
 _CHOICES: dict[str, tuple[str, ...]] = {

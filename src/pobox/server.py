@@ -14,12 +14,15 @@ import logging
 import multiprocessing
 import os
 import signal
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 
 from pobox.config import Config, ListenerConfig
 from pobox.delivery.handlers import DeliveryHandler, LmtpServer, SmtpServer
+from pobox.net.limits import ConnectionLimiter, limit_stream_handler
+from pobox.net.tls import TlsManager, is_loopback, upgrade
 from pobox.service.mail import MailService
 
 log = logging.getLogger("pobox.server")
@@ -27,6 +30,11 @@ log = logging.getLogger("pobox.server")
 StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 SWEEP_INTERVAL = 3600.0
 SHUTDOWN_GRACE = 30.0
+#: What a client over a connection limit hears before the connection is closed.
+_REFUSALS: dict[str, Callable[[str], bytes]] = {
+    "imap": lambda reason: f"* BYE [UNAVAILABLE] {reason}, try again later\r\n".encode(),
+    "pop3": lambda reason: f"-ERR [SYS/TEMP] {reason}, try again later\r\n".encode(),
+}
 
 
 @dataclass
@@ -34,24 +42,38 @@ class Running:
     service: MailService
     servers: dict[str, asyncio.Server] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    limiters: dict[str, ConnectionLimiter] = field(default_factory=dict)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    #: the TLS context(s); None when no certificate is configured (no IMAPS/POP3S/STARTTLS)
+    tls: TlsManager | None = None
 
     def port(self, name: str) -> int:
         sockets = self.servers[name].sockets
         return int(sockets[0].getsockname()[1])
 
 
-def _stream_handlers(service: MailService) -> dict[str, StreamHandler]:
-    """The stream-based protocols (POP3, IMAP), by listener name."""
+def _stream_handlers(service: MailService, tls: TlsManager | None) -> dict[str, StreamHandler]:
+    """The stream-based protocols (POP3, IMAP), by listener name; the implicit-TLS listeners
+    (POP3S, IMAPS) share the handler of their protocol."""
     from pobox.imap.session import make_handler as imap_handler
 
-    handlers: dict[str, StreamHandler] = {"imap": imap_handler(service, service.config)}
+    handlers: dict[str, StreamHandler] = {"imap": imap_handler(service, service.config, tls=tls)}
     try:
         from pobox.pop3.session import make_handler as pop3_handler
     except ImportError:  # the POP3 package is not built yet
         pass
     else:
-        handlers["pop3"] = pop3_handler(service, service.config)
+        stls = None
+        if tls is not None:
+            manager = tls
+
+            async def stls(writer: asyncio.StreamWriter) -> None:
+                await upgrade(writer, manager.context)
+
+        handlers["pop3"] = pop3_handler(service, service.config, starttls=stls)
+    handlers["imaps"] = handlers["imap"]
+    if "pop3" in handlers:
+        handlers["pop3s"] = handlers["pop3"]
     return handlers
 
 
@@ -62,11 +84,17 @@ async def _listen(
     factory: Callable[[], asyncio.BaseProtocol] | None,
     handler: StreamHandler | None,
     reuse_port: bool,
+    tls: ssl.SSLContext | None = None,
 ) -> asyncio.Server:
     try:
         if handler is not None:
             return await asyncio.start_server(
-                handler, listener.listen, listener.port, reuse_port=reuse_port, limit=1 << 20
+                handler,
+                listener.listen,
+                listener.port,
+                reuse_port=reuse_port,
+                limit=1 << 20,
+                ssl=tls,
             )
         assert factory is not None
         return await loop.create_server(
@@ -82,11 +110,21 @@ async def _listen(
 async def start(config: Config, service: MailService, *, reuse_port: bool = False) -> Running:
     """Open every enabled listener; the caller runs the loop until ``running.stopping``."""
     loop = asyncio.get_running_loop()
-    running = Running(service)
+    running = Running(service, tls=TlsManager.from_config(config))
     limit = config.delivery.max_message_size
+    _warn_plaintext(config, running.tls)
+
+    def limiter(name: str) -> ConnectionLimiter:
+        limits = config.limits
+        made = ConnectionLimiter(
+            name.upper(), limits.max_connections, limits.max_connections_per_ip
+        )
+        running.limiters[name] = made
+        return made
+
     if config.smtp.enabled:
         handler = DeliveryHandler(service.delivery, "ESMTP", config.delivery.max_recipients)
-        factory = partial(
+        smtp = partial(
             SmtpServer,
             handler,
             data_size_limit=limit,
@@ -94,7 +132,13 @@ async def start(config: Config, service: MailService, *, reuse_port: bool = Fals
             hostname=config.hostname,
             ident="pobox ESMTP",
             timeout=config.smtp.timeout,
+            limiter=limiter("smtp"),
         )
+
+        def factory(tls: TlsManager | None = running.tls) -> SmtpServer:
+            # read per connection: after a reload, new STARTTLS handshakes use the new context
+            return smtp(tls_context=tls.context if tls is not None else None)
+
         running.servers["smtp"] = await _listen(
             loop, "SMTP", config.smtp, factory, None, reuse_port
         )
@@ -108,18 +152,47 @@ async def start(config: Config, service: MailService, *, reuse_port: bool = Fals
             hostname=config.hostname,
             ident="pobox LMTP",
             timeout=config.lmtp.timeout,
+            limiter=limiter("lmtp"),
         )
         running.servers["lmtp"] = await _listen(
             loop, "LMTP", config.lmtp, lmtp_factory, None, reuse_port
         )
-    handlers = _stream_handlers(service)
-    for name in ("pop3", "imap"):
+    handlers = _stream_handlers(service, running.tls)
+    for name in ("pop3", "imap", "pop3s", "imaps"):
         listener: ListenerConfig = getattr(config, name)
-        if listener.enabled and name in handlers:
-            running.servers[name] = await _listen(
-                loop, name.upper(), listener, None, handlers[name], reuse_port
-            )
+        implicit = name.endswith("s")
+        if not listener.enabled or name not in handlers or (implicit and running.tls is None):
+            continue
+        refusal = _REFUSALS[name.removesuffix("s")]
+        limited = limit_stream_handler(handlers[name], limiter(name), refusal)
+        context = running.tls.context if implicit and running.tls is not None else None
+        running.servers[name] = await _listen(
+            loop, name.upper(), listener, None, limited, reuse_port, context
+        )
     return running
+
+
+def _warn_plaintext(config: Config, tls: TlsManager | None) -> None:
+    """Say so at startup when remote clients will not be able to log in."""
+    if tls is not None or config.tls.allow_plaintext_auth:
+        return
+    for name in ("imap", "pop3"):
+        listener: ListenerConfig = getattr(config, name)
+        if listener.enabled and not is_loopback(listener.listen):
+            log.warning(
+                "%s listens on %s without TLS: clients that are not local cannot log in "
+                "(configure [tls], or set tls.allow_plaintext_auth; see docs/tls.md)",
+                name.upper(),
+                listener.listen,
+            )
+
+
+def reload_tls(running: Running) -> None:
+    """SIGHUP: a new certificate for new handshakes; open sessions keep theirs."""
+    if running.tls is None:
+        log.warning("SIGHUP: TLS was not configured at startup; restart pobox to enable it")
+        return
+    running.tls.reload()
 
 
 async def sweeper(service: MailService, interval: float = SWEEP_INTERVAL) -> None:
@@ -151,7 +224,14 @@ async def stop(running: Running) -> None:
 
 def announce(config: Config, running: Running) -> str:
     lines = [f"pobox is serving the store in {config.data_path.resolve()}"]
-    names = {"imap": "IMAP", "pop3": "POP3", "smtp": "SMTP", "lmtp": "LMTP"}
+    names = {
+        "imap": "IMAP",
+        "imaps": "IMAPS",
+        "pop3": "POP3",
+        "pop3s": "POP3S",
+        "smtp": "SMTP",
+        "lmtp": "LMTP",
+    }
     for key, label in names.items():
         if key in running.servers:
             listener: ListenerConfig = getattr(config, key)
@@ -175,6 +255,7 @@ async def serve(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, running.stopping.set)
+    loop.add_signal_handler(signal.SIGHUP, reload_tls, running)
     if worker == 0:
         running.tasks.append(loop.create_task(sweeper(service)))
     if ready is not None:
@@ -220,7 +301,13 @@ def run(config: Config, workers: int, ready: Callable[[Running], None] | None = 
             if process.pid is not None and process.is_alive():
                 os.kill(process.pid, signal.SIGTERM)
 
+    def forward_hup(signum: int, _frame: object) -> None:
+        for process in processes:
+            if process.pid is not None and process.is_alive():
+                os.kill(process.pid, signal.SIGHUP)
+
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGHUP, forward_hup)
     for process in processes:
         process.join()

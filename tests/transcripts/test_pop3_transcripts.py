@@ -46,7 +46,11 @@ TIMEOUT = 10.0
 
 @pytest.fixture
 def config(tmp_path: Path) -> Config:
-    return make_config(tmp_path / "data", pop3={"auth_failure_delay": 0.01, "max_auth_failures": 3})
+    return make_config(
+        tmp_path / "data",
+        pop3={"auth_failure_delay": 0.01, "max_auth_failures": 3},
+        auth={"penalty_max": 0.01},
+    )
 
 
 @dataclass

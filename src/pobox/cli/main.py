@@ -66,6 +66,11 @@ async def cmd_init(service: MailService, args: argparse.Namespace) -> int:
         else:
             await service.accounts.add("demo@localhost", "demo")
             print("created the account demo@localhost with password 'demo'")
+        from pobox.net.tls import ensure_dev_certificate
+
+        made = ensure_dev_certificate(service.config)
+        if made is not None:
+            print(f"created a self-signed development certificate in {made} (localhost, 127.0.0.1)")
     return 0
 
 

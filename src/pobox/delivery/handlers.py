@@ -8,10 +8,12 @@ import time
 from typing import Any
 
 from aiosmtpd.lmtp import LMTP
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 
 from pobox.delivery import replies
+from pobox.delivery.data import WholeData
 from pobox.errors import PoboxError
+from pobox.net.limits import ConnectionLimiter, peer_ip
 from pobox.service.delivery import Delivery
 from pobox.service.delivery import Envelope as DeliveryEnvelope
 
@@ -71,24 +73,60 @@ class DeliveryHandler:
         return replies.smtp_data(results)
 
     async def handle_exception(self, error: Exception) -> str:
+        if isinstance(error, TLSSetupException):  # the client failed the STARTTLS handshake
+            log.info("%s STARTTLS handshake failed: %s", self.protocol, error.__cause__)
+            return "421 4.7.0 TLS handshake failed, closing connection"
         log.exception("%s session error", self.protocol, exc_info=error)
         return "421 4.3.0 internal error, closing connection"
 
 
 class _LoggedSession:
-    """One log line per connection: peer, duration."""
+    """One log line per connection: peer, duration; the listener's connection limits."""
 
     protocol_name = "SMTP"
     _started: float
     _peer: Any
+    _counted: str | None = None
+    _refused = False
+
+    def __init__(self, *args: Any, limiter: ConnectionLimiter | None = None, **kwargs: Any) -> None:
+        self._limiter = limiter
+        super().__init__(*args, **kwargs)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._started = time.monotonic()
-        self._peer = transport.get_extra_info("peername")
-        log.info("%s connection from %s", self.protocol_name, self._peer)
+        first = not hasattr(self, "_started")  # STARTTLS calls this again with the TLS transport
+        if first:
+            self._started = time.monotonic()
+            self._peer = transport.get_extra_info("peername")
+            if self._limiter is not None:
+                ip = peer_ip(self._peer)
+                reason = self._limiter.acquire(ip)
+                if reason is not None:
+                    self._refused = True
+                    assert isinstance(transport, asyncio.WriteTransport)
+                    transport.write(f"421 4.7.0 {reason}, try again later\r\n".encode())
+                    transport.close()
+                    return
+                self._counted = ip
+            log.info("%s connection from %s", self.protocol_name, self._peer)
         super().connection_made(transport)  # type: ignore[misc]
 
+    def data_received(self, data: bytes) -> None:
+        if not self._refused:
+            super().data_received(data)  # type: ignore[misc]
+
+    def eof_received(self) -> bool | None:
+        if self._refused:
+            return False
+        result: bool | None = super().eof_received()  # type: ignore[misc]
+        return result
+
     def connection_lost(self, error: Exception | None) -> None:
+        if self._refused:
+            return
+        if self._counted is not None and self._limiter is not None:
+            self._limiter.release(self._counted)
+            self._counted = None
         log.info(
             "%s connection from %s closed after %.3fs",
             self.protocol_name,
@@ -98,9 +136,9 @@ class _LoggedSession:
         super().connection_lost(error)  # type: ignore[misc]
 
 
-class SmtpServer(_LoggedSession, SMTP):
+class SmtpServer(_LoggedSession, WholeData, SMTP):
     protocol_name = "SMTP"
 
 
-class LmtpServer(_LoggedSession, LMTP):
+class LmtpServer(_LoggedSession, WholeData, LMTP):
     protocol_name = "LMTP"

@@ -28,7 +28,18 @@ AFTER_LOGIN = (
 ENABLEABLE = frozenset({"IMAP4REV2", "UTF8=ACCEPT"})
 
 
-def capabilities(*, authenticated: bool, append_limit: int) -> tuple[str, ...]:
+def capabilities(
+    *,
+    authenticated: bool,
+    append_limit: int,
+    starttls: bool = False,
+    login_disabled: bool = False,
+) -> tuple[str, ...]:
+    """``starttls``: TLS can still be started; ``login_disabled``: passwords may not cross this
+    connection (RFC 9051 §6.2.3), so LOGINDISABLED and no plaintext SASL mechanism."""
     if not authenticated:
-        return (*BASE, *(f"AUTH={m}" for m in MECHANISMS))
+        tls = ("STARTTLS",) if starttls else ()
+        if login_disabled:
+            return (*BASE, *tls, "LOGINDISABLED")
+        return (*BASE, *tls, *(f"AUTH={m}" for m in MECHANISMS))
     return (*BASE, *AFTER_LOGIN, f"APPENDLIMIT={append_limit}")

@@ -54,6 +54,8 @@ from pobox.imap.protocol import (
     ProtocolUsageError,
 )
 from pobox.imap.sequences import SequenceSet, SequenceSetError
+from pobox.net.limits import CommandPacer, SlotLimiter, peer_ip
+from pobox.net.tls import TlsManager, is_loopback, is_tls, prepare_upgrade, upgrade
 from pobox.service.mail import MailService
 from pobox.service.view import MailboxView
 from pobox.store.api import Account, MailboxId, MessageMeta, Uid
@@ -147,11 +149,16 @@ class ImapSession:
         config: Config,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
+        *,
+        tls: TlsManager | None = None,
     ) -> None:
         self.service = service
         self.config = config
         self.reader = reader
         self.writer = writer
+        #: where STARTTLS gets its context (None: TLS is not configured)
+        self.tls_manager = tls
+        self.tls = is_tls(writer)  # implicit TLS, or after STARTTLS
         self.protocol = ImapServerProtocol(
             ImapLimits(max_line=config.imap.max_line, max_literal=config.imap.max_literal)
         )
@@ -160,6 +167,11 @@ class ImapSession:
         self.selected: Selected | None = None
         self.enabled: set[str] = set()
         self.peer = str(writer.get_extra_info("peername"))
+        self.remote_ip = peer_ip(writer.get_extra_info("peername"))
+        self.pacer = CommandPacer(config.limits.commands_per_second)
+        #: concurrent sessions per account (set by make_handler; None: unlimited)
+        self.account_slots: SlotLimiter | None = None
+        self.holds_slot = False
         self.bad_commands = 0
         self.commands = 0
         self.idle_tag: str | None = None
@@ -181,10 +193,34 @@ class ImapSession:
     def rev2(self) -> bool:
         return "IMAP4REV2" in self.enabled
 
+    @property
+    def secure(self) -> bool:
+        """TLS, or a client on a loopback address: a password may cross this connection."""
+        return self.tls or is_loopback(self.remote_ip)
+
+    @property
+    def plaintext_auth_allowed(self) -> bool:
+        return self.secure or self.config.tls.allow_plaintext_auth
+
     def capabilities(self) -> tuple[str, ...]:
         return caps.capabilities(
-            authenticated=self.state in AUTH, append_limit=self.config.imap.max_literal
+            authenticated=self.state in AUTH,
+            append_limit=self.config.imap.max_literal,
+            starttls=self.tls_manager is not None and not self.tls,
+            login_disabled=not self.plaintext_auth_allowed,
         )
+
+    async def start_tls(self, tag: str) -> None:
+        """Answer STARTTLS with OK and run the handshake. Plaintext the client pipelined after
+        the command is dropped, never executed (RFC 9051 §6.2.1)."""
+        assert self.tls_manager is not None
+        dropped = prepare_upgrade(self.reader, self.writer)
+        self.tagged(tag, "OK", "begin TLS negotiation now")
+        await self.drain()
+        if self.protocol.start_tls() or dropped:
+            log.warning("%s sent data after STARTTLS; discarded", self.peer)
+        await upgrade(self.writer, self.tls_manager.context)
+        self.tls = True
 
     def require_selected(self) -> Selected:
         if self.selected is None:
@@ -357,6 +393,9 @@ class ImapSession:
 
     async def _cleanup(self) -> None:
         self.unlisten()
+        if self.holds_slot and self.account_slots is not None and self.account is not None:
+            self.account_slots.release(self.account.id)
+            self.holds_slot = False
         if self.append is not None:
             with contextlib.suppress(Exception):
                 await self.append.abort()
@@ -462,6 +501,7 @@ class ImapSession:
         from pobox.imap.handlers import COMMANDS
 
         self.commands += 1
+        await self.pacer.pace()  # over the command rate: slowed down, never dropped
         spec = COMMANDS.get(type(command))
         if spec is None:
             self._unpause()
@@ -507,9 +547,15 @@ def _in_ranges(
 
 
 def make_handler(
-    service: MailService, config: Config
+    service: MailService, config: Config, *, tls: TlsManager | None = None
 ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+    """The ``asyncio.start_server`` callback for the IMAP and IMAPS listeners (one
+    per-account session count for both); *tls* enables STARTTLS."""
+    account_slots = SlotLimiter(config.limits.max_imap_sessions_per_account)
+
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await ImapSession(service, config, reader, writer).run()
+        session = ImapSession(service, config, reader, writer, tls=tls)
+        session.account_slots = account_slots
+        await session.run()
 
     return handle

@@ -344,19 +344,23 @@ def listing(first: bytes, entries: Iterable[tuple[int, int | str]]) -> bytes:
     return first + body + b".\r\n"
 
 
-def capabilities(expire: str, *, stls: bool, implementation: str) -> list[bytes]:
-    """The CAPA lines (RFC 2449 §6, RFC 3206, RFC 5034, RFC 6856, RFC 2595)."""
+def capabilities(
+    expire: str, *, stls: bool, implementation: str, plaintext: bool = True
+) -> list[bytes]:
+    """The CAPA lines (RFC 2449 §6, RFC 3206, RFC 5034, RFC 6856, RFC 2595). Without
+    ``plaintext`` (no password may cross the connection yet) USER and SASL are left out: every
+    mechanism offered carries a password."""
+    login = [b"USER", b"SASL " + " ".join(MECHANISMS).encode("ascii")] if plaintext else []
     lines = [
         b"TOP",
         b"UIDL",
-        b"USER",
-        b"SASL " + " ".join(MECHANISMS).encode("ascii"),
+        *login,
         b"RESP-CODES",
         b"AUTH-RESP-CODE",
         b"PIPELINING",
         b"EXPIRE " + _clean(expire),
         b"LOGIN-DELAY 0",
-        b"UTF8 USER",
+        b"UTF8 USER" if plaintext else b"UTF8",
         b"IMPLEMENTATION " + _clean(implementation),
     ]
     if stls:

@@ -18,9 +18,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from pobox import sasl
-from pobox.config import Config, Pop3Config
+from pobox.config import Config, LimitsConfig, Pop3Config
 from pobox.errors import Expunged, InUse, PoboxError, Temporary
+from pobox.net.limits import CommandPacer, peer_ip
+from pobox.net.tls import is_loopback, is_tls, prepare_upgrade, resume_reading
 from pobox.pop3 import protocol as p
+from pobox.service.auth import Blocked
 from pobox.service.mail import MailService
 from pobox.service.maildrop import DropMessage, Maildrop
 from pobox.service.policy import Retention
@@ -92,6 +95,8 @@ class Pop3Session:
         *,
         hostname: str = "localhost",
         starttls: StartTls | None = None,
+        limits: LimitsConfig | None = None,
+        allow_plaintext_auth: bool = False,
     ) -> None:
         self.service = service
         self.config = config
@@ -99,7 +104,8 @@ class Pop3Session:
         self.writer = writer
         self.hostname = hostname
         self.starttls = starttls
-        self.tls = False
+        self.tls = is_tls(writer)  # implicit TLS (POP3S), or after STLS
+        self.allow_plaintext_auth = allow_plaintext_auth
         self.utf8 = False
         self.state = State.AUTHORIZATION
         self.lines = p.LineBuffer()
@@ -112,6 +118,30 @@ class Pop3Session:
         self._midstream = False  # inside a multi-line reply: an -ERR now would corrupt it
         peer = writer.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else "-"
+        self.remote_ip = peer_ip(peer)
+        self.pacer = CommandPacer(limits.commands_per_second if limits else 100)
+
+    @property
+    def secure(self) -> bool:
+        """TLS, or a client on a loopback address: a password may cross this connection."""
+        return self.tls or is_loopback(self.remote_ip)
+
+    @property
+    def plaintext_auth_allowed(self) -> bool:
+        return self.secure or self.allow_plaintext_auth
+
+    async def _privacy_required(self) -> bool:
+        """No password over a connection that is neither TLS nor local (RFC 2595 §2.3): True
+        after refusing. Not an authentication failure: no delay, no count."""
+        if self.plaintext_auth_allowed:
+            return False
+        hint = "; use STLS or the POP3S port" if self.starttls is not None else ""
+        await self._send(
+            p.err(
+                f"plaintext authentication is disabled on an unencrypted connection{hint}", p.AUTH
+            )
+        )
+        return True
 
     # the connection ------------------------------------------------------------------------
     async def run(self) -> None:
@@ -199,6 +229,7 @@ class Pop3Session:
             if line is None:
                 return "dropped"
             self.counters.commands += 1
+            await self.pacer.pace()  # over the command rate: slowed down, never dropped
             if isinstance(line, p.LineTooLong):
                 await self._bad_command(f"command line too long (limit {p.MAX_COMMAND_LINE})")
                 continue
@@ -244,6 +275,8 @@ class Pop3Session:
                 return True
             case p.Capa():
                 await self._capa()
+            case p.User() | p.Pass() | p.Auth(str()) if await self._privacy_required():
+                self._user = None
             case p.User(name):
                 self._user = name
                 await self._send(p.ok("send PASS"))
@@ -314,7 +347,12 @@ class Pop3Session:
         else:
             expire = f"{self._default_retention().expire_capability()} USER"
         stls = self.starttls is not None and not self.tls and self.state is State.AUTHORIZATION
-        lines = p.capabilities(expire, stls=stls, implementation=IMPLEMENTATION)
+        lines = p.capabilities(
+            expire,
+            stls=stls,
+            implementation=IMPLEMENTATION,
+            plaintext=self.plaintext_auth_allowed or self.state is not State.AUTHORIZATION,
+        )
         await self._send(p.multiline(p.ok("capability list follows"), lines))
 
     async def _stls(self) -> None:
@@ -324,15 +362,19 @@ class Pop3Session:
         if self.tls:
             await self._send(p.err("TLS is already active"))
             return
-        await self._send(p.ok("begin TLS negotiation"))
+        # RFC 2595 §4: nothing the client sent before the handshake may be read after it
+        prepare_upgrade(self.reader, self.writer)
         self.lines.discard_pending()
+        await self._send(p.ok("begin TLS negotiation"))
         await self.starttls(self.writer)
+        resume_reading(self.writer)
         self.tls = True
         self._user = None
 
     async def _auth(self, mechanism: str | None, initial: bytes | None) -> None:
         if mechanism is None:
-            names = [m.encode("ascii") for m in sasl.MECHANISMS]
+            offered = sasl.MECHANISMS if self.plaintext_auth_allowed else ()
+            names = [m.encode("ascii") for m in offered]
             await self._send(p.multiline(p.ok("supported mechanisms follow"), names))
             return
         exchange = sasl.start(mechanism, initial)
@@ -361,17 +403,22 @@ class Pop3Session:
             return
         await self._login(step.authcid, step.password)
 
-    async def _auth_failed(self, reason: str = "authentication failed") -> None:
+    async def _auth_failed(self, reason: str = "authentication failed", code: str = p.AUTH) -> None:
         self.counters.auth_failures += 1
         await asyncio.sleep(self.config.auth_failure_delay)
         if self.counters.auth_failures >= self.config.max_auth_failures:
-            await self._send(p.err(f"{reason}; too many failures, closing", p.AUTH))
+            await self._send(p.err(f"{reason}; too many failures, closing", code))
             raise _End("auth-failures")
-        await self._send(p.err(reason, p.AUTH))
+        await self._send(p.err(reason, code))
 
     async def _login(self, username: str, password: str) -> None:
         try:
-            account = await self.service.auth.authenticate(username, password, remote=self.peer)
+            account = await self.service.auth.authenticate(
+                username, password, remote=self.remote_ip
+            )
+        except Blocked:
+            await self._auth_failed("too many failed logins; try again later", p.SYS_TEMP)
+            return
         except Temporary as exc:
             await self._send(p.err(f"authentication unavailable: {exc}", p.SYS_TEMP))
             return
@@ -504,7 +551,14 @@ def make_handler(
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         session = Pop3Session(
-            service, config.pop3, reader, writer, hostname=config.hostname, starttls=starttls
+            service,
+            config.pop3,
+            reader,
+            writer,
+            hostname=config.hostname,
+            starttls=starttls,
+            limits=config.limits,
+            allow_plaintext_auth=config.tls.allow_plaintext_auth,
         )
         await session.run()
 

@@ -27,7 +27,7 @@ class MailService:
         self.store = store
         self.clock = clock
         self.accounts = Accounts(store)
-        self.auth = Authenticator(store)
+        self.auth = Authenticator(store, config.auth)
         self.delivery = Delivery(store, self.accounts, config.hostname)
         self.policies = Policies(store, config.pop3, clock)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from pobox import sasl
@@ -11,34 +10,70 @@ from pobox.imap import responses as r
 from pobox.imap.protocol import AuthenticateResponse
 from pobox.imap.session import NOT_AUTH, CommandSpec, Disconnect, ImapSession, State
 from pobox.sasl.mechanisms import Challenge, Credentials, Failure, start
+from pobox.service.auth import Blocked
 
+#: Failed logins in one session before the server says BYE (the delays between failures are
+#: the authentication service's penalties, per address and per account).
 MAX_FAILURES = 3
-FAILURE_DELAY = 1.0
 
 
 async def _finish_login(session: ImapSession, tag: str, user: str, password: str) -> None:
-    remote = session.peer
-    account = await session.service.auth.authenticate(user, password, remote=remote)
-    if account is None:
-        session.auth_failures += 1
-        await asyncio.sleep(FAILURE_DELAY * session.auth_failures)
+    try:
+        account = await session.service.auth.authenticate(user, password, remote=session.remote_ip)
+    except Blocked:
+        account = None
         session.tagged(
             tag,
             "NO",
-            "invalid user name or password",
-            r.ResponseCode.plain("AUTHENTICATIONFAILED"),
+            "too many failed logins; try again later",
+            r.ResponseCode.plain("UNAVAILABLE"),
         )
+    else:
+        if account is None:
+            session.tagged(
+                tag,
+                "NO",
+                "invalid user name or password",
+                r.ResponseCode.plain("AUTHENTICATIONFAILED"),
+            )
+    if account is None:
+        session.auth_failures += 1
         if session.auth_failures >= MAX_FAILURES:
             session.send(r.bye("too many authentication failures"))
             await session.drain()
             raise Disconnect
         return
+    slots = session.account_slots
+    if slots is not None:
+        if not slots.acquire(account.id):
+            session.tagged(
+                tag,
+                "NO",
+                "too many concurrent sessions for this account",
+                r.ResponseCode.plain("UNAVAILABLE"),
+            )
+            return
+        session.holds_slot = True
     session.account = account
     session.state = State.AUTHENTICATED
     session.tagged(tag, "OK", "logged in", r.ResponseCode.capability(session.capabilities()))
 
 
+def _privacy_required(session: ImapSession, tag: str) -> bool:
+    """RFC 9051 §6.2.3: no password over a connection that is neither TLS nor local (the
+    capability list says LOGINDISABLED). True after answering NO [PRIVACYREQUIRED]."""
+    if session.plaintext_auth_allowed:
+        return False
+    text = "plaintext login is disabled on an unencrypted connection"
+    if session.tls_manager is not None:
+        text += "; use STARTTLS or the IMAPS port"
+    session.tagged(tag, "NO", text, r.ResponseCode.plain("PRIVACYREQUIRED"))
+    return True
+
+
 async def login(session: ImapSession, cmd: c.Login) -> None:
+    if _privacy_required(session, cmd.tag):
+        return
     try:
         user = cmd.userid.decode("utf-8")
         password = cmd.password.decode("utf-8")
@@ -54,6 +89,9 @@ async def login(session: ImapSession, cmd: c.Login) -> None:
 
 
 async def authenticate(session: ImapSession, cmd: c.Authenticate) -> None:
+    if _privacy_required(session, cmd.tag):  # every mechanism offered carries a password
+        session.protocol.resume()
+        return
     initial = cmd.initial_response
     if initial == b"=":  # RFC 4959: an empty initial response
         initial = b""

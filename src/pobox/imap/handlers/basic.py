@@ -8,7 +8,15 @@ from pobox import __version__
 from pobox.imap import capabilities as caps
 from pobox.imap import commands as c
 from pobox.imap import responses as r
-from pobox.imap.session import ANY, AUTH, NOT_AUTH, CommandSpec, ImapSession, State
+from pobox.imap.session import (
+    ANY,
+    AUTH,
+    NOT_AUTH,
+    CommandError,
+    CommandSpec,
+    ImapSession,
+    State,
+)
 
 
 async def capability(session: ImapSession, cmd: c.Capability) -> None:
@@ -46,9 +54,13 @@ async def enable(session: ImapSession, cmd: c.Enable) -> None:
 
 
 async def starttls(session: ImapSession, cmd: c.StartTls) -> None:
-    # TLS is configured by a later issue; until then STARTTLS is not advertised.
-    session.protocol.resume()
-    session.tagged(cmd.tag, "NO", "TLS is not configured on this server")
+    """RFC 9051 §6.2.1; the client asks for CAPABILITY again once TLS is up."""
+    if session.tls:
+        raise CommandError("TLS is already active", status="BAD")
+    if session.tls_manager is None:
+        # STARTTLS is not advertised without a certificate
+        raise CommandError("TLS is not configured on this server", "CANNOT")
+    await session.start_tls(cmd.tag)
 
 
 SPECS: dict[type[Any], CommandSpec] = {
