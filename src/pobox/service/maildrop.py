@@ -15,13 +15,14 @@ from dataclasses import dataclass, replace
 from pobox.errors import Expunged, InUse, NotFound
 from pobox.service.policy import Policies, Retention
 from pobox.store.api import SEEN, Account, Content, FlagOp, Lock, Mailbox, MessageMeta, Store
+from pobox.store.rows import uidl_for
 
 log = logging.getLogger("pobox.pop3")
 
 
-def uidl_for(meta: MessageMeta, uidvalidity: int) -> str:
-    """Dovecot's default UIDL form (``%08Xu%08Xv``): UID then UIDVALIDITY, 8 hex digits each."""
-    return meta.pop3_uidl or f"{meta.uid:08x}{uidvalidity:08x}"
+def message_uidl(meta: MessageMeta, uidvalidity: int) -> str:
+    """The stored UIDL override (kept across undelete/copy), else Dovecot's default form."""
+    return meta.pop3_uidl or uidl_for(meta.uid, uidvalidity)
 
 
 @dataclass(slots=True)
@@ -46,7 +47,7 @@ class Maildrop:
         self.account = account
         self.mailbox = mailbox
         self.retention: Retention = policies.retention(account)
-        self.messages = [DropMessage(m, uidl_for(m, mailbox.uidvalidity)) for m in messages]
+        self.messages = [DropMessage(m, message_uidl(m, mailbox.uidvalidity)) for m in messages]
         self._lock: Lock | None = lock
         self._pending: set[asyncio.Future[list[MessageMeta]]] = set()
 

@@ -58,7 +58,8 @@ from pobox.store.api import (
     Uid,
 )
 from pobox.store.postgres.content import PRELOAD_MAX, ChunkReader, PgContent, TempSpool
-from pobox.store.postgres.rows import (
+from pobox.store.postgres.schema import CHUNK_SIZE, migrate
+from pobox.store.rows import (
     DELETED_BIT,
     SEEN_BIT,
     from_epoch,
@@ -68,7 +69,6 @@ from pobox.store.postgres.rows import (
     to_epoch,
     uidl_for,
 )
-from pobox.store.postgres.schema import CHUNK_SIZE, migrate
 
 log = logging.getLogger("pobox.store")
 T = TypeVar("T")

@@ -10,15 +10,14 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime, timedelta, timezone
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pobox.errors import AlreadyExists, InvalidInput, NotFound
 from pobox.store.api import (
     DEFAULT_MAILBOXES,
-    SEEN,
-    SYSTEM_FLAGS,
     Account,
     AccountId,
     BlobId,
@@ -39,16 +38,22 @@ from pobox.store.api import (
     Spool,
     Uid,
 )
+from pobox.store.rows import (
+    DELETED_BIT,
+    SEEN_BIT,
+    from_epoch,
+    join_flags,
+    keywords_text,
+    split_flags,
+    to_epoch,
+    uidl_for,
+)
 from pobox.store.sqlite.db import Database, as_store_error
 from pobox.store.sqlite.files import FileContent, FileLayout, FileSpool
 from pobox.store.sqlite.schema import migrate
 
 log = logging.getLogger("pobox.store")
 
-FLAG_BITS = {name: 1 << index for index, name in enumerate(SYSTEM_FLAGS)}
-_FLAG_BY_LOWER = {name.lower(): name for name in SYSTEM_FLAGS}
-SEEN_BIT = FLAG_BITS[SEEN]
-DELETED_BIT = FLAG_BITS["\\Deleted"]
 WATCH_INTERVAL = 0.2
 
 _MSG_COLUMNS = (
@@ -58,51 +63,14 @@ _MSG_COLUMNS = (
 _MBOX_COLUMNS = "id, account_id, name, uidvalidity, uidnext, highestmodseq, special_use"
 
 
-def split_flags(flags: Iterable[str]) -> tuple[int, frozenset[str]]:
-    """System flags to a bit mask (case-insensitive), the rest are keywords."""
-    bits = 0
-    keywords: set[str] = set()
-    for flag in flags:
-        system = _FLAG_BY_LOWER.get(flag.lower())
-        if system is not None:
-            bits |= FLAG_BITS[system]
-        elif flag.startswith("\\"):
-            raise InvalidInput(f"{flag} is not a flag that can be stored")
-        elif flag:
-            keywords.add(flag)
-    return bits, frozenset(keywords)
-
-
-def join_flags(bits: int, keywords: str) -> frozenset[str]:
-    names = {name for name, bit in FLAG_BITS.items() if bits & bit}
-    if keywords:
-        names.update(keywords.split(" "))
-    return frozenset(names)
-
-
-def _keywords_text(keywords: Iterable[str]) -> str:
-    return " ".join(sorted(keywords))
-
-
-def _to_epoch(moment: datetime) -> tuple[float, int]:
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    offset = moment.utcoffset() or timedelta(0)
-    return moment.timestamp(), int(offset.total_seconds() // 60)
-
-
-def _from_epoch(epoch: float, tz_minutes: int = 0) -> datetime:
-    return datetime.fromtimestamp(epoch, timezone(timedelta(minutes=tz_minutes)))
-
-
 def _meta(row: Sequence[Any]) -> MessageMeta:
     return MessageMeta(
         mailbox_id=MailboxId(row[0]),
         uid=Uid(row[1]),
         modseq=ModSeq(row[2]),
         flags=join_flags(row[3], row[4]),
-        internal_date=_from_epoch(row[5], row[6]),
-        save_date=_from_epoch(row[7]),
+        internal_date=from_epoch(row[5], row[6]),
+        save_date=from_epoch(row[7]),
         size=row[8],
         blob=BlobId(row[9]),
         pop3_uidl=row[10],
@@ -200,29 +168,49 @@ class SqliteStore:
                     log.exception("change listener failed")
 
     async def _watch(self) -> None:
-        """One cheap poll per process of the change journal: what other processes wrote."""
-        while True:
-            await asyncio.sleep(WATCH_INTERVAL)
-            if not self._listeners:
-                continue
-            since = self._journal_seq
+        """One cheap poll per process of the change journal: what other processes wrote.
 
-            def poll(conn: sqlite3.Connection, since: int = since) -> tuple[int, list[int]]:
-                rows = conn.execute(
-                    "SELECT seq, mailbox_id FROM change_journal WHERE seq > ?", (since,)
-                ).fetchall()
-                if not rows:
-                    return since, []
-                return max(r[0] for r in rows), [r[1] for r in rows]
+        The watcher has its own connection and thread, so a busy read pool never delays it, and
+        a short busy timeout: a poll that meets a lock just tries again at the next tick.
+        """
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pobox-watch")
+        loop = asyncio.get_running_loop()
+        holder: list[sqlite3.Connection] = []
 
-            try:
-                seq, ids = await self._db.read(poll)
-            except Exception as exc:
-                log.warning("change watcher: %s", exc)
-                continue
-            if seq > self._journal_seq:
-                self._journal_seq = seq
-                self._notify(MailboxId(i) for i in ids)
+        def poll(since: int) -> tuple[int, list[int]]:
+            if not holder:
+                conn = sqlite3.connect(
+                    self.db_path, isolation_level=None, check_same_thread=False, timeout=0.1
+                )
+                conn.execute("PRAGMA busy_timeout = 100")
+                conn.execute("PRAGMA query_only = ON")
+                holder.append(conn)
+            rows = (
+                holder[0]
+                .execute("SELECT seq, mailbox_id FROM change_journal WHERE seq > ?", (since,))
+                .fetchall()
+            )
+            if not rows:
+                return since, []
+            return max(r[0] for r in rows), [r[1] for r in rows]
+
+        try:
+            while True:
+                await asyncio.sleep(WATCH_INTERVAL)
+                if not self._listeners:
+                    continue
+                try:
+                    seq, ids = await loop.run_in_executor(executor, poll, self._journal_seq)
+                except sqlite3.Error as exc:
+                    log.debug("change watcher: %s (retrying)", exc)
+                    continue
+                if seq > self._journal_seq:
+                    self._journal_seq = seq
+                    self._notify(MailboxId(i) for i in ids)
+        finally:
+            executor.shutdown(wait=True)  # at most one short poll in flight
+            for conn in holder:
+                conn.close()
 
     @staticmethod
     def _journal(conn: sqlite3.Connection, mailbox_id: int) -> None:
@@ -675,8 +663,8 @@ class SqliteStore:
             Uid(uid),
             ModSeq(modseq),
             join_flags(flags, keywords),
-            _from_epoch(*internal),
-            _from_epoch(now),
+            from_epoch(*internal),
+            from_epoch(now),
             size,
             BlobId(blob),
             pop3_uidl,
@@ -688,7 +676,7 @@ class SqliteStore:
         if not isinstance(spool, FileSpool) or not spool.sealed:
             raise ValueError("append needs a sealed spool of this store")
         bits, keywords = split_flags(message.flags)
-        internal = _to_epoch(message.internal_date or datetime.now(UTC))
+        internal = to_epoch(message.internal_date or datetime.now(UTC))
         fields = message.fields
         sent = fields.sent_date.timestamp() if fields.sent_date else None
 
@@ -715,7 +703,7 @@ class SqliteStore:
                 cur.lastrowid or 0,
                 spool.size,
                 bits,
-                _keywords_text(keywords),
+                keywords_text(keywords),
                 internal,
                 message.pop3_uidl,
             )
@@ -785,7 +773,7 @@ class SqliteStore:
                     continue
                 if modseq is None:
                     modseq = self._bump(conn, mailbox_id)
-                text = _keywords_text(new_keywords)
+                text = keywords_text(new_keywords)
                 conn.execute(
                     "UPDATE messages SET flags = ?, keywords = ?, modseq = ?"
                     " WHERE mailbox_id = ? AND uid = ?",
@@ -845,7 +833,7 @@ class SqliteStore:
                 continue
             if keep:
                 bits, keywords = split_flags(meta.flags)
-                internal = _to_epoch(meta.internal_date)
+                internal = to_epoch(meta.internal_date)
                 conn.execute(
                     "INSERT INTO recoverable (account_id, mailbox_id, mailbox_name, uid, uidl,"
                     " deleted_at, still_present, blob, flags, keywords, internal_date,"
@@ -859,7 +847,7 @@ class SqliteStore:
                         now,
                         meta.blob,
                         bits,
-                        _keywords_text(keywords),
+                        keywords_text(keywords),
                         internal[0],
                         internal[1],
                         meta.size,
@@ -899,8 +887,8 @@ class SqliteStore:
                     meta.blob,
                     meta.size,
                     bits,
-                    _keywords_text(keywords),
-                    _to_epoch(meta.internal_date),
+                    keywords_text(keywords),
+                    to_epoch(meta.internal_date),
                     None,
                 )
                 pairs.append((meta.uid, new.uid))
@@ -997,7 +985,7 @@ class SqliteStore:
                     (epoch, mailbox_id, meta.uid),
                 )
                 bits, keywords = split_flags(meta.flags)
-                internal = _to_epoch(meta.internal_date)
+                internal = to_epoch(meta.internal_date)
                 conn.execute(
                     "INSERT INTO recoverable (account_id, mailbox_id, mailbox_name, uid, uidl,"
                     " deleted_at, still_present, blob, flags, keywords, internal_date,"
@@ -1010,7 +998,7 @@ class SqliteStore:
                         meta.pop3_uidl or uidl_for(meta.uid, mailbox.uidvalidity),
                         epoch,
                         bits,
-                        _keywords_text(keywords),
+                        keywords_text(keywords),
                         internal[0],
                         internal[1],
                         meta.size,
@@ -1043,7 +1031,7 @@ class SqliteStore:
         floor = since.timestamp() if since else 0.0
         return await self._db.read(
             lambda conn: [
-                Recoverable(r[0], r[1], Uid(r[2]), r[3], _from_epoch(r[4]), r[5], bool(r[6]))
+                Recoverable(r[0], r[1], Uid(r[2]), r[3], from_epoch(r[4]), r[5], bool(r[6]))
                 for r in conn.execute(
                     "SELECT id, mailbox_name, uid, uidl, deleted_at, size, still_present"
                     " FROM recoverable WHERE account_id = ? AND deleted_at >= ?"
@@ -1213,8 +1201,3 @@ class SqliteStore:
             return found
 
         return await self._db.read(run)
-
-
-def uidl_for(uid: int, uidvalidity: int) -> str:
-    """Dovecot's default POP3 UIDL form: 8 hex digits of the UID, then 8 of UIDVALIDITY."""
-    return f"{uid:08x}{uidvalidity:08x}"

@@ -1,4 +1,4 @@
-"""Row conventions shared with the embedded backend, so rows copy across unchanged.
+"""Row conventions both backends share, so rows copy across unchanged.
 
 System flags are a bit mask in ``SYSTEM_FLAGS`` order, keywords one space-separated sorted text;
 times are epoch seconds plus the zone offset in minutes; a POP3 UIDL not stored explicitly is
