@@ -459,19 +459,23 @@ async def test_or_not_and_combinations(box: Box) -> None:
 async def test_expensive_terms_only_see_remaining_messages(box: Box) -> None:
     uids = [await box.add(msg(f"m{n}", f"body {n}\r\n")) for n in range(5)]
     opened: list[BlobId] = []
-    real_open = box.store.open_content
+    calls: list[int] = []
+    real_open = box.store.open_contents
 
-    async def counting(blob: BlobId):  # type: ignore[no-untyped-def]
-        opened.append(blob)
-        return await real_open(blob)
+    async def counting(blobs):  # type: ignore[no-untyped-def]
+        blobs = list(blobs)
+        calls.append(len(blobs))
+        opened.extend(blobs)
+        return await real_open(blobs)
 
-    box.store.open_content = counting  # type: ignore[method-assign]
+    box.store.open_contents = counting  # type: ignore[method-assign]
     try:
         found = await box.find(And((Body("body"), UidIn(((uids[1], uids[2]),)))))
     finally:
-        del box.store.open_content
+        del box.store.open_contents
     assert found == uids[1:3]
     assert len(opened) == 2
+    assert calls == [2]  # one batched store call, not one per message
 
 
 async def test_messages_expunged_meanwhile(box: Box) -> None:

@@ -54,7 +54,7 @@ from pobox.imap.protocol import (
     ProtocolUsageError,
 )
 from pobox.imap.sequences import SequenceSet, SequenceSetError
-from pobox.net.limits import CommandPacer, SlotLimiter, peer_ip
+from pobox.net.limits import CommandPacer, SlotLimiter, close_stream, peer_ip
 from pobox.net.tls import TlsManager, is_loopback, is_tls, prepare_upgrade, upgrade
 from pobox.service.mail import MailService
 from pobox.service.view import MailboxView
@@ -181,8 +181,9 @@ class ImapSession:
         self.append: Any = None  # the APPEND in progress (pobox.imap.handlers.append)
         self.wake = asyncio.Event()
         self._read_task: asyncio.Task[bytes] | None = None
-        self._listening = False
         self.started = time.monotonic()
+        #: when the client last completed something (a command, a piece of a literal, DONE)
+        self.last_progress = self.started
 
     # -- state helpers ----------------------------------------------------------------------
     @property
@@ -234,50 +235,52 @@ class ImapSession:
 
     # -- output -----------------------------------------------------------------------------
     def send(self, response: r.Response) -> None:
-        self.writer.write(self.protocol.send(response))
+        self.send_raw(self.protocol.send(response))
 
     def send_raw(self, data: bytes) -> None:
+        if self.writer.transport.is_closing():
+            # the client has gone (uvloop raises on a write to a closed transport; asyncio
+            # would only log a warning per write): end the command as a lost connection
+            raise ConnectionResetError("the client closed the connection")
         self.writer.write(data)
 
     def tagged(self, tag: str, status: str, text: str, code: r.ResponseCode | None = None) -> None:
         self.send(r.Tagged(tag, status, text, code))
 
     async def drain(self) -> None:
-        await self.writer.drain()
+        """Wait until the client takes what was written, but not longer than the idle timeout:
+        a client that stops reading must not hold its connection slot for ever."""
+        await asyncio.wait_for(self.writer.drain(), self.config.imap.idle_timeout)
 
     # -- change notification ----------------------------------------------------------------
-    def _on_change(self, mailbox_id: MailboxId) -> None:
-        if self.selected is not None and self.selected.mailbox_id == mailbox_id:
-            self.wake.set()
-
-    def listen(self) -> None:
-        if not self._listening:
-            self.service.store.add_listener(self._on_change)
-            self._listening = True
-
-    def unlisten(self) -> None:
-        if self._listening:
-            self.service.store.remove_listener(self._on_change)
-            self._listening = False
+    def _on_change(self) -> None:
+        self.wake.set()
 
     async def select(self, selected: Selected | None) -> None:
-        self.selected = selected
+        previous, self.selected = self.selected, selected
+        if previous is not None and previous is not selected:
+            previous.view.on_change = None
+            previous.view.close()
         self.state = State.SELECTED if selected is not None else State.AUTHENTICATED
         self.wake.clear()
         if selected is not None:
-            self.listen()
-        else:
-            self.unlisten()
+            selected.view.on_change = self._on_change
 
     async def announce_updates(self, *, expunge: bool = True) -> None:
-        """Tell the client what others changed (RFC 9051 §7): EXPUNGE, EXISTS, FETCH FLAGS."""
+        """Tell the client what others changed (RFC 9051 §7): EXPUNGE, EXISTS, FETCH FLAGS.
+
+        Nothing changed (the usual case) costs no store call: the view compares versions with
+        the process's shared index."""
         selected = self.selected
         if selected is None:
             return
         self.wake.clear()
-        before = len(selected.view)
+        view = selected.view
+        if not view.changed():
+            return
+        before = len(view)
         try:
-            update = await selected.view.refresh(expunge=expunge)
+            update = await view.refresh(expunge=expunge)
         except NotFound:
             # another session deleted the selected mailbox: there is nothing left to show
             # (Dovecot does the same: it ends the session)
@@ -289,9 +292,9 @@ class ImapSession:
         for msn in update.expunged:
             self.send(r.expunge(msn))
         if update.exists is not None:
-            arrived = [m.uid for m in selected.view.messages[before - len(update.expunged) :]]
+            arrived = view.slice(before - len(update.expunged) + 1, len(view))
             if not selected.read_only:
-                selected.recent.update(arrived)
+                selected.recent.update(Uid(u) for u in arrived)
             self.send(r.exists(update.exists))
             if not self.rev2:
                 self.send(r.recent(self.recent_count()))
@@ -302,7 +305,10 @@ class ImapSession:
         selected = self.selected
         if selected is None:
             return 0
-        return sum(1 for m in selected.view.messages if m.uid in selected.recent)
+        view = selected.view
+        gone = [u for u in selected.recent if view.msn_of(u) is None]
+        selected.recent.difference_update(gone)
+        return len(selected.recent)
 
     def flags_of(self, meta: MessageMeta) -> bytes:
         """A message's FLAGS as FETCH renders them (one order everywhere: Dovecot's)."""
@@ -310,14 +316,13 @@ class ImapSession:
         return format_flags(meta.flags, recent)
 
     # -- message sets -----------------------------------------------------------------------
-    def resolve(self, sequence_set: SequenceSet, *, uid: bool) -> list[MessageMeta]:
-        """The messages a sequence set names, in ascending order (`$` = saved SEARCH result)."""
+    def resolve(self, sequence_set: SequenceSet, *, uid: bool) -> list[int]:
+        """The UIDs a sequence set names, ascending (`$` = saved SEARCH result)."""
         selected = self.require_selected()
         view = selected.view
         if sequence_set.saved:
-            wanted = set(selected.saved or ())
-            return [m for m in view.messages if m.uid in wanted]
-        if not view.messages:
+            return [u for u in sorted(set(selected.saved or ())) if view.msn_of(u) is not None]
+        if not len(view):
             if not uid and not _only_star(sequence_set):
                 raise CommandError(
                     "invalid message sequence number (mailbox is empty)", status="BAD"
@@ -325,11 +330,11 @@ class ImapSession:
             return []
         if uid:
             try:
-                ranges = sequence_set.resolve(view.uids[-1])
+                ranges = sequence_set.resolve(view.last_uid())
             except SequenceSetError as exc:
                 raise CommandError(str(exc), status="BAD") from None
-            return _in_ranges(view.messages, view.uids, ranges)
-        count = len(view.messages)
+            return _in_ranges(view, ranges)
+        count = len(view)
         try:
             bad = any(
                 (b is not None and b > count) or (a is not None and a > count)
@@ -340,9 +345,9 @@ class ImapSession:
             raise CommandError(str(exc), status="BAD") from None
         if bad:
             raise CommandError("invalid message sequence number", status="BAD")
-        out: list[MessageMeta] = []
+        out: list[int] = []
         for first, last in ranges:
-            out.extend(view.messages[first - 1 : last])
+            out.extend(view.slice(first, last))
         return out
 
     def mailbox_name(self, raw: bytes) -> str:
@@ -381,8 +386,8 @@ class ImapSession:
                     break
         except Disconnect:
             pass
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
+            pass  # the client went away, or stopped reading what it asked for
         except Exception:
             log.exception("IMAP session from %s failed", self.peer)
             with contextlib.suppress(Exception):
@@ -392,7 +397,8 @@ class ImapSession:
             await self._cleanup()
 
     async def _cleanup(self) -> None:
-        self.unlisten()
+        if self.selected is not None:
+            await self.select(None)
         if self.holds_slot and self.account_slots is not None and self.account is not None:
             self.account_slots.release(self.account.id)
             self.holds_slot = False
@@ -401,9 +407,7 @@ class ImapSession:
                 await self.append.abort()
         if self._read_task is not None:
             self._read_task.cancel()
-        with contextlib.suppress(Exception):
-            self.writer.close()
-            await self.writer.wait_closed()
+        await close_stream(self.writer)
         log.info(
             "IMAP connection from %s closed account=%s commands=%d duration=%.1fs",
             self.peer,
@@ -414,8 +418,9 @@ class ImapSession:
 
     async def _next_input(self) -> bytes | None:
         """The next bytes from the client; while idling, also wake up for mailbox changes."""
-        timeout = float(self.config.imap.idle_timeout)
-        deadline = time.monotonic() + timeout
+        # the idle timeout runs from the last complete command (or piece of a literal), so a
+        # client that sends a byte now and then is timed out as one that sends nothing
+        deadline = self.last_progress + float(self.config.imap.idle_timeout)
         while True:
             if self._read_task is None:
                 self._read_task = asyncio.ensure_future(self.reader.read(READ_SIZE))
@@ -482,6 +487,7 @@ class ImapSession:
 
                     await authenticate_step(self, event)
             await self.drain()
+            self.last_progress = time.monotonic()
 
     def _unpause(self) -> None:
         """After IDLE/AUTHENTICATE/STARTTLS the protocol waits for a decision; a refusal resumes."""
@@ -533,25 +539,24 @@ def _only_star(sequence_set: SequenceSet) -> bool:
     return all(a is None and b is None for a, b in sequence_set.ranges)
 
 
-def _in_ranges(
-    messages: list[MessageMeta], uids: list[Uid], ranges: Iterable[tuple[int, int]]
-) -> list[MessageMeta]:
-    import bisect
-
-    out: list[MessageMeta] = []
+def _in_ranges(view: MailboxView, ranges: Iterable[tuple[int, int]]) -> list[int]:
+    out: list[int] = []
     for first, last in ranges:
-        start = bisect.bisect_left(uids, first)
-        end = bisect.bisect_right(uids, last)
-        out.extend(messages[start:end])
+        out.extend(view.uid_range(first, last))
     return out
 
 
 def make_handler(
-    service: MailService, config: Config, *, tls: TlsManager | None = None
+    service: MailService,
+    config: Config,
+    *,
+    tls: TlsManager | None = None,
+    account_slots: SlotLimiter | None = None,
 ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
     """The ``asyncio.start_server`` callback for the IMAP and IMAPS listeners (one
     per-account session count for both); *tls* enables STARTTLS."""
-    account_slots = SlotLimiter(config.limits.max_imap_sessions_per_account)
+    if account_slots is None:
+        account_slots = SlotLimiter(config.limits.max_imap_sessions_per_account)
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         session = ImapSession(service, config, reader, writer, tls=tls)

@@ -9,6 +9,7 @@ from pobox.service.accounts import Accounts, normalise_address
 from pobox.service.auth import Authenticator
 from pobox.service.dates import parse_day
 from pobox.service.delivery import Delivery
+from pobox.service.index import MailIndex
 from pobox.service.maildrop import Maildrop
 from pobox.service.policy import Clock, Policies, utcnow
 from pobox.store.api import Account, Mailbox, MailboxStatus, Recoverable, Store
@@ -30,6 +31,8 @@ class MailService:
         self.auth = Authenticator(store, config.auth)
         self.delivery = Delivery(store, self.accounts, config.hostname)
         self.policies = Policies(store, config.pop3, clock)
+        #: the process's shared mailbox index (pobox.service.index)
+        self.index = MailIndex(store)
 
     @classmethod
     async def open(cls, config: Config, clock: Clock = utcnow) -> MailService:
@@ -38,6 +41,7 @@ class MailService:
         return cls(config, store, clock)
 
     async def close(self) -> None:
+        self.index.close()
         await self.store.close()
 
     async def mailbox_summaries(self, address: str) -> list[MailboxSummary]:

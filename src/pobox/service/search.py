@@ -38,6 +38,7 @@ import asyncio
 import binascii
 import bisect
 import codecs
+import contextlib
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -456,50 +457,44 @@ class _Context:
                 self._fields.update(await self.store.search_fields(self.mailbox, missing))
         return self._fields
 
-    async def _structure(self, blob: BlobId) -> bytes | None:
-        try:
-            return await self.store.get_structure(blob)
-        except NotFound:  # expunged meanwhile: it matches no content term
-            return None
-
     async def structures(
         self, metas: Sequence[MessageMeta]
     ) -> list[tuple[MessageMeta, ParsedMessage | None]]:
-        raw = await asyncio.gather(*(self._structure(m.blob) for m in metas))
+        # one store call for the batch; contents expunged meanwhile match no content term
+        raw = await self.store.get_structures([m.blob for m in metas])
         parsed = await asyncio.to_thread(
-            lambda: [None if r is None else ParsedMessage.from_bytes(r) for r in raw]
+            lambda: [
+                None if (r := raw.get(m.blob)) is None else ParsedMessage.from_bytes(r)
+                for m in metas
+            ]
         )
         return list(zip(metas, parsed, strict=True))
-
-    async def _content(self, blob: BlobId) -> Content | None:
-        try:
-            return await self.store.open_content(blob)
-        except NotFound:
-            return None
 
     async def contents(
         self, metas: Sequence[MessageMeta]
     ) -> list[tuple[MessageMeta, ParsedMessage | None, Content | None]]:
         with_structure = await self.structures(metas)
-        opened = await asyncio.gather(
-            *(self._content(m.blob) for m, p in with_structure if p is not None),
-            return_exceptions=True,
+        opened = await self.store.open_contents(
+            [m.blob for m, p in with_structure if p is not None]
         )
         out: list[tuple[MessageMeta, ParsedMessage | None, Content | None]] = []
-        it = iter(opened)
-        failure: BaseException | None = None
-        for meta, parsed in with_structure:
-            content: Content | None = None
-            if parsed is not None:
-                got = next(it)
-                if isinstance(got, BaseException):
-                    failure = failure or got
-                else:
-                    content = got
-            out.append((meta, parsed, content))
-        if failure is not None:
+        handed: set[BlobId] = set()
+        try:
+            for meta, parsed in with_structure:
+                content: Content | None = None
+                if parsed is not None:
+                    if meta.blob in handed:  # copies share a content: each needs its own
+                        with contextlib.suppress(NotFound):
+                            content = await self.store.open_content(meta.blob)
+                    else:
+                        content = opened.get(meta.blob)
+                        handed.add(meta.blob)
+                out.append((meta, parsed, content))
+        except BaseException:
             _close_all(c for _, _, c in out)
-            raise failure
+            _close_all(c for b, c in opened.items() if b not in handed)
+            raise
+        _close_all(c for b, c in opened.items() if b not in handed)
         return out
 
 

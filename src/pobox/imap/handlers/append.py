@@ -106,13 +106,13 @@ async def _end(session: ImapSession, event: AppendEnd) -> None:
         return
     mailbox = state.mailbox
     assert mailbox is not None
-    store = session.service.store
+    index = session.service.index
     uids: list[Uid] = []
     try:
         ready = [await asyncio.to_thread(_finish, item) for item in state.messages]
         state.messages.clear()
         for message in ready:
-            uids.append((await store.append(mailbox.id, message)).uid)
+            uids.append((await index.append(mailbox.id, message)).uid)
     except PoboxError as exc:
         await state.abort()
         text, code = error_code(exc)

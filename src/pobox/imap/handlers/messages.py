@@ -11,13 +11,12 @@ import asyncio
 import dataclasses
 from typing import Any
 
-from pobox.errors import NotFound
 from pobox.imap import commands as c
 from pobox.imap import fetch as f
 from pobox.imap import responses as r
 from pobox.imap.session import SELECTED, CommandError, CommandSpec, ImapSession, Selected
 from pobox.mail.structure import ParsedMessage
-from pobox.store.api import SEEN, SYSTEM_FLAGS, Content, FlagOp, Mailbox, MessageMeta, Uid
+from pobox.store.api import SEEN, SYSTEM_FLAGS, BlobId, Content, FlagOp, Mailbox, MessageMeta, Uid
 
 _STORE_OPS = {
     c.StoreMode.REPLACE: FlagOp.REPLACE,
@@ -55,6 +54,10 @@ _SIMPLE_ITEMS = frozenset(
 STREAM_CHUNK = 256 * 1024
 #: Responses buffered before waiting for the client to take them.
 DRAIN_EVERY = 256
+#: Messages whose structures are read in one store call.
+STRUCTURE_BATCH = 512
+#: Messages whose content is opened in one store call (each holds a file open).
+CONTENT_BATCH = 64
 
 
 def fetch_items(cmd: c.Fetch) -> list[f.FetchItem]:
@@ -80,17 +83,18 @@ def fetch_items(cmd: c.Fetch) -> list[f.FetchItem]:
 
 
 async def _mark_seen(
-    session: ImapSession, selected: Selected, messages: list[MessageMeta]
+    session: ImapSession, selected: Selected, uids: list[int]
 ) -> dict[Uid, MessageMeta]:
     """RFC 9051 §6.4.5: fetching BODY[...] (not .PEEK), BINARY[...], RFC822 or RFC822.TEXT
     sets \\Seen; one transaction for the whole set. Returns the messages it changed."""
-    unseen = [m.uid for m in messages if SEEN not in m.flags]
+    view = selected.view
+    unseen = [Uid(m.uid) for m in view.metas(uids) if SEEN not in m.flags]
     if not unseen:
         return {}
-    changed = await session.service.store.set_flags(
+    changed = await session.service.index.set_flags(
         selected.mailbox_id, unseen, FlagOp.ADD, frozenset({SEEN})
     )
-    selected.view.apply_flags(changed)
+    view.note_own(changed)
     return {m.uid: m for m in changed}
 
 
@@ -134,46 +138,63 @@ async def fetch(session: ImapSession, cmd: c.Fetch) -> None:
         names = " ".join(p.name for p in cmd.modifiers)
         raise CommandError(f"FETCH modifiers are not supported: {names}", status="BAD")
     items = fetch_items(cmd)
-    messages = session.resolve(cmd.sequence_set, uid=cmd.uid)
+    uids = session.resolve(cmd.sequence_set, uid=cmd.uid)
     structure, content_needed = f.needs_structure(items), f.needs_content(items)
+    view = selected.view
     seen: dict[Uid, MessageMeta] = {}
-    if messages and f.sets_seen(items) and not selected.read_only:
-        live = [m for m in messages if not selected.view.is_expunged(m.uid)]
-        seen = await _mark_seen(session, selected, live)
-    store, view = session.service.store, selected.view
+    if uids and f.sets_seen(items) and not selected.read_only:
+        seen = await _mark_seen(session, selected, [u for u in uids if not view.is_expunged(u)])
+    store = session.service.store
     missing = False
-    for count, old in enumerate(messages, 1):
-        msn = view.msn_of(old.uid)
-        if msn is None:
-            continue
-        meta = seen.get(old.uid, old)
-        parsed: ParsedMessage | None = None
-        content: Content | None = None
+    batch = CONTENT_BATCH if content_needed else STRUCTURE_BATCH
+    count = 0
+    for start in range(0, len(uids), batch):
+        metas = [m for u in uids[start : start + batch] if (m := seen.get(Uid(u)) or view.meta(u))]
+        blobs = [m.blob for m in metas]
+        structures: dict[BlobId, bytes] = {}
+        contents: dict[BlobId, Content] = {}
         try:
-            if structure:
-                parsed = ParsedMessage.from_bytes(await store.get_structure(meta.blob))
-            if content_needed:
-                content = await store.open_content(meta.blob)
-            try:
-                pieces = f.render_fetch(
-                    items,
-                    meta,
-                    parsed,
-                    content,
-                    recent=not session.rev2 and meta.uid in selected.recent,
-                    include_flags=meta.uid in seen,
-                    utf8=session.utf8,
-                )
-            except f.FetchError as exc:
-                raise CommandError(exc.text, exc.code) from None
-            await _write_pieces(session, msn, pieces, content)
-        except NotFound:
-            missing = True
+            # one store call per batch of messages, not one per message
+            if structure and blobs:
+                structures = await store.get_structures(blobs)
+            if content_needed and blobs:
+                contents = await store.open_contents(blobs)
+            for meta in metas:
+                msn = view.msn_of(meta.uid)
+                if msn is None:
+                    continue
+                parsed: ParsedMessage | None = None
+                content: Content | None = None
+                if structure:
+                    raw = structures.get(meta.blob)
+                    if raw is None:
+                        missing = True
+                        continue
+                    parsed = ParsedMessage.from_bytes(raw)
+                if content_needed:
+                    content = contents.get(meta.blob)
+                    if content is None:
+                        missing = True
+                        continue
+                try:
+                    pieces = f.render_fetch(
+                        items,
+                        meta,
+                        parsed,
+                        content,
+                        recent=not session.rev2 and meta.uid in selected.recent,
+                        include_flags=meta.uid in seen,
+                        utf8=session.utf8,
+                    )
+                except f.FetchError as exc:
+                    raise CommandError(exc.text, exc.code) from None
+                await _write_pieces(session, msn, pieces, content)
+                count += 1
+                if count % DRAIN_EVERY == 0:
+                    await session.drain()
         finally:
-            if content is not None:
+            for content in contents.values():
                 content.close()
-        if count % DRAIN_EVERY == 0:
-            await session.drain()
     await session.announce_updates(expunge=cmd.uid)
     if missing:
         raise CommandError("some of the requested messages no longer exist", "EXPUNGEISSUED")
@@ -214,34 +235,39 @@ async def store(session: ImapSession, cmd: c.Store) -> None:
         names = " ".join(p.name for p in cmd.modifiers)
         raise CommandError(f"STORE modifiers are not supported: {names}", status="BAD")
     flags = _store_flags(cmd.flags)
-    messages = session.resolve(cmd.sequence_set, uid=cmd.uid)
+    uids = session.resolve(cmd.sequence_set, uid=cmd.uid)
     if selected.read_only:
         raise CommandError("mailbox is read-only", "READ-ONLY")
     op = _STORE_OPS[cmd.mode]
+    view = selected.view
+    # what the client was told: a message with changes it has not heard of is reported
+    before = {m.uid: m for m in view.metas(uids)}
+    known = {u for u in before if view.knows(u)}
     changed: dict[Uid, MessageMeta] = {}
-    if messages:
-        result = await session.service.store.set_flags(
-            selected.mailbox_id, [m.uid for m in messages], op, flags
+    if uids:
+        result = await session.service.index.set_flags(
+            selected.mailbox_id, [Uid(u) for u in uids], op, flags
         )
         changed = {m.uid: m for m in result}
-    after: list[MessageMeta] = []
-    for meta in messages:
+    reported: list[int] = []
+    for uid, meta in before.items():
         expected = _apply(op, meta.flags, flags)
-        now = changed.get(meta.uid) or dataclasses.replace(meta, flags=expected)
-        # the view keeps what the client is told (a message the store did not change, being
-        # gone or holding the flags already, is corrected by the next refresh if need be)
-        after.append(now)
-        if cmd.silent and now.flags == expected:
+        now = changed.get(uid) or dataclasses.replace(meta, flags=expected)
+        view.told(now)
+        if cmd.silent and now.flags == expected and uid in known:
             continue
-        msn = selected.view.msn_of(meta.uid)
+        msn = view.msn_of(uid)
         if msn is None:
             continue
         items: list[tuple[bytes, bytes]] = []
         if cmd.uid:
-            items.append((b"UID", b"%d" % meta.uid))
+            items.append((b"UID", b"%d" % uid))
         items.append((b"FLAGS", session.flags_of(now)))
         session.send(r.FetchResponse(msn, tuple(items)))
-    selected.view.apply_flags(after)
+        reported.append(uid)
+    # the view will not announce again what the client has now been told
+    view.note_own(changed.values())
+    view.note_reported(reported)
     await session.announce_updates(expunge=cmd.uid)
     session.tagged(cmd.tag, "OK", f"{_name(cmd)} completed")
 
@@ -273,12 +299,12 @@ async def copy(session: ImapSession, cmd: c.Copy) -> None:
     """COPY / UID COPY; the tagged OK carries COPYUID (RFC 4315)."""
     selected = session.require_selected()
     target = await _target(session, cmd.mailbox)
-    uids = [m.uid for m in session.resolve(cmd.sequence_set, uid=cmd.uid)]
+    uids = [Uid(u) for u in session.resolve(cmd.sequence_set, uid=cmd.uid)]
     code: r.ResponseCode | None = None
     text = f"{_name(cmd)} completed"
     if uids:
         await _check_present(session, selected, uids)
-        pairs = await session.service.store.copy(selected.mailbox_id, uids, target.id)
+        pairs = await session.service.index.copy(selected.mailbox_id, uids, target.id)
         if pairs:
             code = r.ResponseCode.copyuid(
                 target.uidvalidity, [s for s, _ in pairs], [d for _, d in pairs]
@@ -293,7 +319,7 @@ async def move(session: ImapSession, cmd: c.Move) -> None:
     """MOVE / UID MOVE (RFC 6851): ``* OK [COPYUID ...]`` first, then an EXPUNGE per message."""
     selected = session.require_selected()
     target = await _target(session, cmd.mailbox)
-    uids = [m.uid for m in session.resolve(cmd.sequence_set, uid=cmd.uid)]
+    uids = [Uid(u) for u in session.resolve(cmd.sequence_set, uid=cmd.uid)]
     if selected.read_only:
         # moving expunges from the source, which EXAMINE does not allow
         raise CommandError("mailbox is read-only", "READ-ONLY")
@@ -302,7 +328,7 @@ async def move(session: ImapSession, cmd: c.Move) -> None:
         session.tagged(cmd.tag, "OK", "no messages found")
         return
     await _check_present(session, selected, uids)
-    pairs = await session.service.store.copy(selected.mailbox_id, uids, target.id, move=True)
+    pairs = await session.service.index.copy(selected.mailbox_id, uids, target.id, move=True)
     if pairs:
         code = r.ResponseCode.copyuid(
             target.uidvalidity, [s for s, _ in pairs], [d for _, d in pairs]

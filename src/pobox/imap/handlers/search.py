@@ -83,7 +83,7 @@ class _Translator:
             case c.SearchUid(sequence_set=seqs):
                 if seqs.saved:
                     return self.saved()
-                return q.UidIn(self.ranges(seqs, view.uids[-1] if view.uids else 0))
+                return q.UidIn(self.ranges(seqs, view.last_uid()))
             case c.SearchAge():
                 raise CommandError("OLDER/YOUNGER need WITHIN, which is not offered", status="BAD")
             case c.SearchModSeq():

@@ -2,41 +2,68 @@
 
 from __future__ import annotations
 
+import bisect
 from typing import Any
 
+from pobox.errors import NotFound
 from pobox.imap import commands as c
 from pobox.imap import responses as r
 from pobox.imap.session import AUTH, SELECTED, CommandError, CommandSpec, ImapSession, Selected
+from pobox.service.index import DELETED_BIT
 from pobox.service.view import MailboxView
-from pobox.store.api import DELETED, SYSTEM_FLAGS, Uid
+from pobox.store.api import SYSTEM_FLAGS, Uid
+
+
+async def _open_view(session: ImapSession, name: str) -> MailboxView:
+    """The session's view of the named mailbox, over the process's shared index: a mailbox
+    another session has open already is found without asking the store."""
+    account = session.require_account()
+    index = session.service.index
+    held = index.find(account.id, name)
+    if held is not None:
+        mailbox = held.mailbox
+    else:
+        found = await session.service.store.get_mailbox(account.id, name)
+        if found is None:
+            raise CommandError(f"mailbox {name} does not exist", "NONEXISTENT")
+        mailbox = found
+    try:
+        view = await MailboxView.open(index, mailbox)
+    except NotFound:
+        raise CommandError(f"mailbox {name} does not exist", "NONEXISTENT") from None
+    if view.mailbox.name != name or view.mailbox.account_id != account.id:
+        view.close()  # renamed meanwhile
+        raise CommandError(f"mailbox {name} does not exist", "NONEXISTENT")
+    return view
 
 
 async def _select(session: ImapSession, cmd: c.Select | c.Examine, read_only: bool) -> None:
-    account = session.require_account()
+    session.require_account()
     name = session.mailbox_name(cmd.mailbox)
     had_selection = session.selected is not None
     await session.select(None)  # a failed SELECT leaves no mailbox selected
     if had_selection:
         session.send(r.Untagged("OK", "previous mailbox closed", r.ResponseCode.plain("CLOSED")))
-    mailbox = await session.service.store.get_mailbox(account.id, name)
-    if mailbox is None:
-        raise CommandError(f"mailbox {name} does not exist", "NONEXISTENT")
-    view = await MailboxView.open(session.service.store, mailbox)
+    view = await _open_view(session, name)
+    mailbox = view.mailbox
     selected = Selected(view, read_only)
-    if not read_only:
-        floor = await session.service.store.claim_recent(mailbox.id)
-        selected.recent = {m.uid for m in view.messages if m.uid >= floor}
-    keywords = sorted({f for m in view.messages for f in m.flags if not f.startswith("\\")})
-    flags = (*SYSTEM_FLAGS, *keywords)
+    try:
+        if not read_only:
+            floor = await session.service.store.claim_recent(mailbox.id)
+            uids = view.uids
+            start = bisect.bisect_left(uids, floor, 0, len(view))
+            selected.recent = {Uid(u) for u in uids[start : len(view)]}
+    except BaseException:
+        view.close()
+        raise
+    flags = (*SYSTEM_FLAGS, *view.index.keywords_in_use())
     session.send(r.Flags(flags))
     permanent = () if read_only else (*flags, "\\*")
     session.send(r.Untagged("OK", "flags permitted", r.ResponseCode.permanentflags(permanent)))
     session.send(r.exists(len(view)))
     if not session.rev2:
         session.send(r.recent(len(selected.recent)))
-        first_unseen = next(
-            (i for i, m in enumerate(view.messages, 1) if "\\Seen" not in m.flags), None
-        )
+        first_unseen = view.first_unseen()
         if first_unseen is not None:
             session.send(
                 r.Untagged("OK", "first unseen", r.ResponseCode.number("UNSEEN", first_unseen))
@@ -65,13 +92,26 @@ async def _expunge_deleted(session: ImapSession, uids: set[Uid] | None, announce
     selected = session.require_selected()
     if selected.read_only:
         raise CommandError("mailbox is read-only", "READ-ONLY")
-    # current flags, including what other sessions did meanwhile
-    current = await session.service.store.list_messages(selected.mailbox_id)
-    doomed = [m.uid for m in current if DELETED in m.flags and (uids is None or m.uid in uids)]
+    # current flags, including what other sessions did meanwhile: the shared index has them
+    index = selected.view.index
+    await index.sync()
+    if uids is None:
+        doomed = [
+            Uid(uid)
+            for uid, bits in zip(index.uids, index.flags, strict=True)
+            if bits & DELETED_BIT
+        ]
+    else:
+        doomed = [
+            u
+            for u in sorted(uids)
+            if (pos := index.position(u)) is not None and index.flags[pos] & DELETED_BIT
+        ]
     if not doomed:
         return
-    await session.service.store.expunge(selected.mailbox_id, doomed)
+    await session.service.index.expunge(selected.mailbox_id, doomed)
     numbers = selected.view.forget(doomed)
+    selected.recent.difference_update(doomed)
     if announce:
         for msn in numbers:
             session.send(r.expunge(msn))
@@ -81,7 +121,7 @@ async def expunge(session: ImapSession, cmd: c.Expunge) -> None:
     session.require_selected()
     uids: set[Uid] | None = None
     if cmd.uid_set is not None:
-        uids = {m.uid for m in session.resolve(cmd.uid_set, uid=True)}
+        uids = {Uid(u) for u in session.resolve(cmd.uid_set, uid=True)}
     await session.announce_updates()
     await _expunge_deleted(session, uids, announce=True)
     await session.announce_updates()

@@ -698,16 +698,17 @@ class PostgresStore:
                 "SELECT 1 FROM mailboxes WHERE account_id = $1 AND name = $2", account_id, new_name
             ):
                 raise AlreadyExists(f"mailbox {new_name!r} already exists")
-            await conn.execute(
+            renamed = await conn.fetch(
                 "UPDATE mailboxes SET name = $1 || substr(name, $2)"
-                " WHERE account_id = $3 AND (id = $4 OR starts_with(name, $5))",
+                " WHERE account_id = $3 AND (id = $4 OR starts_with(name, $5)) RETURNING id",
                 new_name,
                 len(old) + 1,
                 account_id,
                 mailbox_id,
                 old + "/",
             )
-            await tx.journal(mailbox_id)
+            for row in renamed:  # children too: their names changed
+                await tx.journal(row[0])
             return await self._require_mailbox(conn, mailbox_id)
 
         return await self._write(run)
@@ -1228,6 +1229,49 @@ class PostgresStore:
             return bytes(data)
 
         return await self._read(run)
+
+    async def get_structures(self, blobs: Iterable[BlobId]) -> dict[BlobId, bytes]:
+        wanted = sorted(set(blobs))
+        if not wanted:
+            return {}
+
+        async def run(conn: Any) -> dict[BlobId, bytes]:
+            rows = await conn.fetch(
+                "SELECT id, structure FROM blobs WHERE id = ANY($1::bigint[])", wanted
+            )
+            return {BlobId(r[0]): bytes(r[1]) for r in rows}
+
+        return await self._read(run)
+
+    async def open_contents(self, blobs: Iterable[BlobId]) -> dict[BlobId, Content]:
+        wanted = sorted(set(blobs))
+        if not wanted:
+            return {}
+
+        async def run(conn: Any) -> dict[BlobId, Content]:
+            sizes = {
+                int(r[0]): int(r[1])
+                for r in await conn.fetch(
+                    "SELECT id, size FROM blobs WHERE id = ANY($1::bigint[])", wanted
+                )
+            }
+            chunks: dict[int, dict[int, bytes]] = {blob: {} for blob in sizes}
+            for r in await conn.fetch(
+                "SELECT c.blob, c.seq, c.data FROM blob_chunks c JOIN blobs b ON b.id = c.blob"
+                " WHERE c.blob = ANY($1::bigint[]) AND c.seq * $2::bigint < least(b.size, $3)",
+                wanted,
+                CHUNK_SIZE,
+                PRELOAD_MAX,
+            ):
+                chunks[int(r[0])][int(r[1])] = bytes(r[2])
+            opened: dict[BlobId, Content] = {}
+            for blob, size in sizes.items():
+                if size and 0 not in chunks[blob]:
+                    continue
+                opened[BlobId(blob)] = PgContent(blob, size, CHUNK_SIZE, chunks[blob], self._reader)
+            return opened
+
+        return await self._read(run, snapshot=True)
 
     async def _open(self, conn: Any, blob: int | None, size: int | None) -> PgContent | None:
         if blob is None or size is None:

@@ -9,11 +9,11 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pobox.errors import AlreadyExists, InvalidInput, NotFound
 from pobox.store.api import (
@@ -53,6 +53,7 @@ from pobox.store.sqlite.files import FileContent, FileLayout, FileSpool
 from pobox.store.sqlite.schema import migrate
 
 log = logging.getLogger("pobox.store")
+T = TypeVar("T")
 
 WATCH_INTERVAL = 0.2
 
@@ -118,6 +119,8 @@ class SqliteStore:
         self._listeners: list[ChangeListener] = []
         self._watch_task: asyncio.Task[None] | None = None
         self._journal_seq = 0
+        self._job_seqs: list[int] = []
+        self._own_seqs: set[int] = set()
         self._opened = False
 
     # lifecycle ---------------------------------------------------------------------------
@@ -192,7 +195,8 @@ class SqliteStore:
             )
             if not rows:
                 return since, []
-            return max(r[0] for r in rows), [r[1] for r in rows]
+            own = self._own_seqs
+            return max(r[0] for r in rows), [r[1] for r in rows if r[0] not in own]
 
         try:
             while True:
@@ -206,18 +210,35 @@ class SqliteStore:
                     continue
                 if seq > self._journal_seq:
                     self._journal_seq = seq
+                    if self._own_seqs:
+                        self._own_seqs = {s for s in self._own_seqs if s > seq}
                     self._notify(MailboxId(i) for i in ids)
         finally:
             executor.shutdown(wait=True)  # at most one short poll in flight
             for conn in holder:
                 conn.close()
 
-    @staticmethod
-    def _journal(conn: sqlite3.Connection, mailbox_id: int) -> None:
+    def _journal(self, conn: sqlite3.Connection, mailbox_id: int) -> None:
         cur = conn.execute("INSERT INTO change_journal (mailbox_id) VALUES (?)", (mailbox_id,))
         seq = cur.lastrowid or 0
+        self._job_seqs.append(seq)  # only the writer thread runs this
         if seq % 10000 == 0:
             conn.execute("DELETE FROM change_journal WHERE seq < ?", (seq - 100000,))
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """One write in the next group commit; the journal rows it adds are remembered, so the
+        watcher does not report this process's own changes a second time (its listeners heard
+        of them right after the commit)."""
+
+        def run(conn: sqlite3.Connection) -> tuple[T, list[int]]:
+            self._job_seqs = []
+            value = fn(conn)
+            return value, self._job_seqs
+
+        value, seqs = await self._db.write(run)
+        if seqs and self._listeners:
+            self._own_seqs.update(seqs)
+        return value
 
     # accounts ----------------------------------------------------------------------------
     def _account(self, conn: sqlite3.Connection, row: Sequence[Any] | None) -> Account | None:
@@ -289,7 +310,7 @@ class SqliteStore:
                 )
             return Account(AccountId(account_id), address, password_hash, {})
 
-        return await self._db.write(run)
+        return await self._write(run)
 
     async def get_account(self, address: str) -> Account | None:
         return await self._db.read(
@@ -356,7 +377,7 @@ class SqliteStore:
                 raise NotFound("no such account")
             return doomed
 
-        self._unlink(await self._db.write(run))
+        self._unlink(await self._write(run))
 
     async def set_password_hash(self, account_id: AccountId, password_hash: str) -> None:
         def run(conn: sqlite3.Connection) -> None:
@@ -366,7 +387,7 @@ class SqliteStore:
             if cur.rowcount == 0:
                 raise NotFound("no such account")
 
-        await self._db.write(run)
+        await self._write(run)
 
     async def set_account_setting(self, account_id: AccountId, key: str, value: str | None) -> None:
         def run(conn: sqlite3.Connection) -> None:
@@ -382,7 +403,7 @@ class SqliteStore:
                     (account_id, key, value),
                 )
 
-        await self._db.write(run)
+        await self._write(run)
 
     async def add_alias(self, alias: str, account_id: AccountId) -> None:
         def run(conn: sqlite3.Connection) -> None:
@@ -397,14 +418,14 @@ class SqliteStore:
                 "INSERT INTO aliases (alias, account_id) VALUES (?, ?)", (alias, account_id)
             )
 
-        await self._db.write(run)
+        await self._write(run)
 
     async def remove_alias(self, alias: str) -> None:
         def run(conn: sqlite3.Connection) -> None:
             if conn.execute("DELETE FROM aliases WHERE alias = ?", (alias,)).rowcount == 0:
                 raise NotFound(f"no alias {alias}")
 
-        await self._db.write(run)
+        await self._write(run)
 
     async def list_aliases(self, account_id: AccountId | None = None) -> list[tuple[str, str]]:
         def run(conn: sqlite3.Connection) -> list[tuple[str, str]]:
@@ -466,7 +487,9 @@ class SqliteStore:
             self._journal(conn, mailbox.id)
             return mailbox
 
-        return await self._db.write(run)
+        mailbox = await self._write(run)
+        self._notify([mailbox.id])
+        return mailbox
 
     def _drop_mailbox(self, conn: sqlite3.Connection, mailbox_id: int) -> list[str]:
         doomed: list[str] = []
@@ -488,13 +511,13 @@ class SqliteStore:
             self._journal(conn, mailbox_id)
             return doomed
 
-        self._unlink(await self._db.write(run))
+        self._unlink(await self._write(run))
         self._notify([mailbox_id])
 
     async def rename_mailbox(self, mailbox_id: MailboxId, new_name: str) -> Mailbox:
         """Rename a mailbox and every mailbox below it; UIDVALIDITY is kept."""
 
-        def run(conn: sqlite3.Connection) -> Mailbox:
+        def run(conn: sqlite3.Connection) -> tuple[Mailbox, list[int]]:
             mailbox = self._require_mailbox(conn, mailbox_id)
             old = mailbox.name
             if conn.execute(
@@ -512,10 +535,13 @@ class SqliteStore:
                     "UPDATE mailboxes SET name = ? WHERE id = ?",
                     (new_name + child_name[len(old) :], child_id),
                 )
+                self._journal(conn, child_id)
             self._journal(conn, mailbox_id)
-            return self._require_mailbox(conn, mailbox_id)
+            return self._require_mailbox(conn, mailbox_id), [c[0] for c in children]
 
-        return await self._db.write(run)
+        renamed, children = await self._write(run)
+        self._notify([mailbox_id, *(MailboxId(c) for c in children)])
+        return renamed
 
     async def set_subscribed(self, account_id: AccountId, name: str, subscribed: bool) -> None:
         def run(conn: sqlite3.Connection) -> None:
@@ -530,7 +556,7 @@ class SqliteStore:
                     (account_id, name),
                 )
 
-        await self._db.write(run)
+        await self._write(run)
 
     async def list_subscriptions(self, account_id: AccountId) -> list[str]:
         return await self._db.read(
@@ -586,7 +612,7 @@ class SqliteStore:
             conn.execute("UPDATE mailboxes SET recent_floor = ? WHERE id = ?", (row[1], mailbox_id))
             return Uid(row[0])
 
-        return await self._db.write(run)
+        return await self._write(run)
 
     # messages ----------------------------------------------------------------------------
     def new_spool(self) -> Spool:
@@ -708,7 +734,7 @@ class SqliteStore:
                 message.pop3_uidl,
             )
 
-        meta = await self._db.write(run)
+        meta = await self._write(run)
         self._notify([mailbox_id])
         return meta
 
@@ -797,7 +823,7 @@ class SqliteStore:
                 self._journal(conn, mailbox_id)
             return changed
 
-        changed = await self._db.write(run)
+        changed = await self._write(run)
         if changed:
             self._notify([mailbox_id])
         return changed
@@ -862,7 +888,7 @@ class SqliteStore:
         self, mailbox_id: MailboxId, uids: Iterable[Uid], *, keep_recoverable: bool = False
     ) -> list[Expunged]:
         wanted = list(uids)
-        gone, doomed = await self._db.write(
+        gone, doomed = await self._write(
             lambda conn: self._expunge(conn, mailbox_id, wanted, keep_recoverable)
         )
         self._unlink(doomed)
@@ -897,7 +923,7 @@ class SqliteStore:
                 _, doomed = self._expunge(conn, src, [m.uid for m in metas], False)
             return pairs, doomed
 
-        pairs, doomed = await self._db.write(run)
+        pairs, doomed = await self._write(run)
         self._unlink(doomed)
         if pairs:
             self._notify([src, dst] if move else [dst])
@@ -933,6 +959,50 @@ class SqliteStore:
                 raise NotFound("message content is gone")
             return bytes(row[0])
 
+        return await self._db.read(run)
+
+    async def get_structures(self, blobs: Iterable[BlobId]) -> dict[BlobId, bytes]:
+        wanted = sorted(set(blobs))
+
+        def run(conn: sqlite3.Connection) -> dict[BlobId, bytes]:
+            found: dict[BlobId, bytes] = {}
+            for chunk in _chunks(wanted):
+                marks = ",".join("?" * len(chunk))
+                for row in conn.execute(
+                    f"SELECT id, structure FROM blobs WHERE id IN ({marks})", tuple(chunk)
+                ):
+                    found[BlobId(row[0])] = bytes(row[1])
+            return found
+
+        if not wanted:
+            return {}
+        return await self._db.read(run)
+
+    async def open_contents(self, blobs: Iterable[BlobId]) -> dict[BlobId, Content]:
+        wanted = sorted(set(blobs))
+
+        def run(conn: sqlite3.Connection) -> dict[BlobId, Content]:
+            names: list[tuple[int, str]] = []
+            for chunk in _chunks(wanted):
+                marks = ",".join("?" * len(chunk))
+                names += conn.execute(
+                    f"SELECT id, name FROM blobs WHERE id IN ({marks})", tuple(chunk)
+                ).fetchall()
+            opened: dict[BlobId, Content] = {}
+            try:
+                for blob, name in names:
+                    try:
+                        opened[BlobId(blob)] = FileContent(self.layout.blob_path(name))
+                    except FileNotFoundError:
+                        pass
+            except BaseException:
+                for content in opened.values():
+                    content.close()
+                raise
+            return opened
+
+        if not wanted:
+            return {}
         return await self._db.read(run)
 
     async def open_content(self, blob: BlobId) -> Content:
@@ -1007,7 +1077,7 @@ class SqliteStore:
                 hidden.append(meta)
             return hidden
 
-        return await self._db.write(run)
+        return await self._write(run)
 
     async def hidden_before(
         self, account_id: AccountId, cutoff: datetime
@@ -1083,7 +1153,7 @@ class SqliteStore:
                 touched.add(target)
             return restored, touched
 
-        restored, touched = await self._db.write(run)
+        restored, touched = await self._write(run)
         self._notify(MailboxId(i) for i in touched)
         return restored
 
@@ -1099,7 +1169,7 @@ class SqliteStore:
                     doomed += self._unref(conn, blob)
             return len(rows), doomed
 
-        count, doomed = await self._db.write(run)
+        count, doomed = await self._write(run)
         self._unlink(doomed)
         return count
 

@@ -1,0 +1,501 @@
+"""The per-process mailbox index: one shared, compact copy of each open mailbox's metadata.
+
+Every session of a process that has a mailbox open (IMAP selected state, and whatever else asks)
+numbers its messages over one :class:`MailboxIndex` (see :mod:`pobox.service.view`). The index is
+a cache of the store: per message it keeps UID, MODSEQ, flags (a bit set: system flags at fixed
+bits, keywords interned per mailbox above them), size, internal date and zone, save date and
+content id, in ``array`` columns (about 50 octets a message, no Python object per message).
+
+It is kept current once per process, never once per session:
+
+* the store calls :meth:`MailIndex._on_change` for every change (writes of this process right
+  after their commit; other processes' through the store's watcher: SQLite's journal poll,
+  PostgreSQL's LISTEN/NOTIFY). That only marks the index stale and wakes its views;
+* the first session that then looks (:meth:`MailboxIndex.sync`) runs one ``changes_since`` for
+  everybody; sessions that look while it runs wait for the same call;
+* writes made through :class:`MailIndex` (STORE, EXPUNGE, APPEND) apply their own results at
+  once, and when their MODSEQs follow the index's directly, no ``changes_since`` is needed at all.
+
+An index nobody holds lingers for :data:`LINGER` seconds (a client re-selecting finds it warm),
+then it is dropped; it can always be rebuilt from the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import logging
+import weakref
+from array import array
+from collections.abc import Callable, Iterable, MutableSequence, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pobox.errors import NotFound
+from pobox.store.api import (
+    SYSTEM_FLAGS,
+    BlobId,
+    ChangeBatch,
+    Expunged,
+    FlagOp,
+    Mailbox,
+    MailboxId,
+    MessageMeta,
+    ModSeq,
+    NewMessage,
+    Store,
+    Uid,
+)
+from pobox.store.rows import to_epoch
+
+if TYPE_CHECKING:
+    from pobox.store.api import AccountId
+
+log = logging.getLogger("pobox.index")
+
+#: Seconds an index nobody holds is kept before it is dropped.
+LINGER = 30.0
+#: Flag changes remembered for views that have not looked yet; older ones need a scan.
+FLAG_LOG = 4096
+
+SYSTEM_BITS: dict[str, int] = {name: 1 << i for i, name in enumerate(SYSTEM_FLAGS)}
+_SYSTEM_BY_LOWER = {name.lower(): name for name in SYSTEM_FLAGS}
+FIRST_KEYWORD_BIT = len(SYSTEM_FLAGS)
+SEEN_BIT = SYSTEM_BITS["\\Seen"]
+DELETED_BIT = SYSTEM_BITS["\\Deleted"]
+
+_ZONES: dict[int, timezone] = {}
+
+
+def _zone(minutes: int) -> timezone:
+    zone = _ZONES.get(minutes)
+    if zone is None:
+        zone = _ZONES[minutes] = timezone(timedelta(minutes=minutes))
+    return zone
+
+
+def _datetime(epoch: float, minutes: int = 0) -> datetime:
+    return datetime.fromtimestamp(epoch, _zone(minutes))
+
+
+class IndexView(Protocol):
+    """What the index tells the views numbered over it (pobox.service.view.MailboxView)."""
+
+    def _before_remove(self, index: MailboxIndex, positions: Sequence[int]) -> None: ...
+    def _before_insert(self, index: MailboxIndex) -> None: ...
+    def _wake(self) -> None: ...
+
+
+class MailboxIndex:
+    """One mailbox's messages in UID order, as parallel compact columns."""
+
+    def __init__(self, owner: MailIndex, mailbox: Mailbox) -> None:
+        self.owner = owner
+        self.mailbox = mailbox
+        self.uids = array("I")
+        self.modseqs = array("Q")
+        #: flag bits per message; a plain list once keywords need more than 64 bits
+        self.flags: MutableSequence[int] = array("Q")
+        self.sizes = array("Q")
+        self.dates = array("d")
+        self.zones = array("h")
+        self.saved = array("d")
+        self.blobs = array("Q")
+        self.uidls: dict[int, str] = {}  # the few messages with a stored POP3 UIDL
+        self.hidden: set[int] = set()  # hidden from POP3 by retention
+        self.keywords: list[str] = []  # keyword of bit FIRST_KEYWORD_BIT + i
+        self._keyword_bit: dict[str, int] = {}
+        self._flagsets: dict[int, frozenset[str]] = {}
+        #: every change up to this MODSEQ is applied
+        self.modseq: ModSeq = ModSeq(0)
+        #: bumped whenever anything is applied (views compare it: no store call when equal)
+        self.version = 0
+        #: (version, UID, flag bits before) of flag changes, for views catching up; trimmed to
+        #: FLAG_LOG entries
+        self.flag_log: list[tuple[int, int, int]] = []
+        self.log_floor = 0  # changes of this version or older may be missing from flag_log
+        self.stale = True
+        self.gone = False
+        self.loaded = False
+        self._notes = 0  # change notifications not yet accounted for
+        self._sync: asyncio.Future[None] | None = None
+        self.views: weakref.WeakSet[IndexView] = weakref.WeakSet()
+        self.refs = 0
+        self._evict: asyncio.TimerHandle | None = None
+        self._used_version = -1
+        self._used_keywords: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.uids)
+
+    @property
+    def id(self) -> MailboxId:
+        return self.mailbox.id
+
+    # ---- flags --------------------------------------------------------------------------------
+    def bits_of(self, flags: Iterable[str]) -> int:
+        bits = 0
+        for flag in flags:
+            system = _SYSTEM_BY_LOWER.get(flag.lower())
+            if system is not None:
+                bits |= SYSTEM_BITS[system]
+                continue
+            bit = self._keyword_bit.get(flag)
+            if bit is None:
+                bit = self._keyword_bit[flag] = FIRST_KEYWORD_BIT + len(self.keywords)
+                self.keywords.append(flag)
+                if bit >= 64 and isinstance(self.flags, array):
+                    self.flags = list(self.flags)
+            bits |= 1 << bit
+        return bits
+
+    def flagset(self, bits: int) -> frozenset[str]:
+        found = self._flagsets.get(bits)
+        if found is None:
+            names = [name for name, bit in SYSTEM_BITS.items() if bits & bit]
+            rest = bits >> FIRST_KEYWORD_BIT
+            i = 0
+            while rest:
+                if rest & 1:
+                    names.append(self.keywords[i])
+                rest >>= 1
+                i += 1
+            found = frozenset(names)
+            if len(self._flagsets) > 4096:
+                self._flagsets.clear()
+            self._flagsets[bits] = found
+        return found
+
+    def keywords_in_use(self) -> tuple[str, ...]:
+        """Keywords set on some message now, sorted (for SELECT's FLAGS)."""
+        if self._used_version != self.version:
+            every = 0
+            for bits in set(self.flags):
+                every |= bits
+            every >>= FIRST_KEYWORD_BIT
+            used = [k for i, k in enumerate(self.keywords) if every >> i & 1]
+            self._used_keywords = tuple(sorted(used))
+            self._used_version = self.version
+        return self._used_keywords
+
+    # ---- lookups ------------------------------------------------------------------------------
+    def position(self, uid: int) -> int | None:
+        i = bisect.bisect_left(self.uids, uid)
+        if i < len(self.uids) and self.uids[i] == uid:
+            return i
+        return None
+
+    def meta_at(self, pos: int) -> MessageMeta:
+        uid = self.uids[pos]
+        return MessageMeta(
+            self.mailbox.id,
+            Uid(uid),
+            ModSeq(self.modseqs[pos]),
+            self.flagset(self.flags[pos]),
+            _datetime(self.dates[pos], self.zones[pos]),
+            _datetime(self.saved[pos]),
+            self.sizes[pos],
+            BlobId(self.blobs[pos]),
+            self.uidls.get(uid) if self.uidls else None,
+            uid in self.hidden if self.hidden else False,
+        )
+
+    def meta(self, uid: int) -> MessageMeta | None:
+        pos = self.position(uid)
+        return None if pos is None else self.meta_at(pos)
+
+    # ---- applying changes ---------------------------------------------------------------------
+    def _load(self, mailbox: Mailbox, messages: Sequence[MessageMeta]) -> None:
+        self.mailbox = mailbox
+        top = 0
+        for meta in messages:
+            self._upsert(meta, log_flags=False)
+            top = max(top, meta.modseq)
+        self.modseq = ModSeq(max(self.modseq, mailbox.highest_modseq, top))
+        self.loaded = True
+        self.version += 1
+
+    def _upsert(self, meta: MessageMeta, *, log_flags: bool = True) -> None:
+        uid = meta.uid
+        n = len(self.uids)
+        if n and uid <= self.uids[-1]:
+            pos = bisect.bisect_left(self.uids, uid)
+            if pos < n and self.uids[pos] == uid:
+                if meta.modseq <= self.modseqs[pos]:
+                    return  # this state, or a later one, is here already
+                if log_flags:
+                    self.flag_log.append((self.version + 1, uid, self.flags[pos]))
+                self.modseqs[pos] = meta.modseq
+                self.flags[pos] = self.bits_of(meta.flags)
+                self._extras(meta)
+                return
+            # a message below the highest UID: cannot happen when changes come in order, but
+            # keep the columns sorted all the same (views take their own numbering first)
+            for view in list(self.views):
+                view._before_insert(self)
+            self._insert(pos, meta)
+            return
+        self._insert(n, meta)
+
+    def _insert(self, pos: int, meta: MessageMeta) -> None:
+        epoch, zone = to_epoch(meta.internal_date)
+        self.uids.insert(pos, meta.uid)
+        self.modseqs.insert(pos, meta.modseq)
+        self.flags.insert(pos, self.bits_of(meta.flags))
+        self.sizes.insert(pos, meta.size)
+        self.dates.insert(pos, epoch)
+        self.zones.insert(pos, zone)
+        self.saved.insert(pos, meta.save_date.timestamp())
+        self.blobs.insert(pos, meta.blob)
+        self._extras(meta)
+
+    def _extras(self, meta: MessageMeta) -> None:
+        if meta.pop3_uidl is not None:
+            self.uidls[meta.uid] = meta.pop3_uidl
+        if meta.pop3_hidden:
+            self.hidden.add(meta.uid)
+        elif self.hidden:
+            self.hidden.discard(meta.uid)
+
+    def _remove(self, uids: Iterable[int]) -> None:
+        doomed_uids = set(uids)
+        positions = sorted(p for p in map(self.position, doomed_uids) if p is not None)
+        if not positions:
+            return
+        for view in list(self.views):
+            view._before_remove(self, positions)
+        columns: tuple[Any, ...] = (
+            self.uids,
+            self.modseqs,
+            self.flags,
+            self.sizes,
+            self.dates,
+            self.zones,
+            self.saved,
+            self.blobs,
+        )
+        if len(positions) > 64:
+            doomed = set(positions)
+            keep = [i for i in range(len(self.uids)) if i not in doomed]
+            for column in columns:
+                values = [column[i] for i in keep]
+                column[:] = array(column.typecode, values) if isinstance(column, array) else values
+        else:
+            for pos in reversed(positions):
+                for column in columns:
+                    del column[pos]
+        if self.uidls or self.hidden:
+            for uid in doomed_uids:
+                self.uidls.pop(uid, None)
+                self.hidden.discard(uid)
+
+    def _trim_log(self) -> None:
+        if len(self.flag_log) > FLAG_LOG:
+            cut = len(self.flag_log) - FLAG_LOG // 2
+            self.log_floor = max(self.log_floor, self.flag_log[cut - 1][0])
+            del self.flag_log[:cut]
+
+    def _apply(self, batch: ChangeBatch) -> None:
+        self.mailbox = batch.mailbox
+        if batch.expunged:
+            self._remove([e.uid for e in batch.expunged])
+        for meta in batch.changed:
+            self._upsert(meta)
+        self.modseq = ModSeq(max(self.modseq, batch.mailbox.highest_modseq))
+        self._trim_log()
+        self.version += 1
+
+    def _own(self, first: int, last: int, apply: Callable[[], None], *, ordered: bool) -> None:
+        """Apply the result of a write of this process whose MODSEQs are first..last.
+
+        When they follow the index's MODSEQ directly, nothing happened in between: the index is
+        current without asking the store, and the write's own notification is accounted for.
+        Otherwise the result is applied only if *ordered* is False (per-message MODSEQs keep
+        that safe) and the next :meth:`sync` asks the store.
+        """
+        if first == self.modseq + 1 and self.loaded:
+            apply()
+            self.modseq = ModSeq(last)
+            if self._notes > 0:
+                self._notes -= 1
+            if self._notes == 0 and self._sync is None:
+                self.stale = False
+        elif not ordered and self.loaded:
+            apply()
+        else:
+            self.stale = True
+        self._trim_log()
+        self.version += 1
+        self._wake_views()
+
+    # ---- notifications and catching up --------------------------------------------------------
+    def _note(self) -> None:
+        self._notes += 1
+        self.stale = True
+        self._wake_views()
+
+    def _wake_views(self) -> None:
+        for view in list(self.views):
+            view._wake()
+
+    async def sync(self) -> None:
+        """Bring the index up to date with the store if a change was notified; raises
+        :class:`NotFound` when the mailbox was deleted."""
+        while self.stale and not self.gone:
+            if self._sync is None:
+                self._sync = asyncio.ensure_future(self._catch_up())
+            await asyncio.shield(self._sync)
+        if self.gone:
+            raise NotFound("mailbox does not exist")
+
+    async def _catch_up(self) -> None:
+        self.stale = False
+        self._notes = 0
+        store = self.owner.store
+        try:
+            if not self.loaded:
+                # a snapshot of the messages read after the mailbox: the index then holds every
+                # change up to the mailbox's MODSEQ (and some later ones, which is harmless)
+                mailbox = await store.get_mailbox_by_id(self.mailbox.id)
+                if mailbox is None:
+                    raise NotFound("mailbox does not exist")
+                messages = await store.list_messages(self.mailbox.id)
+                self._load(mailbox, messages)
+                return
+            self.owner.catch_ups += 1
+            self._apply(await store.changes_since(self.mailbox.id, self.modseq))
+        except NotFound:
+            self.gone = True
+            self.stale = False
+            self.owner._forget(self)
+            self._wake_views()
+        except BaseException:
+            self.stale = True
+            raise
+        finally:
+            self._sync = None
+
+
+class MailIndex:
+    """The indexes of one process, shared by its sessions (one per MailService)."""
+
+    def __init__(self, store: Store, linger: float = LINGER) -> None:
+        self.store = store
+        self.linger = linger
+        self._indexes: dict[MailboxId, MailboxIndex] = {}
+        self._listening = False
+        self.catch_ups = 0  # changes_since calls made (tests, metrics)
+
+    def __contains__(self, mailbox_id: MailboxId) -> bool:
+        return mailbox_id in self._indexes
+
+    def _on_change(self, mailbox_id: MailboxId) -> None:
+        index = self._indexes.get(mailbox_id)
+        if index is not None:
+            index._note()
+
+    def _listen(self) -> None:
+        if not self._listening:
+            self.store.add_listener(self._on_change)
+            self._listening = True
+
+    def _forget(self, index: MailboxIndex) -> None:
+        if self._indexes.get(index.id) is index:
+            del self._indexes[index.id]
+        if index._evict is not None:
+            index._evict.cancel()
+            index._evict = None
+        if not self._indexes and self._listening:
+            self.store.remove_listener(self._on_change)
+            self._listening = False
+
+    def close(self) -> None:
+        for index in list(self._indexes.values()):
+            self._forget(index)
+
+    def find(self, account_id: AccountId, name: str) -> MailboxIndex | None:
+        """An index already held for the account's mailbox of that name (no store call)."""
+        for index in self._indexes.values():
+            mailbox = index.mailbox
+            if mailbox.account_id == account_id and mailbox.name == name and not index.gone:
+                return index
+        return None
+
+    async def acquire(self, mailbox: Mailbox) -> MailboxIndex:
+        """The mailbox's index, current; hold it until :meth:`release`."""
+        index = self._indexes.get(mailbox.id)
+        if index is None or index.gone:
+            index = MailboxIndex(self, mailbox)
+            self._indexes[mailbox.id] = index
+            self._listen()
+        index.refs += 1
+        if index._evict is not None:
+            index._evict.cancel()
+            index._evict = None
+        try:
+            await index.sync()
+        except BaseException:
+            self.release(index)
+            raise
+        return index
+
+    def release(self, index: MailboxIndex) -> None:
+        index.refs -= 1
+        if index.refs > 0 or index.gone:
+            if index.gone and index.refs <= 0:
+                self._forget(index)
+            return
+        if self.linger <= 0:
+            self._forget(index)
+            return
+        with contextlib.suppress(RuntimeError):
+            loop = asyncio.get_running_loop()
+            index._evict = loop.call_later(self.linger, self._forget, index)
+            return
+        self._forget(index)
+
+    # ---- writes that keep the index current ---------------------------------------------------
+    async def set_flags(
+        self, mailbox_id: MailboxId, uids: Iterable[Uid], op: FlagOp, flags: frozenset[str]
+    ) -> list[MessageMeta]:
+        changed = await self.store.set_flags(mailbox_id, uids, op, flags)
+        index = self._indexes.get(mailbox_id)
+        if index is not None and changed:
+            modseq = max(m.modseq for m in changed)
+            first = min(m.modseq for m in changed)
+
+            def apply() -> None:
+                for meta in changed:
+                    index._upsert(meta)
+
+            index._own(first, modseq, apply, ordered=False)
+        return changed
+
+    async def expunge(
+        self, mailbox_id: MailboxId, uids: Iterable[Uid], *, keep_recoverable: bool = False
+    ) -> list[Expunged]:
+        gone = await self.store.expunge(mailbox_id, uids, keep_recoverable=keep_recoverable)
+        index = self._indexes.get(mailbox_id)
+        if index is not None and gone:
+            modseqs = [e.modseq for e in gone]
+            index._own(
+                min(modseqs),
+                max(modseqs),
+                lambda: index._remove([e.uid for e in gone]),
+                ordered=False,
+            )
+        return gone
+
+    async def append(self, mailbox_id: MailboxId, message: NewMessage) -> MessageMeta:
+        meta = await self.store.append(mailbox_id, message)
+        index = self._indexes.get(mailbox_id)
+        if index is not None:
+            index._own(meta.modseq, meta.modseq, lambda: index._upsert(meta), ordered=True)
+        return meta
+
+    async def copy(
+        self, src: MailboxId, uids: Iterable[Uid], dst: MailboxId, *, move: bool = False
+    ) -> list[tuple[Uid, Uid]]:
+        # the results carry no MODSEQs: the indexes learn of it from the notification
+        return await self.store.copy(src, uids, dst, move=move)
