@@ -29,6 +29,7 @@ import logging
 import weakref
 from array import array
 from collections.abc import Callable, Iterable, MutableSequence, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -239,6 +240,8 @@ class MailboxIndex:
         self._insert(n, meta)
 
     def _insert(self, pos: int, meta: MessageMeta) -> None:
+        if meta.uid >= self.mailbox.uidnext:
+            self.mailbox = replace(self.mailbox, uidnext=Uid(meta.uid + 1))
         epoch, zone = to_epoch(meta.internal_date)
         self.uids.insert(pos, meta.uid)
         self.modseqs.insert(pos, meta.modseq)
@@ -314,6 +317,8 @@ class MailboxIndex:
         Otherwise the result is applied only if *ordered* is False (per-message MODSEQs keep
         that safe) and the next :meth:`sync` asks the store.
         """
+        if last > self.mailbox.highest_modseq:
+            self.mailbox = replace(self.mailbox, highest_modseq=ModSeq(last))
         if first == self.modseq + 1 and self.loaded:
             apply()
             self.modseq = ModSeq(last)
