@@ -416,18 +416,21 @@ def unstuff(wire: bytes) -> bytes:
 class TopScanner:
     """Finds where ``TOP n k`` ends: the header, the blank line, then *k* body lines.
 
-    Feed the content in order; :attr:`end` becomes the octet offset to stop at (exclusive) once it
-    is known. A message without a blank line is all header and TOP sends all of it.
+    Feed the content in order, in chunks of any size; :meth:`feed` returns the octet offset to
+    stop at (exclusive) once it is known, else None. A message without a blank line is all
+    header and TOP sends all of it. The work is done by bulk byte searches (``find``, ``count``,
+    ``split``) on whole chunks, never line by line in Python; the last two octets of the
+    previous chunk are carried over, so a blank line split across chunks is found.
     """
 
-    __slots__ = ("_body_lines", "_in_header", "_line_start", "_offset", "_prev", "end")
+    __slots__ = ("_body_lines", "_in_header", "_offset", "_tail", "end")
 
     def __init__(self, lines: int) -> None:
         self._body_lines = lines
         self._in_header = True
-        self._line_start = 0  # absolute offset where the current line starts
         self._offset = 0  # absolute offset of the next chunk
-        self._prev = b""  # the byte before the current chunk
+        # the octets before the next chunk; the content starts a line, as if after an LF
+        self._tail = b"\n"
         self.end: int | None = None
 
     def feed(self, chunk: bytes) -> int | None:
@@ -437,31 +440,26 @@ class TopScanner:
         self._offset += len(chunk)
         pos = 0
         if self._in_header:
-            while True:
-                nl = chunk.find(b"\n", pos)
-                if nl < 0:
-                    break
-                length = base + nl - self._line_start  # line length without its LF
-                before = chunk[nl - 1 : nl] if nl > 0 else self._prev
-                pos = nl + 1
-                self._line_start = base + pos
-                if length == 0 or (length == 1 and before == b"\r"):
-                    self._in_header = False
-                    break
-            if self._in_header:
-                self._prev = chunk[-1:]
+            # the blank line (LF LF or LF CR LF) that ends the header, carried tail included
+            window = self._tail + chunk
+            lf = window.find(b"\n\n")
+            crlf = window.find(b"\n\r\n")
+            if lf < 0 and crlf < 0:
+                self._tail = window[-2:]
                 return None
+            if crlf < 0 or 0 <= lf < crlf:
+                pos = lf + 2 - len(self._tail)
+            else:
+                pos = crlf + 3 - len(self._tail)
+            self._in_header = False
             if self._body_lines == 0:
                 self.end = base + pos
                 return self.end
-        remaining = self._body_lines
+        wanted = self._body_lines
         count = chunk.count(b"\n", pos)
-        if count < remaining:
+        if count < wanted:
             self._body_lines -= count
-            self._prev = chunk[-1:]
             return None
-        nl = pos - 1
-        for _ in range(remaining):
-            nl = chunk.find(b"\n", nl + 1)
-        self.end = base + nl + 1
+        rest = chunk[pos:].split(b"\n", wanted)[-1]  # what follows the wanted-th LF
+        self.end = base + len(chunk) - len(rest)
         return self.end

@@ -33,8 +33,12 @@ log = logging.getLogger("pobox.pop3")
 
 #: Consecutive invalid commands before the server gives up on a client.
 MAX_BAD_COMMANDS = 20
-#: Read size for message content (RETR/TOP) and for the socket.
+#: Read size for the socket.
 CHUNK = 64 * 1024
+#: Read and write size for message content: a message up to this size is sent in one write.
+CONTENT_CHUNK = 256 * 1024
+#: TOP's first read: enough for most headers, so TOP n 0 is one small read.
+TOP_FIRST_READ = 16 * 1024
 IMPLEMENTATION = "pobox"
 #: Seconds a closing connection may take to hand over what is still buffered.
 CLOSE_TIMEOUT = 5.0
@@ -64,6 +68,14 @@ _TRANSACTION_COMMANDS = (
     p.Last,
     p.Quit,
 )
+
+
+def _on_one_message(command: p.Command | p.BadCommand) -> bool:
+    """RETR, TOP, DELE, LIST n, UIDL n: not paced after login (docs/pop3.md). A download is
+    a few of them per message, and each costs the server about what the client has to read."""
+    if isinstance(command, (p.Retr, p.Top, p.Dele)):
+        return True
+    return isinstance(command, (p.List, p.Uidl)) and command.number is not None
 
 
 class _End(Exception):
@@ -229,11 +241,13 @@ class Pop3Session:
             if line is None:
                 return "dropped"
             self.counters.commands += 1
-            await self.pacer.pace()  # over the command rate: slowed down, never dropped
             if isinstance(line, p.LineTooLong):
+                await self.pacer.pace()
                 await self._bad_command(f"command line too long (limit {p.MAX_COMMAND_LINE})")
                 continue
             command = p.parse_command(line)
+            if not (self.state is State.TRANSACTION and _on_one_message(command)):
+                await self.pacer.pace()  # over the command rate: slowed down, never dropped
             if isinstance(command, p.BadCommand):
                 await self._bad_command(command.reason)
                 continue
@@ -478,12 +492,11 @@ class Pop3Session:
             content.close()
 
     async def _stream(self, message: DropMessage, content: Content, top: int | None) -> None:
-        limit = content.size
         scanner: p.TopScanner | None = None
         if top is None:
             self.counters.retr += 1
-            # \Seen is written while the message streams (the commit overlaps the transfer) and
-            # is durable before the next command is read; it completes even if the client drops
+            # \Seen is written while the message streams (grouped with the next RETRs' while a
+            # commit is under way); it completes even if the client drops
             self._drop.mark_seen_soon(message)
             head = p.ok(f"{content.size} octets")
         else:
@@ -491,39 +504,44 @@ class Pop3Session:
             scanner = p.TopScanner(top)
             head = p.ok("top of message follows")
         self._midstream = True
-        try:
-            await self._send_body(head, content, limit, scanner)
-        finally:
-            await self._drop.settle()
+        await self._send_body(head, content, scanner)
 
-    async def _send_body(
-        self, head: bytes, content: Content, limit: int, scanner: p.TopScanner | None
-    ) -> None:
-        """The status line and the byte-stuffed message; small messages go in one write."""
+    async def _send_body(self, head: bytes, content: Content, scanner: p.TopScanner | None) -> None:
+        """The status line and the byte-stuffed message (or its top), in few large writes.
+
+        A message up to :data:`CONTENT_CHUNK` is one read and one write (status line and
+        final dot included); a larger one goes in writes of that size. TOP reads
+        :data:`TOP_FIRST_READ` first, which holds most headers.
+        """
         stuffer = p.DotStuffer()
+        limit = content.size
         offset = 0
-        pending = head
+        out = [head]
+        buffered = 0
+        step = CONTENT_CHUNK if scanner is None else TOP_FIRST_READ
         while offset < limit:
-            chunk = content.read(offset, min(CHUNK, limit - offset))
+            chunk = content.read(offset, min(step, limit - offset))
             if not chunk:
                 break
+            step = CONTENT_CHUNK
             if scanner is not None:
                 stop = scanner.feed(chunk)
                 if stop is not None:
                     chunk = chunk[: stop - offset]
                     limit = stop
             offset += len(chunk)
-            out = stuffer.feed(chunk)
-            if offset < limit:
-                self.writer.write(pending + out if pending else out)
-                pending = b""
+            out.append(stuffer.feed(chunk))
+            buffered += len(chunk)
+            if buffered >= CONTENT_CHUNK and offset < limit:
+                self.writer.write(b"".join(out))
+                out = []
+                buffered = 0
                 await self._drain()
-            else:
-                pending += out
-        self.writer.write(pending + stuffer.finish())
+        out.append(stuffer.finish())
+        self.writer.write(b"".join(out))
         self._midstream = False
-        await self._drain()
         self.counters.octets += offset
+        await self._drain()
 
     # UPDATE --------------------------------------------------------------------------------
     async def _quit(self) -> None:

@@ -14,7 +14,17 @@ from dataclasses import dataclass, replace
 
 from pobox.errors import Expunged, InUse, NotFound
 from pobox.service.policy import Policies, Retention
-from pobox.store.api import SEEN, Account, Content, FlagOp, Lock, Mailbox, MessageMeta, Store
+from pobox.store.api import (
+    SEEN,
+    Account,
+    Content,
+    FlagOp,
+    Lock,
+    Mailbox,
+    MessageMeta,
+    Store,
+    Uid,
+)
 from pobox.store.rows import uidl_for
 
 log = logging.getLogger("pobox.pop3")
@@ -49,7 +59,8 @@ class Maildrop:
         self.retention: Retention = policies.retention(account)
         self.messages = [DropMessage(m, message_uidl(m, mailbox.uidvalidity)) for m in messages]
         self._lock: Lock | None = lock
-        self._pending: set[asyncio.Future[list[MessageMeta]]] = set()
+        self._unseen: list[Uid] = []  # marked \\Seen, not yet handed to the store
+        self._flusher: asyncio.Future[None] | None = None
 
     @classmethod
     async def open(cls, store: Store, policies: Policies, account: Account) -> Maildrop:
@@ -102,26 +113,32 @@ class Maildrop:
     def mark_seen_soon(self, message: DropMessage) -> None:
         """Set \\Seen in the background (RETR streams meanwhile); :meth:`settle` waits for it.
 
-        The write goes on if the client drops the connection mid-message.
+        The writes of a session are grouped: while one is being committed, the messages marked
+        meanwhile wait and then go in one store call, so a client that RETRs message after
+        message costs one commit per round, not one per message. The write goes on if the
+        client drops the connection mid-message.
         """
         if SEEN in message.meta.flags:
             return
         # remember it, so a second RETR of the message does not write again
         message.meta = replace(message.meta, flags=message.meta.flags | {SEEN})
-        task = asyncio.ensure_future(
-            self.store.set_flags(self.mailbox.id, [message.meta.uid], FlagOp.ADD, frozenset({SEEN}))
-        )
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        self._unseen.append(message.meta.uid)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.ensure_future(self._flush_seen())
+
+    async def _flush_seen(self) -> None:
+        while self._unseen:
+            uids, self._unseen = self._unseen, []
+            try:
+                await self.store.set_flags(self.mailbox.id, uids, FlagOp.ADD, frozenset({SEEN}))
+            except Exception as exc:
+                log.warning("pop3 could not set \\Seen for %s: %s", self.account.address, exc)
 
     async def settle(self) -> None:
         """Wait for background \\Seen writes; a failure is logged, not raised."""
-        while self._pending:
-            for result in await asyncio.gather(*self._pending, return_exceptions=True):
-                if isinstance(result, BaseException):
-                    log.warning(
-                        "pop3 could not set \\Seen for %s: %s", self.account.address, result
-                    )
+        while self._flusher is not None and not self._flusher.done():
+            # shielded: a cancelled session (server shutdown) still lets the write finish
+            await asyncio.shield(self._flusher)
 
     # the UPDATE state ----------------------------------------------------------------------
     async def commit(self) -> int:
