@@ -236,7 +236,9 @@ class SqliteStore:
             return value, self._job_seqs
 
         value, seqs = await self._db.write(run)
-        if seqs and self._listeners:
+        if seqs:
+            if len(self._own_seqs) > 100000:  # nobody watching: forgetting only costs a re-read
+                self._own_seqs.clear()
             self._own_seqs.update(seqs)
         return value
 
