@@ -95,11 +95,14 @@ class DeliveryConfig:
 
 @dataclass(frozen=True, slots=True)
 class AuthConfig:
-    """Failed-login penalties shared by every protocol (docs/security.md)."""
+    """Failed-login penalties and the verified-credentials cache, shared by every protocol
+    (docs/security.md)."""
 
     max_failures: int = 10
     block_seconds: int = 300
     penalty_max: float = 15.0
+    #: seconds a password Argon2id accepted stays in the verified-credentials cache (0: no cache)
+    cache_ttl: int = 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +159,7 @@ _RANGES: dict[str, tuple[int, int]] = {
     "max_auth_failures": (1, 1000),
     "max_failures": (1, 1000),
     "block_seconds": (1, 7 * 86400),
+    "cache_ttl": (0, 7 * 86400),
     "max_connections": (1, 1000000),
     "max_connections_per_ip": (1, 1000000),
     "max_imap_sessions_per_account": (1, 100000),

@@ -21,6 +21,13 @@ that address (IPv6 addresses count per /64). docs/security.md states these promi
 
 Counters live in memory, per process: a restart forgets them, and with several workers each
 worker counts on its own.
+
+A correct password is verified with Argon2id once, then found in the verified-credentials cache
+(:mod:`pobox.service.credentials`) for ``[auth] cache_ttl`` seconds, keyed on the account's
+stored hash as read at this login, so a password change or deletion is seen at once everywhere.
+Argon2id runs in the process's pool of one thread per core (:func:`argon2_executor`); an attempt
+waits for a free thread on the event loop and checks the blocks again once it has one, so a
+block that began while it waited stops it before Argon2id is paid. Failures are never cached.
 """
 
 from __future__ import annotations
@@ -30,12 +37,19 @@ import ipaddress
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pobox.config import AuthConfig
 from pobox.errors import InvalidInput, Temporary
 from pobox.service.accounts import normalise_address
-from pobox.service.passwords import hash_password, needs_rehash, verify_password
+from pobox.service.credentials import CredentialCache
+from pobox.service.passwords import (
+    argon2_executor,
+    argon2_parallelism,
+    hash_password,
+    needs_rehash,
+    verify_password,
+)
 from pobox.store.api import Account, Store
 
 log = logging.getLogger("pobox.auth")
@@ -149,6 +163,10 @@ class Authenticator:
         self.by_address = _Table(self.config)
         self.by_account = _Table(self.config)
         self._familiar: dict[tuple[str, str], float] = {}
+        self.cache = CredentialCache(self.config.cache_ttl, clock=clock)
+        # attempts wait for an Argon2id thread here, on the event loop, where they can be
+        # stopped by a block that began meanwhile; the pool itself bounds the parallelism
+        self._argon2_slots = asyncio.Semaphore(argon2_parallelism())
 
     def penalty(self, failures: int) -> float:
         """Seconds to wait before answering a failure that follows *failures* earlier ones."""
@@ -170,6 +188,23 @@ class Authenticator:
         self._familiar.pop((account_key, ip_key), None)
         self._familiar[(account_key, ip_key)] = now
 
+    def _check_blocks(
+        self, ip_key: str, account_key: str, shown: str, remote: str, now: float
+    ) -> None:
+        """Raise :class:`Blocked` while the address, or (from an unfamiliar address) the account
+        name, is blocked."""
+        left = self.by_address.blocked(ip_key, now)
+        if not left and not self._is_familiar(account_key, ip_key, now):
+            left = self.by_account.blocked(account_key, now)
+        if left:
+            log.warning(
+                "authentication refused (blocked) user=%r remote=%s retry_after=%.0fs",
+                shown,
+                remote,
+                left,
+            )
+            raise Blocked("too many failed logins; try again later", left)
+
     async def authenticate(
         self, username: str, password: str, *, remote: str = ""
     ) -> Account | None:
@@ -186,34 +221,34 @@ class Authenticator:
         # counted case-insensitively: spelling a name differently must not dodge its counter
         account_key = lookup.lower()
         shown = username[:100]
-        now = self.clock()
-        left = self.by_address.blocked(ip_key, now)
-        if not left and not self._is_familiar(account_key, ip_key, now):
-            left = self.by_account.blocked(account_key, now)
-        if left:
-            log.warning(
-                "authentication refused (blocked) user=%r remote=%s retry_after=%.0fs",
-                shown,
-                remote,
-                left,
-            )
-            raise Blocked("too many failed logins; try again later", left)
+        self._check_blocks(ip_key, account_key, shown, remote, self.clock())
 
         account: Account | None = None
         try:
+            # read at every login: the cache is keyed on the hash stored *now*
             account = await self.store.get_account(lookup)
         except InvalidInput:
             account = None
-        ok = await asyncio.to_thread(
-            verify_password, account.password_hash if account else None, password
-        )
+        stored = account.password_hash if account is not None else None
+        if account is not None and self.cache.verified(account.id, account.password_hash, password):
+            ok = True
+        else:
+            async with self._argon2_slots:
+                # waiting for a thread is a delay: a block may have begun meanwhile
+                self._check_blocks(ip_key, account_key, shown, remote, self.clock())
+                ok = await asyncio.get_running_loop().run_in_executor(
+                    argon2_executor(), verify_password, stored, password
+                )
+            if ok and account is not None:
+                if needs_rehash(account.password_hash):
+                    new_hash = await self._hash(password)
+                    await self.store.set_password_hash(account.id, new_hash)
+                    account = replace(account, password_hash=new_hash)
+                self.cache.remember(account.id, account.password_hash, password)
         if ok and account is not None:
             now = self.clock()
             self.by_account.forget(account_key)
             self._remember(account_key, ip_key, now)
-            if needs_rehash(account.password_hash):
-                new_hash = await asyncio.to_thread(hash_password, password)
-                await self.store.set_password_hash(account.id, new_hash)
             return account
 
         now = self.clock()
@@ -248,3 +283,8 @@ class Authenticator:
         if delay:
             await self.sleep(delay)
         return None
+
+    async def _hash(self, password: str) -> str:
+        async with self._argon2_slots:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(argon2_executor(), hash_password, password)
