@@ -112,13 +112,27 @@ class LimitsConfig:
     max_connections: int = 1000
     max_connections_per_ip: int = 50
     max_imap_sessions_per_account: int = 50
-    commands_per_second: int = 100
+    commands_per_second: int = 10000
 
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
-    workers: int = 1
+    #: worker processes: a number, or "auto" for one per core
+    workers: int | str = "auto"
     log_level: str = "info"
+    #: "uvloop" (the default) or "asyncio" (the standard library's loop)
+    event_loop: str = "uvloop"
+
+
+def resolve_workers(value: int | str) -> int:
+    """The number of worker processes ``[server] workers`` (or ``--workers``) asks for."""
+    if value == "auto":
+        return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    raise ValueError(f"workers must be a number or 'auto', not {value!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +182,7 @@ _RANGES: dict[str, tuple[int, int]] = {
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "log_level": ("debug", "info", "warning", "error"),
+    "event_loop": ("uvloop", "asyncio"),
 }
 
 
@@ -184,12 +199,16 @@ def parse_retention(value: str) -> tuple[str, int | None]:
 
 def _check_value(name: str, key: str, value: Any, expected: Any, source: str) -> Any:
     where = f"{source}: key {key!r}"
+    if name == "workers" and value == "auto":
+        return value
     if expected is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where} must be true or false, not {value!r}")
         return value
     if expected is int:
         if isinstance(value, bool) or not isinstance(value, int):
+            if name == "workers":
+                raise ConfigError(f'{where} must be an integer or "auto", not {value!r}')
             raise ConfigError(f"{where} must be an integer, not {value!r}")
         low, high = _RANGES.get(name, (-(2**63), 2**63))
         if not low <= value <= high:
@@ -229,7 +248,7 @@ def _build(cls: type[Any], table: dict[str, Any], prefix: str, source: str) -> A
                 raise ConfigError(f"{source}: key {full!r} must be a table ([{full}])")
             values[key] = _build(typing.cast(type[Any], expected), value, f"{full}.", source)
         else:
-            if isinstance(expected, types.UnionType):  # pragma: no cover - no optional keys yet
+            if isinstance(expected, types.UnionType):  # workers: int | "auto"
                 expected = typing.get_args(expected)[0]
             values[key] = _check_value(key, full, value, expected, source)
     return cls(**values)

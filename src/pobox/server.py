@@ -21,9 +21,10 @@ from functools import partial
 
 from pobox.config import Config, ListenerConfig
 from pobox.delivery.handlers import DeliveryHandler, LmtpServer, SmtpServer
-from pobox.net.limits import ConnectionLimiter, limit_stream_handler
-from pobox.net.tls import TlsManager, is_loopback, upgrade
+from pobox.net.limits import ConnectionLimiter, SlotLimiter, limit_stream_handler
+from pobox.net.tls import HANDSHAKE_TIMEOUT, TlsManager, is_loopback, upgrade
 from pobox.service.mail import MailService
+from pobox.status import StatusBoard
 
 log = logging.getLogger("pobox.server")
 
@@ -43,6 +44,8 @@ class Running:
     servers: dict[str, asyncio.Server] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     limiters: dict[str, ConnectionLimiter] = field(default_factory=dict)
+    #: IMAP sessions per account (one count for IMAP and IMAPS)
+    account_slots: SlotLimiter | None = None
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     #: the TLS context(s); None when no certificate is configured (no IMAPS/POP3S/STARTTLS)
     tls: TlsManager | None = None
@@ -51,13 +54,26 @@ class Running:
         sockets = self.servers[name].sockets
         return int(sockets[0].getsockname()[1])
 
+    def counters(self) -> dict[str, dict[str, object]]:
+        """Open connections per listener (and IMAP sessions per account), for ``pobox status``."""
+        out: dict[str, dict[str, object]] = {
+            name: limiter.snapshot() for name, limiter in self.limiters.items()
+        }
+        if self.account_slots is not None:
+            out["imap-sessions"] = self.account_slots.snapshot()
+        return out
 
-def _stream_handlers(service: MailService, tls: TlsManager | None) -> dict[str, StreamHandler]:
+
+def _stream_handlers(
+    service: MailService, tls: TlsManager | None, account_slots: SlotLimiter
+) -> dict[str, StreamHandler]:
     """The stream-based protocols (POP3, IMAP), by listener name; the implicit-TLS listeners
     (POP3S, IMAPS) share the handler of their protocol."""
     from pobox.imap.session import make_handler as imap_handler
 
-    handlers: dict[str, StreamHandler] = {"imap": imap_handler(service, service.config, tls=tls)}
+    handlers: dict[str, StreamHandler] = {
+        "imap": imap_handler(service, service.config, tls=tls, account_slots=account_slots)
+    }
     try:
         from pobox.pop3.session import make_handler as pop3_handler
     except ImportError:  # the POP3 package is not built yet
@@ -95,6 +111,8 @@ async def _listen(
                 reuse_port=reuse_port,
                 limit=1 << 20,
                 ssl=tls,
+                # a handshake is not counted as a connection until it completes: bound its time
+                ssl_handshake_timeout=HANDSHAKE_TIMEOUT if tls is not None else None,
             )
         assert factory is not None
         return await loop.create_server(
@@ -157,7 +175,8 @@ async def start(config: Config, service: MailService, *, reuse_port: bool = Fals
         running.servers["lmtp"] = await _listen(
             loop, "LMTP", config.lmtp, lmtp_factory, None, reuse_port
         )
-    handlers = _stream_handlers(service, running.tls)
+    running.account_slots = SlotLimiter(config.limits.max_imap_sessions_per_account)
+    handlers = _stream_handlers(service, running.tls, running.account_slots)
     for name in ("pop3", "imap", "pop3s", "imaps"):
         listener: ListenerConfig = getattr(config, name)
         implicit = name.endswith("s")
@@ -258,6 +277,8 @@ async def serve(
     loop.add_signal_handler(signal.SIGHUP, reload_tls, running)
     if worker == 0:
         running.tasks.append(loop.create_task(sweeper(service)))
+    board = StatusBoard(config.data_path, worker, running.counters)
+    running.tasks.append(loop.create_task(board.run()))
     if ready is not None:
         ready(running)
     log.info("worker %d (pid %d) serving", worker, os.getpid())
@@ -266,10 +287,15 @@ async def serve(
     await stop(running)
 
 
-def _install_uvloop() -> None:
+def _install_loop(config: Config) -> None:
+    """``[server] event_loop``: uvloop (the default) or the standard library's loop."""
+    if config.server.event_loop != "uvloop":
+        asyncio.set_event_loop_policy(None)
+        return
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency
+        log.warning("uvloop is not installed; using the standard event loop")
         return
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
@@ -278,14 +304,14 @@ def run_worker(config: Config, worker: int, reuse_port: bool) -> None:
     from pobox.log import setup_logging
 
     setup_logging(config.server.log_level, prefix=f"w{worker} " if reuse_port else "")
-    _install_uvloop()
+    _install_loop(config)
     asyncio.run(serve(config, worker=worker, reuse_port=reuse_port))
 
 
 def run(config: Config, workers: int, ready: Callable[[Running], None] | None = None) -> None:
     """Serve until SIGTERM/SIGINT. With several workers, this process supervises them."""
     if workers <= 1:
-        _install_uvloop()
+        _install_loop(config)
         asyncio.run(serve(config, ready=ready))
         return
     context = multiprocessing.get_context("spawn")

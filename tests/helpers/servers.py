@@ -77,8 +77,7 @@ class ServerProcess:
     def start(self, workers: int = 1) -> None:
         logf = open(self.log, "ab")  # noqa: SIM115 - handed to the child
         cmd = [*POBOX, "--data", str(self.data), "--config", str(self.config), "serve"]
-        if workers > 1:
-            cmd += ["--workers", str(workers)]
+        cmd += ["--workers", str(workers)]  # explicit: the default is one per core
         self.proc = subprocess.Popen(cmd, stdout=logf, stderr=logf, start_new_session=True)
         logf.close()
         try:

@@ -1,10 +1,17 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from pobox.config import config_from_environment, load_config, parse_retention
+from pobox.config import (
+    Config,
+    config_from_environment,
+    load_config,
+    parse_retention,
+    resolve_workers,
+)
 from pobox.errors import ConfigError
 
 
@@ -41,6 +48,9 @@ def test_file_values_override_defaults(tmp_path: Path) -> None:
         ("imap = 3\n", "key 'imap' must be a table"),
         ("[imap\n", "not valid TOML"),
         ('[server]\nlog_level = "loud"\n', "key 'server.log_level' must be one of"),
+        ('[server]\nworkers = "many"\n', "key 'server.workers' must be an integer or \"auto\""),
+        ("[server]\nworkers = 0\n", "key 'server.workers' must be between 1 and 256"),
+        ('[server]\nevent_loop = "trio"\n', "key 'server.event_loop' must be one of"),
     ],
 )
 def test_bad_config_names_the_key_and_the_file(tmp_path: Path, text: str, message: str) -> None:
@@ -78,3 +88,14 @@ def test_retention_values(text: str, expected: tuple[str, int | None]) -> None:
 def test_bad_retention_values(text: str) -> None:
     with pytest.raises(ValueError, match="retention"):
         parse_retention(text)
+
+
+def test_workers_default_to_one_per_core(tmp_path: Path) -> None:
+    assert Config().server.workers == "auto"
+    assert resolve_workers("auto") == len(os.sched_getaffinity(0))
+    path = tmp_path / "w.toml"
+    path.write_text("[server]\nworkers = 3\n")
+    assert resolve_workers(load_config(path).server.workers) == 3
+    assert resolve_workers("2") == 2  # --workers 2 on the command line
+    with pytest.raises(ValueError, match="number or 'auto'"):
+        resolve_workers("lots")

@@ -208,7 +208,16 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     serve = commands.add_parser("serve", help="run every listener")
-    serve.add_argument("--workers", type=int, help="worker processes (default: server.workers)")
+    serve.add_argument(
+        "--workers",
+        metavar="N|auto",
+        help="worker processes, or auto for one per core (default: server.workers, auto)",
+    )
+
+    status = commands.add_parser(
+        "status", help="open connections of the running server, per listener and client address"
+    )
+    status.add_argument("--json", action="store_true", help="print the workers' raw counters")
 
     init = commands.add_parser("init", help="create or upgrade the store")
     init.add_argument(
@@ -292,10 +301,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _serve(config: Config, args: argparse.Namespace) -> int:
+    from pobox.config import resolve_workers
     from pobox.log import setup_logging
     from pobox.server import announce, run
 
-    workers = args.workers if args.workers is not None else config.server.workers
+    try:
+        workers = resolve_workers(
+            args.workers if args.workers is not None else config.server.workers
+        )
+    except ValueError as exc:
+        raise CliError(f"--{exc}") from None
     if workers < 1:
         raise CliError("--workers must be at least 1")
     setup_logging(config.server.log_level)
@@ -307,6 +322,20 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _status(config: Config, args: argparse.Namespace) -> int:
+    """Reads the running server's status files; never opens the store."""
+    import json
+
+    from pobox.status import format_status, read_status
+
+    workers = read_status(config.data_path)
+    if args.json:
+        print(json.dumps(workers, indent=2, sort_keys=True))
+    else:
+        print(format_status(workers))
+    return 0 if workers else 3
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -314,6 +343,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = config_from_environment(args.config, args.data)
         if args.command == "serve":
             return _serve(config, args)
+        if args.command == "status":
+            return _status(config, args)
         if args.command == "store":
             from pobox.cli import store_copy
 

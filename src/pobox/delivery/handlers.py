@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import typing
 from typing import Any
 
 from aiosmtpd.lmtp import LMTP
@@ -13,7 +14,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 from pobox.delivery import replies
 from pobox.delivery.data import WholeData
 from pobox.errors import PoboxError
-from pobox.net.limits import ConnectionLimiter, peer_ip
+from pobox.net.limits import ConnectionLimiter, Slot, peer_ip
 from pobox.service.delivery import Delivery
 from pobox.service.delivery import Envelope as DeliveryEnvelope
 
@@ -81,12 +82,19 @@ class DeliveryHandler:
 
 
 class _LoggedSession:
-    """One log line per connection: peer, duration; the listener's connection limits."""
+    """One log line per connection: peer, duration; the listener's connection accounting.
+
+    The connection's :class:`Slot` is taken in ``connection_made`` and given back in
+    ``connection_lost``, which asyncio calls exactly once for every transport that was made,
+    however it ends. What makes sure it ends: a peer's close (EOF) closes the transport at once
+    (aiosmtpd would keep a half-closed connection open until the idle timeout when the EOF
+    arrives before its session coroutine has started), and the idle timeout closes it too.
+    """
 
     protocol_name = "SMTP"
     _started: float
     _peer: Any
-    _counted: str | None = None
+    _slot: Slot | None = None
     _refused = False
 
     def __init__(self, *args: Any, limiter: ConnectionLimiter | None = None, **kwargs: Any) -> None:
@@ -99,34 +107,36 @@ class _LoggedSession:
             self._started = time.monotonic()
             self._peer = transport.get_extra_info("peername")
             if self._limiter is not None:
-                ip = peer_ip(self._peer)
-                reason = self._limiter.acquire(ip)
-                if reason is not None:
+                slot = self._limiter.acquire(peer_ip(self._peer))
+                if isinstance(slot, str):
                     self._refused = True
-                    assert isinstance(transport, asyncio.WriteTransport)
-                    transport.write(f"421 4.7.0 {reason}, try again later\r\n".encode())
-                    transport.close()
+                    # uvloop's transports are not asyncio.WriteTransport instances
+                    writer = typing.cast(asyncio.WriteTransport, transport)
+                    writer.write(f"421 4.7.0 {slot}, try again later\r\n".encode())
+                    writer.close()  # flushes the line, then connection_lost
                     return
-                self._counted = ip
+                self._slot = slot
             log.info("%s connection from %s", self.protocol_name, self._peer)
-        super().connection_made(transport)  # type: ignore[misc]
+        try:
+            super().connection_made(transport)  # type: ignore[misc]
+        except Exception:
+            log.exception("%s connection from %s could not start", self.protocol_name, self._peer)
+            transport.abort()  # type: ignore[attr-defined]
 
     def data_received(self, data: bytes) -> None:
         if not self._refused:
             super().data_received(data)  # type: ignore[misc]
 
     def eof_received(self) -> bool | None:
-        if self._refused:
-            return False
-        result: bool | None = super().eof_received()  # type: ignore[misc]
-        return result
+        if not self._refused:
+            super().eof_received()  # type: ignore[misc]  # stops the session coroutine
+        return False  # the peer is gone: close the transport now, not at the idle timeout
 
     def connection_lost(self, error: Exception | None) -> None:
+        if self._slot is not None:
+            self._slot.release()
         if self._refused:
             return
-        if self._counted is not None and self._limiter is not None:
-            self._limiter.release(self._counted)
-            self._counted = None
         log.info(
             "%s connection from %s closed after %.3fs",
             self.protocol_name,

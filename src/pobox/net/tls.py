@@ -176,7 +176,11 @@ async def upgrade(
     reader continue over TLS). A failed handshake closes the connection and raises
     :class:`ConnectionAbortedError`."""
     try:
-        await writer.start_tls(context, ssl_handshake_timeout=timeout)
+        # the outer bound too: a client that vanishes in the middle of the handshake must not
+        # leave the session waiting on a handshake that nothing will finish
+        await asyncio.wait_for(
+            writer.start_tls(context, ssl_handshake_timeout=timeout), timeout + 1
+        )
     except (ssl.SSLError, OSError, TimeoutError, EOFError) as exc:
         writer.transport.abort()
         raise ConnectionAbortedError(f"TLS handshake failed: {exc}") from None

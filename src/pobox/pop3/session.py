@@ -175,6 +175,11 @@ class Pop3Session:
             # connection's root; nothing waits for its cancellation)
             end = "shutdown"
         except Exception:
+            if self.writer.transport.is_closing():
+                # the client went away while we wrote to it (uvloop raises RuntimeError on a
+                # write to a closed transport where asyncio only logs a warning)
+                end = "dropped"
+                return
             end = "error"
             log.exception("pop3 session peer=%s failed", self.peer)
             if not self._midstream:
@@ -225,12 +230,17 @@ class Pop3Session:
         await asyncio.wait_for(self.writer.drain(), self.config.idle_timeout)
 
     async def _read_line(self, limit: int) -> bytes | p.LineTooLong | None:
-        """The next line (None at end of input); waits at most the idle timeout for data."""
+        """The next line (None at end of input) within the idle timeout: a client that sends
+        a byte now and then (a slow drip) is timed out as one that sends nothing."""
+        deadline = time.monotonic() + self.config.idle_timeout
         while True:
             line = self.lines.next_line(limit)
             if line is not None:
                 return line
-            data = await asyncio.wait_for(self.reader.read(CHUNK), self.config.idle_timeout)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            data = await asyncio.wait_for(self.reader.read(CHUNK), remaining)
             if not data:
                 return None
             self.lines.feed(data)
