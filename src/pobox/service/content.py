@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import errno
-from collections.abc import Iterable
+import io
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
+from typing import BinaryIO, cast
 
 from pobox.errors import Temporary
 from pobox.mail.parse import parse_message
@@ -12,6 +14,14 @@ from pobox.mail.structure import ParsedMessage
 from pobox.store.api import NewMessage, SearchFields, Spool
 
 CHUNK = 256 * 1024
+
+
+def normalize_crlf(data: bytes) -> bytes:
+    """Bare LF line ends become CRLF, in bulk; *data* itself (no copy) when it has none."""
+    lf = data.count(b"\n")
+    if lf == 0 or lf == data.count(b"\r\n"):
+        return data
+    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
 class CrlfWriter:
@@ -24,7 +34,7 @@ class CrlfWriter:
     def write(self, data: bytes) -> None:
         if not data:
             return
-        if b"\n" in data:
+        if b"\n" in data and data.count(b"\n") != data.count(b"\r\n"):
             fixed = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
             if data.startswith(b"\n") and self._last_cr:
                 fixed = fixed[1:]  # the CR was written with the previous chunk
@@ -118,7 +128,77 @@ def spool_message(
     return incoming.finish(flags=flags, internal_date=internal_date, pop3_uidl=pop3_uidl)
 
 
+# a message that is already in memory (SMTP/LMTP DATA) -----------------------------------------
+class _Pieces:
+    """The concatenation of byte strings as a stream for the parser (which only calls
+    ``readline``), without copying them into one; a line may go on from one piece to the next."""
+
+    def __init__(self, pieces: Sequence[bytes]) -> None:
+        self._streams = [io.BytesIO(piece) for piece in pieces if piece]  # shares, no copy
+        self._index = 0
+
+    def readline(self, size: int = -1) -> bytes:
+        out = b""
+        while self._index < len(self._streams):
+            line = self._streams[self._index].readline(size if size < 0 else size - len(out))
+            out += line
+            if line.endswith(b"\n") or 0 <= size <= len(out):
+                return out
+            self._index += 1  # this piece is used up; the line goes on in the next
+        return out
+
+
+def parse_pieces(pieces: Sequence[bytes]) -> ParsedMessage:
+    """Parse a message held in memory as consecutive pieces (trace headers, then the DATA)."""
+    return parse_message(cast(BinaryIO, _Pieces(pieces)))
+
+
+def write_spool(new_spool: Callable[[], Spool], pieces: Sequence[bytes]) -> Spool:
+    """Blocking: a new spool with *pieces* written in large chunks, sealed (fsync'd).
+
+    Disk trouble becomes :class:`Temporary` and the spool is discarded. Run in a worker thread;
+    the fsync releases the GIL, so the message can be parsed meanwhile (:func:`parse_pieces`).
+    """
+    spool: Spool | None = None
+    try:
+        spool = new_spool()
+        for piece in pieces:
+            for chunk in chunked(piece):
+                spool.write(chunk)
+        spool.seal()
+    except OSError as exc:
+        if spool is not None:
+            spool.discard()
+        raise _temporary(exc) from exc
+    except BaseException:
+        if spool is not None:
+            spool.discard()
+        raise
+    return spool
+
+
+def describe(
+    spool: Spool,
+    parsed: ParsedMessage,
+    *,
+    flags: frozenset[str] = frozenset(),
+    internal_date: datetime | None = None,
+    pop3_uidl: str | None = None,
+) -> NewMessage:
+    return NewMessage(
+        spool=spool,
+        structure=parsed.to_bytes(),
+        fields=fields_of(parsed),
+        flags=flags,
+        internal_date=internal_date,
+        pop3_uidl=pop3_uidl,
+    )
+
+
 def chunked(data: bytes, size: int = CHUNK) -> Iterable[bytes]:
+    if len(data) <= size:
+        yield data  # no copy
+        return
     view = memoryview(data)
     for start in range(0, len(data), size):
         yield bytes(view[start : start + size])

@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
 from pobox.errors import NotFound, PoboxError, Temporary
 from pobox.service.accounts import Accounts
-from pobox.service.content import chunked, spool_message
-from pobox.store.api import Account, AccountId, MailboxId, Store, Uid
+from pobox.service.content import describe, normalize_crlf, parse_pieces, write_spool
+from pobox.store.api import Account, AccountId, MailboxId, NewMessage, Spool, Store, Uid
 
 log = logging.getLogger("pobox.delivery")
 
 RESOLVE_TTL = 5.0
+#: Messages up to this size are parsed on the event loop while a worker thread writes and
+#: fsyncs them (no second thread hop); larger ones are parsed in a thread of their own.
+PARSE_INLINE = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,9 +49,14 @@ def _clean(text: str) -> str:
     return "".join(ch for ch in text if 32 < ord(ch) < 127)[:200]
 
 
+@functools.lru_cache(maxsize=2)
+def _date_text(second: int) -> str:
+    return format_datetime(datetime.fromtimestamp(second, UTC).astimezone())
+
+
 def trace_headers(envelope: Envelope, hostname: str, recipient: str, queue_id: str) -> bytes:
     """Return-Path and Received (RFC 5321 §4.4), prepended to the stored message."""
-    when = format_datetime(datetime.now(UTC).astimezone())
+    when = _date_text(int(time.time()))
     helo = _clean(envelope.helo) or "unknown"
     peer = _clean(envelope.peer) or "unknown"
     lines = [
@@ -112,6 +120,7 @@ class Delivery:
         self.in_flight += 1
         self._idle.clear()
         try:
+            content = normalize_crlf(content)  # the stored form has CRLF line ends
             return [
                 await self._deliver_one(envelope, content, rcpt) for rcpt in envelope.recipients
             ]
@@ -131,9 +140,7 @@ class Delivery:
             inbox = await self._inbox(account)
             queue_id = secrets.token_hex(6)
             trace = trace_headers(envelope, self.hostname, recipient, queue_id)
-            message = await asyncio.to_thread(
-                lambda: spool_message(self.store.new_spool(), _prepend(trace, content))
-            )
+            message = await self._spool(trace, content)
             meta = await self.store.append(inbox, message)
         except Temporary as exc:
             log.warning("delivery to %s deferred: %s", recipient, exc)
@@ -154,7 +161,25 @@ class Delivery:
         )
         return DeliveryResult(recipient, True, uid=meta.uid)
 
+    async def _spool(self, trace: bytes, content: bytes) -> NewMessage:
+        """Write the message durably and parse it once, at the same time: a worker thread
+        writes and fsyncs the file while the message is parsed from memory."""
+        pieces = (trace, content)
+        loop = asyncio.get_running_loop()
+        written = loop.run_in_executor(None, write_spool, self.store.new_spool, pieces)
+        try:
+            if len(trace) + len(content) <= PARSE_INLINE:
+                parsed = parse_pieces(pieces)
+            else:
+                parsed = await asyncio.to_thread(parse_pieces, pieces)
+            spool = await asyncio.shield(written)
+        except BaseException:
+            written.add_done_callback(_discard_written)
+            raise
+        return describe(spool, parsed)
 
-def _prepend(head: bytes, content: bytes) -> Iterable[bytes]:
-    yield head
-    yield from chunked(content)
+
+def _discard_written(future: asyncio.Future[Spool]) -> None:
+    """A spool that was written for a delivery that failed or was cancelled meanwhile."""
+    if not future.cancelled() and future.exception() is None:
+        future.result().discard()
