@@ -21,6 +21,7 @@ from pobox.store.api import (
     FlagOp,
     Lock,
     Mailbox,
+    MailboxId,
     MessageMeta,
     Store,
     Uid,
@@ -28,6 +29,11 @@ from pobox.store.api import (
 from pobox.store.rows import uidl_for
 
 log = logging.getLogger("pobox.pop3")
+
+#: Messages opened ahead in one store call when a client RETRs/TOPs one (and the ones after it).
+PREFETCH = 8
+#: Only messages up to this size are opened ahead (a backend may hold small ones in memory).
+PREFETCH_MAX_SIZE = 256 * 1024
 
 
 def message_uidl(meta: MessageMeta, uidvalidity: int) -> str:
@@ -58,9 +64,14 @@ class Maildrop:
         self.mailbox = mailbox
         self.retention: Retention = policies.retention(account)
         self.messages = [DropMessage(m, message_uidl(m, mailbox.uidvalidity)) for m in messages]
+        self._position = {m.uid: i for i, m in enumerate(messages)}
         self._lock: Lock | None = lock
         self._unseen: list[Uid] = []  # marked \\Seen, not yet handed to the store
         self._flusher: asyncio.Future[None] | None = None
+        # contents opened ahead, by UID; valid while the mailbox has not changed since
+        self._ahead: dict[Uid, Content] = {}
+        self._changed = False
+        store.add_listener(self._on_change)
 
     @classmethod
     async def open(cls, store: Store, policies: Policies, account: Account) -> Maildrop:
@@ -99,11 +110,72 @@ class Maildrop:
 
     # content -------------------------------------------------------------------------------
     async def open_content(self, message: DropMessage) -> Content:
-        """The stored bytes, or :class:`Expunged` if another session removed the message."""
+        """The stored bytes, or :class:`Expunged` if another session removed the message.
+
+        A client usually downloads message after message, so a small message is opened
+        together with the next few (one batched store call for several RETR/TOP, not one each).
+        Opened contents are used only while the mailbox has not changed since they were opened;
+        after any change (the store reports every write, this session's \\Seen included) they
+        are checked again, in one call, before one is used.
+        """
+        uid = message.meta.uid
+        if self._changed and self._ahead:
+            await self._recheck()
+        content = self._ahead.pop(uid, None)
+        if content is not None:
+            return content
+        if message.meta.size > PREFETCH_MAX_SIZE:
+            return await self._open_one(uid)
+        await self._open_ahead(message)
+        content = self._ahead.pop(uid, None)
+        return content if content is not None else await self._open_one(uid)
+
+    async def _open_one(self, uid: Uid) -> Content:
         try:
-            return await self.store.open_message(self.mailbox.id, message.meta.uid)
+            return await self.store.open_message(self.mailbox.id, uid)
         except NotFound:
             raise Expunged("message was deleted by another session") from None
+
+    async def _open_ahead(self, first: DropMessage) -> None:
+        """Open *first* and the next few small messages of the snapshot still in the mailbox."""
+        start = self._position[first.meta.uid]
+        wanted: dict[Uid, MessageMeta] = {}
+        for message in self.messages[start:]:
+            if len(wanted) >= PREFETCH:
+                break
+            meta = message.meta
+            if meta.size <= PREFETCH_MAX_SIZE and meta.uid not in self._ahead:
+                wanted[meta.uid] = meta
+        self._changed = False  # a change from now on is seen by the next open_content
+        present = await self.store.get_messages(self.mailbox.id, list(wanted))
+        blobs = {meta.uid: meta.blob for meta in present if meta.uid in wanted}
+        opened = await self.store.open_contents(set(blobs.values()))
+        used: set[int] = set()
+        for uid, blob in blobs.items():
+            content = opened.get(blob)
+            if content is not None and blob not in used:  # a shared blob: opened once
+                used.add(blob)
+                self._ahead[uid] = content
+        for blob, content in opened.items():
+            if blob not in used:
+                content.close()
+
+    async def _recheck(self) -> None:
+        """Close the contents opened ahead whose messages left the mailbox meanwhile."""
+        self._changed = False
+        present = {m.uid for m in await self.store.get_messages(self.mailbox.id, list(self._ahead))}
+        for uid in [uid for uid in self._ahead if uid not in present]:
+            self._ahead.pop(uid).close()
+
+    def _on_change(self, mailbox_id: MailboxId) -> None:
+        if mailbox_id == self.mailbox.id:
+            self._changed = True
+
+    def _close_ahead(self) -> None:
+        self.store.remove_listener(self._on_change)
+        for content in self._ahead.values():
+            content.close()
+        self._ahead.clear()
 
     async def mark_seen(self, message: DropMessage) -> None:
         """Set \\Seen now and wait until it is stored."""
@@ -163,6 +235,7 @@ class Maildrop:
         return count
 
     async def close(self) -> None:
+        self._close_ahead()
         await self.settle()
         if self._lock is not None:
             lock, self._lock = self._lock, None

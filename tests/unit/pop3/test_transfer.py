@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.conftest import make_config
@@ -18,7 +19,7 @@ from pobox.pop3 import protocol as p
 from pobox.pop3.session import CONTENT_CHUNK, make_handler
 from pobox.service.delivery import Envelope
 from pobox.service.mail import MailService
-from pobox.store.api import SEEN
+from pobox.store.api import SEEN, Content
 
 ADDRESS = "t@example.org"
 RATE = 5  # commands per second: low, so pacing shows
@@ -265,3 +266,63 @@ async def test_seen_write_survives_a_dropped_client(
         await asyncio.sleep(0.05)
     else:
         pytest.fail("\\Seen was not written")
+
+
+async def test_contents_are_opened_ahead_in_batches_and_closed(
+    service: MailService, server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for i in range(20):
+        await deliver(service, b"Subject: %d\r\n\r\n.body %d\r\n" % (i, i))
+    store = service.store
+    calls = {"open_message": 0, "get_messages": 0, "open_contents": 0}
+    opened: list[Content] = []
+    closed: list[Content] = []
+
+    def counted(name: str) -> Any:
+        real = getattr(store, name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            calls[name] += 1
+            result = await real(*args, **kwargs)
+            if name == "open_contents":
+                for content in result.values():
+                    opened.append(content)
+                    real_close = content.close
+
+                    def close(content: Content = content, real_close: Any = real_close) -> None:
+                        closed.append(content)
+                        real_close()
+
+                    content.close = close
+            return result
+
+        return call
+
+    for name in calls:
+        monkeypatch.setattr(store, name, counted(name))
+    client = await Client.login(server.port)
+    for n in range(1, 21):
+        assert (await client.multi(f"TOP {n} 1")).endswith(b"\r\n\r\n.body %d\r\n" % (n - 1))
+    assert calls["open_contents"] == 3 and calls["get_messages"] == 3  # 20 messages, 8 at a time
+    assert calls["open_message"] == 0
+    await client.multi("TOP 1 0")  # opened again, with the next 7: left open until QUIT
+    await client.quit()
+    await asyncio.sleep(0.1)
+    assert len(opened) == 28 and sorted(map(id, closed)) == sorted(map(id, opened))
+
+
+async def test_a_message_opened_ahead_then_expunged_is_not_served(
+    service: MailService, server: Server
+) -> None:
+    for i in range(3):
+        await deliver(service, b"Subject: %d\r\n\r\nbody\r\n" % i)
+    client = await Client.login(server.port)
+    await client.multi("RETR 1")  # opens 2 and 3 ahead
+    account = await service.accounts.require(ADDRESS)
+    inbox = await service.store.get_mailbox(account.id, "INBOX")
+    assert inbox is not None
+    metas = await service.store.list_messages(inbox.id)
+    await service.store.expunge(inbox.id, [metas[1].uid])  # as an IMAP session would
+    assert await client.command("RETR 2") == b"-ERR message 2 was removed by another session"
+    assert (await client.multi("TOP 3 0")).startswith(b"Return-Path:")
+    await client.quit()
