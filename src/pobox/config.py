@@ -8,6 +8,7 @@ docs/configuration.md lists every key; keep the two in step.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 import types
@@ -103,6 +104,8 @@ class AuthConfig:
     penalty_max: float = 15.0
     #: seconds a password Argon2id accepted stays in the verified-credentials cache (0: no cache)
     cache_ttl: int = 3600
+    #: CIDR networks whose addresses are never blocked per address (account blocks still apply)
+    trusted_networks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +125,12 @@ class ServerConfig:
     log_level: str = "info"
     #: "uvloop" (the default) or "asyncio" (the standard library's loop)
     event_loop: str = "uvloop"
+    #: run as this user after the listeners are open (when started as root); "" keeps the user
+    user: str = ""
+    #: "text" (key=value lines, the default) or "json" (one object per line)
+    log_format: str = "text"
+    #: log to this file (reopened on SIGHUP); "" logs to standard error
+    log_file: str = ""
 
 
 def resolve_workers(value: int | str) -> int:
@@ -183,7 +192,18 @@ _RANGES: dict[str, tuple[int, int]] = {
 _CHOICES: dict[str, tuple[str, ...]] = {
     "log_level": ("debug", "info", "warning", "error"),
     "event_loop": ("uvloop", "asyncio"),
+    "log_format": ("text", "json"),
 }
+
+
+def _check_network(where: str, value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value.strip(), strict=False))
+    except ValueError:
+        raise ConfigError(
+            f"{where}: {value!r} is not an IP network"
+            " (write e.g. '192.0.2.0/24' or '2001:db8::/32')"
+        ) from None
 
 
 def parse_retention(value: str) -> tuple[str, int | None]:
@@ -220,6 +240,12 @@ def _check_value(name: str, key: str, value: Any, expected: Any, source: str) ->
         if value < 0:
             raise ConfigError(f"{where} must not be negative")
         return float(value)
+    if typing.get_origin(expected) is tuple:  # a list of strings, e.g. trusted_networks
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise ConfigError(f"{where} must be a list of strings, not {value!r}")
+        if name == "trusted_networks":
+            return tuple(_check_network(where, item) for item in value)
+        return tuple(value)
     if expected is str:
         if not isinstance(value, str):
             raise ConfigError(f"{where} must be a string, not {value!r}")

@@ -19,8 +19,15 @@ address that has logged in to that account successfully before ("familiar" addre
 in memory for :data:`FAMILIAR_SECONDS`). The address block applies to every account, but only to
 that address (IPv6 addresses count per /64). docs/security.md states these promises.
 
+Addresses in ``[auth] trusted_networks`` are never counted or blocked per address (account
+blocks still apply to them). No attempt is verified once enough attempts for its address or
+account name are already being verified to start a block: it waits for them to settle, then
+checks the blocks again (so fifty concurrent guesses with nine failures counted get one check,
+not fifty). A name or password that is not valid UTF-8 is an ordinary failure.
+
 Counters live in memory, per process: a restart forgets them, and with several workers each
-worker counts on its own.
+worker counts on its own. :meth:`Authenticator.blocks` and :meth:`Authenticator.unblock` serve
+``pobox auth blocks|unblock`` through each worker's status board (:mod:`pobox.status`).
 
 A correct password is verified with Argon2id once, then found in the verified-credentials cache
 (:mod:`pobox.service.credentials`) for ``[auth] cache_ttl`` seconds, keyed on the account's
@@ -76,6 +83,20 @@ class _Failures:
     count: int = 0
     last: float = 0.0
     blocked_until: float = 0.0
+
+
+def _is_utf8(text: str) -> bool:
+    """False for text holding lone surrogates (bytes that were not UTF-8)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _printable(text: str) -> str:
+    """*text* with undecodable bytes shown as ``\\xNN`` (for counters and logs)."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def address_key(remote: str) -> str:
@@ -167,6 +188,13 @@ class Authenticator:
         # attempts wait for an Argon2id thread here, on the event loop, where they can be
         # stopped by a block that began meanwhile; the pool itself bounds the parallelism
         self._argon2_slots = asyncio.Semaphore(argon2_parallelism())
+        self._trusted = [
+            ipaddress.ip_network(n, strict=False) for n in self.config.trusted_networks
+        ]
+        #: attempts being verified now, per address and account key (see :meth:`_room`)
+        self._inflight: dict[str, int] = {}
+        #: set (and replaced) whenever an attempt settles or a block is lifted
+        self._settled = asyncio.Event()
 
     def penalty(self, failures: int) -> float:
         """Seconds to wait before answering a failure that follows *failures* earlier ones."""
@@ -189,11 +217,11 @@ class Authenticator:
         self._familiar[(account_key, ip_key)] = now
 
     def _check_blocks(
-        self, ip_key: str, account_key: str, shown: str, remote: str, now: float
+        self, ip_key: str, trusted: bool, account_key: str, shown: str, remote: str, now: float
     ) -> None:
-        """Raise :class:`Blocked` while the address, or (from an unfamiliar address) the account
-        name, is blocked."""
-        left = self.by_address.blocked(ip_key, now)
+        """Raise :class:`Blocked` while the address (unless *trusted*), or (from an unfamiliar
+        address) the account name, is blocked."""
+        left = 0.0 if trusted else self.by_address.blocked(ip_key, now)
         if not left and not self._is_familiar(account_key, ip_key, now):
             left = self.by_account.blocked(account_key, now)
         if left:
@@ -205,6 +233,62 @@ class Authenticator:
             )
             raise Blocked("too many failed logins; try again later", left)
 
+    def is_trusted(self, remote: str) -> bool:
+        """True if *remote* is in ``[auth] trusted_networks`` (never blocked per address)."""
+        if not self._trusted:
+            return False
+        try:
+            ip = ipaddress.ip_address(remote.strip().strip("[]"))
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip.version == net.version and ip in net for net in self._trusted)
+
+    def _room(self, ip_key: str | None, account_key: str | None, now: float) -> bool:
+        """True while the failures counted plus the attempts being verified stay below
+        ``max_failures`` for every key that could block this attempt (or nothing is under way
+        for it): no attempt is verified once enough of them are under way to start a block."""
+        limit = self.config.max_failures
+        for table, key in ((self.by_address, ip_key), (self.by_account, account_key)):
+            if key is None:
+                continue
+            inflight = self._inflight.get(key, 0)
+            # after a block ends the count stays at the limit: one attempt at a time may try
+            if inflight and table.count(key, now) + inflight >= limit:
+                return False
+        return True
+
+    async def _reserve(
+        self, ip_key: str, trusted: bool, account_key: str, shown: str, remote: str
+    ) -> tuple[str | None, str | None]:
+        """Wait until this attempt may be verified, checking the blocks after every wait; then
+        count it as in flight (under the keys returned, for :meth:`_release`)."""
+        while True:
+            now = self.clock()
+            self._check_blocks(ip_key, trusted, account_key, shown, remote, now)
+            # the account block spares familiar addresses: no need to hold them back for it
+            held_account = None if self._is_familiar(account_key, ip_key, now) else account_key
+            held_address = None if trusted else ip_key
+            if self._room(held_address, held_account, now):
+                break
+            await self._settled.wait()
+        for key in (held_address, held_account):
+            if key is not None:
+                self._inflight[key] = self._inflight.get(key, 0) + 1
+        return held_address, held_account
+
+    def _release(self, keys: tuple[str | None, str | None]) -> None:
+        for key in keys:
+            if key is not None:
+                left = self._inflight.get(key, 0) - 1
+                if left > 0:
+                    self._inflight[key] = left
+                else:
+                    self._inflight.pop(key, None)
+        settled, self._settled = self._settled, asyncio.Event()
+        settled.set()
+
     async def authenticate(
         self, username: str, password: str, *, remote: str = ""
     ) -> Account | None:
@@ -212,50 +296,39 @@ class Authenticator:
 
         *remote* is the client's IP address. Raises :class:`Blocked` (a :class:`Temporary`)
         while the address or the account name is blocked; the password is not checked then.
+        A name or password that is not valid UTF-8 (a front end decoded it with
+        ``surrogateescape``) is an ordinary failure.
         """
         ip_key = address_key(remote)
+        trusted = self.is_trusted(remote)
+        valid = _is_utf8(username) and _is_utf8(password)
+        clean = username if _is_utf8(username) else _printable(username)
         try:
-            lookup = normalise_address(username)
+            lookup = normalise_address(clean)
         except InvalidInput:
-            lookup = username.strip()[:320]
+            lookup = clean.strip()[:320]
         # counted case-insensitively: spelling a name differently must not dodge its counter
         account_key = lookup.lower()
-        shown = username[:100]
-        self._check_blocks(ip_key, account_key, shown, remote, self.clock())
-
-        account: Account | None = None
+        shown = clean[:100]
+        reserved = await self._reserve(ip_key, trusted, account_key, shown, remote)
         try:
-            # read at every login: the cache is keyed on the hash stored *now*
-            account = await self.store.get_account(lookup)
-        except InvalidInput:
-            account = None
-        stored = account.password_hash if account is not None else None
-        if account is not None and self.cache.verified(account.id, account.password_hash, password):
-            ok = True
-        else:
-            async with self._argon2_slots:
-                # waiting for a thread is a delay: a block may have begun meanwhile
-                self._check_blocks(ip_key, account_key, shown, remote, self.clock())
-                ok = await asyncio.get_running_loop().run_in_executor(
-                    argon2_executor(), verify_password, stored, password
-                )
-            if ok and account is not None:
-                if needs_rehash(account.password_hash):
-                    new_hash = await self._hash(password)
-                    await self.store.set_password_hash(account.id, new_hash)
-                    account = replace(account, password_hash=new_hash)
-                self.cache.remember(account.id, account.password_hash, password)
-        if ok and account is not None:
+            account = await self._verify(
+                lookup, password, valid, (ip_key, trusted, account_key, shown, remote)
+            )
             now = self.clock()
-            self.by_account.forget(account_key)
-            self._remember(account_key, ip_key, now)
-            return account
-
-        now = self.clock()
-        earlier = max(self.by_address.count(ip_key, now), self.by_account.count(account_key, now))
-        delay = self.penalty(earlier)
-        address_blocked = self.by_address.fail(ip_key, now)
-        account_blocked = self.by_account.fail(account_key, now)
+            if account is not None:
+                self.by_account.forget(account_key)
+                self._remember(account_key, ip_key, now)
+                return account
+            earlier = max(
+                0 if trusted else self.by_address.count(ip_key, now),
+                self.by_account.count(account_key, now),
+            )
+            delay = self.penalty(earlier)
+            address_blocked = False if trusted else self.by_address.fail(ip_key, now)
+            account_blocked = self.by_account.fail(account_key, now)
+        finally:
+            self._release(reserved)
         log.info(
             "authentication failed user=%r remote=%s failures=%d delay=%.0fs",
             shown,
@@ -283,6 +356,84 @@ class Authenticator:
         if delay:
             await self.sleep(delay)
         return None
+
+    async def _verify(
+        self,
+        lookup: str,
+        password: str,
+        valid: bool,
+        block_check: tuple[str, bool, str, str, str],
+    ) -> Account | None:
+        """The account if *password* is right (from the cache, else Argon2id), else None."""
+        account: Account | None = None
+        if valid:
+            try:
+                # read at every login: the cache is keyed on the hash stored *now*
+                account = await self.store.get_account(lookup)
+            except InvalidInput:
+                account = None
+        if account is not None and self.cache.verified(account.id, account.password_hash, password):
+            return account
+        stored = account.password_hash if account is not None else None
+        async with self._argon2_slots:
+            # waiting for a thread is a delay: a block may have begun meanwhile
+            self._check_blocks(*block_check, self.clock())
+            # an invalid name or password still costs one Argon2id (against the dummy hash)
+            ok = await asyncio.get_running_loop().run_in_executor(
+                argon2_executor(), verify_password, stored, password if valid else ""
+            )
+        if not ok or account is None:
+            return None
+        if needs_rehash(account.password_hash):
+            new_hash = await self._hash(password)
+            await self.store.set_password_hash(account.id, new_hash)
+            account = replace(account, password_hash=new_hash)
+        self.cache.remember(account.id, account.password_hash, password)
+        return account
+
+    # blocks, for ``pobox auth blocks`` and ``pobox auth unblock`` (via pobox.status) -------
+    def blocks(self) -> list[dict[str, object]]:
+        """The blocks in force now: kind ("address" or "account"), key, failures and the wall
+        clock time (seconds since the epoch, rounded) at which each ends."""
+        now = self.clock()
+        wall = time.time()
+        out: list[dict[str, object]] = []
+        for kind, table in (("address", self.by_address), ("account", self.by_account)):
+            for key in list(table.entries):
+                left = table.blocked(key, now)
+                if left:
+                    entry = table.entries[key]
+                    until = round(wall + left)
+                    out.append({"kind": kind, "key": key, "failures": entry.count, "until": until})
+        return out
+
+    def unblock(self, target: str) -> list[str]:
+        """Lift the block and forget the failures of an IP address (its /64 for IPv6) or an
+        account name; returns what was lifted, as ``kind key`` strings."""
+        target = target.strip()
+        lifted: list[str] = []
+        candidates: list[tuple[str, _Table, str]] = []
+        try:
+            ipaddress.ip_address(target.strip("[]"))
+        except ValueError:
+            pass
+        else:
+            candidates.append(("address", self.by_address, address_key(target)))
+        if "/" in target:  # a /64 as shown by ``pobox auth blocks``
+            candidates.append(("address", self.by_address, target))
+        try:
+            candidates.append(("account", self.by_account, normalise_address(target).lower()))
+        except InvalidInput:
+            candidates.append(("account", self.by_account, target.lower()))
+        for kind, table, key in candidates:
+            if key in table.entries:
+                table.forget(key)
+                lifted.append(f"{kind} {key}")
+                log.warning("unblocked %s %s (pobox auth unblock)", kind, key)
+        if lifted:
+            settled, self._settled = self._settled, asyncio.Event()
+            settled.set()
+        return lifted
 
     async def _hash(self, password: str) -> str:
         async with self._argon2_slots:
