@@ -17,6 +17,7 @@ import pytest
 from tests.helpers.postgres import session_database
 from tests.store.util import append, message_bytes
 
+from pobox.imap.handlers import messages as messages_handlers
 from pobox.server import Running
 from pobox.service.index import MailIndex
 from pobox.service.view import MailboxView
@@ -251,7 +252,13 @@ async def test_imap_fetch_store_search_make_o1_store_calls(imap: tuple[Running, 
 
         calls = await _measure(counting, fetch)
         assert sum(1 for line in lines if b" FETCH (" in line) == 40
-        assert calls == Counter({"get_structures": 1, "open_contents": 1}), calls
+        # delivered without renderings: ENVELOPE rendered from the structures, kept for later
+        assert calls == Counter(
+            {"get_rendered": 1, "get_structures": 1, "open_contents": 1, "set_rendered": 1}
+        ), calls
+        await asyncio.gather(*messages_handlers._BACKFILLS)  # the renderings are kept
+        calls = await _measure(counting, lambda: a.command("FETCH 1:* (ENVELOPE BODYSTRUCTURE)"))
+        assert calls == Counter({"get_rendered": 1}), calls
         calls = await _measure(counting, lambda: a.command("FETCH 1:* (UID FLAGS RFC822.SIZE)"))
         assert calls == Counter(), calls
         calls = await _measure(counting, lambda: a.command("STORE 1:* +FLAGS.SILENT (\\Seen)"))
@@ -294,3 +301,23 @@ async def test_imap_pending_expunge_during_fetch_by_number(imap: tuple[Running, 
     finally:
         await a.close()
         await b.close()
+
+
+async def test_keywords_past_64_bits(nodes: list[Store]) -> None:
+    here, _ = nodes
+    inbox = await inbox_of(here)
+    first = await append(here, inbox.id, message_bytes(1), flags=frozenset({"$a", "\\Seen"}))
+    index = MailIndex(here)
+    view = await MailboxView.open(index, inbox)
+    many = frozenset(f"$k{n}" for n in range(70))
+    changed = await index.set_flags(inbox.id, [first.uid], FlagOp.ADD, many)
+    assert changed and changed[0].flags == many | {"$a", "\\Seen"}
+    meta = view.meta(first.uid)
+    assert meta is not None and meta.flags == many | {"$a", "\\Seen"}
+    assert view.index.keywords_in_use() == tuple(sorted(many | {"$a"}))
+    again = MailIndex(here)  # loaded from the store's columns
+    other = await MailboxView.open(again, inbox)
+    loaded = other.meta(first.uid)
+    assert loaded is not None and loaded.flags == meta.flags
+    view.close()
+    other.close()

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from tests.store.util import append, message_bytes
+from tests.store.util import append, message_bytes, new_message
 
 from pobox.errors import AlreadyExists, InvalidInput, NotFound
-from pobox.store.api import DEFAULT_MAILBOXES, FlagOp, ModSeq, Store, Uid
+from pobox.store.api import (
+    DEFAULT_MAILBOXES,
+    BlobId,
+    FlagOp,
+    MailboxId,
+    ModSeq,
+    Rendered,
+    Store,
+    Uid,
+)
 
 
 async def test_new_account_gets_default_mailboxes_with_special_use(store: Store) -> None:
@@ -270,3 +280,52 @@ async def test_delete_account_removes_everything(store: Store) -> None:
     await store.delete_account(account.id)
     assert await store.get_account("a@example.org") is None
     assert await store.list_accounts() == []
+
+
+async def test_renderings_are_kept_with_the_content(store: Store) -> None:
+    account = await store.create_account("rendered@example.com", "x")
+    inbox = await store.get_mailbox(account.id, "INBOX")
+    assert inbox is not None
+    kept = Rendered(b'("date" "subject" NIL NIL NIL NIL NIL NIL NIL NIL)', b'("TEXT" "PLAIN")')
+    message = await new_message(store, message_bytes(1))
+    first = await store.append(inbox.id, dataclasses.replace(message, rendered=kept))
+    second = await append(store, inbox.id, message_bytes(2))
+    got = await store.get_rendered([first.blob, second.blob, BlobId(999999)])
+    assert got == {first.blob: kept, second.blob: Rendered()}
+    await store.set_rendered({second.blob: kept, first.blob: Rendered(b"other", b"other")})
+    got = await store.get_rendered([first.blob, second.blob])
+    assert got == {first.blob: kept, second.blob: kept}  # fills only what was missing
+    structures = await store.get_structures([first.blob, second.blob, BlobId(999999)])
+    assert set(structures) == {first.blob, second.blob}
+    contents = await store.open_contents([first.blob, second.blob, BlobId(999999)])
+    try:
+        assert set(contents) == {first.blob, second.blob}
+        assert contents[first.blob].read(0, 6) == b"From: "
+    finally:
+        for content in contents.values():
+            content.close()
+
+
+async def test_message_columns_match_list_messages(store: Store) -> None:
+    account = await store.create_account("columns@example.com", "x")
+    inbox = await store.get_mailbox(account.id, "INBOX")
+    assert inbox is not None
+    for n in range(3):
+        await append(store, inbox.id, message_bytes(n), flags=frozenset({"$Label", "\\Seen"}))
+    await store.set_flags(inbox.id, [Uid(2)], FlagOp.REPLACE, frozenset({"\\Flagged"}))
+    await store.expunge(inbox.id, [Uid(3)])
+    columns = await store.message_columns(inbox.id)
+    metas = await store.list_messages(inbox.id)
+    assert columns.mailbox.highest_modseq == max(m.modseq for m in metas) + 1
+    assert list(columns.uids) == [m.uid for m in metas] == [1, 2]
+    assert list(columns.modseqs) == [m.modseq for m in metas]
+    assert list(columns.keywords) == ["$Label", ""]
+    assert list(columns.flags) == [1, 4]  # \\Seen, \\Flagged (pobox.store.rows bits)
+    assert list(columns.sizes) == [m.size for m in metas]
+    assert list(columns.blobs) == [m.blob for m in metas]
+    assert [round(d) for d in columns.internal_dates] == [
+        round(m.internal_date.timestamp()) for m in metas
+    ]
+    assert not columns.hidden and not columns.uidls
+    with pytest.raises(NotFound):
+        await store.message_columns(MailboxId(999999))

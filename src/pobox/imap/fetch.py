@@ -49,9 +49,10 @@ from datetime import datetime
 from pobox.imap.bodystructure import _find as find_part
 from pobox.imap.bodystructure import render_bodystructure, render_envelope, section_range
 from pobox.mail.structure import MimePart, ParsedMessage
-from pobox.store.api import Content, MessageMeta
+from pobox.store.api import Content, MessageMeta, Rendered
 
 __all__ = [
+    "CACHED",
     "STREAM_THRESHOLD",
     "DecodeError",
     "FetchError",
@@ -71,7 +72,9 @@ __all__ = [
     "needs_content",
     "needs_structure",
     "render_fetch",
+    "render_kept",
     "sets_seen",
+    "wants_rendered",
 ]
 
 #: Section data at least this long is returned as a :class:`Literal` to stream; shorter data is
@@ -245,15 +248,30 @@ _CONTENT_FREE = frozenset(
 )
 
 
-def needs_structure(items: Iterable[FetchItem]) -> bool:
-    """True when some item needs the message's ParsedMessage."""
+#: Items answered from what the store keeps rendered (:class:`Rendered`), when it has it.
+CACHED = frozenset({"ENVELOPE", "BODYSTRUCTURE"})
+
+
+def needs_structure(items: Iterable[FetchItem], *, cached: bool = False) -> bool:
+    """True when some item needs the message's ParsedMessage (with *cached*: apart from the
+    items in :data:`CACHED`, which the caller answers from the kept renderings)."""
     for it in items:
         if it.section is not None:
             if it.name != "BODY" or it.section.part or it.section.kind:
                 return True
-        elif it.name not in _STRUCTURE_FREE:
+        elif it.name not in _STRUCTURE_FREE and not (cached and it.name in CACHED):
             return True
     return False
+
+
+def wants_rendered(items: Iterable[FetchItem]) -> bool:
+    """True when some item is one the store may keep rendered (ENVELOPE, BODYSTRUCTURE)."""
+    return any(it.section is None and it.name in CACHED for it in items)
+
+
+def render_kept(parsed: ParsedMessage) -> Rendered:
+    """What the store keeps rendered for a message: done once, at APPEND or on first FETCH."""
+    return Rendered(render_envelope(parsed.envelope), render_bodystructure(parsed, True))
 
 
 def needs_content(items: Iterable[FetchItem]) -> bool:
@@ -640,6 +658,7 @@ def _simple(
     parsed: ParsedMessage | None,
     content: Content | None,
     recent: bool,
+    rendered: Rendered | None = None,
 ) -> list[Piece]:
     if name == "UID":
         return [b"UID %d" % meta.uid]
@@ -656,6 +675,11 @@ def _simple(
     if name in ("RFC822", "RFC822.PEEK"):
         size = parsed.size if parsed is not None else meta.size
         return [b"RFC822 ", _range_piece(content, 0, size)]
+    if rendered is not None:
+        if name == "ENVELOPE" and rendered.envelope is not None:
+            return [b"ENVELOPE " + rendered.envelope]
+        if name == "BODYSTRUCTURE" and rendered.bodystructure is not None:
+            return [b"BODYSTRUCTURE " + rendered.bodystructure]
     if parsed is None:
         raise ValueError(f"{name} needs the message structure")
     if name == "ENVELOPE":
@@ -682,6 +706,7 @@ def render_fetch(
     recent: bool = False,
     include_flags: bool = False,
     utf8: bool = False,
+    rendered: Rendered | None = None,
 ) -> list[Piece]:
     """The contents of one ``* n FETCH (...)`` response, as pieces (see the module doc).
 
@@ -724,7 +749,7 @@ def render_fetch(
             raise UnsupportedItem(f"FETCH item {name} is not supported")
         if name == "FLAGS":
             flags_sent = True
-        out += _simple(name, meta, parsed, content, recent)
+        out += _simple(name, meta, parsed, content, recent, rendered)
     if include_flags and not flags_sent:
         if out:
             out.append(b" ")

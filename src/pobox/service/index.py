@@ -42,6 +42,7 @@ from pobox.store.api import (
     FlagOp,
     Mailbox,
     MailboxId,
+    MessageColumns,
     MessageMeta,
     ModSeq,
     NewMessage,
@@ -207,13 +208,29 @@ class MailboxIndex:
         return None if pos is None else self.meta_at(pos)
 
     # ---- applying changes ---------------------------------------------------------------------
-    def _load(self, mailbox: Mailbox, messages: Sequence[MessageMeta]) -> None:
-        self.mailbox = mailbox
-        top = 0
-        for meta in messages:
-            self._upsert(meta, log_flags=False)
-            top = max(top, meta.modseq)
-        self.modseq = ModSeq(max(self.modseq, mailbox.highest_modseq, top))
+    def _load_columns(self, cols: MessageColumns) -> None:
+        self.mailbox = cols.mailbox
+        flags = list(cols.flags)
+        if any(cols.keywords):
+            interned: dict[str, int] = {}
+            for i, text in enumerate(cols.keywords):
+                if text:
+                    bits = interned.get(text)
+                    if bits is None:
+                        bits = interned[text] = self.bits_of(text.split(" "))
+                    flags[i] |= bits
+        self.uids = array("I", cols.uids)
+        self.modseqs = array("Q", cols.modseqs)
+        wide = FIRST_KEYWORD_BIT + len(self.keywords) > 64
+        self.flags = flags if wide else array("Q", flags)
+        self.sizes = array("Q", cols.sizes)
+        self.dates = array("d", cols.internal_dates)
+        self.zones = array("h", cols.zones)
+        self.saved = array("d", cols.save_dates)
+        self.blobs = array("Q", cols.blobs)
+        self.uidls = dict(cols.uidls)
+        self.hidden = set(cols.hidden)
+        self.modseq = ModSeq(max(self.modseq, cols.mailbox.highest_modseq))
         self.loaded = True
         self.version += 1
 
@@ -360,13 +377,8 @@ class MailboxIndex:
         store = self.owner.store
         try:
             if not self.loaded:
-                # a snapshot of the messages read after the mailbox: the index then holds every
-                # change up to the mailbox's MODSEQ (and some later ones, which is harmless)
-                mailbox = await store.get_mailbox_by_id(self.mailbox.id)
-                if mailbox is None:
-                    raise NotFound("mailbox does not exist")
-                messages = await store.list_messages(self.mailbox.id)
-                self._load(mailbox, messages)
+                # the mailbox and its messages in one snapshot, as columns
+                self._load_columns(await store.message_columns(self.mailbox.id))
                 return
             self.owner.catch_ups += 1
             self._apply(await store.changes_since(self.mailbox.id, self.modseq))

@@ -99,6 +99,26 @@ class MessageMeta:
 
 
 @dataclass(frozen=True, slots=True)
+class MessageColumns:
+    """A mailbox's messages as columns, ascending UID: what an in-memory index loads (no object
+    per message). ``flags`` are system-flag bits as in ``pobox.store.rows``; ``keywords`` the
+    space-separated keywords of each message ('' for none)."""
+
+    mailbox: Mailbox
+    uids: Sequence[int]
+    modseqs: Sequence[int]
+    flags: Sequence[int]
+    keywords: Sequence[str]
+    internal_dates: Sequence[float]
+    zones: Sequence[int]
+    save_dates: Sequence[float]
+    sizes: Sequence[int]
+    blobs: Sequence[int]
+    uidls: Mapping[int, str]  # the messages with a stored POP3 UIDL
+    hidden: frozenset[int]  # the messages hidden from POP3
+
+
+@dataclass(frozen=True, slots=True)
 class Expunged:
     uid: Uid
     modseq: ModSeq
@@ -127,6 +147,16 @@ class SearchFields:
 
 
 @dataclass(frozen=True, slots=True)
+class Rendered:
+    """Answers a front end rendered once from a content's structure and keeps with it (IMAP's
+    ENVELOPE and BODYSTRUCTURE, as Dovecot's cache file keeps them). Opaque to the store; None
+    where nothing is kept yet."""
+
+    envelope: bytes | None = None
+    bodystructure: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class NewMessage:
     """A message ready to be stored: content already in a finished spool."""
 
@@ -136,6 +166,7 @@ class NewMessage:
     flags: frozenset[str] = frozenset()
     internal_date: datetime | None = None
     pop3_uidl: str | None = None
+    rendered: Rendered | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +249,10 @@ class Store(Protocol):
     def new_spool(self) -> Spool: ...
     async def append(self, mailbox_id: MailboxId, message: NewMessage) -> MessageMeta: ...
     async def list_messages(self, mailbox_id: MailboxId) -> list[MessageMeta]: ...
+    async def message_columns(self, mailbox_id: MailboxId) -> MessageColumns:
+        """The mailbox and its messages in one snapshot, as columns (NotFound without it)."""
+        ...
+
     async def get_messages(
         self, mailbox_id: MailboxId, uids: Iterable[Uid]
     ) -> list[MessageMeta]: ...
@@ -239,6 +274,14 @@ class Store(Protocol):
     async def get_structure(self, blob: BlobId) -> bytes: ...
     async def get_structures(self, blobs: Iterable[BlobId]) -> dict[BlobId, bytes]:
         """The structures of many contents in one call; contents that are gone are left out."""
+        ...
+
+    async def get_rendered(self, blobs: Iterable[BlobId]) -> dict[BlobId, Rendered]:
+        """What is kept rendered for these contents (gone ones are left out)."""
+        ...
+
+    async def set_rendered(self, items: Mapping[BlobId, Rendered]) -> None:
+        """Keep renderings made after the fact (fills only what is not kept yet)."""
         ...
 
     async def open_content(self, blob: BlobId) -> Content: ...

@@ -7,11 +7,12 @@ derived from the UID and UIDVALIDITY (Dovecot's default form).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 from pobox.errors import InvalidInput
-from pobox.store.api import SEEN, SYSTEM_FLAGS
+from pobox.store.api import SEEN, SYSTEM_FLAGS, Mailbox, MessageColumns
 
 FLAG_BITS = {name: 1 << index for index, name in enumerate(SYSTEM_FLAGS)}
 _FLAG_BY_LOWER = {name.lower(): name for name in SYSTEM_FLAGS}
@@ -54,6 +55,30 @@ def to_epoch(moment: datetime) -> tuple[float, int]:
 
 def from_epoch(epoch: float, tz_minutes: int = 0) -> datetime:
     return datetime.fromtimestamp(epoch, timezone(timedelta(minutes=tz_minutes)))
+
+
+def message_columns(mailbox: Mailbox, rows: Sequence[Sequence[Any]]) -> MessageColumns:
+    """Both backends' ``message_columns``: rows of (uid, modseq, flags, keywords,
+    internal_date, internal_tz, save_date, size, blob, pop3_uidl, pop3_hidden_at) as columns."""
+    if not rows:
+        return MessageColumns(mailbox, (), (), (), (), (), (), (), (), (), {}, frozenset())
+    cols = list(zip(*rows, strict=True))
+    uidls = {uid: u for uid, u in zip(cols[0], cols[9], strict=True) if u is not None}
+    hidden = frozenset(uid for uid, h in zip(cols[0], cols[10], strict=True) if h is not None)
+    return MessageColumns(
+        mailbox,
+        cols[0],
+        cols[1],
+        cols[2],
+        cols[3],
+        cols[4],
+        cols[5],
+        cols[6],
+        cols[7],
+        cols[8],
+        uidls,
+        hidden,
+    )
 
 
 def uidl_for(uid: int, uidvalidity: int) -> str:

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 from pobox.errors import PoboxError
 from pobox.imap import responses as r
+from pobox.imap.fetch import render_kept
 from pobox.imap.protocol import AppendAborted, AppendData, AppendEnd, AppendStart
 from pobox.imap.session import AUTH, CommandError, ImapSession, error_code
+from pobox.mail.structure import ParsedMessage
 from pobox.service.content import IncomingMessage
 from pobox.store.api import Mailbox, NewMessage, Uid
 
@@ -126,7 +129,10 @@ async def _end(session: ImapSession, event: AppendEnd) -> None:
 
 
 def _finish(item: _Pending) -> NewMessage:
-    return item.incoming.finish(flags=item.flags, internal_date=item.internal_date)
+    message = item.incoming.finish(flags=item.flags, internal_date=item.internal_date)
+    # ENVELOPE and BODYSTRUCTURE rendered once, kept with the message (as Dovecot's cache)
+    kept = render_kept(ParsedMessage.from_bytes(message.structure))
+    return dataclasses.replace(message, rendered=kept)
 
 
 async def _aborted(session: ImapSession, event: AppendAborted) -> None:

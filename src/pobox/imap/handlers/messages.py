@@ -9,14 +9,29 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from typing import Any
 
 from pobox.imap import commands as c
 from pobox.imap import fetch as f
 from pobox.imap import responses as r
+from pobox.imap.fetch import format_flags
 from pobox.imap.session import SELECTED, CommandError, CommandSpec, ImapSession, Selected
 from pobox.mail.structure import ParsedMessage
-from pobox.store.api import SEEN, SYSTEM_FLAGS, BlobId, Content, FlagOp, Mailbox, MessageMeta, Uid
+from pobox.store.api import (
+    SEEN,
+    SYSTEM_FLAGS,
+    BlobId,
+    Content,
+    FlagOp,
+    Mailbox,
+    MessageMeta,
+    Rendered,
+    Store,
+    Uid,
+)
+
+log = logging.getLogger("pobox.imap")
 
 _STORE_OPS = {
     c.StoreMode.REPLACE: FlagOp.REPLACE,
@@ -120,6 +135,99 @@ async def _write_pieces(
     session.send_raw(b")\r\n")
 
 
+#: Backfill writes of renderings still running (kept referenced until they finish).
+_BACKFILLS: set[asyncio.Task[None]] = set()
+
+
+async def _rendered(
+    session: ImapSession, blobs: list[BlobId], structures: dict[BlobId, bytes]
+) -> dict[BlobId, Rendered]:
+    """ENVELOPE and BODYSTRUCTURE as the store keeps them rendered; those it does not have yet
+    (messages delivered before renderings were kept, or by a path that does not render) are
+    rendered now from the structure and kept, in the background, for the next FETCH."""
+    store = session.service.store
+    rendered = await store.get_rendered(blobs)
+    lacking = [b for b, r in rendered.items() if r.envelope is None or r.bodystructure is None]
+    if not lacking:
+        return rendered
+    missing_structure = [b for b in lacking if b not in structures]
+    if missing_structure:
+        structures = {**structures, **await store.get_structures(missing_structure)}
+    made: dict[BlobId, Rendered] = {}
+    for blob in lacking:
+        raw = structures.get(blob)
+        if raw is None:
+            del rendered[blob]  # gone meanwhile
+            continue
+        made[blob] = rendered[blob] = f.render_kept(ParsedMessage.from_bytes(raw))
+    if made:
+        task = asyncio.ensure_future(_keep(store, made))
+        _BACKFILLS.add(task)
+        task.add_done_callback(_BACKFILLS.discard)
+    return rendered
+
+
+async def _keep(store: Store, made: dict[BlobId, Rendered]) -> None:
+    try:
+        await store.set_rendered(made)
+    except Exception as exc:  # only a cache: the next FETCH renders again
+        log.info("could not keep %d renderings: %s", len(made), exc)
+
+
+_INDEX_ITEMS = frozenset({"UID", "FLAGS", "RFC822.SIZE"})
+
+
+def _index_only(items: list[f.FetchItem]) -> list[str] | None:
+    """The item names when the index alone answers them all (the sync of a client's cache)."""
+    names = [it.name for it in items]
+    if all(it.section is None for it in items) and _INDEX_ITEMS.issuperset(names):
+        return names
+    return None
+
+
+async def _fetch_from_index(
+    session: ImapSession, selected: Selected, uids: list[int], names: list[str]
+) -> None:
+    """FETCH of UID / FLAGS / RFC822.SIZE straight from the shared index's columns: no
+    MessageMeta, no store call; FLAGS texts are rendered once per distinct flag set."""
+    view = selected.view
+    index = view.index
+    recent = selected.recent if not session.rev2 else frozenset()
+    rendered: dict[tuple[int, bool], bytes] = {}
+    out: list[bytes] = []
+    for uid in uids:
+        msn = view.msn_of(uid)
+        if msn is None:
+            continue
+        pos = index.position(uid)
+        parts: list[bytes] = []
+        for name in names:
+            if name == "UID":
+                parts.append(b"UID %d" % uid)
+            elif pos is None:  # expunged meanwhile: what the view still knows of it
+                meta = view.meta(uid)
+                assert meta is not None
+                if name == "FLAGS":
+                    parts.append(b"FLAGS " + format_flags(meta.flags, uid in recent))
+                else:
+                    parts.append(b"RFC822.SIZE %d" % meta.size)
+            elif name == "FLAGS":
+                key = (index.flags[pos], uid in recent)
+                text = rendered.get(key)
+                if text is None:
+                    text = rendered[key] = b"FLAGS " + format_flags(index.flagset(key[0]), key[1])
+                parts.append(text)
+            else:
+                parts.append(b"RFC822.SIZE %d" % index.sizes[pos])
+        out.append(b"* %d FETCH (%s)\r\n" % (msn, b" ".join(parts)))
+        if len(out) >= DRAIN_EVERY * 4:
+            session.send_raw(b"".join(out))
+            out.clear()
+            await session.drain()
+    if out:
+        session.send_raw(b"".join(out))
+
+
 async def fetch(session: ImapSession, cmd: c.Fetch) -> None:
     """FETCH / UID FETCH (RFC 9051 §6.4.5, §6.4.9).
 
@@ -139,11 +247,18 @@ async def fetch(session: ImapSession, cmd: c.Fetch) -> None:
         raise CommandError(f"FETCH modifiers are not supported: {names}", status="BAD")
     items = fetch_items(cmd)
     uids = session.resolve(cmd.sequence_set, uid=cmd.uid)
-    structure, content_needed = f.needs_structure(items), f.needs_content(items)
+    structure, content_needed = f.needs_structure(items, cached=True), f.needs_content(items)
+    kept = f.wants_rendered(items)
     view = selected.view
     seen: dict[Uid, MessageMeta] = {}
     if uids and f.sets_seen(items) and not selected.read_only:
         seen = await _mark_seen(session, selected, [u for u in uids if not view.is_expunged(u)])
+    fast = _index_only(items)
+    if fast is not None and not seen:
+        await _fetch_from_index(session, selected, uids, fast)
+        await session.announce_updates(expunge=cmd.uid)
+        session.tagged(cmd.tag, "OK", f"{_name(cmd)} completed")
+        return
     store = session.service.store
     missing = False
     batch = CONTENT_BATCH if content_needed else STRUCTURE_BATCH
@@ -153,10 +268,13 @@ async def fetch(session: ImapSession, cmd: c.Fetch) -> None:
         blobs = [m.blob for m in metas]
         structures: dict[BlobId, bytes] = {}
         contents: dict[BlobId, Content] = {}
+        rendered: dict[BlobId, Rendered] = {}
         try:
             # one store call per batch of messages, not one per message
             if structure and blobs:
                 structures = await store.get_structures(blobs)
+            if kept and blobs:
+                rendered = await _rendered(session, blobs, structures)
             if content_needed and blobs:
                 contents = await store.open_contents(blobs)
             for meta in metas:
@@ -176,6 +294,10 @@ async def fetch(session: ImapSession, cmd: c.Fetch) -> None:
                     if content is None:
                         missing = True
                         continue
+                kept_here = rendered.get(meta.blob)
+                if kept and kept_here is None:
+                    missing = True
+                    continue
                 try:
                     pieces = f.render_fetch(
                         items,
@@ -185,6 +307,7 @@ async def fetch(session: ImapSession, cmd: c.Fetch) -> None:
                         recent=not session.rev2 and meta.uid in selected.recent,
                         include_flags=meta.uid in seen,
                         utf8=session.utf8,
+                        rendered=kept_here,
                     )
                 except f.FetchError as exc:
                     raise CommandError(exc.text, exc.code) from None

@@ -130,6 +130,11 @@ MIGRATIONS: tuple[str, ...] = (
         mailbox_id BIGINT NOT NULL
     );
     """,
+    # 2: renderings kept with the content (IMAP ENVELOPE, BODYSTRUCTURE), filled at append or
+    # on first use
+    """
+    ALTER TABLE blobs ADD COLUMN envelope BYTEA, ADD COLUMN bodystructure BYTEA;
+    """,
 )
 
 

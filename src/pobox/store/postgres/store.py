@@ -27,7 +27,7 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -49,10 +49,12 @@ from pobox.store.api import (
     Mailbox,
     MailboxId,
     MailboxStatus,
+    MessageColumns,
     MessageMeta,
     ModSeq,
     NewMessage,
     Recoverable,
+    Rendered,
     SearchFields,
     Spool,
     Uid,
@@ -65,6 +67,7 @@ from pobox.store.rows import (
     from_epoch,
     join_flags,
     keywords_text,
+    message_columns,
     split_flags,
     to_epoch,
     uidl_for,
@@ -888,14 +891,15 @@ class PostgresStore:
         sent = fields.sent_date.timestamp() if fields.sent_date else None
         size = spool.size
         first = await asyncio.to_thread(_read_chunk, spool.path, 0) if size else b""
+        rendered = message.rendered or Rendered()
 
         async def run(tx: Tx) -> MessageMeta:
             conn = tx.conn
             # the content first: the mailbox row is locked only for the short tail
             blob = await conn.fetchval(
                 "INSERT INTO blobs (size, refs, structure, subject, from_, to_, cc, bcc,"
-                " message_id, sent_date) VALUES ($1, 1, $2, $3, $4, $5, $6, $7, $8, $9)"
-                " RETURNING id",
+                " message_id, sent_date, envelope, bodystructure)"
+                " VALUES ($1, 1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
                 size,
                 message.structure,
                 fields.subject,
@@ -905,6 +909,8 @@ class PostgresStore:
                 fields.bcc,
                 fields.message_id,
                 sent,
+                rendered.envelope,
+                rendered.bodystructure,
             )
             insert = "INSERT INTO blob_chunks (blob, seq, data) VALUES ($1, $2, $3)"
             if size:
@@ -930,8 +936,9 @@ class PostgresStore:
                 " highestmodseq = highestmodseq + 1 WHERE id = $1::bigint"
                 " RETURNING uidnext - 1 AS uid, highestmodseq AS modseq),"
                 " b AS (INSERT INTO blobs (size, refs, structure, subject, from_, to_, cc, bcc,"
-                " message_id, sent_date) SELECT $2::bigint, 1, $3::bytea, $4::text, $5::text,"
-                " $6::text, $7::text, $8::text, $9::text, $10::float8 FROM mb RETURNING id),"
+                " message_id, sent_date, envelope, bodystructure) SELECT $2::bigint, 1,"
+                " $3::bytea, $4::text, $5::text, $6::text, $7::text, $8::text, $9::text,"
+                " $10::float8, $20::bytea, $21::bytea FROM mb RETURNING id),"
                 " c AS (INSERT INTO blob_chunks (blob, seq, data) SELECT id, 0, $11::bytea FROM b),"
                 f" m AS (INSERT INTO messages ({_MSG_COLUMNS}) SELECT $1::bigint, mb.uid,"
                 " mb.modseq, $12::int, $13::text, $14::float8, $15::int, $16::float8, $2::bigint,"
@@ -959,6 +966,8 @@ class PostgresStore:
                 message.pop3_uidl,
                 CHANNEL,
                 str(mailbox_id),
+                rendered.envelope,
+                rendered.bodystructure,
             )
             if row is None:
                 raise NotFound("mailbox does not exist")
@@ -996,6 +1005,18 @@ class PostgresStore:
             return [_meta(r) for r in rows]
 
         return await self._read(run)
+
+    async def message_columns(self, mailbox_id: MailboxId) -> MessageColumns:
+        async def run(conn: Any) -> MessageColumns:
+            mailbox = await self._require_mailbox(conn, mailbox_id)
+            rows = await conn.fetch(
+                "SELECT uid, modseq, flags, keywords, internal_date, internal_tz, save_date, size,"
+                " blob, pop3_uidl, pop3_hidden_at FROM messages WHERE mailbox_id = $1 ORDER BY uid",
+                mailbox_id,
+            )
+            return message_columns(mailbox, [tuple(r) for r in rows])
+
+        return await self._read(run, snapshot=True)
 
     @staticmethod
     async def _select(conn: Any, mailbox_id: int, uids: Iterable[int]) -> list[MessageMeta]:
@@ -1242,6 +1263,43 @@ class PostgresStore:
             return {BlobId(r[0]): bytes(r[1]) for r in rows}
 
         return await self._read(run)
+
+    async def get_rendered(self, blobs: Iterable[BlobId]) -> dict[BlobId, Rendered]:
+        wanted = sorted(set(blobs))
+        if not wanted:
+            return {}
+
+        async def run(conn: Any) -> dict[BlobId, Rendered]:
+            rows = await conn.fetch(
+                "SELECT id, envelope, bodystructure FROM blobs WHERE id = ANY($1::bigint[])",
+                wanted,
+            )
+            return {
+                BlobId(r[0]): Rendered(
+                    None if r[1] is None else bytes(r[1]), None if r[2] is None else bytes(r[2])
+                )
+                for r in rows
+            }
+
+        return await self._read(run)
+
+    async def set_rendered(self, items: Mapping[BlobId, Rendered]) -> None:
+        if not items:
+            return
+        blobs = list(items)
+
+        async def run(tx: Tx) -> None:
+            await tx.conn.execute(
+                "UPDATE blobs b SET envelope = coalesce(b.envelope, d.e),"
+                " bodystructure = coalesce(b.bodystructure, d.s)"
+                " FROM unnest($1::bigint[], $2::bytea[], $3::bytea[]) AS d(id, e, s)"
+                " WHERE b.id = d.id",
+                blobs,
+                [items[b].envelope for b in blobs],
+                [items[b].bodystructure for b in blobs],
+            )
+
+        await self._write(run, single=True)
 
     async def open_contents(self, blobs: Iterable[BlobId]) -> dict[BlobId, Content]:
         wanted = sorted(set(blobs))

@@ -107,6 +107,12 @@ MIGRATIONS: tuple[str, ...] = (
         mailbox_id INTEGER NOT NULL
     );
     """,
+    # 2: renderings kept with the content (IMAP ENVELOPE, BODYSTRUCTURE), filled at append or
+    # on first use
+    """
+    ALTER TABLE blobs ADD COLUMN envelope BLOB;
+    ALTER TABLE blobs ADD COLUMN bodystructure BLOB
+    """,
 )
 
 

@@ -9,7 +9,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,10 +30,12 @@ from pobox.store.api import (
     Mailbox,
     MailboxId,
     MailboxStatus,
+    MessageColumns,
     MessageMeta,
     ModSeq,
     NewMessage,
     Recoverable,
+    Rendered,
     SearchFields,
     Spool,
     Uid,
@@ -44,6 +46,7 @@ from pobox.store.rows import (
     from_epoch,
     join_flags,
     keywords_text,
+    message_columns,
     split_flags,
     to_epoch,
     uidl_for,
@@ -708,10 +711,13 @@ class SqliteStore:
         fields = message.fields
         sent = fields.sent_date.timestamp() if fields.sent_date else None
 
+        rendered = message.rendered or Rendered()
+
         def run(conn: sqlite3.Connection) -> MessageMeta:
             cur = conn.execute(
                 "INSERT INTO blobs (name, size, refs, structure, subject, from_, to_, cc, bcc,"
-                " message_id, sent_date) VALUES (?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " message_id, sent_date, envelope, bodystructure)"
+                " VALUES (?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     spool.name,
                     spool.size,
@@ -723,6 +729,8 @@ class SqliteStore:
                     fields.bcc,
                     fields.message_id,
                     sent,
+                    rendered.envelope,
+                    rendered.bodystructure,
                 ),
             )
             return self._insert_message(
@@ -750,6 +758,18 @@ class SqliteStore:
                 )
             ]
         )
+
+    async def message_columns(self, mailbox_id: MailboxId) -> MessageColumns:
+        def run(conn: sqlite3.Connection) -> MessageColumns:
+            mailbox = self._require_mailbox(conn, mailbox_id)
+            rows = conn.execute(
+                "SELECT uid, modseq, flags, keywords, internal_date, internal_tz, save_date, size,"
+                " blob, pop3_uidl, pop3_hidden_at FROM messages WHERE mailbox_id = ? ORDER BY uid",
+                (mailbox_id,),
+            ).fetchall()
+            return message_columns(mailbox, rows)
+
+        return await self._db.read(run)
 
     @staticmethod
     def _select(
@@ -979,6 +999,40 @@ class SqliteStore:
         if not wanted:
             return {}
         return await self._db.read(run)
+
+    async def get_rendered(self, blobs: Iterable[BlobId]) -> dict[BlobId, Rendered]:
+        wanted = sorted(set(blobs))
+
+        def run(conn: sqlite3.Connection) -> dict[BlobId, Rendered]:
+            found: dict[BlobId, Rendered] = {}
+            for chunk in _chunks(wanted):
+                marks = ",".join("?" * len(chunk))
+                for row in conn.execute(
+                    f"SELECT id, envelope, bodystructure FROM blobs WHERE id IN ({marks})",
+                    tuple(chunk),
+                ):
+                    found[BlobId(row[0])] = Rendered(
+                        None if row[1] is None else bytes(row[1]),
+                        None if row[2] is None else bytes(row[2]),
+                    )
+            return found
+
+        if not wanted:
+            return {}
+        return await self._db.read(run)
+
+    async def set_rendered(self, items: Mapping[BlobId, Rendered]) -> None:
+        rows = [(r.envelope, r.bodystructure, blob) for blob, r in items.items()]
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "UPDATE blobs SET envelope = coalesce(envelope, ?),"
+                " bodystructure = coalesce(bodystructure, ?) WHERE id = ?",
+                rows,
+            )
+
+        if rows:
+            await self._write(run)
 
     async def open_contents(self, blobs: Iterable[BlobId]) -> dict[BlobId, Content]:
         wanted = sorted(set(blobs))
