@@ -72,6 +72,10 @@ class MailboxView:
     def __len__(self) -> int:
         return len(self._private) if self._private is not None else self._count
 
+    def shares_index(self) -> bool:
+        """True when message n is the index's n-th message."""
+        return self._private is None
+
     def _numbers(self) -> Sequence[int]:
         return self._private if self._private is not None else self.index.uids
 

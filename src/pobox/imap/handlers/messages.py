@@ -8,6 +8,7 @@ refresh with ``expunge=False``; their UID forms, COPY and MOVE may. The command 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import dataclasses
 import logging
 from typing import Any
@@ -195,11 +196,16 @@ async def _fetch_from_index(
     recent = selected.recent if not session.rev2 else frozenset()
     rendered: dict[tuple[int, bool], bytes] = {}
     out: list[bytes] = []
+    shared = view.shares_index()  # message n is the index's n-th: one bisect, no lookups
+    numbers, count = view.uids, len(view)
+    iflags, isizes = index.flags, index.sizes
+    lo = 0
     for uid in uids:
-        msn = view.msn_of(uid)
-        if msn is None:
+        at = bisect.bisect_left(numbers, uid, lo, count)
+        if at >= count or numbers[at] != uid:
             continue
-        pos = index.position(uid)
+        lo, msn = at, at + 1
+        pos: int | None = at if shared else index.position(uid)
         parts: list[bytes] = []
         for name in names:
             if name == "UID":
@@ -212,18 +218,23 @@ async def _fetch_from_index(
                 else:
                     parts.append(b"RFC822.SIZE %d" % meta.size)
             elif name == "FLAGS":
-                key = (index.flags[pos], uid in recent)
+                key = (iflags[pos], uid in recent)
                 text = rendered.get(key)
                 if text is None:
                     text = rendered[key] = b"FLAGS " + format_flags(index.flagset(key[0]), key[1])
                 parts.append(text)
             else:
-                parts.append(b"RFC822.SIZE %d" % index.sizes[pos])
+                parts.append(b"RFC822.SIZE %d" % isizes[pos])
         out.append(b"* %d FETCH (%s)\r\n" % (msn, b" ".join(parts)))
         if len(out) >= DRAIN_EVERY * 4:
             session.send_raw(b"".join(out))
             out.clear()
             await session.drain()
+            # the index may have changed meanwhile: look again
+            shared = view.shares_index()
+            numbers, count = view.uids, len(view)
+            iflags, isizes = index.flags, index.sizes
+            lo = 0
     if out:
         session.send_raw(b"".join(out))
 
