@@ -81,6 +81,19 @@ def _datetime(epoch: float, minutes: int = 0) -> datetime:
     return datetime.fromtimestamp(epoch, _zone(minutes))
 
 
+def _column(typecode: str, values: Sequence[int]) -> array[int]:
+    """*values* as an array of *typecode*, adopted without a copy when it is one already."""
+    if isinstance(values, array) and values.typecode == typecode:
+        return values
+    return array(typecode, values)
+
+
+def _fcolumn(values: Sequence[float]) -> array[float]:
+    if isinstance(values, array) and values.typecode == "d":
+        return values
+    return array("d", values)
+
+
 class IndexView(Protocol):
     """What the index tells the views numbered over it (pobox.service.view.MailboxView)."""
 
@@ -210,8 +223,9 @@ class MailboxIndex:
     # ---- applying changes ---------------------------------------------------------------------
     def _load_columns(self, cols: MessageColumns) -> None:
         self.mailbox = cols.mailbox
-        flags = list(cols.flags)
+        flags: MutableSequence[int] = cols.flags  # type: ignore[assignment]
         if any(cols.keywords):
+            flags = list(cols.flags)
             interned: dict[str, int] = {}
             for i, text in enumerate(cols.keywords):
                 if text:
@@ -219,15 +233,15 @@ class MailboxIndex:
                     if bits is None:
                         bits = interned[text] = self.bits_of(text.split(" "))
                     flags[i] |= bits
-        self.uids = array("I", cols.uids)
-        self.modseqs = array("Q", cols.modseqs)
+        self.uids = _column("I", cols.uids)
+        self.modseqs = _column("Q", cols.modseqs)
         wide = FIRST_KEYWORD_BIT + len(self.keywords) > 64
-        self.flags = flags if wide else array("Q", flags)
-        self.sizes = array("Q", cols.sizes)
-        self.dates = array("d", cols.internal_dates)
-        self.zones = array("h", cols.zones)
-        self.saved = array("d", cols.save_dates)
-        self.blobs = array("Q", cols.blobs)
+        self.flags = flags if wide else _column("Q", flags)
+        self.sizes = _column("Q", cols.sizes)
+        self.dates = _fcolumn(cols.internal_dates)
+        self.zones = _column("h", cols.zones)
+        self.saved = _fcolumn(cols.save_dates)
+        self.blobs = _column("Q", cols.blobs)
         self.uidls = dict(cols.uidls)
         self.hidden = set(cols.hidden)
         self.modseq = ModSeq(max(self.modseq, cols.mailbox.highest_modseq))

@@ -7,6 +7,7 @@ derived from the UID and UIDVALIDITY (Dovecot's default form).
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -57,28 +58,61 @@ def from_epoch(epoch: float, tz_minutes: int = 0) -> datetime:
     return datetime.fromtimestamp(epoch, timezone(timedelta(minutes=tz_minutes)))
 
 
-def message_columns(mailbox: Mailbox, rows: Sequence[Sequence[Any]]) -> MessageColumns:
+#: Rows turned into columns at a time by :class:`ColumnBuilder`.
+COLUMN_PIECE = 8192
+
+
+class ColumnBuilder:
     """Both backends' ``message_columns``: rows of (uid, modseq, flags, keywords,
-    internal_date, internal_tz, save_date, size, blob, pop3_uidl, pop3_hidden_at) as columns."""
-    if not rows:
-        return MessageColumns(mailbox, (), (), (), (), (), (), (), (), (), {}, frozenset())
-    cols = list(zip(*rows, strict=True))
-    uidls = {uid: u for uid, u in zip(cols[0], cols[9], strict=True) if u is not None}
-    hidden = frozenset(uid for uid, h in zip(cols[0], cols[10], strict=True) if h is not None)
-    return MessageColumns(
-        mailbox,
-        cols[0],
-        cols[1],
-        cols[2],
-        cols[3],
-        cols[4],
-        cols[5],
-        cols[6],
-        cols[7],
-        cols[8],
-        uidls,
-        hidden,
-    )
+    internal_date, internal_tz, save_date, size, blob, pop3_uidl, pop3_hidden_at), a piece at a
+    time, into ``array`` columns (what pobox.service.index keeps, so it adopts them as they are).
+    """
+
+    def __init__(self, mailbox: Mailbox) -> None:
+        self.mailbox = mailbox
+        self.uids = array("I")
+        self.modseqs = array("Q")
+        self.flags = array("Q")
+        self.keywords: list[str] = []
+        self.dates = array("d")
+        self.zones = array("h")
+        self.saved = array("d")
+        self.sizes = array("Q")
+        self.blobs = array("Q")
+        self.uidls: dict[int, str] = {}
+        self.hidden: set[int] = set()
+
+    def add(self, rows: Sequence[Sequence[Any]]) -> None:
+        if not rows:
+            return
+        cols = list(zip(*rows, strict=True))
+        self.uids.extend(cols[0])
+        self.modseqs.extend(cols[1])
+        self.flags.extend(cols[2])
+        self.keywords.extend(cols[3])
+        self.dates.extend(cols[4])
+        self.zones.extend(cols[5])
+        self.saved.extend(cols[6])
+        self.sizes.extend(cols[7])
+        self.blobs.extend(cols[8])
+        self.uidls.update((u, x) for u, x in zip(cols[0], cols[9], strict=True) if x is not None)
+        self.hidden.update(u for u, h in zip(cols[0], cols[10], strict=True) if h is not None)
+
+    def finish(self) -> MessageColumns:
+        return MessageColumns(
+            self.mailbox,
+            self.uids,
+            self.modseqs,
+            self.flags,
+            self.keywords,
+            self.dates,
+            self.zones,
+            self.saved,
+            self.sizes,
+            self.blobs,
+            self.uidls,
+            frozenset(self.hidden),
+        )
 
 
 def uidl_for(uid: int, uidvalidity: int) -> str:

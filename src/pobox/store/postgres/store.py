@@ -62,12 +62,13 @@ from pobox.store.api import (
 from pobox.store.postgres.content import PRELOAD_MAX, ChunkReader, PgContent, TempSpool
 from pobox.store.postgres.schema import CHUNK_SIZE, migrate
 from pobox.store.rows import (
+    COLUMN_PIECE,
     DELETED_BIT,
     SEEN_BIT,
+    ColumnBuilder,
     from_epoch,
     join_flags,
     keywords_text,
-    message_columns,
     split_flags,
     to_epoch,
     uidl_for,
@@ -1014,7 +1015,10 @@ class PostgresStore:
                 " blob, pop3_uidl, pop3_hidden_at FROM messages WHERE mailbox_id = $1 ORDER BY uid",
                 mailbox_id,
             )
-            return message_columns(mailbox, [tuple(r) for r in rows])
+            columns = ColumnBuilder(mailbox)
+            for start in range(0, len(rows), COLUMN_PIECE):
+                columns.add([tuple(r) for r in rows[start : start + COLUMN_PIECE]])
+            return columns.finish()
 
         return await self._read(run, snapshot=True)
 

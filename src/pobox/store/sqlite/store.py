@@ -41,12 +41,13 @@ from pobox.store.api import (
     Uid,
 )
 from pobox.store.rows import (
+    COLUMN_PIECE,
     DELETED_BIT,
     SEEN_BIT,
+    ColumnBuilder,
     from_epoch,
     join_flags,
     keywords_text,
-    message_columns,
     split_flags,
     to_epoch,
     uidl_for,
@@ -762,12 +763,16 @@ class SqliteStore:
     async def message_columns(self, mailbox_id: MailboxId) -> MessageColumns:
         def run(conn: sqlite3.Connection) -> MessageColumns:
             mailbox = self._require_mailbox(conn, mailbox_id)
-            rows = conn.execute(
+            cursor = conn.execute(
                 "SELECT uid, modseq, flags, keywords, internal_date, internal_tz, save_date, size,"
                 " blob, pop3_uidl, pop3_hidden_at FROM messages WHERE mailbox_id = ? ORDER BY uid",
                 (mailbox_id,),
-            ).fetchall()
-            return message_columns(mailbox, rows)
+            )
+            # a piece at a time into compact columns: no row object survives the piece
+            columns = ColumnBuilder(mailbox)
+            while rows := cursor.fetchmany(COLUMN_PIECE):
+                columns.add(rows)
+            return columns.finish()
 
         return await self._db.read(run)
 
