@@ -94,6 +94,35 @@ def _fcolumn(values: Sequence[float]) -> array[float]:
     return array("d", values)
 
 
+class IndexedMessage:
+    """A message as SEARCH reads it, straight from the index's columns: a few ints and the
+    shared flag set; the internal date becomes a datetime only when a term asks for it."""
+
+    __slots__ = ("_date", "_zone", "blob", "flags", "modseq", "size", "uid")
+
+    def __init__(
+        self,
+        uid: int,
+        modseq: int,
+        flags: frozenset[str],
+        size: int,
+        blob: int,
+        date: float,
+        zone: int,
+    ) -> None:
+        self.uid = Uid(uid)
+        self.modseq = ModSeq(modseq)
+        self.flags = flags
+        self.size = size
+        self.blob = BlobId(blob)
+        self._date = date
+        self._zone = zone
+
+    @property
+    def internal_date(self) -> datetime:
+        return _datetime(self._date, self._zone)
+
+
 class IndexView(Protocol):
     """What the index tells the views numbered over it (pobox.service.view.MailboxView)."""
 
@@ -214,6 +243,17 @@ class MailboxIndex:
             BlobId(self.blobs[pos]),
             self.uidls.get(uid) if self.uidls else None,
             uid in self.hidden if self.hidden else False,
+        )
+
+    def record_at(self, pos: int) -> IndexedMessage:
+        return IndexedMessage(
+            self.uids[pos],
+            self.modseqs[pos],
+            self.flagset(self.flags[pos]),
+            self.sizes[pos],
+            self.blobs[pos],
+            self.dates[pos],
+            self.zones[pos],
         )
 
     def meta(self, uid: int) -> MessageMeta | None:

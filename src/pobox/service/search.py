@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, tzinfo
 from operator import attrgetter
-from typing import Literal, TypeAlias
+from typing import Literal, Protocol, TypeAlias
 
 from pobox.errors import NotFound
 from pobox.mail.dates import parse_date
@@ -55,7 +55,7 @@ from pobox.store.api import (
     BlobId,
     Content,
     MailboxId,
-    MessageMeta,
+    ModSeq,
     SearchFields,
     Store,
     Uid,
@@ -93,6 +93,26 @@ __all__ = [
 ]
 
 DateOp = Literal["before", "on", "since"]
+
+
+class Message(Protocol):
+    """What search reads of a message: a :class:`MessageMeta`, or the lighter record a view
+    makes from the shared index (``MailboxView.search_messages``)."""
+
+    @property
+    def uid(self) -> Uid: ...
+    @property
+    def modseq(self) -> ModSeq: ...
+    @property
+    def flags(self) -> frozenset[str]: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def blob(self) -> BlobId: ...
+    @property
+    def internal_date(self) -> datetime: ...
+
+
 #: Concrete, inclusive ranges of numbers (``*`` already resolved by the caller).
 Ranges = tuple[tuple[int, int], ...]
 
@@ -267,7 +287,7 @@ def _merge(ranges: Iterable[tuple[int, int]]) -> tuple[list[int], list[int]]:
     return starts, ends
 
 
-def resolve_sequences(query: Query, messages: Sequence[MessageMeta]) -> Query:
+def resolve_sequences(query: Query, messages: Sequence[Message]) -> Query:
     """Replace every :class:`SeqIn` by the :class:`UidIn` it means in *messages* (a view)."""
     if isinstance(query, SeqIn):
         count = len(messages)
@@ -322,7 +342,7 @@ def _cost(query: Query) -> int:
 
 # ---- in-memory terms --------------------------------------------------------------------------
 
-Predicate = Callable[[MessageMeta], bool]
+Predicate = Callable[[Message], bool]
 _SYSTEM_BY_LOWER = {f.lower(): f for f in SYSTEM_FLAGS}
 
 
@@ -348,7 +368,7 @@ def _flag_predicate(flag: str, present: bool) -> Predicate:
         return lambda m: system not in m.flags
     lowered = flag.lower()
 
-    def has(m: MessageMeta) -> bool:
+    def has(m: Message) -> bool:
         return flag in m.flags or any(f.lower() == lowered for f in m.flags)
 
     if present:
@@ -390,7 +410,7 @@ def _compile(query: Query, ctx: _Context) -> Predicate:
             query = resolved
         starts, ends = _merge(query.ranges)
 
-        def within(m: MessageMeta) -> bool:
+        def within(m: Message) -> bool:
             i = bisect.bisect_right(starts, m.uid) - 1
             return i >= 0 and m.uid <= ends[i]
 
@@ -435,7 +455,7 @@ class _Context:
         self,
         store: Store,
         mailbox: MailboxId,
-        messages: Sequence[MessageMeta],
+        messages: Sequence[Message],
         recent_uids: frozenset[Uid],
         zone: tzinfo | None,
     ) -> None:
@@ -447,7 +467,7 @@ class _Context:
         self._fields: dict[Uid, SearchFields] = {}
         self._all_fields = False
 
-    async def fields(self, metas: Sequence[MessageMeta]) -> dict[Uid, SearchFields]:
+    async def fields(self, metas: Sequence[Message]) -> dict[Uid, SearchFields]:
         if not self._all_fields:
             missing = [m.uid for m in metas if m.uid not in self._fields]
             if len(missing) > FIELDS_ALL_THRESHOLD:
@@ -458,8 +478,8 @@ class _Context:
         return self._fields
 
     async def structures(
-        self, metas: Sequence[MessageMeta]
-    ) -> list[tuple[MessageMeta, ParsedMessage | None]]:
+        self, metas: Sequence[Message]
+    ) -> list[tuple[Message, ParsedMessage | None]]:
         # one store call for the batch; contents expunged meanwhile match no content term
         raw = await self.store.get_structures([m.blob for m in metas])
         parsed = await asyncio.to_thread(
@@ -471,13 +491,13 @@ class _Context:
         return list(zip(metas, parsed, strict=True))
 
     async def contents(
-        self, metas: Sequence[MessageMeta]
-    ) -> list[tuple[MessageMeta, ParsedMessage | None, Content | None]]:
+        self, metas: Sequence[Message]
+    ) -> list[tuple[Message, ParsedMessage | None, Content | None]]:
         with_structure = await self.structures(metas)
         opened = await self.store.open_contents(
             [m.blob for m, p in with_structure if p is not None]
         )
-        out: list[tuple[MessageMeta, ParsedMessage | None, Content | None]] = []
+        out: list[tuple[Message, ParsedMessage | None, Content | None]] = []
         handed: set[BlobId] = set()
         try:
             for meta, parsed in with_structure:
@@ -504,11 +524,11 @@ def _close_all(contents: Iterable[Content | None]) -> None:
             content.close()
 
 
-def _keep(metas: Sequence[MessageMeta], uids: set[Uid]) -> list[MessageMeta]:
+def _keep(metas: Sequence[Message], uids: set[Uid]) -> list[Message]:
     return [m for m in metas if m.uid in uids]
 
 
-async def _filter(query: Query, metas: list[MessageMeta], ctx: _Context) -> list[MessageMeta]:
+async def _filter(query: Query, metas: list[Message], ctx: _Context) -> list[Message]:
     """The messages of *metas* that match *query*, in their order."""
     if not metas:
         return metas
@@ -543,16 +563,14 @@ async def _filter(query: Query, metas: list[MessageMeta], ctx: _Context) -> list
     raise TypeError(f"unknown search term {query!r}")  # pragma: no cover
 
 
-async def _filter_header(
-    query: Header, metas: list[MessageMeta], ctx: _Context
-) -> list[MessageMeta]:
+async def _filter_header(query: Header, metas: list[Message], ctx: _Context) -> list[Message]:
     needle = fold(query.value)
     attribute = _INDEXED.get(query.name.lower())
     if needle and attribute is not None:
         fields = await ctx.fields(metas)
         value_of = attrgetter(attribute)
         return [m for m in metas if needle in fold(value_of(fields.get(m.uid, _NO_FIELDS)))]
-    matched: list[MessageMeta] = []
+    matched: list[Message] = []
     for start in range(0, len(metas), BATCH):
         for meta, parsed in await ctx.structures(metas[start : start + BATCH]):
             if parsed is None:
@@ -563,13 +581,11 @@ async def _filter_header(
     return matched
 
 
-async def _filter_sent(
-    query: SentDate, metas: list[MessageMeta], ctx: _Context
-) -> list[MessageMeta]:
+async def _filter_sent(query: SentDate, metas: list[Message], ctx: _Context) -> list[Message]:
     test = _day_test(query.op, query.day)
     fields = await ctx.fields(metas)
     matched: set[Uid] = set()
-    unsure: list[MessageMeta] = []
+    unsure: list[Message] = []
     margin = timedelta(hours=24)  # a Date: header's zone is less than a day away from UTC
     for meta in metas:
         sent = fields.get(meta.uid, _NO_FIELDS).sent_date
@@ -595,8 +611,8 @@ async def _filter_sent(
 
 
 async def _filter_content(
-    needle: str, with_header: bool, metas: list[MessageMeta], ctx: _Context
-) -> list[MessageMeta]:
+    needle: str, with_header: bool, metas: list[Message], ctx: _Context
+) -> list[Message]:
     matched: set[Uid] = set()
     batches = [metas[i : i + BATCH] for i in range(0, len(metas), BATCH)]
     # fetch the next batch's structures and open its files while this one is scanned
@@ -648,7 +664,7 @@ class _Finder:
 
 
 def _scan_batch(
-    batch: Sequence[tuple[MessageMeta, ParsedMessage | None, Content | None]],
+    batch: Sequence[tuple[Message, ParsedMessage | None, Content | None]],
     needle: str,
     with_header: bool,
 ) -> list[Uid]:
@@ -773,7 +789,7 @@ async def search(
     store: Store,
     mailbox: MailboxId,
     query: Query,
-    messages: Sequence[MessageMeta],
+    messages: Sequence[Message],
     *,
     recent_uids: frozenset[Uid] = frozenset(),
     zone: tzinfo | None = None,

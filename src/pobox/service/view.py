@@ -20,7 +20,7 @@ from array import array
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
-from pobox.service.index import SEEN_BIT, MailboxIndex, MailIndex
+from pobox.service.index import SEEN_BIT, IndexedMessage, MailboxIndex, MailIndex
 from pobox.store.api import SEEN, Mailbox, MessageMeta, ModSeq, Store, Uid
 
 
@@ -139,6 +139,20 @@ class MailboxView:
     def messages(self) -> list[MessageMeta]:
         """Every numbered message, in order (built on demand: prefer :meth:`metas`)."""
         return self.metas(self._numbers()[: len(self)])
+
+    def search_messages(self) -> list[MessageMeta | IndexedMessage]:
+        """Every numbered message as SEARCH reads it (light records, no MessageMeta)."""
+        index = self.index
+        if self._private is None:
+            return [index.record_at(pos) for pos in range(self._count)]
+        out: list[MessageMeta | IndexedMessage] = []
+        for uid in self._private:
+            ghost = self._ghosts.get(uid)
+            if ghost is not None:
+                out.append(ghost)
+            elif (pos := index.position(uid)) is not None:
+                out.append(index.record_at(pos))
+        return out
 
     def at(self, msn: int) -> MessageMeta:
         meta = self.meta(self.uid_at(msn))

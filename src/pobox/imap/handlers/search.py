@@ -138,7 +138,7 @@ async def search(session: ImapSession, cmd: c.Search) -> None:
         session.service.store,
         selected.mailbox_id,
         query,
-        view.messages,
+        view.search_messages(),
         recent_uids=frozenset(selected.recent),
     )
     if save:
