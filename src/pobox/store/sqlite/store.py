@@ -615,7 +615,10 @@ class SqliteStore:
             ).fetchone()
             if row is None:
                 raise NotFound("mailbox does not exist")
-            conn.execute("UPDATE mailboxes SET recent_floor = ? WHERE id = ?", (row[1], mailbox_id))
+            if row[0] != row[1]:  # nothing new to claim: no change, so the commit writes nothing
+                conn.execute(
+                    "UPDATE mailboxes SET recent_floor = ? WHERE id = ?", (row[1], mailbox_id)
+                )
             return Uid(row[0])
 
         return await self._write(run)
