@@ -8,7 +8,7 @@ DATA   ?= ./data
 # Debian packages the tests drive (real clients, and Dovecot as the side-by-side anchor).
 TEST_DEBS := fetchmail getmail6 curl openssl iproute2 dovecot-imapd dovecot-pop3d dovecot-lmtpd isync offlineimap3 neomutt tmux
 
-.PHONY: serve test test-fast lint fmt bench system-deps clean
+.PHONY: serve cli test test-fast lint fmt bench system-deps clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@if ! $(PYTHON) -m venv --help >/dev/null 2>&1 || ! $(PYTHON) -c 'import ensurepip' >/dev/null 2>&1; then \
@@ -24,6 +24,10 @@ serve: $(VENV)/.installed
 	@echo "              IMAPS 127.0.0.1:1993  POP3S 127.0.0.1:1995 (self-signed certificate in $(DATA)/tls)"
 	@echo "              account demo@localhost, password demo (if it was just created)"
 	$(POBOX) --data $(DATA) serve
+
+# the pobox command on the data directory of `make serve`: make cli ARGS="user list"
+cli: $(VENV)/.installed
+	@$(POBOX) --data $(DATA) $(ARGS)
 
 system-deps:
 	@missing=""; for p in $(TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

@@ -4,6 +4,10 @@
 starts N worker processes; each binds every listener with SO_REUSEPORT, so the kernel spreads
 connections over them, and all of them share the one store (SQLite allows several processes;
 change notifications cross processes through the store's change journal).
+
+Started as root with ``[server] user`` set, each worker binds its listening sockets first, then
+becomes that user (supplementary groups, group, user) before it opens the store or reads a
+certificate, so every file it creates belongs to that user (docs/deployment.md).
 """
 
 from __future__ import annotations
@@ -13,18 +17,21 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import pwd
 import signal
+import socket
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 
 from pobox.config import Config, ListenerConfig
 from pobox.delivery.handlers import DeliveryHandler, LmtpServer, SmtpServer
+from pobox.errors import ConfigError
 from pobox.net.limits import ConnectionLimiter, SlotLimiter, limit_stream_handler
 from pobox.net.tls import HANDSHAKE_TIMEOUT, TlsManager, is_loopback, upgrade
 from pobox.service.mail import MailService
-from pobox.status import StatusBoard
+from pobox.status import StatusBoard, hold_serving_lock
 
 log = logging.getLogger("pobox.server")
 
@@ -101,20 +108,28 @@ async def _listen(
     handler: StreamHandler | None,
     reuse_port: bool,
     tls: ssl.SSLContext | None = None,
+    sock: socket.socket | None = None,
 ) -> asyncio.Server:
+    # a socket bound before the privileges were dropped, or host and port to bind now
+    host = None if sock is not None else listener.listen
+    port = None if sock is not None else listener.port
+    reuse = reuse_port if sock is None else None
     try:
         if handler is not None:
             return await asyncio.start_server(
                 handler,
-                listener.listen,
-                listener.port,
-                reuse_port=reuse_port,
+                host,
+                port,
+                sock=sock,
+                reuse_port=reuse,
                 limit=1 << 20,
                 ssl=tls,
                 # a handshake is not counted as a connection until it completes: bound its time
                 ssl_handshake_timeout=HANDSHAKE_TIMEOUT if tls is not None else None,
             )
         assert factory is not None
+        if sock is not None:
+            return await loop.create_server(factory, sock=sock)
         return await loop.create_server(
             factory, listener.listen, listener.port, reuse_port=reuse_port
         )
@@ -125,10 +140,23 @@ async def _listen(
         ) from None
 
 
-async def start(config: Config, service: MailService, *, reuse_port: bool = False) -> Running:
-    """Open every enabled listener; the caller runs the loop until ``running.stopping``."""
+async def start(
+    config: Config,
+    service: MailService,
+    *,
+    reuse_port: bool = False,
+    sockets: Mapping[str, socket.socket] | None = None,
+    tls: TlsManager | None = None,
+) -> Running:
+    """Open every enabled listener; the caller runs the loop until ``running.stopping``.
+
+    *sockets* (with *tls*, the manager used to decide on them) are listening sockets bound
+    beforehand by :func:`bind_sockets`, by listener name."""
     loop = asyncio.get_running_loop()
-    running = Running(service, tls=TlsManager.from_config(config))
+    if sockets is None:
+        tls = TlsManager.from_config(config)
+    running = Running(service, tls=tls)
+    bound = dict(sockets or {})
     limit = config.delivery.max_message_size
     _warn_plaintext(config, running.tls)
 
@@ -158,7 +186,7 @@ async def start(config: Config, service: MailService, *, reuse_port: bool = Fals
             return smtp(tls_context=tls.context if tls is not None else None)
 
         running.servers["smtp"] = await _listen(
-            loop, "SMTP", config.smtp, factory, None, reuse_port
+            loop, "SMTP", config.smtp, factory, None, reuse_port, sock=bound.pop("smtp", None)
         )
     if config.lmtp.enabled:
         handler = DeliveryHandler(service.delivery, "LMTP", config.delivery.max_recipients)
@@ -173,7 +201,7 @@ async def start(config: Config, service: MailService, *, reuse_port: bool = Fals
             limiter=limiter("lmtp"),
         )
         running.servers["lmtp"] = await _listen(
-            loop, "LMTP", config.lmtp, lmtp_factory, None, reuse_port
+            loop, "LMTP", config.lmtp, lmtp_factory, None, reuse_port, sock=bound.pop("lmtp", None)
         )
     running.account_slots = SlotLimiter(config.limits.max_imap_sessions_per_account)
     handlers = _stream_handlers(service, running.tls, running.account_slots)
@@ -186,9 +214,95 @@ async def start(config: Config, service: MailService, *, reuse_port: bool = Fals
         limited = limit_stream_handler(handlers[name], limiter(name), refusal)
         context = running.tls.context if implicit and running.tls is not None else None
         running.servers[name] = await _listen(
-            loop, name.upper(), listener, None, limited, reuse_port, context
+            loop, name.upper(), listener, None, limited, reuse_port, context, bound.pop(name, None)
         )
+    for unused in bound.values():
+        unused.close()
     return running
+
+
+def bind_sockets(config: Config, reuse_port: bool, with_tls: bool) -> dict[str, socket.socket]:
+    """Listening sockets for every enabled listener (the implicit-TLS ones only *with_tls*), as
+    asyncio would bind them: for binding privileged ports before dropping root."""
+    sockets: dict[str, socket.socket] = {}
+    try:
+        for name in ("smtp", "lmtp", "pop3", "imap", "pop3s", "imaps"):
+            listener: ListenerConfig = getattr(config, name)
+            if not listener.enabled or (name.endswith("s") and not with_tls):
+                continue
+            sockets[name] = _bind(name.upper(), listener, reuse_port)
+    except BaseException:
+        for sock in sockets.values():
+            sock.close()
+        raise
+    return sockets
+
+
+def _bind(name: str, listener: ListenerConfig, reuse_port: bool) -> socket.socket:
+    where = f"{listener.listen}:{listener.port}"
+    try:
+        infos = socket.getaddrinfo(
+            listener.listen or None,
+            listener.port,
+            type=socket.SOCK_STREAM,
+            flags=socket.AI_PASSIVE,
+        )
+        if len({info[4] for info in infos}) > 1:
+            raise ConfigError(
+                f"{name} listen = {listener.listen!r} names several addresses; with"
+                " [server] user set, give one IP address per listener"
+            )
+        family, kind, proto, _, address = infos[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:  # as asyncio does: IPv6 only
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(100)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+    except OSError as exc:
+        raise OSError(
+            exc.errno, f"cannot listen for {name} on {where}: {exc.strerror or exc}"
+        ) from None
+
+
+def target_user(config: Config) -> pwd.struct_passwd | None:
+    """The account ``[server] user`` names, when this process runs as root and must switch."""
+    name = config.server.user
+    if not name:
+        return None
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        raise ConfigError(f"{config.source}: key 'server.user': no such user {name!r}") from None
+    if os.geteuid() != 0:
+        if os.geteuid() != entry.pw_uid:
+            log.warning("not started as root: server.user %r ignored", name)
+        return None
+    return entry
+
+
+def drop_privileges(entry: pwd.struct_passwd, data_path: os.PathLike[str] | str) -> None:
+    """Become *entry*'s user for good (groups first, then group, then user), then check that
+    the data directory is usable."""
+    os.initgroups(entry.pw_name, entry.pw_gid)
+    os.setgid(entry.pw_gid)
+    os.setuid(entry.pw_uid)
+    os.environ["HOME"] = entry.pw_dir
+    os.environ["USER"] = os.environ["LOGNAME"] = entry.pw_name
+    if not os.access(data_path, os.R_OK | os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"the data directory {data_path} is not writable by the user {entry.pw_name!r}"
+            f" (server.user): chown -R {entry.pw_name}: {data_path}"
+        )
+    log.info("running as user %s (uid %d)", entry.pw_name, entry.pw_uid)
 
 
 def _warn_plaintext(config: Config, tls: TlsManager | None) -> None:
@@ -204,6 +318,21 @@ def _warn_plaintext(config: Config, tls: TlsManager | None) -> None:
                 name.upper(),
                 listener.listen,
             )
+
+
+def hangup(running: Running) -> None:
+    """SIGHUP: reopen the log file, reload the certificate."""
+    from pobox.log import reopen_logs
+
+    reopen_logs()
+    reload_tls(running)
+
+
+def _control(service: MailService, request: Mapping[str, object]) -> object:
+    """Carry out a control file written by the command line (pobox.status.send_control)."""
+    if request.get("action") == "unblock":
+        return {"lifted": service.auth.unblock(str(request.get("target", "")))}
+    return {"error": f"unknown action {request.get('action')!r}"}
 
 
 def reload_tls(running: Running) -> None:
@@ -265,22 +394,69 @@ async def serve(
     reuse_port: bool = False,
     ready: Callable[[Running], None] | None = None,
 ) -> None:
-    service = await MailService.open(config)
+    sockets: dict[str, socket.socket] | None = None
+    tls: TlsManager | None = None
+    user = target_user(config)
+    if user is not None:
+        # bind the (privileged) ports as root, then never be root again
+        tls = TlsManager.from_config(config)
+        sockets = bind_sockets(config, reuse_port, tls is not None)
+        try:
+            drop_privileges(user, config.data_path)
+        except BaseException:
+            for sock in sockets.values():
+                sock.close()
+            raise
     try:
-        running = await start(config, service, reuse_port=reuse_port)
+        # shared with every other worker; `pobox store copy` takes it exclusively
+        lock = hold_serving_lock(config.data_path)
+    except BaseException:
+        for sock in (sockets or {}).values():
+            sock.close()
+        raise
+    try:
+        await _serve_store(config, worker, reuse_port, ready, sockets, tls)
+    finally:
+        os.close(lock)
+
+
+async def _serve_store(
+    config: Config,
+    worker: int,
+    reuse_port: bool,
+    ready: Callable[[Running], None] | None,
+    sockets: dict[str, socket.socket] | None,
+    tls: TlsManager | None,
+) -> None:
+    try:
+        service = await MailService.open(config)
+    except BaseException:
+        for sock in (sockets or {}).values():
+            sock.close()
+        raise
+    try:
+        running = await start(config, service, reuse_port=reuse_port, sockets=sockets, tls=tls)
     except BaseException:
         await service.close()
         raise
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, running.stopping.set)
-    loop.add_signal_handler(signal.SIGHUP, reload_tls, running)
+    loop.add_signal_handler(signal.SIGHUP, hangup, running)
     if worker == 0:
         running.tasks.append(loop.create_task(sweeper(service)))
-    board = StatusBoard(config.data_path, worker, running.counters)
+    board = StatusBoard(
+        config.data_path,
+        worker,
+        running.counters,
+        details=lambda: {"blocks": service.auth.blocks()},
+        control=partial(_control, service),
+    )
     running.tasks.append(loop.create_task(board.run()))
     if ready is not None:
         ready(running)
+    elif worker == 0:  # several workers: the first says where they listen
+        log.info("%s", announce(config, running).replace("\n", "; "))
     log.info("worker %d (pid %d) serving", worker, os.getpid())
     await running.stopping.wait()
     log.info("worker %d shutting down", worker)
@@ -303,7 +479,12 @@ def _install_loop(config: Config) -> None:
 def run_worker(config: Config, worker: int, reuse_port: bool) -> None:
     from pobox.log import setup_logging
 
-    setup_logging(config.server.log_level, prefix=f"w{worker} " if reuse_port else "")
+    setup_logging(
+        config.server.log_level,
+        prefix=f"w{worker} " if reuse_port else "",
+        log_format=config.server.log_format,
+        log_file=config.server.log_file,
+    )
     _install_loop(config)
     asyncio.run(serve(config, worker=worker, reuse_port=reuse_port))
 
@@ -328,6 +509,9 @@ def run(config: Config, workers: int, ready: Callable[[Running], None] | None = 
                 os.kill(process.pid, signal.SIGTERM)
 
     def forward_hup(signum: int, _frame: object) -> None:
+        from pobox.log import reopen_logs
+
+        reopen_logs()
         for process in processes:
             if process.pid is not None and process.is_alive():
                 os.kill(process.pid, signal.SIGHUP)

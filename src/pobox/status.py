@@ -1,23 +1,31 @@
-"""What a running server shows of itself: open connections per listener and per client address.
+"""What a running server shows of itself, and how the command line reaches every worker.
 
 Each worker process of ``pobox serve`` keeps a small JSON file, ``DATA_DIR/run/status-PID.json``,
 current to within :data:`INTERVAL` seconds (rewritten only when something changed, replaced
-atomically, removed at shutdown). ``pobox status`` reads them all, leaves out (and removes) the
-files of processes that are gone, and adds the workers up, so that an operator can tell a leak
-(connections that stay open with nothing happening) from load.
+atomically, removed at shutdown): its open connections per listener and client address, and its
+authentication blocks. ``pobox status`` and ``pobox auth blocks`` read them all, leave out (and
+remove) the files of processes that are gone, and add the workers up.
+
+The other way round, a command such as ``pobox auth unblock`` writes a control file,
+``DATA_DIR/run/control-ID.json``; every worker looks for new ones at each tick of its board,
+carries them out once, and lists the ID with its result under ``"control"`` in its status file.
+:func:`send_control` waits until every live worker has done so (docs/decisions/admin-control.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+from pobox.errors import InUse
 
 log = logging.getLogger("pobox.status")
 
@@ -25,6 +33,12 @@ log = logging.getLogger("pobox.status")
 INTERVAL = 0.5
 
 Snapshot = Callable[[], Mapping[str, Any]]
+Control = Callable[[Mapping[str, Any]], Any]
+#: Control results a worker keeps listing in its status file.
+CONTROL_KEPT = 20
+#: Seconds before a worker's start from which it still carries out a control file; also how
+#: long an unanswered control file may stay before the next command removes it.
+CONTROL_MAX_AGE = 60.0
 
 
 def run_dir(data_path: Path) -> Path:
@@ -36,22 +50,68 @@ def status_path(data_path: Path, pid: int | None = None) -> Path:
 
 
 class StatusBoard:
-    """Publishes this process's counters (what *snapshot* returns) to its status file."""
+    """Publishes this process's counters (what *snapshot* returns), and what *details* returns
+    (more top-level fields, such as ``blocks``), to its status file; carries out control files
+    with *control* (which returns a JSON-able result)."""
 
-    def __init__(self, data_path: Path, worker: int, snapshot: Snapshot) -> None:
+    def __init__(
+        self,
+        data_path: Path,
+        worker: int,
+        snapshot: Snapshot,
+        details: Snapshot | None = None,
+        control: Control | None = None,
+    ) -> None:
+        self.data_path = data_path
         self.path = status_path(data_path)
         self.worker = worker
         self.snapshot = snapshot
+        self.details = details
+        self.control = control
         self.started = time.time()
         self._last = ""
+        #: control IDs carried out, with their results (the newest :data:`CONTROL_KEPT`)
+        self.done: dict[str, Any] = {}
+
+    def poll_control(self) -> None:
+        """Carry out the control files this worker has not seen yet."""
+        if self.control is None:
+            return
+        directory = run_dir(self.data_path)
+        try:
+            names = sorted(p.name for p in directory.glob("control-*.json"))
+        except OSError:
+            return
+        for name in names:
+            ident = name.removeprefix("control-").removesuffix(".json")
+            if ident in self.done:
+                continue
+            try:
+                request = json.loads((directory / name).read_text())
+                issued = float(request["at"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # being written, or removed meanwhile
+            if issued < self.started - CONTROL_MAX_AGE:
+                continue  # older than this worker: not meant for it
+            try:
+                result = self.control(request)
+            except Exception as exc:
+                log.exception("control request %s failed", ident)
+                result = {"error": str(exc)}
+            self.done[ident] = result
+            while len(self.done) > CONTROL_KEPT:
+                del self.done[next(iter(self.done))]
 
     def publish(self) -> None:
+        details = dict(self.details()) if self.details is not None else {}
+        details["control"] = self.done
         body = json.dumps(dict(self.snapshot()), sort_keys=True)
-        if body == self._last:
+        extra = json.dumps(details, sort_keys=True)
+        if body + extra == self._last:
             return
         document = (
             f'{{"pid": {os.getpid()}, "worker": {self.worker}, '
-            f'"started": {self.started:.0f}, "counters": {body}}}\n'
+            f'"started": {self.started:.0f}, "counters": {body}, ' + extra[1:-1] + "}\n"
         )
         temporary = self.path.with_suffix(".tmp")
         try:
@@ -61,11 +121,12 @@ class StatusBoard:
         except OSError as exc:
             log.warning("cannot write %s: %s", self.path, exc.strerror)
             return
-        self._last = body
+        self._last = body + extra
 
     async def run(self, interval: float = INTERVAL) -> None:
         try:
             while True:
+                self.poll_control()
                 self.publish()
                 await asyncio.sleep(interval)
         finally:
@@ -150,3 +211,105 @@ def format_status(workers: list[dict[str, Any]]) -> str:
         for (name, ip), count in sorted(addresses.items(), key=lambda item: -item[1]):
             lines.append(f"{ip:<40} {name:<8} {count:>6}")
     return "\n".join(lines)
+
+
+class ControlTimeout(Exception):
+    """Not every worker answered a control request in time."""
+
+
+def send_control(
+    data_path: Path, request: Mapping[str, Any], timeout: float = 10.0
+) -> dict[int, Any]:
+    """Write a control file, wait until every live worker serving *data_path* has carried it
+    out, remove it, and return each worker's result by pid. With no worker running, returns {}
+    at once. Raises :class:`ControlTimeout` when a worker did not answer within *timeout*."""
+    workers = read_status(data_path)
+    if not workers:
+        return {}
+    directory = run_dir(data_path)
+    _remove_stale_controls(directory)
+    ident = f"{time.time_ns()}-{os.urandom(4).hex()}"
+    path = directory / f"control-{ident}.json"
+    temporary = directory / f".control-{ident}.tmp"
+    temporary.write_text(json.dumps({**request, "id": ident, "at": time.time()}))
+    os.chmod(temporary, 0o644)
+    temporary.replace(path)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            results: dict[int, Any] = {}
+            waiting = []
+            for document in read_status(data_path):
+                done = document.get("control", {})
+                if ident in done:
+                    results[int(document["pid"])] = done[ident]
+                else:
+                    waiting.append(int(document["pid"]))
+            if not waiting:
+                return results
+            if time.monotonic() > deadline:
+                raise ControlTimeout(
+                    "no answer from worker(s) "
+                    + ", ".join(map(str, waiting))
+                    + f" in {timeout:.0f} s"
+                )
+            time.sleep(INTERVAL / 5)
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+def _remove_stale_controls(directory: Path) -> None:
+    now = time.time()
+    for path in directory.glob("control-*.json"):
+        with contextlib.suppress(OSError):
+            if now - path.stat().st_mtime > CONTROL_MAX_AGE:
+                path.unlink()
+
+
+# the serving lock: a running server holds it shared, `pobox store copy` exclusively ---------------
+def lock_path(data_path: Path) -> Path:
+    return run_dir(data_path) / "serve.lock"
+
+
+def _open_lock(data_path: Path) -> int:
+    run_dir(data_path).mkdir(mode=0o750, parents=True, exist_ok=True)
+    return os.open(lock_path(data_path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+
+
+def hold_serving_lock(data_path: Path) -> int:
+    """Take the serving lock (shared: every worker of every server on *data_path* holds it) and
+    return its descriptor, to be kept open while serving. Raises :class:`InUse` while
+    ``pobox store copy`` reads this store."""
+    fd = _open_lock(data_path)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise InUse(
+            f"`pobox store copy` is reading the store in {data_path}; start pobox when it is done"
+        ) from None
+    return fd
+
+
+@contextlib.contextmanager
+def no_server(data_path: Path) -> Iterator[None]:
+    """Hold the serving lock exclusively: raises :class:`InUse` while a server uses the store
+    in *data_path* (a live status file, or a worker holding the lock), and keeps servers from
+    starting on it until the block ends."""
+    workers = read_status(data_path)
+    if workers:
+        pids = ", ".join(str(document["pid"]) for document in workers)
+        raise InUse(f"pobox is serving the store in {data_path} (pid {pids}): stop it first")
+    if not data_path.is_dir():
+        yield  # nothing to lock; the caller reports the missing store
+        return
+    fd = _open_lock(data_path)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InUse(f"pobox is serving the store in {data_path}: stop it first") from None
+        yield
+    finally:
+        os.close(fd)

@@ -37,10 +37,21 @@ def pobox(
     stdin: bytes | None = None,
     check: bool = True,
     config: Path | None = None,
+    ensure_store: bool = True,
 ) -> subprocess.CompletedProcess[bytes]:
+    """Run `pobox ARGS`. Only `pobox init` creates a store: with *ensure_store* (the default) a
+    SQLite data directory without one gets `pobox init` first, as an administrator would do."""
     cmd = [*POBOX, "--data", str(data)]
     if config is not None:
         cmd += ["--config", str(config)]
+    if (
+        ensure_store
+        and args
+        and args[0] not in ("init", "migrate", "store", "status", "auth", "serve")
+        and not (data / "pobox.db").exists()
+        and (config is None or "postgres" not in config.read_text())
+    ):
+        subprocess.run([*cmd, "init"], capture_output=True, timeout=120, check=False)
     result = subprocess.run(
         [*cmd, *args], input=stdin, capture_output=True, timeout=120, check=False
     )
@@ -76,7 +87,7 @@ class ServerProcess:
 
     def start(self, workers: int = 1) -> None:
         logf = open(self.log, "ab")  # noqa: SIM115 - handed to the child
-        cmd = [*POBOX, "--data", str(self.data), "--config", str(self.config), "serve"]
+        cmd = [*POBOX, "--data", str(self.data), "--config", str(self.config), "serve", "--init"]
         cmd += ["--workers", str(workers)]  # explicit: the default is one per core
         self.proc = subprocess.Popen(cmd, stdout=logf, stderr=logf, start_new_session=True)
         logf.close()

@@ -1,10 +1,16 @@
-"""``pobox``: the command line. Every command goes through the mail service."""
+"""``pobox``: the command line. Every command goes through the mail service.
+
+Only ``pobox init`` (and ``pobox serve --init``) create a store: every other command stops with a
+message naming the data directory when there is none, so that a mistyped ``--data`` cannot
+quietly start an empty installation.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import getpass
+import json
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -13,6 +19,7 @@ from typing import Any
 from pobox import __version__
 from pobox.config import Config, config_from_environment
 from pobox.errors import ConfigError, NotFound, PoboxError, Temporary
+from pobox.service.accounts import ACCOUNT_SETTINGS
 from pobox.service.mail import MailService
 
 # sysexits.h values, as an MTA such as Postfix reads them from `pobox deliver`
@@ -21,8 +28,52 @@ EX_TEMPFAIL = 75
 EX_USAGE = 64
 
 
+EX_NOT_RUNNING = 3
+EX_INTERNAL = 70
+
+EXIT_CODES = """\
+exit codes:
+  0    done
+  1    failed: no such account, invalid input, no store (run `pobox init`), ...
+  2    wrong command line (unknown command or option)
+  3    status, auth blocks, auth unblock: no server is running on this store
+  64   configuration error (the message names the file and the key)
+  67   deliver: no such recipient (the MTA bounces the message)
+  70   internal error (a bug: please report it; POBOX_DEBUG=1 shows the traceback)
+  75   temporary failure (store busy or unavailable, disk full; try again later)
+  130  interrupted (Ctrl-C)
+"""
+
+SETTING_HELP = {
+    "pop3.retention": "what POP3 DELE + QUIT does for this account: delete, keep or keep-days:N"
+}
+
+
 class CliError(PoboxError):
     pass
+
+
+class NoStore(CliError):
+    """The data directory holds no store: only ``pobox init`` creates one."""
+
+
+def _has_store(config: Config) -> bool:
+    """False when the configured store is SQLite and *data_dir* holds no ``pobox.db``.
+    A PostgreSQL store is checked when it is opened (a database that does not exist is an
+    error there)."""
+    if config.store not in ("sqlite", ""):
+        return True
+    return (config.data_path / "pobox.db").is_file()
+
+
+def require_store(config: Config) -> None:
+    if not _has_store(config):
+        where = config.data_path
+        what = "does not exist" if not where.exists() else "holds no pobox store"
+        raise NoStore(
+            f"the data directory {where} {what}: run `pobox init` to create a store"
+            f" (pobox --data {where} init), or check --data, POBOX_DATA and data_dir"
+        )
 
 
 def _read_password(args: argparse.Namespace) -> str:
@@ -30,9 +81,13 @@ def _read_password(args: argparse.Namespace) -> str:
         line = sys.stdin.readline()
         password = line.rstrip("\r\n")
     elif sys.stdin.isatty():
-        password = getpass.getpass("Password: ")
-        if getpass.getpass("Again: ") != password:
-            raise CliError("the passwords do not match")
+        try:
+            password = getpass.getpass("Password: ")
+            if getpass.getpass("Again: ") != password:
+                raise CliError("the passwords do not match")
+        except EOFError:
+            print(file=sys.stderr)
+            raise CliError("no password given (end of input); nothing changed") from None
     else:
         raise CliError("no password: use --password-stdin to read it from standard input")
     if not password:
@@ -58,6 +113,10 @@ def _human(size: int) -> str:
 
 
 # commands -----------------------------------------------------------------------------------
+def _print_json(value: object) -> None:
+    print(json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
 async def cmd_init(service: MailService, args: argparse.Namespace) -> int:
     print(f"store ready in {service.config.data_path.resolve()}")
     if args.demo:
@@ -96,7 +155,20 @@ async def cmd_user_list(service: MailService, args: argparse.Namespace) -> int:
     aliases: dict[str, list[str]] = {}
     for alias, address in await service.store.list_aliases():
         aliases.setdefault(address, []).append(alias)
-    for account in await service.accounts.list():
+    accounts = await service.accounts.list()
+    if args.json:
+        _print_json(
+            [
+                {
+                    "address": account.address,
+                    "aliases": sorted(aliases.get(account.address, [])),
+                    "settings": dict(account.settings),
+                }
+                for account in accounts
+            ]
+        )
+        return 0
+    for account in accounts:
         extra = ""
         if account.address in aliases:
             extra = "  aliases: " + ", ".join(aliases[account.address])
@@ -128,13 +200,30 @@ async def cmd_alias_del(service: MailService, args: argparse.Namespace) -> int:
 
 
 async def cmd_alias_list(service: MailService, args: argparse.Namespace) -> int:
-    for alias, address in await service.store.list_aliases():
+    aliases = await service.store.list_aliases()
+    if args.json:
+        _print_json([{"alias": alias, "address": address} for alias, address in aliases])
+        return 0
+    for alias, address in aliases:
         print(f"{alias} -> {address}")
     return 0
 
 
 async def cmd_mailbox_list(service: MailService, args: argparse.Namespace) -> int:
     summaries = await service.mailbox_summaries(args.address)
+    if args.json:
+        _print_json(
+            [
+                {
+                    "mailbox": s.mailbox.name,
+                    "messages": s.status.messages,
+                    "unseen": s.status.unseen,
+                    "size": s.status.size,
+                }
+                for s in summaries
+            ]
+        )
+        return 0
     width = max((len(s.mailbox.name) for s in summaries), default=7)
     print(f"{'MAILBOX':{width}}  {'MESSAGES':>8}  {'UNSEEN':>6}  {'SIZE':>10}")
     for summary in summaries:
@@ -166,11 +255,29 @@ async def cmd_deliver(service: MailService, args: argparse.Namespace) -> int:
 
 async def cmd_pop3_deleted(service: MailService, args: argparse.Namespace) -> int:
     items = await service.recoverable(args.address, args.since)
+    if args.json:
+        _print_json(
+            [
+                {
+                    "deleted_at": item.deleted_at.isoformat(),
+                    "uidl": item.uidl,
+                    "mailbox": item.mailbox_name,
+                    "size": item.size,
+                    "state": "hidden" if item.still_present else "expunged",
+                }
+                for item in items
+            ]
+        )
+        return 0
+    uidl = max((len(item.uidl) for item in items), default=4)
+    box = max((len(item.mailbox_name) for item in items), default=7)
+    uidl, box = max(uidl, 4), max(box, 7)
+    print(f"{'DELETED':16}  {'UIDL':{uidl}}  {'MAILBOX':{box}}  {'SIZE':>10}  STATE")
     for item in items:
         where = "hidden from POP3" if item.still_present else "expunged"
         print(
-            f"{item.deleted_at:%Y-%m-%d %H:%M}  {item.uidl}  {item.mailbox_name}  {item.size}"
-            f"  {where}"
+            f"{item.deleted_at:%Y-%m-%d %H:%M}  {item.uidl:{uidl}}  {item.mailbox_name:{box}}"
+            f"  {item.size:>10}  {where}"
         )
     print(f"{len(items)} recoverable message(s)")
     return 0
@@ -201,7 +308,12 @@ async def cmd_check(service: MailService, args: argparse.Namespace) -> int:
 
 # the parser -----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pobox", description="pobox mail server")
+    parser = argparse.ArgumentParser(
+        prog="pobox",
+        description="pobox mail server",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"pobox {__version__}")
     parser.add_argument("--config", metavar="FILE", help="TOML configuration (or POBOX_CONFIG)")
     parser.add_argument("--data", metavar="DIR", help="data directory (or POBOX_DATA)")
@@ -213,22 +325,51 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N|auto",
         help="worker processes, or auto for one per core (default: server.workers, auto)",
     )
+    serve.add_argument(
+        "--init",
+        action="store_true",
+        help="create the store first if there is none (like `pobox init`)",
+    )
+    serve.set_defaults(demo=False)
 
     status = commands.add_parser(
         "status", help="open connections of the running server, per listener and client address"
     )
     status.add_argument("--json", action="store_true", help="print the workers' raw counters")
 
-    init = commands.add_parser("init", help="create or upgrade the store")
+    auth = commands.add_parser("auth", help="failed-login blocks of the running server")
+    auth_cmds = auth.add_subparsers(dest="auth_command", metavar="ACTION", required=True)
+    sub = auth_cmds.add_parser(
+        "blocks", help="addresses and account names blocked now, in every worker"
+    )
+    sub.add_argument("--json", action="store_true", help="machine-readable output")
+    sub = auth_cmds.add_parser(
+        "unblock",
+        help="lift the block on an IP address (its /64 for IPv6) or an account name, in every"
+        " worker, and forget its failures",
+    )
+    sub.add_argument("target", metavar="ADDRESS|IP")
+
+    init = commands.add_parser(
+        "init",
+        help="create a new store in the data directory (or the PostgreSQL database)",
+        description="Create a new store (or bring an existing one up to date). The only"
+        " command, with `serve --init`, that creates a store.",
+    )
     init.add_argument(
         "--demo",
         action="store_true",
-        help="create demo@localhost (password demo) if there is no account yet",
+        help="create demo@localhost (password demo) if there is no account yet, and a"
+        " self-signed development certificate",
     )
-    init.set_defaults(action=cmd_init)
-    commands.add_parser("migrate", help="create or upgrade the store").set_defaults(
-        action=cmd_init, demo=False
-    )
+    init.set_defaults(action=cmd_init, creates=True)
+    commands.add_parser(
+        "migrate",
+        help="upgrade an existing store's schema to this pobox version",
+        description="Upgrade the schema of an existing store to this version of pobox (every"
+        " command does this when it opens the store; run it after an upgrade to do it once, in"
+        " advance). Never creates a store: see `pobox init`.",
+    ).set_defaults(action=cmd_init, demo=False)
 
     user = commands.add_parser("user", help="accounts").add_subparsers(
         dest="user_command", metavar="ACTION", required=True
@@ -248,8 +389,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = user.add_parser("del", help="delete an account and all its mail")
     sub.add_argument("address")
     sub.set_defaults(action=cmd_user_del)
-    user.add_parser("list", help="list accounts").set_defaults(action=cmd_user_list)
-    sub = user.add_parser("set", help="set per-account settings, e.g. pop3.retention=keep")
+    sub = user.add_parser("list", help="list accounts with their aliases and settings")
+    sub.add_argument("--json", action="store_true", help="machine-readable output")
+    sub.set_defaults(action=cmd_user_list)
+    keys = "\n".join(f"  {key:16} {SETTING_HELP.get(key, '')}" for key in sorted(ACCOUNT_SETTINGS))
+    sub = user.add_parser(
+        "set",
+        help="set per-account settings, e.g. pop3.retention=keep",
+        epilog=f"keys:\n{keys}\n\nKEY= (nothing after =) goes back to the server's default.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub.add_argument("address")
     sub.add_argument("settings", nargs="+", metavar="KEY=VALUE")
     sub.set_defaults(action=cmd_user_set)
@@ -263,12 +412,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = alias_cmds.add_parser("del", help="remove an alias")
     sub.add_argument("alias")
     sub.set_defaults(action=cmd_alias_del)
-    alias_cmds.add_parser("list", help="list aliases").set_defaults(action=cmd_alias_list)
+    sub = alias_cmds.add_parser("list", help="list aliases")
+    sub.add_argument("--json", action="store_true", help="machine-readable output")
+    sub.set_defaults(action=cmd_alias_list)
 
     mailbox = commands.add_parser("mailbox", help="mailboxes of an account")
     mailbox_cmds = mailbox.add_subparsers(dest="mailbox_command", metavar="ACTION", required=True)
     sub = mailbox_cmds.add_parser("list", help="mailboxes with message count, unseen and size")
     sub.add_argument("address")
+    sub.add_argument("--json", action="store_true", help="machine-readable output (size in bytes)")
     sub.set_defaults(action=cmd_mailbox_list)
 
     deliver = commands.add_parser("deliver", help="deliver one message from standard input")
@@ -285,6 +437,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub = pop3_cmds.add_parser(name, help=helptext)
         sub.add_argument("address")
         sub.add_argument("--since", metavar="DATE", help="only what was deleted since DATE")
+        if name == "deleted":
+            sub.add_argument("--json", action="store_true", help="machine-readable output")
         sub.set_defaults(action=action)
 
     check = commands.add_parser("check", help="verify the store")
@@ -313,7 +467,14 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
         raise CliError(f"--{exc}") from None
     if workers < 1:
         raise CliError("--workers must be at least 1")
-    setup_logging(config.server.log_level)
+    if args.init and not _has_store(config):
+        asyncio.run(_with_service(config, lambda service: cmd_init(service, args)))
+    require_store(config)
+    setup_logging(
+        config.server.log_level,
+        log_format=config.server.log_format,
+        log_file=config.server.log_file,
+    )
 
     def ready(running: Any) -> None:
         print(announce(config, running), flush=True)
@@ -322,10 +483,54 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _auth(config: Config, args: argparse.Namespace) -> int:
+    """``pobox auth blocks|unblock``: through the running workers' status and control files
+    (pobox.status), never the store."""
+    from pobox.status import ControlTimeout, read_status, send_control
+
+    if args.auth_command == "blocks":
+        workers = read_status(config.data_path)
+        if not workers:
+            print("pobox is not running on this store (no status from any worker)")
+            return EX_NOT_RUNNING
+        blocks = [
+            {**block, "worker": document.get("worker", 0), "pid": document["pid"]}
+            for document in workers
+            for block in document.get("blocks", [])
+        ]
+        if args.json:
+            _print_json(blocks)
+            return 0
+        if not blocks:
+            print(f"no blocks in {len(workers)} worker(s)")
+            return 0
+        print(f"{'KIND':8} {'ADDRESS OR ACCOUNT':40} {'FAILURES':>8}  {'UNTIL (UTC)':19}  WORKER")
+        from datetime import UTC, datetime
+
+        for block in sorted(blocks, key=lambda b: (str(b["kind"]), str(b["key"]))):
+            until = datetime.fromtimestamp(float(block["until"]), UTC)
+            print(
+                f"{block['kind']:8} {block['key']:40} {block['failures']:>8}"
+                f"  {until:%Y-%m-%d %H:%M:%S}  {block['worker']}"
+            )
+        return 0
+    try:
+        results = send_control(config.data_path, {"action": "unblock", "target": args.target})
+    except ControlTimeout as exc:
+        raise Temporary(str(exc)) from None
+    if not results:
+        print("pobox is not running on this store (no status from any worker)")
+        return EX_NOT_RUNNING
+    lifted = sorted({item for result in results.values() for item in result.get("lifted", [])})
+    if lifted:
+        print(f"lifted in {len(results)} worker(s): " + ", ".join(lifted))
+    else:
+        print(f"no block or failure count for {args.target} in {len(results)} worker(s)")
+    return 0
+
+
 def _status(config: Config, args: argparse.Namespace) -> int:
     """Reads the running server's status files; never opens the store."""
-    import json
-
     from pobox.status import format_status, read_status
 
     workers = read_status(config.data_path)
@@ -333,7 +538,7 @@ def _status(config: Config, args: argparse.Namespace) -> int:
         print(json.dumps(workers, indent=2, sort_keys=True))
     else:
         print(format_status(workers))
-    return 0 if workers else 3
+    return 0 if workers else EX_NOT_RUNNING
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -345,12 +550,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(config, args)
         if args.command == "status":
             return _status(config, args)
+        if args.command == "auth":
+            return _auth(config, args)
         if args.command == "store":
             from pobox.cli import store_copy
 
             return store_copy.run(args)
+        if not getattr(args, "creates", False):
+            require_store(config)
         action: Callable[[MailService, argparse.Namespace], Awaitable[int]] = args.action
         return asyncio.run(_with_service(config, lambda service: action(service, args)))
+    except NoStore as exc:
+        print(f"pobox: {exc}", file=sys.stderr)
+        # for an MTA running `pobox deliver`: defer the mail, do not bounce it
+        return EX_TEMPFAIL if args.command == "deliver" else 1
     except ConfigError as exc:
         print(f"pobox: configuration error: {exc}", file=sys.stderr)
         return EX_USAGE
@@ -372,4 +585,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("POBOX_DEBUG"):
             raise
         print(f"pobox: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 70
+        return EX_INTERNAL

@@ -49,9 +49,11 @@ async def _copy(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(text, flush=True)
 
-    report = await copy_sqlite_to_postgres(
-        Path(args.source), _require_dsn(args.target), progress=progress
-    )
+    from pobox.status import no_server
+
+    source = Path(args.source)
+    with no_server(source):  # the copy is one consistent snapshot only of a stopped store
+        report = await copy_sqlite_to_postgres(source, _require_dsn(args.target), progress=progress)
     counts = report.counts
     print(
         f"copied {counts.get('accounts', 0)} account(s), {counts.get('mailboxes', 0)} mailbox(es),"

@@ -121,6 +121,8 @@ class _Table:
     def __init__(self, config: AuthConfig) -> None:
         self.config = config
         self.entries: dict[str, _Failures] = {}
+        #: keys that were blocked at some point and are still in entries (for blocks())
+        self.blocking: set[str] = set()
 
     def get(self, key: str, now: float) -> _Failures | None:
         entry = self.entries.get(key)
@@ -129,6 +131,7 @@ class _Table:
         quiet_since = max(entry.last, entry.blocked_until)
         if now - quiet_since > self.config.block_seconds:
             del self.entries[key]
+            self.blocking.discard(key)
             return None
         return entry
 
@@ -153,11 +156,13 @@ class _Table:
         entry.last = now
         if entry.count >= self.config.max_failures:
             entry.blocked_until = now + self.config.block_seconds
+            self.blocking.add(key)
             return True
         return False
 
     def forget(self, key: str) -> None:
         self.entries.pop(key, None)
+        self.blocking.discard(key)
 
     def _prune(self, now: float) -> None:
         if len(self.entries) < MAX_ENTRIES:
@@ -165,7 +170,9 @@ class _Table:
         for key in list(self.entries):
             self.get(key, now)
         while len(self.entries) >= MAX_ENTRIES:  # still full: drop the oldest
-            del self.entries[next(iter(self.entries))]
+            oldest = next(iter(self.entries))
+            del self.entries[oldest]
+            self.blocking.discard(oldest)
 
 
 class Authenticator:
@@ -399,7 +406,7 @@ class Authenticator:
         wall = time.time()
         out: list[dict[str, object]] = []
         for kind, table in (("address", self.by_address), ("account", self.by_account)):
-            for key in list(table.entries):
+            for key in sorted(table.blocking):
                 left = table.blocked(key, now)
                 if left:
                     entry = table.entries[key]
