@@ -40,6 +40,8 @@ CONTENT_CHUNK = 256 * 1024
 #: TOP's first read: enough for most headers, so TOP n 0 is one small read.
 TOP_FIRST_READ = 16 * 1024
 IMPLEMENTATION = "pobox"
+#: Pipelined commands answered in a row before the session lets other connections run.
+YIELD_EVERY = 32
 #: Seconds a closing connection may take to hand over what is still buffered.
 CLOSE_TIMEOUT = 5.0
 
@@ -128,6 +130,7 @@ class Pop3Session:
         self._bad = 0
         self._expunged: set[int] = set()
         self._midstream = False  # inside a multi-line reply: an -ERR now would corrupt it
+        self._buffered = 0  # lines taken from the buffer since the last wait for input
         peer = writer.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else "-"
         self.remote_ip = peer_ip(peer)
@@ -226,8 +229,13 @@ class Pop3Session:
 
     async def _drain(self) -> None:
         """Wait until the client takes what was written, but not longer than the idle timeout
-        (a client that stops reading must not hold the maildrop lock for ever)."""
-        await asyncio.wait_for(self.writer.drain(), self.config.idle_timeout)
+        (a client that stops reading must not hold the maildrop lock for ever). When the kernel
+        took everything already (the usual case for a reply), there is nothing to wait for."""
+        transport = self.writer.transport
+        if transport.get_write_buffer_size() == 0 and not transport.is_closing():
+            return
+        async with asyncio.timeout(self.config.idle_timeout):
+            await self.writer.drain()
 
     async def _read_line(self, limit: int) -> bytes | p.LineTooLong | None:
         """The next line (None at end of input) within the idle timeout: a client that sends
@@ -236,11 +244,19 @@ class Pop3Session:
         while True:
             line = self.lines.next_line(limit)
             if line is not None:
+                self._buffered += 1
+                if self._buffered >= YIELD_EVERY:
+                    # pipelined commands answered without waiting for anything: let the other
+                    # connections of this process have their turn now and then
+                    self._buffered = 0
+                    await asyncio.sleep(0)
                 return line
+            self._buffered = 0
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError
-            data = await asyncio.wait_for(self.reader.read(CHUNK), remaining)
+            async with asyncio.timeout(remaining):  # no task per read, unlike wait_for
+                data = await self.reader.read(CHUNK)
             if not data:
                 return None
             self.lines.feed(data)

@@ -326,3 +326,22 @@ async def test_a_message_opened_ahead_then_expunged_is_not_served(
     assert await client.command("RETR 2") == b"-ERR message 2 was removed by another session"
     assert (await client.multi("TOP 3 0")).startswith(b"Return-Path:")
     await client.quit()
+
+
+async def test_a_long_pipeline_is_answered_in_order(service: MailService, server: Server) -> None:
+    """Pipelined commands answered from the buffer (with a turn for other connections every
+    few dozen) come back complete and in order."""
+    for i in range(3):
+        await deliver(service, b"Subject: %d\r\n\r\nbody\r\n" % i)
+    client = await Client.login(server.port)
+    other = Client(*await asyncio.open_connection("127.0.0.1", server.port))
+    assert (await other.line()).startswith(b"+OK")
+    client.writer.write(
+        b"".join(b"LIST %d\r\nUIDL %d\r\n" % ((n % 3 + 1,) * 2) for n in range(150))
+    )
+    assert (await other.command("CAPA")).startswith(b"+OK")  # served meanwhile
+    for n in range(150):
+        assert (await client.line()).startswith(b"+OK %d " % (n % 3 + 1))
+        assert (await client.line()).startswith(b"+OK %d " % (n % 3 + 1))
+    await client.quit()
+    other.writer.close()
