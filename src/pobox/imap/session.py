@@ -99,6 +99,7 @@ class Selected:
     view: MailboxView
     read_only: bool
     recent: set[Uid] = field(default_factory=set)
+    recent_pruned: bool = True  # False after expunges: recent may name messages now gone
     saved: list[Uid] | None = None  # SEARCHRES: the result of the last SEARCH RETURN (SAVE)
 
     @property
@@ -291,6 +292,8 @@ class ImapSession:
             return
         for msn in update.expunged:
             self.send(r.expunge(msn))
+        if update.expunged:
+            selected.recent_pruned = False
         if update.exists is not None:
             arrived = view.slice(before - len(update.expunged) + 1, len(view))
             if not selected.read_only:
@@ -306,8 +309,10 @@ class ImapSession:
         if selected is None:
             return 0
         view = selected.view
-        gone = [u for u in selected.recent if view.msn_of(u) is None]
-        selected.recent.difference_update(gone)
+        if not selected.recent_pruned:
+            gone = [u for u in selected.recent if view.msn_of(u) is None]
+            selected.recent.difference_update(gone)
+            selected.recent_pruned = True
         return len(selected.recent)
 
     def flags_of(self, meta: MessageMeta) -> bytes:

@@ -470,6 +470,7 @@ async def move(session: ImapSession, cmd: c.Move) -> None:
         session.send(r.Untagged("OK", "moved UIDs", code))
     moved = [s for s, _ in pairs]
     selected.recent.difference_update(moved)
+    selected.recent_pruned = False  # forget() announces others' pending expunges too
     for msn in selected.view.forget(moved):
         session.send(r.expunge(msn))
     await session.announce_updates()

@@ -111,6 +111,7 @@ async def _expunge_deleted(session: ImapSession, uids: set[Uid] | None, announce
         return
     await session.service.index.expunge(selected.mailbox_id, doomed)
     numbers = selected.view.forget(doomed)
+    selected.recent_pruned = False  # forget() announces others' pending expunges too
     selected.recent.difference_update(doomed)
     if announce:
         for msn in numbers:
