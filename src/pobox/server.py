@@ -289,9 +289,27 @@ def target_user(config: Config) -> pwd.struct_passwd | None:
     return entry
 
 
+def _preload() -> None:
+    """Import every pobox module (and so the standard library modules they use) while still
+    root: the interpreter may live where the service user cannot read (e.g. under /root)."""
+    import importlib
+    import pkgutil
+
+    import pobox
+
+    for module in pkgutil.walk_packages(pobox.__path__, "pobox."):
+        if module.name.endswith("__main__"):
+            continue
+        try:
+            importlib.import_module(module.name)
+        except ImportError:  # an optional part not built or not installed
+            log.debug("not preloaded: %s", module.name)
+
+
 def drop_privileges(entry: pwd.struct_passwd, data_path: os.PathLike[str] | str) -> None:
     """Become *entry*'s user for good (groups first, then group, then user), then check that
     the data directory is usable."""
+    _preload()
     os.initgroups(entry.pw_name, entry.pw_gid)
     os.setgid(entry.pw_gid)
     os.setuid(entry.pw_uid)
