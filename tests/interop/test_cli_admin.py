@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.helpers.servers import POBOX, pobox, server_process
+from tests.helpers.servers import POBOX, free_port, pobox, server_process
 
 pytestmark = pytest.mark.interop
 
@@ -246,3 +246,41 @@ def test_json_log_to_a_file_reopened_on_sighup(tmp_path: Path) -> None:
         while "authentication failed" not in log.read_text() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert "authentication failed" in log.read_text()
+
+
+def test_readme_examples_show_the_new_mail(tmp_path: Path) -> None:
+    """The README's smtplib and curl lines, run as written (with this test's ports)."""
+    readme = (REPO / "README.md").read_text()
+    lines = [
+        line.split("    #")[0].strip()
+        for line in readme.splitlines()
+        if line.startswith(("curl ", "python3 -c 'import smtplib"))
+    ]
+    assert len(lines) >= 4
+    pobox("init", "--demo", data=tmp_path / "data")  # as `make serve` does
+    imaps, pop3s = free_port(), free_port()
+    extra = f"\n[imaps]\nport = {imaps}\n\n[pop3s]\nport = {pop3s}\n"
+    with server_process(tmp_path, None, extra) as server:
+        ports = {
+            "1993": imaps,
+            "1995": pop3s,
+            "1143": server.ports["imap"],
+            "1110": server.ports["pop3"],
+            "2525": server.ports["smtp"],
+        }
+        outputs = []
+        for line in lines:
+            for default, port in ports.items():
+                line = line.replace(f"127.0.0.1:{default}/", f"127.0.0.1:{port}/")
+                line = line.replace(f'"127.0.0.1", {default})', f'"127.0.0.1", {port})')
+            result = subprocess.run(
+                ["bash", "-c", line], capture_output=True, timeout=60, check=False
+            )
+            assert result.returncode == 0, (line, result.stderr)
+            outputs.append(result.stdout.decode())
+    uid_fetch = next(o for line, o in zip(lines, outputs, strict=True) if ";UID=1" in line)
+    assert "Subject: hi" in uid_fetch and "hello" in uid_fetch
+    search = next(o for line, o in zip(lines, outputs, strict=True) if "SEARCH" in line)
+    assert "* SEARCH 1" in search
+    pop = next(o for line, o in zip(lines, outputs, strict=True) if "pop3://" in line)
+    assert "hello" in pop
