@@ -99,3 +99,45 @@ def test_workers_default_to_one_per_core(tmp_path: Path) -> None:
     assert resolve_workers("2") == 2  # --workers 2 on the command line
     with pytest.raises(ValueError, match="number or 'auto'"):
         resolve_workers("lots")
+
+
+def test_trusted_networks_are_a_validated_list(tmp_path: Path) -> None:
+    assert Config().auth.trusted_networks == ()
+    path = tmp_path / "t.toml"
+    path.write_text('[auth]\ntrusted_networks = ["127.0.0.1/8", "2001:db8::/32", "192.0.2.7"]\n')
+    assert load_config(path).auth.trusted_networks == (
+        "127.0.0.0/8",
+        "2001:db8::/32",
+        "192.0.2.7/32",
+    )
+    for text, message in (
+        ('trusted_networks = "127.0.0.0/8"', "must be a list of strings"),
+        ("trusted_networks = [1]", "must be a list of strings"),
+        ('trusted_networks = ["10.0.0.0/33"]', "'10.0.0.0/33' is not an IP network"),
+    ):
+        path.write_text(f"[auth]\n{text}\n")
+        with pytest.raises(ConfigError) as info:
+            load_config(path)
+        assert f"{path}: key 'auth.trusted_networks'" in str(info.value)
+        assert message in str(info.value)
+
+
+def test_server_user_and_log_settings(tmp_path: Path) -> None:
+    server = Config().server
+    assert (server.user, server.log_format, server.log_file) == ("", "text", "")
+    path = tmp_path / "s.toml"
+    path.write_text('[server]\nuser = "pobox"\nlog_format = "json"\nlog_file = "/var/log/p.log"\n')
+    server = load_config(path).server
+    assert (server.user, server.log_format, server.log_file) == ("pobox", "json", "/var/log/p.log")
+    path.write_text('[server]\nlog_format = "xml"\n')
+    with pytest.raises(ConfigError, match=r"'server\.log_format' must be one of text, json"):
+        load_config(path)
+
+
+def test_the_documented_example_loads(tmp_path: Path) -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    example = docs.split("## Example", 1)[1].split("```toml", 1)[1].split("```", 1)[0]
+    path = tmp_path / "example.toml"
+    path.write_text(example)
+    config = load_config(path)
+    assert config.server.user == "pobox" and config.auth.trusted_networks == ("127.0.0.0/8",)
