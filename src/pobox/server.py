@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 
+from pobox import __version__
 from pobox.config import Config, ListenerConfig
 from pobox.delivery.handlers import DeliveryHandler, LmtpServer, SmtpServer
 from pobox.errors import ConfigError
@@ -463,11 +464,18 @@ async def _serve_store(
     loop.add_signal_handler(signal.SIGHUP, hangup, running)
     if worker == 0:
         running.tasks.append(loop.create_task(sweeper(service)))
+    listening = {
+        name: f"{getattr(config, name).listen}:{running.port(name)}" for name in running.servers
+    }
     board = StatusBoard(
         config.data_path,
         worker,
         running.counters,
-        details=lambda: {"blocks": service.auth.blocks()},
+        details=lambda: {
+            "blocks": service.auth.blocks(),
+            "version": __version__,
+            "listeners": listening,
+        },
         control=partial(_control, service),
     )
     running.tasks.append(loop.create_task(board.run()))

@@ -189,7 +189,17 @@ def totals(workers: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def format_status(workers: list[dict[str, Any]]) -> str:
     if not workers:
         return "pobox is not running on this store (no status from any worker)"
-    lines = [f"{len(workers)} worker(s): " + ", ".join(str(d["pid"]) for d in workers)]
+    versions = sorted({str(d.get("version", "?")) for d in workers})
+    lines = [
+        f"pobox {', '.join(versions)}, {len(workers)} worker(s): "
+        + ", ".join(str(d["pid"]) for d in workers)
+    ]
+    listeners = workers[0].get("listeners", {})
+    if listeners:
+        lines.append("listening: " + ", ".join(f"{k} {v}" for k, v in sorted(listeners.items())))
+    blocks = sum(len(d.get("blocks", [])) for d in workers)
+    if blocks:
+        lines.append(f"failed-login blocks: {blocks} (pobox auth blocks)")
     summed = totals(workers)
     lines.append(f"{'listener':<22} {'open':>6} {'accepted':>9} {'refused':>8}  limit (per IP)")
     for name, counters in summed.items():

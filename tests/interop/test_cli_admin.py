@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from tests.helpers.servers import POBOX, free_port, pobox, server_process
 
+from pobox import __version__
+
 pytestmark = pytest.mark.interop
 
 REPO = Path(__file__).resolve().parents[2]
@@ -170,6 +172,9 @@ def test_unblock_on_a_running_two_worker_server(tmp_path: Path) -> None:
     extra = "\n[auth]\nmax_failures = 2\nblock_seconds = 300\npenalty_max = 0.0\n"
     with server_process(tmp_path, {"demo@localhost": "demo"}, extra, workers=2) as server:
         assert server.cli("auth", "blocks").stdout.startswith(b"no blocks in 2 worker(s)")
+        status = server.cli("status").stdout.decode()
+        assert f"pobox {__version__}, 2 worker(s)" in status
+        assert f"imap 127.0.0.1:{server.ports['imap']}" in status
         port = server.ports["imap"]
         # wrong passwords for names that do not exist, on new connections, until both workers
         # (the kernel spreads connections over them) block 127.0.0.1
