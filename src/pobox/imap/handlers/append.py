@@ -58,7 +58,11 @@ async def _start(session: ImapSession, event: AppendStart) -> None:
             account = session.require_account()
             name = session.mailbox_name(event.mailbox)
             if state.mailbox is None or state.mailbox.name != name:
-                mailbox = await session.service.store.get_mailbox(account.id, name)
+                held = session.service.index.find(account.id, name)
+                if held is not None and not held.stale:  # open in this process: no read
+                    mailbox: Mailbox | None = held.mailbox
+                else:
+                    mailbox = await session.service.store.get_mailbox(account.id, name)
                 if mailbox is None:
                     raise CommandError(f"mailbox {name} does not exist", "TRYCREATE")
                 state.mailbox = mailbox

@@ -383,7 +383,7 @@ class SqliteStore:
                 raise NotFound("no such account")
             return doomed
 
-        self._unlink(await self._write(run))
+        await self._unlink_later(await self._write(run))
 
     async def set_password_hash(self, account_id: AccountId, password_hash: str) -> None:
         def run(conn: sqlite3.Connection) -> None:
@@ -517,7 +517,7 @@ class SqliteStore:
             self._journal(conn, mailbox_id)
             return doomed
 
-        self._unlink(await self._write(run))
+        await self._unlink_later(await self._write(run))
         self._notify([mailbox_id])
 
     async def rename_mailbox(self, mailbox_id: MailboxId, new_name: str) -> Mailbox:
@@ -645,6 +645,11 @@ class SqliteStore:
             conn.execute("DELETE FROM blobs WHERE id = ?", (blob,))
             return [row[1]]
         return []
+
+    async def _unlink_later(self, names: list[str]) -> None:
+        """Remove the files of contents nobody refers to any more, off the event loop."""
+        if names:
+            await asyncio.to_thread(self._unlink, names)
 
     def _unlink(self, names: Iterable[str]) -> None:
         for name in names:
@@ -921,7 +926,7 @@ class SqliteStore:
         gone, doomed = await self._write(
             lambda conn: self._expunge(conn, mailbox_id, wanted, keep_recoverable)
         )
-        self._unlink(doomed)
+        await self._unlink_later(doomed)
         if gone:
             self._notify([mailbox_id])
         return gone
@@ -954,7 +959,7 @@ class SqliteStore:
             return pairs, doomed
 
         pairs, doomed = await self._write(run)
-        self._unlink(doomed)
+        await self._unlink_later(doomed)
         if pairs:
             self._notify([src, dst] if move else [dst])
         return pairs
@@ -1234,7 +1239,7 @@ class SqliteStore:
             return len(rows), doomed
 
         count, doomed = await self._write(run)
-        self._unlink(doomed)
+        await self._unlink_later(doomed)
         return count
 
     # maintenance ---------------------------------------------------------------------------
