@@ -139,6 +139,8 @@ def start_pobox(workdir: Path, need: Sequence[str] = ("lmtp",)) -> Server:
         f"[lmtp]\nport = {lmtp}\n[web]\nport = {web}\n"
     )
     base = [str(exe), "--config", str(config), "--data", str(data)]
+    # Only `pobox init` creates a store (other commands refuse a missing one); it is idempotent.
+    subprocess.run([*base, "init"], capture_output=True, timeout=120, check=False)
     added = subprocess.run(
         [*base, "user", "add", USER, "--password-stdin"],
         input=f"{PASSWORD}\n".encode(),

@@ -4,9 +4,12 @@ Each target is started in its own temporary directory with one account. CLIENTS 
 connections (threads, one connection each: LHLO once, then MAIL FROM / RCPT TO / DATA / 250 /
 RSET per message, no pipelining) deliver MESSAGES messages of SIZE bytes in total to that one
 account. A short warm-up (not timed) comes first. Prints messages/s and MB/s (1 MB = 10^6 bytes
-of message data) and the ratio pobox/dovecot. Never asserts on time.
+of message data) and the ratio pobox/dovecot. Never asserts on time. ``--connections 4,1``
+measures each connection count in turn (one row each; a single connection shows the latency of
+one durable delivery, with no group commit to share it).
 
     .venv/bin/python benchmarks/lmtp_deliver.py [--target pobox|dovecot|both] [--messages 2000]
+        [--connections 4,1]
 """
 
 from __future__ import annotations
@@ -32,63 +35,81 @@ from common import (
 def main(argv: list[str] | None = None) -> int:
     parser = base_parser(__doc__.splitlines()[0] if __doc__ else "LMTP delivery benchmark")
     parser.add_argument("--messages", type=int, default=2000, help="timed messages (2000)")
-    parser.add_argument("--clients", type=int, default=4, help="concurrent connections (4)")
+    parser.add_argument(
+        "--clients",
+        "--connections",
+        default="4",
+        help="concurrent connections (4); a comma-separated list measures each, e.g. 4,1",
+    )
     parser.add_argument("--size", type=int, default=10 * 1024, help="message size (10240)")
     parser.add_argument("--warmup", type=int, default=40, help="untimed messages first (40)")
     add_rounds_option(parser)
     args = parser.parse_args(argv)
-    if min(args.messages, args.clients, args.rounds) < 1:
-        parser.error("--messages, --clients and --rounds must be positive")
+    try:
+        counts = [int(c) for c in str(args.clients).split(",")]
+    except ValueError:
+        parser.error("--connections takes a number or a comma-separated list of numbers")
+    if min(args.messages, args.rounds, *counts) < 1:
+        parser.error("--messages, --connections and --rounds must be positive")
 
     warmup = [make_message(args.size, i, client=99, seed=1) for i in range(args.warmup)]
-    messages = [make_message(args.size, i, client=i % args.clients) for i in range(args.messages)]
     print(
-        f"LMTP delivery: {args.messages} messages of {args.size} bytes, {args.clients} clients, "
-        f"one recipient, {args.warmup} warm-up messages not timed"
+        f"LMTP delivery: {args.messages} messages of {args.size} bytes, "
+        f"{'/'.join(map(str, counts))} connections, one recipient, "
+        f"{args.warmup} warm-up messages not timed"
     )
 
     print_environment()
-    rates: dict[str, list[float]] = {target: [] for target in target_list(args.target)}
-    speeds: dict[str, list[float]] = {target: [] for target in rates}
     failed: set[str] = set()
-    for _round in range(args.rounds):
-        for target in rates:
-            if target in failed:
-                continue
-            try:
-                with running(target, keep=args.keep) as server:
-                    if _round == 0:
-                        print(f"{target}: {server.description}", flush=True)
-                    if warmup:
-                        deliver_concurrently(server, warmup, min(args.clients, len(warmup)))
-                    seconds, octets = deliver_concurrently(server, messages, args.clients)
-            except (BenchError, OSError) as exc:
-                print(f"{target}: FAILED: {exc}", file=sys.stderr)
-                failed.add(target)
-                continue
-            rates[target].append(args.messages / seconds)
-            speeds[target].append(octets / MB / seconds)
-            print(f"  round {_round + 1} {target}: {args.messages / seconds:.1f} msg/s", flush=True)
-
     rows: list[list[str]] = []
-    for target, values in rates.items():
-        if not values:
-            rows.append([target, str(args.messages), "0", "failed", "", "-"])
-            continue
-        rate, spread = summary(values)
-        rows.append(
-            [
-                target,
-                str(args.messages),
-                str(len(values)),
-                rate,
-                spread,
-                summary(speeds[target], 2)[0],
-            ]
-        )
+    ratios: list[tuple[str, dict[str, list[float]]]] = []
+    for clients in counts:
+        messages = [make_message(args.size, i, client=i % clients) for i in range(args.messages)]
+        rates: dict[str, list[float]] = {target: [] for target in target_list(args.target)}
+        speeds: dict[str, list[float]] = {target: [] for target in rates}
+        for _round in range(args.rounds):
+            for target in rates:
+                if target in failed:
+                    continue
+                try:
+                    with running(target, keep=args.keep) as server:
+                        if _round == 0 and clients == counts[0]:
+                            print(f"{target}: {server.description}", flush=True)
+                        if warmup:
+                            deliver_concurrently(server, warmup, min(clients, len(warmup)))
+                        seconds, octets = deliver_concurrently(server, messages, clients)
+                except (BenchError, OSError) as exc:
+                    print(f"{target}: FAILED: {exc}", file=sys.stderr)
+                    failed.add(target)
+                    continue
+                rates[target].append(args.messages / seconds)
+                speeds[target].append(octets / MB / seconds)
+                print(
+                    f"  round {_round + 1} {target}, {clients} connection(s): "
+                    f"{args.messages / seconds:.1f} msg/s",
+                    flush=True,
+                )
+        for target, values in rates.items():
+            if not values:
+                rows.append([target, str(clients), str(args.messages), "0", "failed", "", "-"])
+                continue
+            rate, spread = summary(values)
+            rows.append(
+                [
+                    target,
+                    str(clients),
+                    str(args.messages),
+                    str(len(values)),
+                    rate,
+                    spread,
+                    summary(speeds[target], 2)[0],
+                ]
+            )
+        ratios.append((f"messages/s, {clients} connection(s)", rates))
     print()
-    print_table(["target", "messages", "rounds", "msg/s", "range", "MB/s"], rows)
-    print_ratio("messages/s", {t: v for t, v in rates.items() if v})
+    print_table(["target", "connections", "messages", "rounds", "msg/s", "range", "MB/s"], rows)
+    for label, rates in ratios:
+        print_ratio(label, {t: v for t, v in rates.items() if v})
     return 1 if failed else 0
 
 

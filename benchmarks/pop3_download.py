@@ -4,8 +4,10 @@ Each target is started in its own temporary directory with one account whose mai
 with MESSAGES messages of SIZE bytes over LMTP (4 connections, not timed). Then one poplib session
 is timed from connect to QUIT: USER/PASS, STAT, LIST, and RETR of every message, each checked
 against its LIST size (nothing is deleted). Prints MB/s (1 MB = 10^6 bytes as the server counts
-them) and the ratio pobox/dovecot. poplib reads line by line in Python, so the client's own cost
-is part of every figure. Never asserts on time.
+them) and the ratio pobox/dovecot. A second timed session does ``TOP n 0`` (the header only) of
+every message, as clients that list a maildrop do; each must be a header ending in a blank line.
+poplib reads line by line in Python, so the client's own cost is part of every figure. Never
+asserts on time.
 
     .venv/bin/python benchmarks/pop3_download.py [--target pobox|dovecot|both] [--messages 1000]
 """
@@ -63,6 +65,27 @@ def download_all(server: Server, expected: int, min_size: int) -> tuple[float, i
     return time.perf_counter() - started, received
 
 
+def top_all(server: Server, expected: int) -> float:
+    """One timed POP3 session that sends ``TOP n 0`` for every message; returns seconds."""
+    started = time.perf_counter()
+    pop = poplib.POP3(server.host, server.pop3_port, timeout=120)
+    try:
+        pop.user(server.user)
+        pop.pass_(server.password)
+        count, _total = pop.stat()
+        if count != expected:
+            raise BenchError(f"maildrop holds {count} messages, expected {expected}")
+        for number in range(1, count + 1):
+            _resp, lines, _octets = pop.top(number, 0)
+            if not lines or lines[-1] != b"" or not any(x.startswith(b"From: ") for x in lines):
+                raise BenchError(f"TOP {number} 0: not a header and a blank line: {lines[:3]!r}")
+        pop.quit()
+    except poplib.error_proto as exc:
+        pop.close()
+        raise BenchError(f"POP3 error: {exc}") from exc
+    return time.perf_counter() - started
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = base_parser(__doc__.splitlines()[0] if __doc__ else "POP3 download benchmark")
     parser.add_argument("--messages", type=int, default=1000, help="messages in the drop (1000)")
@@ -81,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print_environment()
     rates: dict[str, list[float]] = {target: [] for target in target_list(args.target)}
+    tops: dict[str, list[float]] = {target: [] for target in rates}
     details: dict[str, tuple[float, float]] = {}
     failed: set[str] = set()
     for _round in range(args.rounds):
@@ -95,18 +119,24 @@ def main(argv: list[str] | None = None) -> int:
                         server, messages, min(args.fill_clients, len(messages))
                     )
                     seconds, octets = download_all(server, len(messages), args.size)
+                    top_seconds = top_all(server, len(messages))
             except (BenchError, OSError) as exc:
                 print(f"{target}: FAILED: {exc}", file=sys.stderr)
                 failed.add(target)
                 continue
             rates[target].append(octets / MB / seconds)
+            tops[target].append(len(messages) / top_seconds)
             details[target] = (octets / MB, fill_seconds)
-            print(f"  round {_round + 1} {target}: {octets / MB / seconds:.1f} MB/s", flush=True)
+            print(
+                f"  round {_round + 1} {target}: {octets / MB / seconds:.1f} MB/s; "
+                f"TOP n 0: {len(messages) / top_seconds:.0f} messages/s",
+                flush=True,
+            )
 
     rows: list[list[str]] = []
     for target, values in rates.items():
         if not values:
-            rows.append([target, str(args.messages), "-", "0", "failed", "", "-"])
+            rows.append([target, str(args.messages), "-", "0", "failed", "", "-", "-"])
             continue
         megabytes, fill_seconds = details[target]
         rate, spread = summary(values)
@@ -118,12 +148,26 @@ def main(argv: list[str] | None = None) -> int:
                 str(len(values)),
                 rate,
                 spread,
+                summary(tops[target], 0)[0],
                 f"{fill_seconds:.1f}",
             ]
         )
     print()
-    print_table(["target", "messages", "MB", "rounds", "MB/s", "range", "fill s (untimed)"], rows)
+    print_table(
+        [
+            "target",
+            "messages",
+            "MB",
+            "rounds",
+            "MB/s",
+            "range",
+            "TOP n 0 msg/s",
+            "fill s (untimed)",
+        ],
+        rows,
+    )
     print_ratio("MB/s", {t: v for t, v in rates.items() if v})
+    print_ratio("TOP n 0 messages/s", {t: v for t, v in tops.items() if v})
     return 1 if failed else 0
 
 
