@@ -14,7 +14,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from pobox.errors import ConfigError
+from pobox.errors import ConfigError, NotFound
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
@@ -52,6 +52,8 @@ async def _copy(args: argparse.Namespace) -> int:
     from pobox.status import no_server
 
     source = Path(args.source)
+    if not (source / "pobox.db").is_file():
+        raise NotFound(f"no pobox SQLite store in {source} (no pobox.db)")
     with no_server(source):  # the copy is one consistent snapshot only of a stopped store
         report = await copy_sqlite_to_postgres(source, _require_dsn(args.target), progress=progress)
     counts = report.counts
