@@ -83,6 +83,7 @@ def pobox_on(store: str, workdir: Path) -> Iterator[Server]:
         f"[smtp]\nport = {smtp}\n[lmtp]\nport = {lmtp}\n[web]\nport = {web}\n"
     )
     base = [str(exe), "--config", str(config), "--data", str(data)]
+    subprocess.run([*base, "init"], capture_output=True, timeout=120, check=True)
     added = subprocess.run(
         [*base, "user", "add", USER, "--password-stdin"],
         input=f"{PASSWORD}\n".encode(),
