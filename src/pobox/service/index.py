@@ -494,12 +494,18 @@ class MailIndex:
         return None
 
     async def acquire(self, mailbox: Mailbox) -> MailboxIndex:
-        """The mailbox's index, current; hold it until :meth:`release`."""
+        """The mailbox's index, current; hold it until :meth:`release`.
+
+        *mailbox* as just read from the store: when its HIGHESTMODSEQ is ahead of the index,
+        another process committed something whose notification has not arrived yet, and the
+        index catches up before it is handed out."""
         index = self._indexes.get(mailbox.id)
         if index is None or index.gone:
             index = MailboxIndex(self, mailbox)
             self._indexes[mailbox.id] = index
             self._listen()
+        elif index.loaded and mailbox.highest_modseq > index.modseq:
+            index._note()
         index.refs += 1
         if index._evict is not None:
             index._evict.cancel()

@@ -15,18 +15,19 @@ from pobox.store.api import SYSTEM_FLAGS, Uid
 
 
 async def _open_view(session: ImapSession, name: str) -> MailboxView:
-    """The session's view of the named mailbox, over the process's shared index: a mailbox
-    another session has open already is found without asking the store."""
+    """The session's view of the named mailbox, over the process's shared index.
+
+    The mailbox row is read from the store every time (one point read): another process (a
+    second worker, a PostgreSQL node, ``pobox deliver``) may have committed changes whose
+    notification has not arrived yet, and a client that selects after another client's command
+    completed must see its effect. The index catches up only when the row's HIGHESTMODSEQ says
+    it is behind."""
     account = session.require_account()
     index = session.service.index
-    held = index.find(account.id, name)
-    if held is not None:
-        mailbox = held.mailbox
-    else:
-        found = await session.service.store.get_mailbox(account.id, name)
-        if found is None:
-            raise CommandError(f"mailbox {name} does not exist", "NONEXISTENT")
-        mailbox = found
+    found = await session.service.store.get_mailbox(account.id, name)
+    if found is None:
+        raise CommandError(f"mailbox {name} does not exist", "NONEXISTENT")
+    mailbox = found
     try:
         view = await MailboxView.open(index, mailbox)
     except NotFound:
