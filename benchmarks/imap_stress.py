@@ -1190,11 +1190,16 @@ def start_pobox(workdir: Path, template: Path, workers: str | None) -> Server:
     )
 
 
-def start_dovecot(workdir: Path, accounts: int, clients: int) -> Server:
+def start_dovecot(workdir: Path, accounts: int, clients: int, passwords: str = "plain") -> Server:
     from tools.anchor_dovecot import start_dovecot as anchor
 
     users = {account_name(i): PASSWORD for i in range(accounts)}
-    instance = anchor(workdir / "dovecot", users, fsync=True)
+    scheme, cache = {
+        "plain": ("PLAIN", False),
+        "argon2id": ("ARGON2ID", False),
+        "argon2id-cached": ("ARGON2ID", True),
+    }[passwords]
+    instance = anchor(workdir / "dovecot", users, fsync=True, scheme=scheme, auth_cache=cache)
     server = Server(
         name="dovecot",
         lmtp_port=instance.lmtp_port,
@@ -1221,7 +1226,7 @@ def running(target: str, args: Any, template: Path | None) -> Iterator[Server]:
             assert template is not None
             server = start_pobox(workdir, template, args.workers)
         else:
-            server = start_dovecot(workdir, args.accounts, args.clients)
+            server = start_dovecot(workdir, args.accounts, args.clients, args.dovecot_passwords)
     except BaseException:
         print(f"  ({target} did not start; its files are kept in {workdir})", file=sys.stderr)
         raise
@@ -1286,6 +1291,15 @@ def main(argv: list[str] | None = None) -> int:
         "--workers",
         default=None,
         help="pobox serve --workers N|auto (default: pobox's own default, [server] workers)",
+    )
+    parser.add_argument(
+        "--dovecot-passwords",
+        choices=("plain", "argon2id", "argon2id-cached"),
+        default="plain",
+        help="how Dovecot stores the passwords: plain (no hashing cost, the default), argon2id "
+        "(pobox's scheme, verified at every login: Dovecot's auth cache is off by default), or "
+        "argon2id-cached (with Dovecot's auth cache on); pobox always uses Argon2id and its "
+        "verified-credentials cache",
     )
     parser.add_argument("--seed", type=int, default=1, help="random seed of the clients (1)")
     parser.add_argument("--write-mbox", type=Path, help="write the corpus as an mbox and exit")

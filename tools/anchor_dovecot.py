@@ -109,12 +109,41 @@ class DovecotInstance:
         self.stop()
 
 
-def start_dovecot(workdir: Path, users: dict[str, str], *, fsync: bool = True) -> DovecotInstance:
+def _stored_password(password: str, scheme: str) -> str:
+    """The passwd-file form of *password* under *scheme* (``{PLAIN}pw`` or a real hash)."""
+    if scheme == "PLAIN":
+        return "{PLAIN}" + password
+    cached = _HASHES.get((scheme, password))
+    if cached is None:
+        made = subprocess.run(
+            ["doveadm", "pw", "-s", scheme, "-p", password],
+            capture_output=True,
+            check=True,
+            timeout=60,
+        )
+        cached = _HASHES[(scheme, password)] = made.stdout.decode().strip()
+    return cached  # salted once per password: every user with it shares the hash
+
+
+_HASHES: dict[tuple[str, str], str] = {}
+
+
+def start_dovecot(
+    workdir: Path,
+    users: dict[str, str],
+    *,
+    fsync: bool = True,
+    scheme: str = "PLAIN",
+    auth_cache: bool = False,
+) -> DovecotInstance:
     """Write a configuration into *workdir*, start Dovecot and wait until it serves.
 
     *users* maps login names (used verbatim as the LMTP recipient too) to plaintext passwords.
     With ``fsync=False`` Dovecot runs with ``mail_fsync = never``; the default keeps Dovecot's
-    own default, ``optimized``, which makes every delivery durable.
+    own default, ``optimized``, which makes every delivery durable. *scheme* is how the passwords
+    are stored: ``PLAIN`` (no hashing cost), or ``ARGON2ID`` (hashed by ``doveadm pw``, the
+    scheme pobox uses, for login benchmarks that compare like with like); *auth_cache* turns on
+    Dovecot's auth cache (off by default, as in Dovecot).
     """
     binary = dovecot_binary()
     if binary is None:
@@ -148,7 +177,9 @@ def start_dovecot(workdir: Path, users: dict[str, str], *, fsync: bool = True) -
         cleanup += [base_dir, short]
 
     passwd_file = workdir / "passwd"
-    passwd_file.write_text("".join(f"{name}:{{PLAIN}}{pw}\n" for name, pw in users.items()))
+    passwd_file.write_text(
+        "".join(f"{name}:{_stored_password(pw, scheme)}\n" for name, pw in users.items())
+    )
     passwd_file.chmod(0o600)
     for name in users:
         home = home_root / name
@@ -175,6 +206,7 @@ def start_dovecot(workdir: Path, users: dict[str, str], *, fsync: bool = True) -
             mail_gid=mail_gid,
             fsync=fsync,
             as_root=as_root,
+            auth_cache=auth_cache,
         )
     config_path = workdir / "dovecot.conf"
     config_path.write_text(config)
@@ -224,6 +256,7 @@ def _render_config(
     mail_gid: int,
     fsync: bool,
     as_root: bool,
+    auth_cache: bool = False,
 ) -> str:
     """dovecot.conf for Dovecot 2.3 (Debian 12 ships 2.3.19)."""
     lines = [
@@ -241,7 +274,7 @@ def _render_config(
         "login_trusted_networks = 127.0.0.0/8",
         # A failed login is answered at once (Dovecot's default waits 2 s).
         "auth_failure_delay = 0",
-        "auth_cache_size = 0",
+        f"auth_cache_size = {'10M' if auth_cache else '0'}",
         "mail_location = maildir:~/Maildir",
         f"mail_fsync = {'optimized' if fsync else 'never'}",
         "pop3_uidl_format = %08Xu%08Xv",
