@@ -89,10 +89,18 @@ def flag_list(flags: Iterable[str]) -> bytes:
     return b"(" + b" ".join(f.encode("utf-8") for f in flags) + b")"
 
 
+#: Longest human-readable text sent; texts that quote a client's input stay short.
+MAX_TEXT = 300
+
+
 def _text(text: str) -> bytes:
-    """Human-readable text: one line, never empty (imaplib needs text after a status)."""
-    raw = text.replace("\r", " ").replace("\n", " ").encode("utf-8", "replace")
-    return raw or b"done"
+    """Human-readable text: one line of printable 7-bit ASCII, never empty (imaplib needs text
+    after a status). Texts may quote what a client sent (``unknown command ...``): anything
+    else, control characters, 8-bit bytes and invalid UTF-8 included, is sent as ``?``, so a
+    reply never echoes a client's raw bytes."""
+    line = text[:MAX_TEXT].replace("\r", " ").replace("\n", " ")
+    safe = "".join(c if " " <= c <= "~" else "?" for c in line)
+    return safe.encode("ascii") or b"done"
 
 
 # --------------------------------------------------------------------------- response codes

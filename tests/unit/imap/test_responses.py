@@ -196,3 +196,21 @@ def test_imapclient_reads_our_responses() -> None:
     parsed = parse_fetch_response(imaplib_chunks(wire.replace(b" FETCH ", b" ", 1)))
     assert parsed[5][b"BODY[HEADER.FIELDS (DATE)]"] == body
     assert parsed[5][b"FLAGS"] == (b"\\Seen",)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "unknown command FOO\ufffd\ufffdBAR",  # invalid UTF-8, decoded with replacement
+        "unknown command FOO\udcff\udcfeBAR",  # or kept as surrogates
+        "unknown command FOO\xff\xfeBAR",
+    ],
+)
+def test_texts_never_echo_a_clients_raw_bytes(text: str) -> None:
+    rendered = r.Tagged("a1", "BAD", text).render(utf8=True)
+    assert rendered == b"a1 BAD unknown command FOO??BAR\r\n"
+
+
+def test_long_texts_are_cut() -> None:
+    rendered = r.Tagged("a1", "BAD", "unknown command " + "X" * 5000).render()
+    assert len(rendered) < 400 and rendered.endswith(b"X\r\n")
