@@ -31,7 +31,7 @@ from pobox.store.postgres.schema import CHUNK_SIZE, migrate
 from pobox.store.postgres.store import as_store_error
 
 #: The SQLite schema version this copier understands (pobox.store.sqlite.schema).
-SQLITE_VERSION = 1
+SQLITE_VERSION = 2
 BATCH = 1000
 
 Progress = Callable[[str], None]
@@ -107,7 +107,10 @@ _RECOVERABLE = (
     "id, account_id, mailbox_id, mailbox_name, uid, uidl, deleted_at, still_present, blob, flags,"
     " keywords, internal_date, internal_tz, size"
 )
-_BLOBS = "id, size, refs, structure, subject, from_, to_, cc, bcc, message_id, sent_date"
+_BLOBS = (
+    "id, size, refs, structure, subject, from_, to_, cc, bcc, message_id, sent_date,"
+    " envelope, bodystructure"
+)
 _FLOAT_COLUMNS = {"created", "internal_date", "save_date", "pop3_hidden_at", "deleted_at"}
 
 
@@ -119,7 +122,7 @@ def _fix(columns: str, row: tuple[Any, ...]) -> tuple[Any, ...]:
             value = float(value)
         elif name == "still_present":
             value = bool(value)
-        elif name == "structure":
+        elif name in ("structure", "envelope", "bodystructure") and value is not None:
             value = bytes(value)
         out.append(value)
     return tuple(out)
