@@ -58,7 +58,7 @@ from pobox.net.limits import CommandPacer, SlotLimiter, close_stream, peer_ip
 from pobox.net.tls import TlsManager, is_loopback, is_tls, prepare_upgrade, upgrade
 from pobox.service.mail import MailService
 from pobox.service.view import MailboxView
-from pobox.store.api import Account, MailboxId, MessageMeta, Uid
+from pobox.store.api import SYSTEM_FLAGS, Account, MailboxId, MessageMeta, Uid
 
 log = logging.getLogger("pobox.imap")
 
@@ -101,6 +101,8 @@ class Selected:
     recent: set[Uid] = field(default_factory=set)
     recent_pruned: bool = True  # False after expunges: recent may name messages now gone
     saved: list[Uid] | None = None  # SEARCHRES: the result of the last SEARCH RETURN (SAVE)
+    #: the keywords the client was told of in FLAGS (at SELECT, and since)
+    keywords: list[str] = field(default_factory=list)
 
     @property
     def mailbox_id(self) -> MailboxId:
@@ -318,7 +320,26 @@ class ImapSession:
     def flags_of(self, meta: MessageMeta) -> bytes:
         """A message's FLAGS as FETCH renders them (one order everywhere: Dovecot's)."""
         recent = not self.rev2 and self.selected is not None and meta.uid in self.selected.recent
+        self.note_flags(meta.flags)
         return format_flags(meta.flags, recent)
+
+    def note_flags(self, flags: frozenset[str]) -> None:
+        """Call before a response shows *flags*: a keyword the client has not been told of
+        (another session, or this one's STORE or APPEND, made it) is announced first with
+        ``* FLAGS`` and ``* OK [PERMANENTFLAGS]`` (RFC 9051 §7.3.5: the client records the
+        mailbox's flags from the latest FLAGS response)."""
+        selected = self.selected
+        if selected is None:
+            return
+        known = selected.keywords
+        new = [f for f in flags if not f.startswith("\\") and f not in known]
+        if not new:
+            return
+        known.extend(sorted(new))
+        flag_list = (*SYSTEM_FLAGS, *known)
+        self.send(r.Flags(flag_list))
+        permanent = () if selected.read_only else (*flag_list, "\\*")
+        self.send(r.Untagged("OK", "flags permitted", r.ResponseCode.permanentflags(permanent)))
 
     # -- message sets -----------------------------------------------------------------------
     def resolve(self, sequence_set: SequenceSet, *, uid: bool) -> list[int]:

@@ -214,6 +214,7 @@ async def _fetch_from_index(
                 meta = view.meta(uid)
                 assert meta is not None
                 if name == "FLAGS":
+                    session.note_flags(meta.flags)
                     parts.append(b"FLAGS " + format_flags(meta.flags, uid in recent))
                 else:
                     parts.append(b"RFC822.SIZE %d" % meta.size)
@@ -221,7 +222,9 @@ async def _fetch_from_index(
                 key = (iflags[pos], uid in recent)
                 text = rendered.get(key)
                 if text is None:
-                    text = rendered[key] = b"FLAGS " + format_flags(index.flagset(key[0]), key[1])
+                    flagset = index.flagset(key[0])
+                    session.note_flags(flagset)  # (written before the FETCH lines below)
+                    text = rendered[key] = b"FLAGS " + format_flags(flagset, key[1])
                 parts.append(text)
             else:
                 parts.append(b"RFC822.SIZE %d" % isizes[pos])
@@ -309,6 +312,7 @@ async def fetch(session: ImapSession, cmd: c.Fetch) -> None:
                 if kept and kept_here is None:
                     missing = True
                     continue
+                session.note_flags(meta.flags)
                 try:
                     pieces = f.render_fetch(
                         items,

@@ -57,7 +57,8 @@ async def _select(session: ImapSession, cmd: c.Select | c.Examine, read_only: bo
     except BaseException:
         view.close()
         raise
-    flags = (*SYSTEM_FLAGS, *view.index.keywords_in_use())
+    selected.keywords = list(view.index.keywords_in_use())
+    flags = (*SYSTEM_FLAGS, *selected.keywords)
     session.send(r.Flags(flags))
     permanent = () if read_only else (*flags, "\\*")
     session.send(r.Untagged("OK", "flags permitted", r.ResponseCode.permanentflags(permanent)))
