@@ -159,7 +159,8 @@ def _login(port: int, user: str, password: str) -> str:
     try:
         imap.login(user, password)
     except imaplib.IMAP4.error as exc:
-        return str(exc)
+        text = exc.args[0] if exc.args else b""  # imaplib passes the server's bytes
+        return text.decode(errors="replace") if isinstance(text, bytes) else str(text)
     finally:
         try:
             imap.logout()
