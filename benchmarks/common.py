@@ -155,8 +155,10 @@ def start_pobox(workdir: Path, need: Sequence[str] = ("lmtp",)) -> Server:
         )
     log_path = workdir / "pobox.log"
     with log_path.open("wb") as log:
+        # POBOX_BENCH_WORKERS=N|auto: `serve --workers`; unset: pobox's default (auto)
+        workers = os.environ.get("POBOX_BENCH_WORKERS")
         proc = subprocess.Popen(
-            [*base, "serve"],
+            [*base, "serve", *(["--workers", workers] if workers else [])],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
