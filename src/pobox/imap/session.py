@@ -63,6 +63,8 @@ from pobox.store.api import SYSTEM_FLAGS, Account, MailboxId, MessageMeta, Uid
 log = logging.getLogger("pobox.imap")
 
 READ_SIZE = 256 * 1024
+#: Octets of queued output that are handed to the transport without waiting for a drain.
+OUTPUT_BUFFER = 256 * 1024
 
 
 class State(Enum):
@@ -185,6 +187,8 @@ class ImapSession:
         self.wake = asyncio.Event()
         self._read_task: asyncio.Task[bytes] | None = None
         self.started = time.monotonic()
+        self._output: list[bytes] = []  # queued for the client (send_raw, flush, drain)
+        self._output_size = 0
         #: when the client last completed something (a command, a piece of a literal, DONE)
         self.last_progress = self.started
 
@@ -241,11 +245,26 @@ class ImapSession:
         self.send_raw(self.protocol.send(response))
 
     def send_raw(self, data: bytes) -> None:
+        """Queue *data* for the client. Output is collected and written in one piece at the
+        next :meth:`drain` (or once :data:`OUTPUT_BUFFER` octets are waiting): a write per
+        response line would be a system call and, with TCP_NODELAY, a packet each."""
         if self.writer.transport.is_closing():
             # the client has gone (uvloop raises on a write to a closed transport; asyncio
             # would only log a warning per write): end the command as a lost connection
             raise ConnectionResetError("the client closed the connection")
-        self.writer.write(data)
+        self._output.append(data)
+        self._output_size += len(data)
+        if self._output_size >= OUTPUT_BUFFER:
+            self.flush()
+
+    def flush(self) -> None:
+        """Hand what is queued to the transport (without waiting for the client)."""
+        if self._output:
+            data = self._output[0] if len(self._output) == 1 else b"".join(self._output)
+            self._output.clear()
+            self._output_size = 0
+            if not self.writer.transport.is_closing():
+                self.writer.write(data)
 
     def tagged(self, tag: str, status: str, text: str, code: r.ResponseCode | None = None) -> None:
         self.send(r.Tagged(tag, status, text, code))
@@ -253,6 +272,10 @@ class ImapSession:
     async def drain(self) -> None:
         """Wait until the client takes what was written, but not longer than the idle timeout:
         a client that stops reading must not hold its connection slot for ever."""
+        self.flush()
+        transport = self.writer.transport
+        if transport.get_write_buffer_size() == 0 and not transport.is_closing():
+            return  # the kernel took it all: nothing to wait for (and no task to make)
         await asyncio.wait_for(self.writer.drain(), self.config.imap.idle_timeout)
 
     # -- change notification ----------------------------------------------------------------
@@ -433,6 +456,8 @@ class ImapSession:
                 await self.append.abort()
         if self._read_task is not None:
             self._read_task.cancel()
+        with contextlib.suppress(Exception):
+            self.flush()
         await close_stream(self.writer)
         log.info(
             "IMAP connection from %s closed account=%s commands=%d duration=%.1fs",

@@ -9,6 +9,7 @@ Dovecot shows it; compare case-insensitively.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -167,6 +168,18 @@ class ParsedMessage:
         if version != _FORMAT:
             raise ValueError(f"unknown ParsedMessage format {version!r}")
         return _msg_in(body)
+
+    @classmethod
+    def cached(cls, data: bytes) -> ParsedMessage:
+        """:meth:`from_bytes` through a small per-process cache keyed by the stored bytes
+        themselves (so it can never answer for other content): a message fetched again, part
+        by part or by several sessions, is decoded once. The objects are immutable."""
+        return _parsed(data)
+
+
+@functools.lru_cache(maxsize=512)
+def _parsed(data: bytes) -> ParsedMessage:
+    return ParsedMessage.from_bytes(data)
 
 
 # -- JSON encoding helpers (bytes as latin-1 strings; None stays null) -----------------------

@@ -484,8 +484,7 @@ class _Context:
         raw = await self.store.get_structures([m.blob for m in metas])
         parsed = await asyncio.to_thread(
             lambda: [
-                None if (r := raw.get(m.blob)) is None else ParsedMessage.from_bytes(r)
-                for m in metas
+                None if (r := raw.get(m.blob)) is None else ParsedMessage.cached(r) for m in metas
             ]
         )
         return list(zip(metas, parsed, strict=True))

@@ -160,7 +160,7 @@ async def _rendered(
         if raw is None:
             del rendered[blob]  # gone meanwhile
             continue
-        made[blob] = rendered[blob] = f.render_kept(ParsedMessage.from_bytes(raw))
+        made[blob] = rendered[blob] = f.render_kept(ParsedMessage.cached(raw))
     if made:
         task = asyncio.ensure_future(_keep(store, made))
         _BACKFILLS.add(task)
@@ -302,7 +302,7 @@ async def fetch(session: ImapSession, cmd: c.Fetch) -> None:
                     if raw is None:
                         missing = True
                         continue
-                    parsed = ParsedMessage.from_bytes(raw)
+                    parsed = ParsedMessage.cached(raw)
                 if content_needed:
                     content = contents.get(meta.blob)
                     if content is None:
