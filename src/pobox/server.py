@@ -21,7 +21,6 @@ import pwd
 import signal
 import socket
 import ssl
-import sys
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
@@ -39,8 +38,6 @@ log = logging.getLogger("pobox.server")
 
 StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 SWEEP_INTERVAL = 3600.0
-#: seconds (sys.setswitchinterval): how long a thread may hold the GIL while another waits
-SWITCH_INTERVAL = 0.0005
 SHUTDOWN_GRACE = 30.0
 #: What a client over a connection limit hears before the connection is closed.
 _REFUSALS: dict[str, Callable[[str], bytes]] = {
@@ -416,10 +413,6 @@ async def serve(
     reuse_port: bool = False,
     ready: Callable[[Running], None] | None = None,
 ) -> None:
-    # The event loop thread runs Python almost all the time; a store thread that finishes a
-    # query then waits for the GIL for up to the switch interval (5 ms by default) before it can
-    # hand its result back. A shorter interval keeps a store round trip near its real cost.
-    sys.setswitchinterval(SWITCH_INTERVAL)
     sockets: dict[str, socket.socket] | None = None
     tls: TlsManager | None = None
     user = target_user(config)
