@@ -148,3 +148,27 @@ def server_process(
         yield server
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def postgres_nodes(
+    tmp: Path, dsn: str, users: dict[str, str], extra_config: str = "", count: int = 2
+) -> Iterator[list[ServerProcess]]:
+    """*count* `pobox serve` nodes, each with its own ports and data directory, on one
+    PostgreSQL store (*dsn*); the schema is migrated and *users* created through the first."""
+    nodes: list[ServerProcess] = []
+    for n in range(count):
+        root = tmp / f"node{n}"
+        root.mkdir()
+        ports = {listener: free_port() for listener in LISTENERS}
+        config = write_config(root / "pobox.toml", root / "data", ports, extra_config)
+        config.write_text(f'store = "{dsn}"\n' + config.read_text())  # a top-level key first
+        nodes.append(ServerProcess(root / "data", config, ports, root / "server.log"))
+    nodes[0].cli("migrate")
+    for address, password in users.items():
+        nodes[0].cli("user", "add", address, "--password-stdin", stdin=password.encode() + b"\n")
+    with contextlib.ExitStack() as started:
+        for node in nodes:
+            node.start()
+            started.callback(node.stop)
+        yield nodes

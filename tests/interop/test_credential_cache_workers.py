@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from tests.helpers.postgres import session_database
-from tests.helpers.servers import LISTENERS, ServerProcess, free_port, server_process, write_config
+from tests.helpers.servers import ServerProcess, postgres_nodes, server_process
 
 pytestmark = pytest.mark.interop
 
@@ -78,32 +78,13 @@ def test_cli_password_change_is_seen_at_once_by_every_worker(two_workers: Server
     _until_every_worker(server, NEW, False, failed)
 
 
-def _node(tmp: Path, name: str, dsn: str) -> ServerProcess:
-    root = tmp / name
-    root.mkdir()
-    ports = {listener: free_port() for listener in LISTENERS}
-    config = write_config(root / "pobox.toml", root / "data", ports, AUTH)
-    config.write_text(f'store = "{dsn}"\n' + config.read_text())  # a top-level key goes first
-    return ServerProcess(root / "data", config, ports, root / "server.log")
-
-
 @pytest.fixture
 def two_nodes(tmp_path: Path) -> Iterator[tuple[ServerProcess, ServerProcess]]:
     database = session_database()
     schema, dsn = database.new_schema()
-    a, b = _node(tmp_path, "a", dsn), _node(tmp_path, "b", dsn)
     try:
-        a.cli("migrate")
-        a.cli("user", "add", USER, "--password-stdin", stdin=OLD.encode() + b"\n")
-        a.start()
-        try:
-            b.start()
-            try:
-                yield a, b
-            finally:
-                b.stop()
-        finally:
-            a.stop()
+        with postgres_nodes(tmp_path, dsn, {USER: OLD}, AUTH) as (a, b):
+            yield a, b
     finally:
         database.drop_schema(schema)
 

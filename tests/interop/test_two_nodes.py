@@ -16,26 +16,15 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from tests.helpers.postgres import session_database
-from tests.helpers.servers import LISTENERS, ServerProcess, free_port, write_config
+from tests.helpers.servers import ServerProcess, postgres_nodes
 
 pytestmark = pytest.mark.interop
 
 USER = "shared@localhost"
 PASSWORD = "secret"
-
-
-def _node(tmp: Path, name: str, dsn: str) -> ServerProcess:
-    root = tmp / name
-    root.mkdir()
-    ports = {listener: free_port() for listener in LISTENERS}
-    config = write_config(root / "pobox.toml", root / "data", ports)
-    # `store` is a top-level key: it goes before the first [table]
-    config.write_text(f'store = "{dsn}"\n' + config.read_text())
-    return ServerProcess(root / "data", config, ports, root / "server.log")
 
 
 @pytest.fixture(scope="module")
@@ -44,20 +33,9 @@ def nodes(
 ) -> Iterator[tuple[ServerProcess, ServerProcess]]:
     database = session_database()
     schema, dsn = database.new_schema()
-    tmp = tmp_path_factory.mktemp("two-nodes")
-    a, b = _node(tmp, "a", dsn), _node(tmp, "b", dsn)
     try:
-        a.cli("migrate")
-        a.cli("user", "add", USER, "--password-stdin", stdin=PASSWORD.encode() + b"\n")
-        a.start()
-        try:
-            b.start()
-            try:
-                yield a, b
-            finally:
-                b.stop()
-        finally:
-            a.stop()
+        with postgres_nodes(tmp_path_factory.mktemp("two-nodes"), dsn, {USER: PASSWORD}) as (a, b):
+            yield a, b
     finally:
         database.drop_schema(schema)
 

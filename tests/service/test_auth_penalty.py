@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 
 import pytest
+from tests.helpers.clock import Time
 
 from pobox.config import AuthConfig
 from pobox.service.auth import Authenticator, Blocked, address_key
@@ -16,21 +17,6 @@ OTHER = "bob@example.org"
 ATTACKER = "192.0.2.66"
 HOME = "198.51.100.7"
 ELSEWHERE = "203.0.113.9"
-
-
-class Time:
-    """A monotonic clock and a sleep that only moves the clock."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
 
 
 @pytest.fixture

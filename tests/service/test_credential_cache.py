@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from argon2 import PasswordHasher
 from tests.conftest import make_config
+from tests.helpers.clock import Time
 from tests.helpers.postgres import session_database
 
 from pobox.config import AuthConfig, Config, ConfigError, load_config
@@ -31,21 +32,6 @@ PASSWORD = "correct horse battery staple"
 NEW_PASSWORD = "new and improved"
 HOME = "198.51.100.7"
 ATTACKER = "192.0.2.66"
-
-
-class Time:
-    """A monotonic clock and a sleep that only moves the clock."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
 
 
 class Spy:
