@@ -32,7 +32,7 @@ from pobox.errors import ConfigError
 from pobox.net.limits import ConnectionLimiter, SlotLimiter, limit_stream_handler
 from pobox.net.tls import HANDSHAKE_TIMEOUT, TlsManager, is_loopback, upgrade
 from pobox.service.mail import MailService
-from pobox.status import StatusBoard, hold_serving_lock
+from pobox.status import StatusBoard, hold_serving_lock, memory
 
 log = logging.getLogger("pobox.server")
 
@@ -475,6 +475,7 @@ async def _serve_store(
             "blocks": service.auth.blocks(),
             "version": __version__,
             "listeners": listening,
+            "memory": memory(),
         },
         control=partial(_control, service),
     )

@@ -144,6 +144,12 @@ class _LoggedSession:
             time.monotonic() - self._started,
         )
         super().connection_lost(error)  # type: ignore[misc]
+        # asyncio keeps *error* on the close waiter for a ``wait_closed()`` that aiosmtpd never
+        # makes; when the protocol is collected in a reference cycle, the waiter can be
+        # finalized first and logs "Future exception was never retrieved". Fetch it here.
+        waiter: asyncio.Future[None] | None = getattr(self, "_closed", None)
+        if waiter is not None and waiter.done() and not waiter.cancelled():
+            waiter.exception()
 
 
 class SmtpServer(_LoggedSession, WholeData, SMTP):

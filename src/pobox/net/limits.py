@@ -17,6 +17,7 @@ Everything here is per process: with several workers each counts its own connect
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable
@@ -163,6 +164,10 @@ async def refuse(writer: asyncio.StreamWriter, line: bytes) -> None:
         pass
     finally:
         writer.transport.abort()
+    # collect the end of the connection (a reset's error included), or asyncio logs it as an
+    # exception nobody retrieved
+    with contextlib.suppress(OSError, TimeoutError, RuntimeError):
+        await asyncio.wait_for(writer.wait_closed(), CLOSE_TIMEOUT)
 
 
 class SlotLimiter:

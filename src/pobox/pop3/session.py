@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pobox import sasl
 from pobox.config import Config, LimitsConfig, Pop3Config
 from pobox.errors import Expunged, InUse, PoboxError, Temporary
-from pobox.net.limits import CommandPacer, peer_ip
+from pobox.net.limits import CommandPacer, close_stream, peer_ip
 from pobox.net.tls import is_loopback, is_tls, prepare_upgrade, resume_reading
 from pobox.pop3 import protocol as p
 from pobox.service.auth import Blocked
@@ -42,8 +42,6 @@ TOP_FIRST_READ = 16 * 1024
 IMPLEMENTATION = "pobox"
 #: Pipelined commands answered in a row before the session lets other connections run.
 YIELD_EVERY = 32
-#: Seconds a closing connection may take to hand over what is still buffered.
-CLOSE_TIMEOUT = 5.0
 
 StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 #: The STLS seam: upgrade the connection in place (``writer.start_tls(context)``). None: no TLS.
@@ -214,14 +212,7 @@ class Pop3Session:
                 await maildrop.close()
             except Exception:
                 log.exception("pop3 could not release the maildrop lock of %s", self.account)
-        with contextlib.suppress(Exception):
-            self.writer.close()
-        try:
-            await asyncio.wait_for(self.writer.wait_closed(), CLOSE_TIMEOUT)
-        except TimeoutError:
-            self.writer.transport.abort()  # the client does not read what is left
-        except Exception:
-            pass
+        await close_stream(self.writer)
 
     async def _send(self, data: bytes) -> None:
         self.writer.write(data)
