@@ -106,6 +106,10 @@ class AuthConfig:
     cache_ttl: int = 3600
     #: CIDR networks whose addresses are never blocked per address (account blocks still apply)
     trusted_networks: tuple[str, ...] = ()
+    #: Argon2id parameters for new password hashes (OWASP's first recommendation)
+    argon2_memory_kib: int = 19 * 1024
+    argon2_time_cost: int = 2
+    argon2_lanes: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +135,8 @@ class ServerConfig:
     log_format: str = "text"
     #: log to this file (reopened on SIGHUP); "" logs to standard error
     log_file: str = ""
+    #: seconds sessions get to end after SIGTERM before they are cut off
+    shutdown_grace: float = 10.0
 
 
 def resolve_workers(value: int | str) -> int:
@@ -183,6 +189,9 @@ _RANGES: dict[str, tuple[int, int]] = {
     "max_failures": (1, 1000),
     "block_seconds": (1, 7 * 86400),
     "cache_ttl": (0, 7 * 86400),
+    "argon2_memory_kib": (8 * 1024, 4 * 1024 * 1024),
+    "argon2_time_cost": (1, 100),
+    "argon2_lanes": (1, 64),
     "max_connections": (1, 1000000),
     "max_connections_per_ip": (1, 1000000),
     "max_imap_sessions_per_account": (1, 100000),
@@ -301,6 +310,45 @@ def load_config(
     if data_dir is not None:
         config = dataclasses.replace(config, data_dir=data_dir)
     return config
+
+
+LISTENERS = ("imap", "imaps", "pop3", "pop3s", "smtp", "lmtp", "web")
+#: Settings a running server cannot change: a reload (SIGHUP) leaves them as they were.
+RESTART_ONLY: tuple[str, ...] = (
+    "data_dir",
+    "store",
+    "server.workers",
+    "server.user",
+    "server.event_loop",
+    *(f"{name}.{key}" for name in LISTENERS for key in ("enabled", "listen", "port")),
+)
+
+
+def _get(config: Config, key: str) -> Any:
+    value: Any = config
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _with(config: Any, key: str, value: Any) -> Any:
+    head, _, rest = key.partition(".")
+    if not rest:
+        return dataclasses.replace(config, **{head: value})
+    return dataclasses.replace(config, **{head: _with(getattr(config, head), rest, value)})
+
+
+def reload_config(running: Config, started: Config) -> tuple[Config, list[str]]:
+    """Read *running*'s file again (SIGHUP). *started* is what the file said when the server
+    started. Returns the configuration to apply — the file's, with every :data:`RESTART_ONLY`
+    setting kept as it runs — and the restart-only keys the file now changes. Raises
+    :class:`ConfigError` (naming the file and the key) for a file with an error."""
+    fresh = load_config(running.source)
+    changed = [key for key in RESTART_ONLY if _get(fresh, key) != _get(started, key)]
+    applied = fresh
+    for key in RESTART_ONLY:
+        applied = _with(applied, key, _get(running, key))
+    return applied, changed
 
 
 def config_from_environment(

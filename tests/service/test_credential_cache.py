@@ -263,6 +263,46 @@ def test_cache_ttl_config(tmp_path: Path) -> None:
         load_config(path)
 
 
+def argon2_parameters(password_hash: str) -> str:
+    return password_hash.split("$")[3]  # $argon2id$v=19$m=...,t=...,p=...$salt$hash
+
+
+async def test_new_hashes_use_the_configured_argon2_parameters(tmp_path: Path) -> None:
+    default = await MailService.open(make_config(tmp_path / "a"))
+    try:
+        account = await default.accounts.add(ADDRESS, PASSWORD)
+        assert argon2_parameters(account.password_hash) == "m=19456,t=2,p=1"  # OWASP's first
+    finally:
+        await default.close()
+    auth = {"argon2_memory_kib": 65536, "argon2_time_cost": 3, "argon2_lanes": 4}
+    strong = await MailService.open(make_config(tmp_path / "b", auth=auth))
+    try:
+        account = await strong.accounts.add(ADDRESS, PASSWORD)
+        assert argon2_parameters(account.password_hash) == "m=65536,t=3,p=4"
+        # a hash made with other parameters still verifies, and is upgraded at that login
+        old = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1).hash(PASSWORD)
+        await strong.store.set_password_hash(account.id, old)
+        assert await strong.auth.authenticate(ADDRESS, PASSWORD, remote=HOME) is not None
+        stored = (await strong.accounts.require(ADDRESS)).password_hash
+        assert argon2_parameters(stored) == "m=65536,t=3,p=4"
+        assert await strong.auth.authenticate(ADDRESS, "wrong", remote=HOME) is None
+    finally:
+        await strong.close()
+        passwords.configure(2, 19456, 1)
+
+
+def test_argon2_parameters_are_checked(tmp_path: Path) -> None:
+    path = tmp_path / "pobox.toml"
+    for line, key in (
+        ("argon2_memory_kib = 1024", "argon2_memory_kib"),
+        ("argon2_time_cost = 0", "argon2_time_cost"),
+        ("argon2_lanes = 65", "argon2_lanes"),
+    ):
+        path.write_text(f"[auth]\n{line}\n")
+        with pytest.raises(ConfigError, match=rf"auth\.{key}"):
+            load_config(path)
+
+
 # -- invalidation across workers (SQLite) and nodes (PostgreSQL) ---------------------------------
 
 

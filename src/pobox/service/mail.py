@@ -5,12 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pobox.config import Config
+from pobox.net.drain import Drain
 from pobox.service.accounts import Accounts, normalise_address
 from pobox.service.auth import Authenticator
 from pobox.service.dates import parse_day
 from pobox.service.delivery import Delivery
 from pobox.service.index import MailIndex
 from pobox.service.maildrop import Maildrop
+from pobox.service.passwords import configure as configure_passwords
 from pobox.service.policy import Clock, Policies, utcnow
 from pobox.store.api import Account, Mailbox, MailboxStatus, Recoverable, Store
 from pobox.store.factory import create_store
@@ -28,11 +30,22 @@ class MailService:
         self.store = store
         self.clock = clock
         self.accounts = Accounts(store)
+        auth = config.auth
+        configure_passwords(auth.argon2_time_cost, auth.argon2_memory_kib, auth.argon2_lanes)
         self.auth = Authenticator(store, config.auth)
         self.delivery = Delivery(store, self.accounts, config.hostname)
         self.policies = Policies(store, config.pop3, clock)
         #: the process's shared mailbox index (pobox.service.index)
         self.index = MailIndex(store)
+        #: the open sessions, told when the server shuts down (pobox.net.drain)
+        self.drain = Drain()
+
+    def reconfigure(self, config: Config) -> None:
+        """A reloaded configuration (SIGHUP): what the service's parts read from it."""
+        self.config = config
+        self.auth.reconfigure(config.auth)
+        self.delivery.hostname = config.hostname
+        self.policies.pop3 = config.pop3
 
     @classmethod
     async def open(cls, config: Config, clock: Clock = utcnow) -> MailService:

@@ -1,13 +1,21 @@
 """Password hashing with Argon2id (argon2-cffi), and the threads that run it.
 
-The parameters are argon2-cffi's defaults, RFC 9106's second recommendation (t=3, m=64 MiB,
-p=4): about 0.1 to 0.2 s of CPU per hash. They stay that heavy on purpose: logins are made cheap by
-the verified-credentials cache (:mod:`pobox.service.credentials`), never by a weaker hash.
+The parameters come from ``[auth] argon2_memory_kib``, ``argon2_time_cost`` and ``argon2_lanes``
+(:func:`configure`, called by the mail service with its config). The default is OWASP's first
+recommendation for Argon2id, m = 19 MiB, t = 2, p = 1: about 30 ms of CPU per hash on this
+project's test machine. argon2-cffi's own default (RFC 9106's second recommendation, m = 64 MiB,
+t = 3, p = 4) cost about 0.2 s of wall time and twice that in CPU on two cores, so a server
+restart with a thousand clients reconnecting, or ten wrong passwords a second (failures are never
+cached), kept every core busy with Argon2id alone. docs/decisions/password-hashing.md has the
+reasoning. A stored hash made with other parameters still verifies, and is rehashed with the
+configured ones at its next successful login.
 
-Hashing and verifying block for that long, so callers on an event loop run them in
-:func:`argon2_executor`: one thread pool per process with one thread per core. argon2-cffi
-releases the GIL while it hashes, so the event loop keeps serving other clients meanwhile, and
-the pool bounds how many hashes run at once.
+Logins are made cheaper still by the verified-credentials cache (:mod:`pobox.service.credentials`).
+
+Hashing and verifying block, so callers on an event loop run them in :func:`argon2_executor`: one
+thread pool per process with one thread per core. argon2-cffi releases the GIL while it hashes,
+so the event loop keeps serving other clients meanwhile, and the pool bounds how many hashes run
+at once.
 """
 
 from __future__ import annotations
@@ -19,22 +27,44 @@ from concurrent.futures import ThreadPoolExecutor
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-_hasher = PasswordHasher()
+#: OWASP's first recommendation for Argon2id (and the defaults of ``[auth]``)
+DEFAULT_MEMORY_KIB = 19 * 1024
+DEFAULT_TIME_COST = 2
+DEFAULT_LANES = 1
 
-# A hash of a random password: verified against when an account does not exist, so that a wrong
-# address costs the same time as a wrong password.
-_DUMMY_HASH = _hasher.hash("pobox-no-such-account-7c1f0e")
+_hasher = PasswordHasher(
+    time_cost=DEFAULT_TIME_COST, memory_cost=DEFAULT_MEMORY_KIB, parallelism=DEFAULT_LANES
+)
+_dummy_hash: str | None = None
+
+
+def configure(time_cost: int, memory_kib: int, lanes: int) -> None:
+    """Hash new passwords with these Argon2id parameters from now on (in this process)."""
+    global _hasher, _dummy_hash
+    current = (_hasher.time_cost, _hasher.memory_cost, _hasher.parallelism)
+    if current != (time_cost, memory_kib, lanes):
+        _hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=lanes)
+        _dummy_hash = None
+
+
+def _dummy() -> str:
+    """A hash of a random password with the current parameters: verified against when an
+    account does not exist, so that a wrong address costs the same time as a wrong password."""
+    global _dummy_hash
+    if _dummy_hash is None:
+        _dummy_hash = _hasher.hash(os.urandom(16).hex())
+    return _dummy_hash
 
 
 def hash_password(password: str) -> str:
-    """Blocking (about 0.1 s of CPU): on an event loop, run it in :func:`argon2_executor`."""
+    """Blocking (tens of milliseconds): on an event loop, run it in :func:`argon2_executor`."""
     return _hasher.hash(password)
 
 
 def verify_password(password_hash: str | None, password: str) -> bool:
-    """Blocking (about 0.1 s of CPU): on an event loop, run it in :func:`argon2_executor`."""
+    """Blocking (tens of milliseconds): on an event loop, run it in :func:`argon2_executor`."""
     try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+        return _hasher.verify(password_hash or _dummy(), password) and password_hash is not None
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 
