@@ -203,6 +203,32 @@ async def test_status_counts(store: Store) -> None:
     assert (await store.mailbox_status(inbox.id)).recent == 0
 
 
+async def test_claim_recent_moves_a_watermark_once(store: Store) -> None:
+    """RFC 3501 §2.3.2: \\Recent belongs to one session. A claim moves the mailbox's recent
+    floor up to the UID given (never down, never past UIDNEXT) and returns the floor before, so
+    of two sessions claiming the same messages only the first gets them."""
+    account = await store.create_account("a@example.org", "h")
+    inbox = await store.get_mailbox(account.id, "INBOX")
+    assert inbox is not None
+    for n in range(4):
+        await append(store, inbox.id, message_bytes(n))
+    # the first session sees messages 1 and 2: they are its own
+    assert await store.claim_recent(inbox.id, Uid(3)) == 1
+    assert (await store.mailbox_status(inbox.id)).recent == 2
+    # a second session seeing the same messages gets none of them
+    assert await store.claim_recent(inbox.id, Uid(3)) == 3
+    assert await store.claim_recent(inbox.id, Uid(2)) == 3
+    # one that sees all four gets 3 and 4; a claim beyond UIDNEXT stops at UIDNEXT
+    assert await store.claim_recent(inbox.id, Uid(99)) == 3
+    assert (await store.mailbox_status(inbox.id)).recent == 0
+    fifth = await append(store, inbox.id, message_bytes(5))
+    assert (await store.mailbox_status(inbox.id)).recent == 1
+    claims = await asyncio.gather(*(store.claim_recent(inbox.id) for _ in range(4)))
+    assert sorted(claims) == [fifth.uid] + [Uid(fifth.uid + 1)] * 3
+    with pytest.raises(NotFound):
+        await store.claim_recent(MailboxId(999999), Uid(1))
+
+
 async def test_recoverable_expunge_and_recover_keep_the_uidl(store: Store) -> None:
     account = await store.create_account("a@example.org", "h")
     inbox = await store.get_mailbox(account.id, "INBOX")

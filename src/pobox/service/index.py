@@ -169,6 +169,9 @@ class MailboxIndex:
         self._evict: asyncio.TimerHandle | None = None
         self._used_version = -1
         self._used_keywords: tuple[str, ...] = ()
+        #: messages below this UID had their \Recent claimed (a lower bound of the store's
+        #: recent floor, learnt from this process's claims: see :meth:`MailIndex.claim_recent`)
+        self.recent_floor = 0
 
     def __len__(self) -> int:
         return len(self.uids)
@@ -531,6 +534,23 @@ class MailIndex:
             index._evict = loop.call_later(self.linger, self._forget, index)
             return
         self._forget(index)
+
+    async def claim_recent(self, index: MailboxIndex, below: int) -> int:
+        """Claim \\Recent for the messages of *index* with UIDs below *below* for one session
+        (RFC 3501 §2.3.2: a message is recent in exactly one session, the first to see it).
+
+        Returns the first UID that is \\Recent for the caller: messages from there up to
+        *below* are its own, older ones another session had first. The store decides (one
+        atomic write, whatever process or node asks); messages this process knows to be claimed
+        already cost no store call."""
+        if below <= index.recent_floor:
+            return below
+        try:
+            floor = await self.store.claim_recent(index.id, Uid(below))
+        except NotFound:
+            return below  # deleted meanwhile: nothing is recent (the next sync says it is gone)
+        index.recent_floor = max(index.recent_floor, floor, below)
+        return floor
 
     # ---- writes that keep the index current ---------------------------------------------------
     async def set_flags(

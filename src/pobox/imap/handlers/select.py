@@ -49,8 +49,10 @@ async def _select(session: ImapSession, cmd: c.Select | c.Examine, read_only: bo
     mailbox = view.mailbox
     selected = Selected(view, read_only)
     try:
-        if not read_only:
-            floor = await session.service.store.claim_recent(mailbox.id)
+        if not read_only and len(view):
+            # \Recent: the messages no session has seen yet become this one's (RFC 3501
+            # §2.3.2); the store decides, so two sessions never both have a message as recent
+            floor = await session.service.index.claim_recent(view.index, view.last_uid() + 1)
             uids = view.uids
             start = bisect.bisect_left(uids, floor, 0, len(view))
             selected.recent = {Uid(u) for u in uids[start : len(view)]}

@@ -776,15 +776,21 @@ class PostgresStore:
 
         return await self._read(run)
 
-    async def claim_recent(self, mailbox_id: MailboxId) -> Uid:
+    async def claim_recent(self, mailbox_id: MailboxId, below: Uid | None = None) -> Uid:
         """Return the first UID that is \\Recent for the caller, and take them from others."""
 
         async def run(tx: Tx) -> Uid:
+            # the row is locked, so concurrent claims (other workers, other nodes) are ordered;
+            # no row version is written when the floor is there already
             floor = await tx.conn.fetchval(
-                "UPDATE mailboxes b SET recent_floor = b.uidnext"
-                " FROM (SELECT id, recent_floor FROM mailboxes WHERE id = $1 FOR UPDATE) old"
-                " WHERE b.id = old.id RETURNING old.recent_floor",
+                "WITH old AS (SELECT id, recent_floor,"
+                " LEAST(uidnext, coalesce($2::bigint, uidnext)) AS target"
+                " FROM mailboxes WHERE id = $1 FOR UPDATE),"
+                " claimed AS (UPDATE mailboxes b SET recent_floor = old.target FROM old"
+                " WHERE b.id = old.id AND old.target > old.recent_floor)"
+                " SELECT recent_floor FROM old",
                 mailbox_id,
+                below,
             )
             if floor is None:
                 raise NotFound("mailbox does not exist")

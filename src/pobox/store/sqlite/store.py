@@ -606,7 +606,7 @@ class SqliteStore:
 
         return await self._db.read(run)
 
-    async def claim_recent(self, mailbox_id: MailboxId) -> Uid:
+    async def claim_recent(self, mailbox_id: MailboxId, below: Uid | None = None) -> Uid:
         """Return the first UID that is \\Recent for the caller, and take them from others."""
 
         def run(conn: sqlite3.Connection) -> Uid:
@@ -615,11 +615,13 @@ class SqliteStore:
             ).fetchone()
             if row is None:
                 raise NotFound("mailbox does not exist")
-            if row[0] != row[1]:  # nothing new to claim: no change, so the commit writes nothing
+            floor, uidnext = row
+            target = uidnext if below is None else min(below, uidnext)
+            if target > floor:  # nothing new to claim: no change, so the commit writes nothing
                 conn.execute(
-                    "UPDATE mailboxes SET recent_floor = ? WHERE id = ?", (row[1], mailbox_id)
+                    "UPDATE mailboxes SET recent_floor = ? WHERE id = ?", (target, mailbox_id)
                 )
-            return Uid(row[0])
+            return Uid(floor)
 
         return await self._write(run)
 
