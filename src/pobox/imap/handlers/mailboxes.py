@@ -133,13 +133,18 @@ def _recent_here(session: ImapSession, mailbox: Mailbox) -> int:
     return session.recent_count()
 
 
-def _attributes(entry: ListEntry, *, subscribed: bool) -> tuple[str, ...]:
+def _attributes(entry: ListEntry, *, subscribed: bool, children: bool) -> tuple[str, ...]:
+    """A name that is not a mailbox is ``\\NonExistent`` alone (RFC 5258 §3: it implies
+    ``\\Noselect``), with ``\\HasChildren``/``\\HasNoChildren`` only when RETURN (CHILDREN)
+    asked for them (as Dovecot answers); mailboxes always get one of the two."""
     attributes: list[str] = []
-    if entry.mailbox is None:
-        attributes += ["\\NonExistent", "\\Noselect"]
+    exists = entry.mailbox is not None
+    if not exists:
+        attributes.append("\\NonExistent")
     if subscribed and entry.subscribed:
         attributes.append("\\Subscribed")
-    attributes.append("\\HasChildren" if entry.has_children else "\\HasNoChildren")
+    if exists or children:
+        attributes.append("\\HasChildren" if entry.has_children else "\\HasNoChildren")
     if entry.special_use is not None:
         attributes.append(entry.special_use)
     return tuple(attributes)
@@ -179,7 +184,7 @@ async def list_(session: ImapSession, cmd: c.List) -> None:
     show_subscribed = "SUBSCRIBED" in selection or "SUBSCRIBED" in returns
     for entry in entries:
         extra = b'("CHILDINFO" ("SUBSCRIBED"))' if entry.childinfo else b""
-        attributes = _attributes(entry, subscribed=show_subscribed)
+        attributes = _attributes(entry, subscribed=show_subscribed, children="CHILDREN" in returns)
         session.send(r.ListItem(attributes, DELIMITER, entry.name, extra=extra))
         if status_items is not None and entry.mailbox is not None:
             # RFC 5819: one STATUS after the LIST of each selectable mailbox
