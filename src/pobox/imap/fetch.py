@@ -17,7 +17,7 @@ stored message read from ``offset`` (``Content.read`` in chunks, or ``loop.sendf
 Observed Dovecot 2.3 behaviour reproduced here (tests/interop/test_dovecot_fetch.py):
 
 * a section that does not exist, or a kind that does not apply (``1.HEADER`` of a text part),
-  is answered with an empty string;
+  is answered with the empty literal ``{0}``, as every empty section is;
 * ``HEADER.FIELDS`` returns the matching fields (case-insensitive names, message order, folded
   lines intact) followed by CRLF; ``HEADER.FIELDS.NOT`` the other fields, then CRLF;
 * a partial ``<start.count>`` is applied to the section's data; the response label carries the
@@ -450,7 +450,8 @@ def _body_section(
         raise ValueError(f"BODY[{default_section_text(section)!r}] needs the structure")
     rng = section_range(parsed, section.part, kind)
     if rng is None:
-        return [label + b'""']
+        # a part that does not exist: empty, written as every empty section is (as Dovecot)
+        return [label + b"{0}\r\n"]
     offset, length = rng
     if kind.startswith("HEADER.FIELDS"):
         if content is None:
