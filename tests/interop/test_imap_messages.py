@@ -307,6 +307,7 @@ def esearch(client: imaplib.IMAP4, *args: str) -> bytes:
 def test_search_flags_sets_and_esearch(imap: imaplib.IMAP4) -> None:
     assert select(imap, "INBOX") == 0
     assert search(imap, "ALL", uid=True) == []  # an empty mailbox answers "* SEARCH"
+    ok(imap.unselect())  # appended with INBOX not selected: \Recent for the next SELECT
     append(imap, "INBOX", *(message(n) for n in range(1, 7)))
     append(imap, "INBOX", message(7, "x" * 3000), flags="(\\Seen $Work)")
     assert select(imap, "INBOX") == 7
@@ -319,7 +320,7 @@ def test_search_flags_sets_and_esearch(imap: imaplib.IMAP4) -> None:
     assert search(imap, "KEYWORD", "$Work") == [4, 7]
     assert search(imap, "OR", "FLAGGED", "NOT", "UNSEEN") == [1, 2, 3, 7]
     assert search(imap, "LARGER", "1000") == [7]
-    assert search(imap, "NEW") == [2, 4, 5, 6]  # recent (this session appended them) and unseen
+    assert search(imap, "NEW") == [2, 4, 5, 6]  # recent (this SELECT saw them first) and unseen
     assert search(imap, "OLD") == []
     assert search(imap, "2:3,6:*") == [2, 3, 6, 7]
     assert search(imap, "UID", "3:4") == [3, 4]

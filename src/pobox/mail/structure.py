@@ -16,7 +16,13 @@ from datetime import datetime
 from typing import Any
 
 from pobox.mail.dates import parse_date
-from pobox.mail.envelope import Address, Envelope
+from pobox.mail.envelope import (
+    MISSING_DOMAIN,
+    MISSING_MAILBOX,
+    Address,
+    Envelope,
+    parse_address_list,
+)
 from pobox.mail.headers import decode_rfc2047, decode_rfc2231_value, split_fields
 
 __all__ = ["MimePart", "ParsedMessage", "bstr", "sbytes"]
@@ -131,21 +137,32 @@ class ParsedMessage:
     def subject(self) -> str:
         return self._last("subject") or ""
 
+    def address_text(self, name: str) -> str:
+        """An address field (From, To, Cc, Bcc…) as SEARCH matches it: every occurrence parsed
+        and written out again as ``Name <mailbox@host>`` (or ``mailbox@host``), groups as
+        ``group: a, b;``, display names RFC 2047-decoded, comments as names when there is no
+        phrase (``a@b (Name)``), comments elsewhere dropped. Dovecot matches the same normalised
+        form, so ``<a (x)@ b>`` is found by ``a@b``. A value with no address in it is kept as
+        its decoded text."""
+        lname = name.lower().encode("ascii", "replace")
+        texts = [_address_text(v) for n, v in split_fields(self.header) if n.lower() == lname]
+        return ", ".join(t for t in texts if t)
+
     @property
     def from_addr(self) -> str:
-        return ", ".join(self.header_values("from"))
+        return self.address_text("from")
 
     @property
     def to_addrs(self) -> str:
-        return ", ".join(self.header_values("to"))
+        return self.address_text("to")
 
     @property
     def cc(self) -> str:
-        return ", ".join(self.header_values("cc"))
+        return self.address_text("cc")
 
     @property
     def bcc(self) -> str:
-        return ", ".join(self.header_values("bcc"))
+        return self.address_text("bcc")
 
     @property
     def message_id(self) -> str | None:
@@ -191,6 +208,33 @@ def _b(v: bytes | None) -> str | None:
 
 def _ub(v: str | None) -> bytes | None:
     return None if v is None else v.encode("latin-1")
+
+
+def _address_text(value: bytes) -> str:
+    out: list[str] = []
+    in_group = False
+    for address in parse_address_list(value):
+        if address.is_group_marker:
+            if address.mailbox is not None:  # the start of a group
+                out.append(decode_rfc2047(address.mailbox).strip() + ":")
+                in_group = True
+            elif in_group:  # its end
+                out[-1] += ";"
+                in_group = False
+            continue
+        mailbox = b"" if address.mailbox == MISSING_MAILBOX else address.mailbox or b""
+        spec = mailbox.decode("utf-8", "replace")
+        if address.host and address.host != MISSING_DOMAIN:
+            spec += "@" + address.host.decode("utf-8", "replace")
+        name = decode_rfc2047(address.name).strip() if address.name else ""
+        text = f"{name} <{spec}>" if name else spec
+        if in_group and out and out[-1].endswith(":"):
+            out[-1] += " " + text
+        else:
+            out.append(text)
+    if not out:
+        return decode_rfc2047(value).strip()
+    return ", ".join(out)
 
 
 def _addrs_out(a: tuple[Address, ...] | None) -> list[list[str | None]] | None:
