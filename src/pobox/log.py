@@ -5,6 +5,11 @@ whose facts are ``key=value`` pairs) or ``json`` (one object per line with the s
 ``[server] log_file``: empty for standard error (journald, containers), else a file that SIGHUP
 reopens (:func:`reopen_logs`), for logrotate. No log call may carry a password, a session cookie
 or message content: authentication logs name the user and the remote address only.
+
+:func:`log_event` writes the one line per session and per delivery: ``event=NAME key=value …``
+in text (values quoted as JSON strings when they hold spaces, quotes, ``=`` or control
+characters, so a client cannot forge a line or a field), and the same facts as fields of the
+object in JSON. :func:`reconfigure_logging` applies a reloaded ``[server]`` (SIGHUP).
 """
 
 from __future__ import annotations
@@ -16,6 +21,39 @@ import sys
 from typing import TextIO
 
 _file_handlers: list[ReopeningFileHandler] = []
+#: the worker prefix given to :func:`setup_logging`, kept for :func:`reconfigure_logging`
+_prefix = ""
+#: characters a text value may hold unquoted
+_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789@.:_-+/[]<>,")
+
+
+def _text_value(value: object) -> str:
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    text = str(value)
+    if all(ch in _PLAIN for ch in text):
+        return text
+    return json.dumps(text, ensure_ascii=True)
+
+
+def format_facts(event: str, facts: dict[str, object]) -> str:
+    """``event=NAME key=value …`` as a text log line shows them."""
+    return " ".join(
+        [f"event={_text_value(event)}", *(f"{k}={_text_value(v)}" for k, v in facts.items())]
+    )
+
+
+def log_event(logger: logging.Logger, event: str, **facts: object) -> None:
+    """Log one event with its facts (never a password, a cookie or message content): text
+    ``event=NAME key=value …``, or the facts as fields of the JSON object."""
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    fields: dict[str, object] = {"event": event}
+    for key, value in facts.items():
+        fields[key] = round(value, 3) if isinstance(value, float) else value
+    logger.info("%s", format_facts(event, facts), extra={"facts": fields})
 
 
 class JsonFormatter(logging.Formatter):
@@ -35,6 +73,10 @@ class JsonFormatter(logging.Formatter):
         }
         if self.worker:
             document["worker"] = self.worker
+        facts = getattr(record, "facts", None)
+        if isinstance(facts, dict):
+            for key, value in facts.items():
+                document.setdefault(key, value)
         if record.exc_info:
             document["exception"] = self.formatException(record.exc_info)
         return json.dumps(document, ensure_ascii=False)
@@ -80,6 +122,8 @@ class ReopeningFileHandler(logging.StreamHandler[TextIO]):
 def setup_logging(
     level: str = "info", prefix: str = "", *, log_format: str = "text", log_file: str = ""
 ) -> None:
+    global _prefix
+    _prefix = prefix
     handler: logging.StreamHandler[TextIO]
     if log_file:
         handler = ReopeningFileHandler(log_file)
@@ -107,3 +151,9 @@ def reopen_logs() -> None:
     """SIGHUP: reopen the log file (after logrotate moved it); nothing to do for stderr."""
     for handler in _file_handlers:
         handler.reopen()
+
+
+def reconfigure_logging(level: str, log_format: str, log_file: str) -> None:
+    """SIGHUP with a changed ``[server] log_level``, ``log_format`` or ``log_file``: the same
+    worker prefix, the new settings (a log file is opened anew)."""
+    setup_logging(level, _prefix, log_format=log_format, log_file=log_file)

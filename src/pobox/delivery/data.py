@@ -29,6 +29,11 @@ class WholeData:
     _reader: asyncio.StreamReader
     data_size_limit: int | None
     envelope: Envelope | None
+    #: between 354 and the reply to the message: a shutdown lets it finish (pobox.net.drain)
+    _in_data = False
+
+    def _transaction_done(self) -> None:
+        """A DATA has been answered (the session may close now, when the server stops)."""
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         """aiosmtpd's MAIL/RCPT address parsing, with a fast path for the plain form.
@@ -60,21 +65,26 @@ class WholeData:
         if arg:
             await server.push("501 Syntax: DATA")
             return
-        await server.push("354 End data with <CR><LF>.<CR><LF>")
+        self._in_data = True
         try:
-            body, too_much = await read_body(self._reader, self.data_size_limit or 0)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            server._writer.close()
-            return
-        if too_much:
-            await server.push("552 Error: Too much mail data")
-            server._set_post_data_state()
-            return
-        self.envelope.content = body
-        self.envelope.original_content = body
-        status = await server._call_handler_hook("DATA")
-        server._set_post_data_state()
-        await server.push("250 OK" if status is MISSING else status)
+            await server.push("354 End data with <CR><LF>.<CR><LF>")
+            try:
+                body, too_much = await read_body(self._reader, self.data_size_limit or 0)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                server._writer.close()
+                return
+            if too_much:
+                await server.push("552 Error: Too much mail data")
+                server._set_post_data_state()
+            else:
+                self.envelope.content = body
+                self.envelope.original_content = body
+                status = await server._call_handler_hook("DATA")
+                server._set_post_data_state()
+                await server.push("250 OK" if status is MISSING else status)
+        finally:
+            self._in_data = False
+        self._transaction_done()
 
 
 async def read_body(reader: asyncio.StreamReader, limit: int) -> tuple[bytes, bool]:

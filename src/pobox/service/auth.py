@@ -203,6 +203,18 @@ class Authenticator:
         #: set (and replaced) whenever an attempt settles or a block is lifted
         self._settled = asyncio.Event()
 
+    def reconfigure(self, config: AuthConfig) -> None:
+        """A reloaded ``[auth]`` (SIGHUP): the new limits apply from the next attempt; blocks in
+        force keep their end. A shorter ``cache_ttl`` empties the verified-credentials cache, so
+        that no entry outlives it."""
+        if config.cache_ttl < self.config.cache_ttl:
+            self.cache.clear()
+        self.config = config
+        self.by_address.config = config
+        self.by_account.config = config
+        self.cache.ttl = float(config.cache_ttl)
+        self._trusted = [ipaddress.ip_network(n, strict=False) for n in config.trusted_networks]
+
     def penalty(self, failures: int) -> float:
         """Seconds to wait before answering a failure that follows *failures* earlier ones."""
         if failures <= 0:

@@ -43,6 +43,8 @@ class MailService:
     def reconfigure(self, config: Config) -> None:
         """A reloaded configuration (SIGHUP): what the service's parts read from it."""
         self.config = config
+        auth = config.auth
+        configure_passwords(auth.argon2_time_cost, auth.argon2_memory_kib, auth.argon2_lanes)
         self.auth.reconfigure(config.auth)
         self.delivery.hostname = config.hostname
         self.policies.pop3 = config.pop3
