@@ -2,7 +2,8 @@
 
 Memory stays bounded: header blocks are kept up to :data:`MAX_HEADER_BYTES` each (beyond that
 only their size is counted), bodies are never held, only offsets, sizes and line counts. Lines
-are read with a length limit, so a 50 MB message without a single line break is fine too.
+are read with a length limit, so a 50 MB message without a single line break is fine too, and
+bodies are passed over in bulk, from one line that starts with ``--`` to the next.
 
 The MIME rules follow what Dovecot does with the same bytes (the differential test in
 tests/interop/ checks this):
@@ -48,25 +49,60 @@ MAX_DEPTH = 100
 MAX_PARTS = 10_000
 """After this many parts, further multiparts / encapsulated messages are opaque leaves."""
 _LINE_LIMIT = 64 * 1024
+_CHUNK = 64 * 1024
 
 
 class _Reader:
-    """Sequential line reader that tracks offsets, LF counts and line starts."""
+    """Sequential line reader that tracks offsets, LF counts and line starts.
 
-    __slots__ = ("_stream", "at_line_start", "last_eol", "lf", "pos")
+    It reads the stream in chunks of :data:`_CHUNK` octets into a buffer of its own, so that
+    :meth:`skip_lines` can pass over a body in bulk (``bytes.find`` and ``bytes.count``) instead
+    of a line at a time; the buffer never holds more than a chunk and one unfinished line."""
+
+    __slots__ = ("_at", "_buf", "_ended", "_stream", "at_line_start", "last_eol", "lf", "pos")
 
     def __init__(self, stream: typing.BinaryIO) -> None:
         self._stream = stream
+        self._buf = b""
+        self._at = 0  # offset in _buf of the next unread octet
+        self._ended = False  # the stream has nothing more
         self.pos = 0  # offset of the next unread octet
         self.lf = 0  # LF octets consumed so far
         self.at_line_start = True  # the next chunk begins a line
         self.last_eol = 0  # length of the line ending of the last complete line read
 
+    def _fill(self) -> bool:
+        """Append the next chunk of the stream to the buffer; False at the end of input."""
+        if self._ended:
+            return False
+        chunk = self._stream.read(_CHUNK)
+        if not chunk:
+            self._ended = True
+            return False
+        self._buf = self._buf[self._at :] + chunk
+        self._at = 0
+        return True
+
     def read(self) -> tuple[int, bytes, bool] | None:
-        """Next chunk: (offset, data, starts_a_line); a chunk never spans a LF."""
-        data = self._stream.readline(_LINE_LIMIT)
-        if not data:
-            return None
+        """Next chunk: (offset, data, starts_a_line); a chunk never spans a LF, and is at most
+        :data:`_LINE_LIMIT` octets long."""
+        while True:
+            buf, at = self._buf, self._at
+            newline = buf.find(b"\n", at, at + _LINE_LIMIT)
+            if newline >= 0:
+                end = newline + 1
+                break
+            if len(buf) - at >= _LINE_LIMIT:
+                end = at + _LINE_LIMIT
+                break
+            if not self._fill():
+                end = len(self._buf)
+                if end == self._at:
+                    return None
+                break
+        buf, at = self._buf, self._at
+        data = buf[at:end]
+        self._at = end
         off = self.pos
         start = self.at_line_start
         self.pos += len(data)
@@ -77,6 +113,34 @@ class _Reader:
         else:
             self.at_line_start = False
         return off, data, start
+
+    def skip_lines(self, stop_at_dashes: bool) -> None:
+        """Consume whole lines in bulk: up to the next line that starts with ``--`` (the only
+        lines that can be boundaries), or, without *stop_at_dashes*, up to the last line break
+        of the input. What is left is read with :meth:`read`."""
+        while True:
+            buf, at = self._buf, self._at
+            if stop_at_dashes:
+                if self.at_line_start and buf.startswith(b"--", at):
+                    return
+                hit = buf.find(b"\n--", at)
+                if hit >= 0:
+                    self._consume(hit + 1)
+                    return
+            last = buf.rfind(b"\n", at)
+            if last >= 0:
+                self._consume(last + 1)
+            if not self._fill():
+                return
+
+    def _consume(self, end: int) -> None:
+        """Consume the buffer up to *end*, just after a LF."""
+        buf, at = self._buf, self._at
+        self.lf += buf.count(b"\n", at, end)
+        self.pos += end - at
+        self._at = end
+        self.at_line_start = True
+        self.last_eol = 2 if end - 2 >= at and buf[end - 2] == 13 else 1
 
 
 @dataclass(slots=True)
@@ -121,6 +185,7 @@ class _Parser:
     def _skip_until_boundary(self, bounds: list[bytes]) -> _Term:
         """Consume octets until a boundary line (returned) or EOF."""
         while True:
+            self.r.skip_lines(stop_at_dashes=bool(bounds))
             got = self.r.read()
             if got is None:
                 return self._eof()

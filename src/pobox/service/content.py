@@ -130,12 +130,21 @@ def spool_message(
 
 # a message that is already in memory (SMTP/LMTP DATA) -----------------------------------------
 class _Pieces:
-    """The concatenation of byte strings as a stream for the parser (which only calls
-    ``readline``), without copying them into one; a line may go on from one piece to the next."""
+    """The concatenation of byte strings as a stream for the parser (which calls ``read``),
+    without copying them into one; a line may go on from one piece to the next."""
 
     def __init__(self, pieces: Sequence[bytes]) -> None:
         self._streams = [io.BytesIO(piece) for piece in pieces if piece]  # shares, no copy
         self._index = 0
+
+    def read(self, size: int = -1) -> bytes:
+        out = b""
+        while self._index < len(self._streams):
+            out += self._streams[self._index].read(size if size < 0 else size - len(out))
+            if 0 <= size <= len(out):
+                return out
+            self._index += 1  # this piece is used up; go on in the next
+        return out
 
     def readline(self, size: int = -1) -> bytes:
         out = b""

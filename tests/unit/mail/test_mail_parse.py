@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from pobox.mail.parse import parse_bytes, parse_message
 from pobox.mail.structure import MimePart, ParsedMessage
+from pobox.service.content import parse_pieces
 
 CORPUS = Path(__file__).resolve().parents[2] / "data" / "messages"
 CORPUS_FILES = sorted(CORPUS.glob("*.eml"))
@@ -187,6 +188,53 @@ def test_parse_never_raises_and_offsets_are_inside(chunks: list[bytes]) -> None:
     msg = parse_bytes(raw)
     _check_offsets(msg, len(raw))
     assert ParsedMessage.from_bytes(msg.to_bytes()) == msg
+
+
+class Trickle(io.RawIOBase):
+    """A stream that hands out its bytes in the given small sizes, in turn: the parser must find
+    boundaries, line ends and CRLFs that are cut between two reads."""
+
+    def __init__(self, data: bytes, sizes: list[int]) -> None:
+        self.data, self.at, self.sizes, self.turn = data, 0, sizes or [1], 0
+
+    def read(self, size: int = -1) -> bytes:
+        step = self.sizes[self.turn % len(self.sizes)]
+        self.turn += 1
+        if size >= 0:
+            step = min(step, size)
+        out = self.data[self.at : self.at + step]
+        self.at += len(out)
+        return out
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.one_of(_pieces, st.binary(max_size=40)), max_size=40),
+    st.lists(st.integers(min_value=1, max_value=9), max_size=5),
+)
+def test_parse_does_not_depend_on_how_the_input_is_cut(
+    chunks: list[bytes], sizes: list[int]
+) -> None:
+    raw = b"".join(chunks)
+    whole = parse_bytes(raw)
+    assert parse_message(Trickle(raw, sizes)) == whole  # type: ignore[arg-type]
+    assert parse_pieces(chunks) == whole
+
+
+def test_boundaries_after_a_line_longer_than_the_line_limit() -> None:
+    """A line longer than the reader's limit is read in pieces; a "--b" inside it is not at a
+    line start, the one after its line break is."""
+    long = b"x" * 70_000 + b"--b\r\n"
+    raw = (
+        b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\n"
+        + long
+        + b"--b\r\n\r\nsecond\r\n--b--\r\n"
+    )
+    msg = parse_message(Trickle(raw, [4096, 7]))  # type: ignore[arg-type]
+    assert msg == parse_bytes(raw)
+    first, second = msg.root.children
+    assert first.body_size == len(long) - 2  # the boundary takes the line ending before it
+    assert raw[second.body_offset : second.body_offset + second.body_size] == b"second"
 
 
 @settings(max_examples=200)
