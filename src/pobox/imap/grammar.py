@@ -117,6 +117,10 @@ def parse_command(lines: Sequence[bytes], literals: Sequence[bytes]) -> Command:
     tag: str | None = None
     try:
         tag = r.tag()
+        if r.peek() not in (0x20, None):
+            # the client's tag goes on with characters a tag cannot have (RFC 9051 §9): the
+            # answer cannot carry it, so it is untagged (as Dovecot's)
+            raise CommandError(None, r.fail("invalid tag").text)
         r.sp()
         name = r.word()
         uid = False

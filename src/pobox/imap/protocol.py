@@ -400,7 +400,8 @@ class ImapServerProtocol:
             return BadCommand(tag, "command line too long", "TOOBIG")
         line = got
         if not self._lines and not line.strip():
-            return None  # tolerate empty lines between commands
+            # every line gets an answer: an empty one too (Dovecot: "* BAD ... Invalid tag")
+            return BadCommand(None, "empty command line (a command starts with a tag)")
         self._lines.append(line)
         self._cmd_size += len(line)
         if self._cmd_size > self.limits.max_command:

@@ -106,11 +106,31 @@ def test_byte_at_a_time_gives_same_events() -> None:
     assert commands(events)[1:] == [Login("a1", b"user", b"secret"), Select("a2", b"INBOX")]
 
 
-def test_bare_lf_and_empty_lines_are_tolerated() -> None:
-    assert commands(run(b"\r\n\na1 NOOP\n  \r\na2 CAPABILITY\r\n")) == [
+EMPTY = BadCommand(None, "empty command line (a command starts with a tag)")
+
+
+def test_bare_lf_and_every_empty_line_is_answered() -> None:
+    # an empty or blank line is not a command, but it gets an answer all the same
+    assert commands(run(b"\r\n\na1 NOOP\n  \r\na2 CAPABILITY\r\n\t\r\n")) == [
+        EMPTY,
+        EMPTY,
         Noop("a1"),
+        EMPTY,
         Capability("a2"),
+        EMPTY,
     ]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b"a\xff NOOP", b"a{ NOOP", b"a% NOOP", b'a"b NOOP', b"a\x00b NOOP", b"\xff\xfe a", b"+ NOOP"],
+)
+def test_an_invalid_tag_is_answered_untagged(line: bytes) -> None:
+    """A tag that goes on with characters no tag has: the BAD cannot carry it (Dovecot answers
+    "* BAD ... Invalid tag" too), and the next command is read as usual."""
+    [bad, nxt] = run(line + b"\r\na1 NOOP\r\n")
+    assert isinstance(bad, BadCommand) and bad.tag is None, bad
+    assert nxt == CommandReceived(Noop("a1"))
 
 
 def test_sync_literal_in_login_password() -> None:
