@@ -11,7 +11,8 @@
 * :class:`CommandPacer`: a token bucket; a client over its command rate is slowed down, never
   dropped.
 
-Everything here is per process: with several workers each counts its own connections.
+Everything here is per process: with several workers each counts its own connections. The
+same counts go to the metrics (pobox.metrics), which add the workers up.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
+
+from pobox import metrics
 
 log = logging.getLogger("pobox.net")
 
@@ -69,6 +72,7 @@ class ConnectionLimiter:
 
     def __init__(self, name: str, max_total: int, max_per_ip: int) -> None:
         self.name = name
+        self.label = name.lower()  # in the metrics (pobox.metrics)
         self.max_total = max_total
         self.max_per_ip = max_per_ip
         self.total = 0
@@ -86,8 +90,10 @@ class ConnectionLimiter:
             self.total += 1
             self.accepted += 1
             self.by_ip[ip] = self.by_ip.get(ip, 0) + 1
+            metrics.connection_opened(self.label)
             return Slot(self, ip)
         self.refused += 1
+        metrics.connection_refused(self.label)
         log.warning("%s connection from %s refused: %s", self.name, ip, reason)
         return reason
 
@@ -97,6 +103,7 @@ class ConnectionLimiter:
             log.error("%s: slot of %s released twice", self.name, slot.ip)
             return
         self.total -= 1
+        metrics.connection_closed(self.label)
         if count == 1:
             del self.by_ip[slot.ip]
         else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pobox import sasl
+from pobox import metrics, sasl
 from pobox.imap import commands as c
 from pobox.imap import responses as r
 from pobox.imap.protocol import AuthenticateResponse
@@ -22,6 +22,7 @@ async def _finish_login(session: ImapSession, tag: str, user: str, password: str
         account = await session.service.auth.authenticate(user, password, remote=session.remote_ip)
     except Blocked:
         account = None
+        metrics.login("imap", "blocked")
         session.tagged(
             tag,
             "NO",
@@ -29,6 +30,7 @@ async def _finish_login(session: ImapSession, tag: str, user: str, password: str
             r.ResponseCode.plain("UNAVAILABLE"),
         )
     else:
+        metrics.login("imap", "failed" if account is None else "ok")
         if account is None:
             session.tagged(
                 tag,
@@ -55,6 +57,7 @@ async def _finish_login(session: ImapSession, tag: str, user: str, password: str
             return
         session.holds_slot = True
     session.account = account
+    metrics.session_opened("imap")
     session.state = State.AUTHENTICATED
     session.tagged(tag, "OK", "logged in", r.ResponseCode.capability(session.capabilities()))
 
