@@ -123,6 +123,14 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """The Prometheus endpoint (docs/deployment.md, Monitoring)."""
+
+    #: "HOST:PORT" every worker serves /metrics on; "" (the default): no metrics
+    listen: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     #: worker processes: a number, or "auto" for one per core
     workers: int | str = "auto"
@@ -167,6 +175,7 @@ class Config:
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     source: str = "(defaults)"
 
     @property
@@ -213,6 +222,24 @@ def _check_network(where: str, value: str) -> str:
             f"{where}: {value!r} is not an IP network"
             " (write e.g. '192.0.2.0/24' or '2001:db8::/32')"
         ) from None
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``[metrics] listen``: ``HOST:PORT`` (``[IPv6]:PORT``) → host and port; a ValueError
+    says what is wrong."""
+    host, colon, port = value.strip().rpartition(":")
+    example = "write e.g. '127.0.0.1:9154' or '[::1]:9154'"
+    if not colon or not host or not port:
+        raise ValueError(f"{value!r} is not HOST:PORT ({example})")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"{value!r}: put an IPv6 address in brackets ({example})")
+    if not host or any(ch.isspace() or ch in "[]/" for ch in host):
+        raise ValueError(f"{value!r} does not name a host ({example})")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{value!r}: the port must be a number from 1 to 65535")
+    return host, int(port)
 
 
 def parse_retention(value: str) -> tuple[str, int | None]:
@@ -263,6 +290,11 @@ def _check_value(name: str, key: str, value: Any, expected: Any, source: str) ->
         if name == "retention":
             try:
                 parse_retention(value)
+            except ValueError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+        if key == "metrics.listen" and value:
+            try:
+                parse_listen(value)
             except ValueError as exc:
                 raise ConfigError(f"{where}: {exc}") from None
         return value
@@ -320,6 +352,7 @@ RESTART_ONLY: tuple[str, ...] = (
     "server.workers",
     "server.user",
     "server.event_loop",
+    "metrics.listen",
     *(f"{name}.{key}" for name in LISTENERS for key in ("enabled", "listen", "port")),
 )
 
