@@ -246,6 +246,12 @@ class MailboxView:
             if pos is not None:
                 self._own[uid] = index.modseqs[pos]
 
+    def told_modseqs(self, told: Iterable[tuple[int, int]]) -> None:
+        """The client was just shown these (UID, MODSEQ) states' flags (a FETCH of FLAGS): the
+        changes up to them are not to be announced again."""
+        for uid, modseq in told:
+            self._own[uid] = modseq
+
     def told(self, meta: MessageMeta) -> None:
         """The client was told this state of a message the index no longer has."""
         if meta.uid in self._ghosts:

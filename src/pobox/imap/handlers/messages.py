@@ -196,6 +196,8 @@ async def _fetch_from_index(
     recent = selected.recent if not session.rev2 else frozenset()
     rendered: dict[tuple[int, bool], bytes] = {}
     out: list[bytes] = []
+    # changes the view has not announced yet: the FLAGS shown here need not be announced again
+    told: list[tuple[int, int]] | None = [] if view.changed() and "FLAGS" in names else None
     shared = view.shares_index()  # message n is the index's n-th: one bisect, no lookups
     numbers, count = view.uids, len(view)
     iflags, isizes = index.flags, index.sizes
@@ -219,6 +221,8 @@ async def _fetch_from_index(
                 else:
                     parts.append(b"RFC822.SIZE %d" % meta.size)
             elif name == "FLAGS":
+                if told is not None:
+                    told.append((uid, index.modseqs[pos]))
                 key = (iflags[pos], uid in recent)
                 text = rendered.get(key)
                 if text is None:
@@ -240,6 +244,8 @@ async def _fetch_from_index(
             lo = 0
     if out:
         session.send_raw(b"".join(out))
+    if told:
+        view.told_modseqs(told)
 
 
 async def fetch(session: ImapSession, cmd: c.Fetch) -> None:
@@ -276,6 +282,8 @@ async def fetch(session: ImapSession, cmd: c.Fetch) -> None:
     store = session.service.store
     missing = False
     batch = CONTENT_BATCH if content_needed else STRUCTURE_BATCH
+    shows_flags = any(it.name == "FLAGS" for it in items)
+    told: list[tuple[int, int]] | None = [] if shows_flags and view.changed() else None
     count = 0
     for start in range(0, len(uids), batch):
         metas = [m for u in uids[start : start + batch] if (m := seen.get(Uid(u)) or view.meta(u))]
@@ -327,12 +335,16 @@ async def fetch(session: ImapSession, cmd: c.Fetch) -> None:
                 except f.FetchError as exc:
                     raise CommandError(exc.text, exc.code) from None
                 await _write_pieces(session, msn, pieces, content)
+                if told is not None:
+                    told.append((meta.uid, meta.modseq))
                 count += 1
                 if count % DRAIN_EVERY == 0:
                     await session.drain()
         finally:
             for content in contents.values():
                 content.close()
+    if told:
+        view.told_modseqs(told)
     await session.announce_updates(expunge=cmd.uid)
     if missing:
         raise CommandError("some of the requested messages no longer exist", "EXPUNGEISSUED")
