@@ -355,3 +355,29 @@ async def test_message_columns_match_list_messages(store: Store) -> None:
     assert not columns.hidden and not columns.uidls
     with pytest.raises(NotFound):
         await store.message_columns(MailboxId(999999))
+
+
+async def test_auth_blocks_are_recorded_listed_and_lifted(store: Store) -> None:
+    """Failed-login blocks kept in the store: every node lists them, an unblock on any node
+    lifts them (docs/decisions/admin-control.md)."""
+    from pobox.store.api import AuthBlock
+
+    now = 1_900_000_000.0
+    await store.save_auth_block(AuthBlock("address", "192.0.2.7", 10, now + 300))
+    await store.save_auth_block(AuthBlock("account", "bob@example.org", 10, now + 60))
+    await store.save_auth_block(AuthBlock("address", "192.0.2.8", 10, now - 1))  # ended
+    # a block that starts again is extended, never shortened
+    await store.save_auth_block(AuthBlock("address", "192.0.2.7", 11, now + 100))
+    listed = await store.list_auth_blocks(now)
+    assert listed == [
+        AuthBlock("account", "bob@example.org", 10, now + 60),
+        AuthBlock("address", "192.0.2.7", 11, now + 300),
+    ]
+    assert await store.get_auth_block("address", "192.0.2.8") is not None  # ended, recorded
+    assert await store.get_auth_block("address", "198.51.100.1") is None
+    lifted = await store.delete_auth_blocks(
+        [("address", "192.0.2.7"), ("account", "192.0.2.7"), ("address", "nobody")]
+    )
+    assert lifted == [AuthBlock("address", "192.0.2.7", 11, now + 300)]
+    assert await store.get_auth_block("address", "192.0.2.7") is None
+    assert [b.key for b in await store.list_auth_blocks(now)] == ["bob@example.org"]

@@ -14,7 +14,7 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from pobox import __version__
 from pobox.config import Config, config_from_environment
@@ -29,6 +29,7 @@ EX_USAGE = 64
 
 
 EX_NOT_RUNNING = 3
+T = TypeVar("T")
 EX_INTERNAL = 70
 
 EXIT_CODES = """\
@@ -484,8 +485,9 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
 
 
 def _auth(config: Config, args: argparse.Namespace) -> int:
-    """``pobox auth blocks|unblock``: through the running workers' status and control files
-    (pobox.status), never the store."""
+    """``pobox auth blocks|unblock``: the running workers of this node through their status and
+    control files (pobox.status), every node through the blocks recorded in the store
+    (docs/decisions/admin-control.md)."""
     from pobox.status import ControlTimeout, read_status, send_control
 
     if args.auth_command == "blocks":
@@ -493,40 +495,83 @@ def _auth(config: Config, args: argparse.Namespace) -> int:
         if not workers:
             print("pobox is not running on this store (no status from any worker)")
             return EX_NOT_RUNNING
-        blocks = [
+        blocks: list[dict[str, object]] = [
             {**block, "worker": document.get("worker", 0), "pid": document["pid"]}
             for document in workers
             for block in document.get("blocks", [])
         ]
+        here = {(block["kind"], block["key"]) for block in blocks}
+        for shared in _store_call(config, lambda service: service.auth.shared_blocks(), []):
+            if (shared.kind, shared.key) not in here:  # started by another node
+                blocks.append(
+                    {
+                        "kind": shared.kind,
+                        "key": shared.key,
+                        "failures": shared.failures,
+                        "until": round(shared.until),
+                        "worker": None,
+                        "pid": None,
+                    }
+                )
         if args.json:
             _print_json(blocks)
             return 0
         if not blocks:
-            print(f"no blocks in {len(workers)} worker(s)")
+            print(f"no blocks in {len(workers)} worker(s) or in the store")
             return 0
         print(f"{'KIND':8} {'ADDRESS OR ACCOUNT':40} {'FAILURES':>8}  {'UNTIL (UTC)':19}  WORKER")
         from datetime import UTC, datetime
 
         for block in sorted(blocks, key=lambda b: (str(b["kind"]), str(b["key"]))):
-            until = datetime.fromtimestamp(float(block["until"]), UTC)
+            until = datetime.fromtimestamp(float(str(block["until"])), UTC)
+            worker = "another node" if block["worker"] is None else block["worker"]
             print(
-                f"{block['kind']:8} {block['key']:40} {block['failures']:>8}"
-                f"  {until:%Y-%m-%d %H:%M:%S}  {block['worker']}"
+                f"{block['kind']:8} {block['key']!s:40} {block['failures']!s:>8}"
+                f"  {until:%Y-%m-%d %H:%M:%S}  {worker}"
             )
         return 0
+    target = args.target
+    everywhere = _store_call(config, lambda service: service.auth.lift_shared(target), [])
     try:
-        results = send_control(config.data_path, {"action": "unblock", "target": args.target})
+        results = send_control(config.data_path, {"action": "unblock", "target": target})
     except ControlTimeout as exc:
         raise Temporary(str(exc)) from None
-    if not results:
+    if not results and not everywhere:
         print("pobox is not running on this store (no status from any worker)")
         return EX_NOT_RUNNING
     lifted = sorted({item for result in results.values() for item in result.get("lifted", [])})
     if lifted:
         print(f"lifted in {len(results)} worker(s): " + ", ".join(lifted))
-    else:
-        print(f"no block or failure count for {args.target} in {len(results)} worker(s)")
+    if everywhere:
+        print("lifted on every node (recorded in the store): " + ", ".join(sorted(everywhere)))
+    if not lifted and not everywhere:
+        print(f"no block or failure count for {target} in {len(results)} worker(s)")
     return 0
+
+
+def _store_call(
+    config: Config, call: Callable[[MailService], Awaitable[list[T]]], default: list[T]
+) -> list[T]:
+    """*call* on the store, when there is one (a data directory without a store is left as
+    it is)."""
+    if not _has_store(config):
+        return default
+
+    async def run(service: MailService) -> list[T]:
+        return await call(service)
+
+    return _run_with_service(config, run)
+
+
+def _run_with_service(config: Config, call: Callable[[MailService], Awaitable[T]]) -> T:
+    async def main() -> T:
+        service = await MailService.open(config)
+        try:
+            return await call(service)
+        finally:
+            await service.close()
+
+    return asyncio.run(main())
 
 
 def _status(config: Config, args: argparse.Namespace) -> int:

@@ -57,7 +57,7 @@ from pobox.service.passwords import (
     needs_rehash,
     verify_password,
 )
-from pobox.store.api import Account, Store
+from pobox.store.api import Account, AuthBlock, Store
 
 log = logging.getLogger("pobox.auth")
 
@@ -113,6 +113,26 @@ def address_key(remote: str) -> str:
             return str(ip.ipv4_mapped)
         return str(ipaddress.IPv6Network((ip, 64), strict=False))
     return str(ip)
+
+
+def unblock_keys(target: str) -> list[tuple[str, str]]:
+    """The (kind, key) pairs ``pobox auth unblock TARGET`` lifts: an IP address (its /64 for
+    IPv6), a network as ``pobox auth blocks`` shows it, or an account name."""
+    target = target.strip()
+    keys: list[tuple[str, str]] = []
+    try:
+        ipaddress.ip_address(target.strip("[]"))
+    except ValueError:
+        pass
+    else:
+        keys.append(("address", address_key(target)))
+    if "/" in target:  # a /64 as shown by ``pobox auth blocks``
+        keys.append(("address", target))
+    try:
+        keys.append(("account", normalise_address(target).lower()))
+    except InvalidInput:
+        keys.append(("account", target.lower()))
+    return keys
 
 
 class _Table:
@@ -202,6 +222,9 @@ class Authenticator:
         self._inflight: dict[str, int] = {}
         #: set (and replaced) whenever an attempt settles or a block is lifted
         self._settled = asyncio.Event()
+        #: blocks recorded in the store, by (kind, key): an unblock on another node deletes
+        #: the row, and the next attempt that meets the block here finds it gone
+        self._shared: set[tuple[str, str]] = set()
 
     def reconfigure(self, config: AuthConfig) -> None:
         """A reloaded ``[auth]`` (SIGHUP): the new limits apply from the next attempt; blocks in
@@ -285,6 +308,8 @@ class Authenticator:
         count it as in flight (under the keys returned, for :meth:`_release`)."""
         while True:
             now = self.clock()
+            await self._confirm_shared(ip_key, trusted, account_key, now)
+            now = self.clock()
             self._check_blocks(ip_key, trusted, account_key, shown, remote, now)
             # the account block spares familiar addresses: no need to hold them back for it
             held_account = None if self._is_familiar(account_key, ip_key, now) else account_key
@@ -356,6 +381,10 @@ class Authenticator:
             delay,
         )
         if address_blocked:
+            await self._share("address", ip_key, self.by_address, now)
+        if account_blocked:
+            await self._share("account", account_key, self.by_account, now)
+        if address_blocked:
             log.warning(
                 "blocking address %s for %ds after %d failed logins (last user=%r)",
                 ip_key,
@@ -410,6 +439,57 @@ class Authenticator:
         self.cache.remember(account.id, account.password_hash, password)
         return account
 
+    # blocks shared through the store, for every node ------------------------------------------
+    async def _share(self, kind: str, key: str, table: _Table, now: float) -> None:
+        """Record a block that has just started in the store, so that ``pobox auth blocks``
+        lists it and ``pobox auth unblock`` lifts it on any node. A store that cannot take it
+        leaves the block local (still in force here)."""
+        entry = table.entries.get(key)
+        if entry is None:
+            return
+        until = time.time() + (entry.blocked_until - now)
+        try:
+            await self.store.save_auth_block(AuthBlock(kind, key, entry.count, until))
+        except Exception as exc:
+            log.warning("block on %s %s kept on this node only: %s", kind, key, exc)
+            return
+        self._shared.add((kind, key))
+
+    async def _confirm_shared(
+        self, ip_key: str, trusted: bool, account_key: str, now: float
+    ) -> None:
+        """Before a block recorded in the store refuses an attempt, check that it is still
+        recorded: ``pobox auth unblock`` on any node deletes it (one read, only for attempts
+        that meet a block)."""
+        if not self._shared:
+            return
+        candidates = [("account", self.by_account, account_key)]
+        if not trusted:
+            candidates.append(("address", self.by_address, ip_key))
+        for kind, table, key in candidates:
+            if (kind, key) not in self._shared or not table.blocked(key, now):
+                continue
+            try:
+                recorded = await self.store.get_auth_block(kind, key)
+            except Exception as exc:
+                log.warning("cannot read the shared block on %s %s: %s", kind, key, exc)
+                continue
+            if recorded is None:
+                self._shared.discard((kind, key))
+                if key in table.entries:
+                    table.forget(key)
+                    log.warning("unblocked %s %s (lifted on another node)", kind, key)
+
+    async def shared_blocks(self) -> list[AuthBlock]:
+        """The blocks recorded in the store and in force now, whichever node started them."""
+        return await self.store.list_auth_blocks(time.time())
+
+    async def lift_shared(self, target: str) -> list[str]:
+        """``pobox auth unblock TARGET`` for every node: delete the recorded blocks (each node
+        sees it at the next attempt that meets its block); returns ``kind key`` strings."""
+        lifted = await self.store.delete_auth_blocks(unblock_keys(target))
+        return [f"{block.kind} {block.key}" for block in lifted]
+
     # blocks, for ``pobox auth blocks`` and ``pobox auth unblock`` (via pobox.status) -------
     def blocks(self) -> list[dict[str, object]]:
         """The blocks in force now: kind ("address" or "account"), key, failures and the wall
@@ -429,22 +509,11 @@ class Authenticator:
     def unblock(self, target: str) -> list[str]:
         """Lift the block and forget the failures of an IP address (its /64 for IPv6) or an
         account name; returns what was lifted, as ``kind key`` strings."""
-        target = target.strip()
         lifted: list[str] = []
-        candidates: list[tuple[str, _Table, str]] = []
-        try:
-            ipaddress.ip_address(target.strip("[]"))
-        except ValueError:
-            pass
-        else:
-            candidates.append(("address", self.by_address, address_key(target)))
-        if "/" in target:  # a /64 as shown by ``pobox auth blocks``
-            candidates.append(("address", self.by_address, target))
-        try:
-            candidates.append(("account", self.by_account, normalise_address(target).lower()))
-        except InvalidInput:
-            candidates.append(("account", self.by_account, target.lower()))
-        for kind, table, key in candidates:
+        tables = {"address": self.by_address, "account": self.by_account}
+        for kind, key in unblock_keys(target):
+            table = tables[kind]
+            self._shared.discard((kind, key))
             if key in table.entries:
                 table.forget(key)
                 lifted.append(f"{kind} {key}")

@@ -210,6 +210,18 @@ class Lock(Protocol):
 ChangeListener = Callable[[MailboxId], None]
 
 
+@dataclass(frozen=True, slots=True)
+class AuthBlock:
+    """A failed-login block a server started: kept in the store so that every node lists it
+    and an unblock on any node lifts it everywhere (docs/decisions/admin-control.md). *until*
+    is wall-clock time, seconds since the epoch."""
+
+    kind: str  # "address" or "account"
+    key: str
+    failures: int
+    until: float
+
+
 class Store(Protocol):
     """One mail store. Methods are atomic and durable on return."""
 
@@ -312,6 +324,23 @@ class Store(Protocol):
 
     # maintenance
     async def check(self, repair: bool = False) -> list[str]: ...
+
+    # failed-login blocks shared by every node
+    async def save_auth_block(self, block: AuthBlock) -> None:
+        """Record (or extend) a block; blocks that ended are dropped on the way."""
+        ...
+
+    async def get_auth_block(self, kind: str, key: str) -> AuthBlock | None:
+        """The recorded block on *key*, ended or not (None: never recorded, or lifted)."""
+        ...
+
+    async def list_auth_blocks(self, now: float) -> list[AuthBlock]:
+        """The blocks in force at *now* (seconds since the epoch), by kind and key."""
+        ...
+
+    async def delete_auth_blocks(self, keys: Iterable[tuple[str, str]]) -> list[AuthBlock]:
+        """Lift the blocks on these (kind, key) pairs; returns those that were recorded."""
+        ...
 
     # coordination
     async def try_lock(self, account_id: AccountId, name: str) -> Lock | None: ...

@@ -135,6 +135,16 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE blobs ADD COLUMN envelope BYTEA, ADD COLUMN bodystructure BYTEA;
     """,
+    # 3: failed-login blocks, listed and lifted by every node (docs/decisions/admin-control.md)
+    """
+    CREATE TABLE auth_blocks (
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        failures INTEGER NOT NULL,
+        until DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (kind, key)
+    );
+    """,
 )
 
 

@@ -39,6 +39,7 @@ from pobox.store.api import (
     DEFAULT_MAILBOXES,
     Account,
     AccountId,
+    AuthBlock,
     BlobId,
     ChangeBatch,
     ChangeListener,
@@ -1579,6 +1580,62 @@ class PostgresStore:
             if repair:
                 await asyncio.to_thread(_remove, stale)
         return problems
+
+    # failed-login blocks ------------------------------------------------------------------
+    async def save_auth_block(self, block: AuthBlock) -> None:
+        async def run(tx: Tx) -> None:
+            await tx.conn.execute(
+                "DELETE FROM auth_blocks WHERE until < $1", block.until - 7 * 86400
+            )
+            await tx.conn.execute(
+                "INSERT INTO auth_blocks (kind, key, failures, until) VALUES ($1, $2, $3, $4)"
+                " ON CONFLICT (kind, key) DO UPDATE SET failures = excluded.failures,"
+                " until = greatest(auth_blocks.until, excluded.until)",
+                block.kind,
+                block.key,
+                block.failures,
+                block.until,
+            )
+
+        await self._write(run)
+
+    async def get_auth_block(self, kind: str, key: str) -> AuthBlock | None:
+        async def run(conn: Any) -> AuthBlock | None:
+            row = await conn.fetchrow(
+                "SELECT failures, until FROM auth_blocks WHERE kind = $1 AND key = $2", kind, key
+            )
+            return None if row is None else AuthBlock(kind, key, int(row[0]), float(row[1]))
+
+        return await self._read(run)
+
+    async def list_auth_blocks(self, now: float) -> list[AuthBlock]:
+        async def run(conn: Any) -> list[AuthBlock]:
+            rows = await conn.fetch(
+                "SELECT kind, key, failures, until FROM auth_blocks WHERE until > $1"
+                " ORDER BY kind, key",
+                now,
+            )
+            return [AuthBlock(r[0], r[1], int(r[2]), float(r[3])) for r in rows]
+
+        return await self._read(run)
+
+    async def delete_auth_blocks(self, keys: Iterable[tuple[str, str]]) -> list[AuthBlock]:
+        pairs = list(keys)
+
+        async def run(tx: Tx) -> list[AuthBlock]:
+            lifted = []
+            for kind, key in pairs:
+                row = await tx.conn.fetchrow(
+                    "DELETE FROM auth_blocks WHERE kind = $1 AND key = $2"
+                    " RETURNING failures, until",
+                    kind,
+                    key,
+                )
+                if row is not None:
+                    lifted.append(AuthBlock(kind, key, int(row[0]), float(row[1])))
+            return lifted
+
+        return await self._write(run)
 
     # coordination ------------------------------------------------------------------------
     async def try_lock(self, account_id: AccountId, name: str) -> Lock | None:

@@ -113,6 +113,16 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE blobs ADD COLUMN envelope BLOB;
     ALTER TABLE blobs ADD COLUMN bodystructure BLOB
     """,
+    # 3: failed-login blocks, listed and lifted by every node (docs/decisions/admin-control.md)
+    """
+    CREATE TABLE auth_blocks (
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        failures INTEGER NOT NULL,
+        until REAL NOT NULL,
+        PRIMARY KEY (kind, key)
+    )
+    """,
 )
 
 

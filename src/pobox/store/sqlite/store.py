@@ -20,6 +20,7 @@ from pobox.store.api import (
     DEFAULT_MAILBOXES,
     Account,
     AccountId,
+    AuthBlock,
     BlobId,
     ChangeBatch,
     ChangeListener,
@@ -1293,6 +1294,55 @@ class SqliteStore:
         if repair and orphans:
             await asyncio.to_thread(self._unlink, orphans)
         return problems
+
+    # failed-login blocks ------------------------------------------------------------------
+    async def save_auth_block(self, block: AuthBlock) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM auth_blocks WHERE until < ?", (block.until - 7 * 86400,))
+            conn.execute(
+                "INSERT INTO auth_blocks (kind, key, failures, until) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (kind, key) DO UPDATE SET failures = excluded.failures,"
+                " until = max(until, excluded.until)",
+                (block.kind, block.key, block.failures, block.until),
+            )
+
+        await self._write(run)
+
+    async def get_auth_block(self, kind: str, key: str) -> AuthBlock | None:
+        def run(conn: sqlite3.Connection) -> AuthBlock | None:
+            row = conn.execute(
+                "SELECT failures, until FROM auth_blocks WHERE kind = ? AND key = ?", (kind, key)
+            ).fetchone()
+            return None if row is None else AuthBlock(kind, key, int(row[0]), float(row[1]))
+
+        return await self._db.read(run)
+
+    async def list_auth_blocks(self, now: float) -> list[AuthBlock]:
+        def run(conn: sqlite3.Connection) -> list[AuthBlock]:
+            rows = conn.execute(
+                "SELECT kind, key, failures, until FROM auth_blocks WHERE until > ?"
+                " ORDER BY kind, key",
+                (now,),
+            )
+            return [AuthBlock(r[0], r[1], int(r[2]), float(r[3])) for r in rows]
+
+        return await self._db.read(run)
+
+    async def delete_auth_blocks(self, keys: Iterable[tuple[str, str]]) -> list[AuthBlock]:
+        pairs = list(keys)
+
+        def run(conn: sqlite3.Connection) -> list[AuthBlock]:
+            lifted = []
+            for kind, key in pairs:
+                row = conn.execute(
+                    "DELETE FROM auth_blocks WHERE kind = ? AND key = ? RETURNING failures, until",
+                    (kind, key),
+                ).fetchone()
+                if row is not None:
+                    lifted.append(AuthBlock(kind, key, int(row[0]), float(row[1])))
+            return lifted
+
+        return await self._write(run)
 
     # coordination ------------------------------------------------------------------------
     async def try_lock(self, account_id: AccountId, name: str) -> Lock | None:
