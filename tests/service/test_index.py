@@ -15,7 +15,7 @@ from typing import Any, cast
 
 import pytest
 from tests.helpers.postgres import session_database
-from tests.store.util import append, message_bytes
+from tests.store.util import append, message_bytes, new_message
 
 from pobox.imap.handlers import messages as messages_handlers
 from pobox.server import Running
@@ -357,3 +357,19 @@ async def test_keywords_past_64_bits(nodes: list[Store]) -> None:
     assert loaded is not None and loaded.flags == meta.flags
     view.close()
     other.close()
+
+
+async def test_a_new_message_with_keywords_past_64_bits(nodes: list[Store]) -> None:
+    """The message that widens the flags column (past 64 bits) lands in the new column."""
+    here, _ = nodes
+    inbox = await inbox_of(here)
+    await append(here, inbox.id, message_bytes(1), flags=frozenset({"\\Seen"}))
+    index = MailIndex(here)
+    view = await MailboxView.open(index, inbox)
+    many = frozenset(f"$n{n}" for n in range(70))
+    new = await index.append(inbox.id, await new_message(here, message_bytes(2), flags=many))
+    await view.refresh()
+    meta = view.meta(new.uid)
+    assert meta is not None and meta.flags == many
+    assert len(view) == 2
+    view.close()
