@@ -3,8 +3,9 @@
 After a successful Argon2id check, :class:`CredentialCache` remembers one digest,
 ``HMAC-SHA256(process key, account id ‖ the account's stored password hash ‖ the password)``,
 with an expiry ``[auth] cache_ttl`` seconds later. The process key is random (``os.urandom``) and
-never leaves the process, so the cache holds neither a password nor a plain hash of one: without
-the key a digest is useless, and the key dies with the process.
+is never written down (the supervisor hands it to its workers in memory), so the cache holds
+neither a password nor a plain hash of one: without the key a digest is useless, and the key dies
+with the server.
 
 The digest includes the *stored hash*, which the login reads from the store every time (one
 indexed point read). So a new password (a new hash, with a new salt), a deleted account (no hash)
@@ -12,9 +13,13 @@ or a revoked app password (its hash row gone) misses the cache in every worker a
 at once, with no invalidation message: the old entry can no longer be named, and it ages out of
 the LRU. docs/decisions/credential-cache.md says why it is keyed this way.
 
+The workers of one server share a key (drawn by the supervisor, :func:`set_process_key`) and
+tell each other every digest they remember (:mod:`pobox.credential_share`), so a password is
+verified once per server, not once per worker.
+
 Only successes are remembered; a failure is never cached (and still pays Argon2id, the delay and
 the counters of :mod:`pobox.service.auth`). The cache is bounded (least recently used entries are
-dropped past :data:`MAX_ENTRIES`) and per process; a restart empties it.
+dropped past :data:`MAX_ENTRIES`); a restart empties it.
 """
 
 from __future__ import annotations
@@ -49,6 +54,16 @@ def process_key() -> bytes:
     return _process_key
 
 
+def set_process_key(key: bytes) -> None:
+    """Use *key* (drawn by the supervisor and handed to each worker it starts, never written
+    down) instead of this process's own, so that the workers of one server can share verified
+    digests (:mod:`pobox.credential_share`). Call it before any cache is made."""
+    global _process_key
+    if len(key) != _KEY_BYTES:
+        raise ValueError(f"the process key must be {_KEY_BYTES} bytes")
+    _process_key = key
+
+
 class CredentialCache:
     """Digests of recently verified (account, stored hash, password) triples, with expiry.
 
@@ -69,6 +84,8 @@ class CredentialCache:
         self.clock = clock
         self._key = key if key is not None else process_key()
         self._entries: OrderedDict[bytes, float] = OrderedDict()  # digest -> expiry
+        #: told of every digest remembered, with its time to live (the sibling workers' share)
+        self.on_remember: Callable[[bytes, float], None] | None = None
 
     @property
     def enabled(self) -> bool:
@@ -112,9 +129,20 @@ class CredentialCache:
         """Record a successful Argon2id verification (never call it for a failure)."""
         if not self.enabled:
             return
-        now = self.clock()
         digest = self._digest(account_id, stored_hash, password)
-        self._entries[digest] = now + self.ttl
+        self._insert(digest, self.ttl)
+        if self.on_remember is not None:
+            self.on_remember(digest, self.ttl)
+
+    def learn(self, digest: bytes, ttl: float) -> None:
+        """Take a digest that a sibling worker (same key) verified, for *ttl* seconds at most.
+        A digest made without the key names no (account, hash, password) triple: harmless."""
+        if self.enabled and len(digest) == hashlib.sha256().digest_size and ttl > 0:
+            self._insert(digest, min(ttl, self.ttl))
+
+    def _insert(self, digest: bytes, ttl: float) -> None:
+        now = self.clock()
+        self._entries[digest] = now + ttl
         self._entries.move_to_end(digest)
         # drop expired entries from the cold end, then whatever is over the bound
         while self._entries:
