@@ -130,6 +130,40 @@ async def test_expunge_log_records_uid_and_modseq(store: Store) -> None:
     assert await store.expunge(inbox.id, [metas[0].uid]) == []
 
 
+async def test_expunged_since_lists_every_expunge_for_the_life_of_the_mailbox(
+    store: Store,
+) -> None:
+    # VANISHED (EARLIER) comes from here: every expunged UID above a MODSEQ, ascending, however
+    # old the MODSEQ; a MOVE expunges too; the log goes with the mailbox, not with a rename
+    account = await store.create_account("a@example.org", "h")
+    inbox = await store.get_mailbox(account.id, "INBOX")
+    assert inbox is not None
+    box = await store.create_mailbox(account.id, "Box")
+    start = inbox.highest_modseq
+    metas = [await append(store, inbox.id, message_bytes(n)) for n in range(6)]
+    assert await store.expunged_since(inbox.id, start) == []
+    await store.expunge(inbox.id, [metas[4].uid, metas[1].uid])
+    mark = (await store.get_mailbox_by_id(inbox.id)).highest_modseq  # type: ignore[union-attr]
+    await store.set_flags(inbox.id, [metas[0].uid], FlagOp.ADD, frozenset({"\\Seen"}))
+    await store.copy(inbox.id, [metas[2].uid], box.id, move=True)
+    assert await store.expunged_since(inbox.id, ModSeq(0)) == [
+        metas[1].uid,
+        metas[2].uid,
+        metas[4].uid,
+    ]
+    assert await store.expunged_since(inbox.id, start) == [metas[1].uid, metas[2].uid, metas[4].uid]
+    assert await store.expunged_since(inbox.id, mark) == [metas[2].uid]
+    now = (await store.get_mailbox_by_id(inbox.id)).highest_modseq  # type: ignore[union-attr]
+    assert await store.expunged_since(inbox.id, now) == []
+    assert await store.expunged_since(box.id, ModSeq(0)) == []
+    await store.rename_mailbox(box.id, "Other")
+    await store.expunge(box.id, [Uid(1)])
+    assert await store.expunged_since(box.id, ModSeq(0)) == [Uid(1)]
+    await store.delete_mailbox(box.id)
+    with pytest.raises(NotFound):
+        await store.expunged_since(box.id, ModSeq(0))
+
+
 async def test_content_is_stored_whole_and_shared_by_copies(store: Store) -> None:
     account = await store.create_account("a@example.org", "h")
     inbox = await store.get_mailbox(account.id, "INBOX")

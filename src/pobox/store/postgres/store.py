@@ -1253,6 +1253,18 @@ class PostgresStore:
 
         return await self._read(run, snapshot=True)
 
+    async def expunged_since(self, mailbox_id: MailboxId, modseq: ModSeq) -> list[Uid]:
+        async def run(conn: Any) -> list[Uid]:
+            await self._require_mailbox(conn, mailbox_id)
+            rows = await conn.fetch(
+                "SELECT uid FROM expunged WHERE mailbox_id = $1 AND modseq > $2 ORDER BY uid",
+                mailbox_id,
+                modseq,
+            )
+            return [Uid(r[0]) for r in rows]
+
+        return await self._read(run, snapshot=True)
+
     async def get_structure(self, blob: BlobId) -> bytes:
         async def run(conn: Any) -> bytes:
             data = await conn.fetchval("SELECT structure FROM blobs WHERE id = $1", blob)

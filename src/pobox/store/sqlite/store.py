@@ -990,6 +990,19 @@ class SqliteStore:
 
         return await self._db.read(run)
 
+    async def expunged_since(self, mailbox_id: MailboxId, modseq: ModSeq) -> list[Uid]:
+        def run(conn: sqlite3.Connection) -> list[Uid]:
+            self._require_mailbox(conn, mailbox_id)
+            return [
+                Uid(r[0])
+                for r in conn.execute(
+                    "SELECT uid FROM expunged WHERE mailbox_id = ? AND modseq > ? ORDER BY uid",
+                    (mailbox_id, modseq),
+                )
+            ]
+
+        return await self._db.read(run)
+
     async def get_structure(self, blob: BlobId) -> bytes:
         def run(conn: sqlite3.Connection) -> bytes:
             row = conn.execute("SELECT structure FROM blobs WHERE id = ?", (blob,)).fetchone()
