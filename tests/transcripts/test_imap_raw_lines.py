@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+from pobox.config import Config
 from pobox.server import Running
 from pobox.store.api import Account
 
@@ -57,8 +58,10 @@ async def test_every_line_gets_one_printable_answer(running: Running, account: A
         writer.close()
 
 
-async def test_the_error_limit_ends_the_session(running: Running, account: Account) -> None:
-    limit = running.config.imap.max_bad_commands
+async def test_the_error_limit_ends_the_session(
+    running: Running, config: Config, account: Account
+) -> None:
+    limit = config.imap.max_bad_commands
     reader, writer = await _open(running)
     try:
         writer.write(b"\xff\r\n" * limit)
