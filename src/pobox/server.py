@@ -25,11 +25,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 
-from pobox import __version__
-from pobox.config import Config, ListenerConfig
+from pobox import __version__, metrics
+from pobox.config import Config, ListenerConfig, parse_listen
 from pobox.delivery.handlers import DeliveryHandler, LmtpServer, SmtpServer
 from pobox.errors import ConfigError
 from pobox.net.limits import ConnectionLimiter, SlotLimiter, limit_stream_handler
+from pobox.net.metrics_http import serve_metrics
 from pobox.net.tls import HANDSHAKE_TIMEOUT, TlsManager, is_loopback, upgrade
 from pobox.service.mail import MailService
 from pobox.status import StatusBoard, hold_serving_lock, memory
@@ -38,6 +39,8 @@ log = logging.getLogger("pobox.server")
 
 StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 SWEEP_INTERVAL = 3600.0
+#: Seconds between two updates of the metrics that are looked at rather than counted.
+METRICS_INTERVAL = 5.0
 SHUTDOWN_GRACE = 30.0
 #: What a client over a connection limit hears before the connection is closed.
 _REFUSALS: dict[str, Callable[[str], bytes]] = {
@@ -232,6 +235,10 @@ def bind_sockets(config: Config, reuse_port: bool, with_tls: bool) -> dict[str, 
             if not listener.enabled or (name.endswith("s") and not with_tls):
                 continue
             sockets[name] = _bind(name.upper(), listener, reuse_port)
+        if config.metrics.listen:
+            host, port = parse_listen(config.metrics.listen)
+            metrics_listener = ListenerConfig(listen=host, port=port)
+            sockets["metrics"] = _bind("metrics", metrics_listener, reuse_port)
     except BaseException:
         for sock in sockets.values():
             sock.close()
@@ -367,7 +374,10 @@ async def sweeper(service: MailService, interval: float = SWEEP_INTERVAL) -> Non
         try:
             await service.policies.sweep()
         except Exception:
+            metrics.sweep("failed")
             log.exception("retention sweep failed; trying again later")
+        else:
+            metrics.sweep("ok")
         await asyncio.sleep(interval)
 
 
@@ -447,15 +457,19 @@ async def _serve_store(
     sockets: dict[str, socket.socket] | None,
     tls: TlsManager | None,
 ) -> None:
+    exporter: asyncio.Server | None = None
     try:
+        exporter = await _start_metrics(config, worker, reuse_port, sockets)
         service = await MailService.open(config)
     except BaseException:
+        _stop_metrics(exporter)
         for sock in (sockets or {}).values():
             sock.close()
         raise
     try:
         running = await start(config, service, reuse_port=reuse_port, sockets=sockets, tls=tls)
     except BaseException:
+        _stop_metrics(exporter)
         await service.close()
         raise
     loop = asyncio.get_running_loop()
@@ -480,6 +494,8 @@ async def _serve_store(
         control=partial(_control, service),
     )
     running.tasks.append(loop.create_task(board.run()))
+    if exporter is not None:
+        running.tasks.append(loop.create_task(_update_metrics(service)))
     if ready is not None:
         ready(running)
     elif worker == 0:  # several workers: the first says where they listen
@@ -488,6 +504,37 @@ async def _serve_store(
     await running.stopping.wait()
     log.info("worker %d shutting down", worker)
     await stop(running)
+    _stop_metrics(exporter)
+
+
+async def _start_metrics(
+    config: Config, worker: int, reuse_port: bool, sockets: dict[str, socket.socket] | None
+) -> asyncio.Server | None:
+    """``[metrics] listen``: count from now on, and answer scrapes (docs/decisions/metrics.md)."""
+    if not config.metrics.listen:
+        return None
+    sock = sockets.pop("metrics", None) if sockets is not None else None
+    metrics.enable(metrics.metrics_dir(config.data_path), worker)
+    try:
+        return await serve_metrics(
+            config.metrics.listen, metrics.exposition, reuse_port=reuse_port, sock=sock
+        )
+    except BaseException:
+        metrics.disable()
+        raise
+
+
+def _stop_metrics(exporter: asyncio.Server | None) -> None:
+    if exporter is not None:
+        exporter.close()
+        metrics.disable()
+
+
+async def _update_metrics(service: MailService, interval: float = METRICS_INTERVAL) -> None:
+    """The gauges nothing moves by itself: blocks in force, memory."""
+    while True:
+        metrics.update(service.auth.blocks())
+        await asyncio.sleep(interval)
 
 
 def _install_loop(config: Config) -> None:

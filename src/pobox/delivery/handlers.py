@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import typing
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 
+from pobox import metrics
 from pobox.delivery import replies
 from pobox.delivery.data import WholeData
 from pobox.errors import PoboxError
@@ -43,14 +46,17 @@ class DeliveryHandler:
         rcpt_options: list[str],
     ) -> str:
         if len(envelope.rcpt_tos) >= self.max_recipients:
+            metrics.delivery("deferred", "too_many_recipients")
             return replies.TOO_MANY_RECIPIENTS
         address = _strip(address)
         try:
             account = await self.delivery.resolve(address)
         except PoboxError as exc:
             log.warning("recipient lookup of %s failed: %s", address, exc)
+            metrics.delivery("deferred", metrics.reason_of(exc))
             return replies.TEMPORARY
         if account is None:
+            metrics.delivery("rejected", "unknown_recipient")
             log.info("rejected unknown recipient %s from %s", address[:200], session.peer)
             return replies.NO_SUCH_USER.format(address[:200])
         envelope.rcpt_tos.append(address)
@@ -96,10 +102,52 @@ class _LoggedSession:
     _peer: Any
     _slot: Slot | None = None
     _refused = False
+    _smtp_methods: dict[str, Any]
+    #: the protocol in the metrics ("" while they are off), the command being answered
+    _metric = ""
+    _running: tuple[str, float] | None = None
 
     def __init__(self, *args: Any, limiter: ConnectionLimiter | None = None, **kwargs: Any) -> None:
         self._limiter = limiter
         super().__init__(*args, **kwargs)
+        if metrics.enabled():
+            self._metric = self.protocol_name.lower()
+            self._smtp_methods = {
+                name: self._metered(name, method) for name, method in self._smtp_methods.items()
+            }
+
+    # the metrics (pobox.metrics): each command is counted by the class of its reply ---------
+    def _metered(
+        self, name: str, method: Callable[[str | None], Awaitable[None]]
+    ) -> Callable[[str | None], Awaitable[None]]:
+        @functools.wraps(method)  # keeps the HELP texts aiosmtpd attaches to the method
+        async def metered(arg: str | None) -> None:
+            self._running = (name, time.perf_counter())
+            try:
+                await method(arg)
+            finally:
+                self._running = None
+
+        return metered
+
+    def _count_reply(self, status: str | bytes) -> None:
+        text = status.decode("ascii", "replace") if isinstance(status, bytes) else status
+        # LMTP answers DATA with a line per recipient: the worst one counts
+        worst = max(line[:1] for line in text.split("\r\n"))
+        if worst not in ("2", "4", "5"):
+            return  # 354 (DATA goes on), or no status
+        running, self._running = self._running, None
+        if running is not None:
+            metrics.command(
+                self._metric, running[0], worst + "xx", time.perf_counter() - running[1]
+            )
+        elif worst == "5":  # not dispatched: an unknown command, a bad line
+            metrics.command(self._metric, metrics.INVALID, "5xx", None)
+
+    async def push(self, status: str | bytes) -> None:
+        if self._metric:
+            self._count_reply(status)
+        await super().push(status)  # type: ignore[misc]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = not hasattr(self, "_started")  # STARTTLS calls this again with the TLS transport

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from pobox import metrics
 from pobox.config import Config
 from pobox.errors import (
     AlreadyExists,
@@ -191,6 +192,8 @@ class ImapSession:
         self._output_size = 0
         #: when the client last completed something (a command, a piece of a literal, DONE)
         self.last_progress = self.started
+        #: the command awaiting its tagged response, for the metrics: tag, name, start
+        self._running: tuple[str, str, float] | None = None
 
     # -- state helpers ----------------------------------------------------------------------
     @property
@@ -242,7 +245,26 @@ class ImapSession:
 
     # -- output -----------------------------------------------------------------------------
     def send(self, response: r.Response) -> None:
+        if type(response) is r.Tagged:
+            self._answered(response)
         self.send_raw(self.protocol.send(response))
+
+    def _begin(self, tag: str, name: str) -> None:
+        """A command starts (for the metrics; its tagged response ends it)."""
+        running = self._running
+        if running is None or running[0] != tag or name != "APPEND":  # MULTIAPPEND: once
+            self._running = (tag, name, time.perf_counter())
+
+    def _answered(self, response: r.Tagged) -> None:
+        running = self._running
+        if running is not None and running[0] == response.tag:
+            self._running = None
+            name = running[1]
+            # IDLE lasts as long as the client wants: not a latency
+            seconds = None if name == "IDLE" else time.perf_counter() - running[2]
+            metrics.command("imap", name, response.status, seconds)
+        else:  # a command that could not be parsed
+            metrics.command("imap", metrics.INVALID, response.status, None)
 
     def send_raw(self, data: bytes) -> None:
         """Queue *data* for the client. Output is collected and written in one piece at the
@@ -451,6 +473,8 @@ class ImapSession:
         if self.holds_slot and self.account_slots is not None and self.account is not None:
             self.account_slots.release(self.account.id)
             self.holds_slot = False
+        if self.account is not None:
+            metrics.session_closed("imap")
         if self.append is not None:
             with contextlib.suppress(Exception):
                 await self.append.abort()
@@ -524,6 +548,8 @@ class ImapSession:
                 case AppendStart() | AppendData() | AppendEnd() | AppendAborted():
                     from pobox.imap.handlers.append import append_event
 
+                    if isinstance(event, AppendStart):
+                        self._begin(event.tag, "APPEND")
                     await append_event(self, event)
                 case IdleDone(ok=ok):
                     tag, self.idle_tag = self.idle_tag, None
@@ -558,6 +584,9 @@ class ImapSession:
         from pobox.imap.handlers import COMMANDS
 
         self.commands += 1
+        self._begin(
+            command.tag, "UID " + command.NAME if getattr(command, "uid", False) else command.NAME
+        )
         await self.pacer.pace()  # over the command rate: slowed down, never dropped
         spec = COMMANDS.get(type(command))
         if spec is None:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from pobox import sasl
+from pobox import metrics, sasl
 from pobox.config import Config, LimitsConfig, Pop3Config
 from pobox.errors import Expunged, InUse, PoboxError, Temporary
 from pobox.net.limits import CommandPacer, close_stream, peer_ip
@@ -125,6 +125,8 @@ class Pop3Session:
         self.maildrop: Maildrop | None = None
         self.counters = _Counters()
         self._user: str | None = None
+        #: the command being answered, for the metrics: name, start
+        self._running: tuple[str, float] | None = None
         self._bad = 0
         self._expunged: set[int] = set()
         self._midstream = False  # inside a multi-line reply: an -ERR now would corrupt it
@@ -207,6 +209,7 @@ class Pop3Session:
 
     async def _cleanup(self) -> None:
         if self.maildrop is not None:
+            metrics.session_closed("pop3")
             maildrop, self.maildrop = self.maildrop, None
             try:
                 await maildrop.close()
@@ -215,8 +218,24 @@ class Pop3Session:
         await close_stream(self.writer)
 
     async def _send(self, data: bytes) -> None:
+        if self._running is not None:
+            self._answered(data)
         self.writer.write(data)
         await self._drain()
+
+    def _answered(self, reply: bytes) -> None:
+        """Count the command that *reply* answers, if it is a status line (pobox.metrics)."""
+        if reply.startswith(b"+OK"):
+            result = "+OK"
+        elif reply.startswith(b"-ERR"):
+            result = "-ERR"
+        else:
+            return  # a SASL challenge: the command goes on
+        assert self._running is not None
+        name, started = self._running
+        self._running = None
+        seconds = None if name == metrics.INVALID else time.perf_counter() - started
+        metrics.command("pop3", name, result, seconds)
 
     async def _drain(self) -> None:
         """Wait until the client takes what was written, but not longer than the idle timeout
@@ -258,11 +277,19 @@ class Pop3Session:
             if line is None:
                 return "dropped"
             self.counters.commands += 1
+            started = time.perf_counter()
             if isinstance(line, p.LineTooLong):
+                self._running = (metrics.INVALID, started)
                 await self.pacer.pace()
                 await self._bad_command(f"command line too long (limit {p.MAX_COMMAND_LINE})")
                 continue
             command = p.parse_command(line)
+            name = (
+                metrics.INVALID
+                if isinstance(command, p.BadCommand)
+                else type(command).__name__.upper()
+            )
+            self._running = (name, started)
             if not (self.state is State.TRANSACTION and _on_one_message(command)):
                 await self.pacer.pace()  # over the command rate: slowed down, never dropped
             if isinstance(command, p.BadCommand):
@@ -448,11 +475,14 @@ class Pop3Session:
                 username, password, remote=self.remote_ip
             )
         except Blocked:
+            metrics.login("pop3", "blocked")
             await self._auth_failed("too many failed logins; try again later", p.SYS_TEMP)
             return
         except Temporary as exc:
+            metrics.login("pop3", "unavailable")
             await self._send(p.err(f"authentication unavailable: {exc}", p.SYS_TEMP))
             return
+        metrics.login("pop3", "failed" if account is None else "ok")
         if account is None:
             await self._auth_failed()
             return
@@ -469,6 +499,7 @@ class Pop3Session:
             return
         self.account = account
         self.maildrop = maildrop
+        metrics.session_opened("pop3")
         self.state = State.TRANSACTION
         count, size = maildrop.stat()
         await self._send(p.ok(f"maildrop has {count} messages ({size} octets)"))
@@ -530,6 +561,8 @@ class Pop3Session:
         final dot included); a larger one goes in writes of that size. TOP reads
         :data:`TOP_FIRST_READ` first, which holds most headers.
         """
+        if self._running is not None:
+            self._answered(head)
         stuffer = p.DotStuffer()
         limit = content.size
         offset = 0

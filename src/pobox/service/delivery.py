@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
+from pobox import metrics
 from pobox.errors import NotFound, PoboxError, Temporary
 from pobox.service.accounts import Accounts
 from pobox.service.content import describe, normalize_crlf, parse_pieces, write_spool
@@ -136,6 +137,7 @@ class Delivery:
         try:
             account = await self.resolve(recipient)
             if account is None:
+                metrics.delivery("rejected", "unknown_recipient")
                 return DeliveryResult(recipient, False, False, "no such user here")
             inbox = await self._inbox(account)
             queue_id = secrets.token_hex(6)
@@ -144,13 +146,17 @@ class Delivery:
             meta = await self.store.append(inbox, message)
         except Temporary as exc:
             log.warning("delivery to %s deferred: %s", recipient, exc)
+            metrics.delivery("deferred", metrics.reason_of(exc))
             return DeliveryResult(recipient, False, True, str(exc))
         except PoboxError as exc:
             log.warning("delivery to %s failed: %s", recipient, exc)
+            metrics.delivery("deferred", metrics.reason_of(exc))
             return DeliveryResult(recipient, False, True, str(exc))
         except Exception:
             log.exception("delivery to %s failed unexpectedly", recipient)
+            metrics.delivery("deferred", "internal_error")
             return DeliveryResult(recipient, False, True, "internal error, try again later")
+        metrics.delivery("delivered", "ok")
         log.info(
             "delivered account=%s mailbox=INBOX uid=%d size=%d protocol=%s duration=%.3fs",
             account.address,
