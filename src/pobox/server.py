@@ -26,14 +26,16 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from pobox import __version__, metrics
-from pobox.config import Config, ListenerConfig, parse_listen
+from pobox.config import Config, ListenerConfig, load_config, parse_listen, reload_config
+from pobox.credential_share import CredentialShare
 from pobox.delivery.handlers import DeliveryHandler, LmtpServer, SmtpServer
 from pobox.errors import ConfigError
 from pobox.net.limits import ConnectionLimiter, SlotLimiter, limit_stream_handler
 from pobox.net.metrics_http import serve_metrics
 from pobox.net.tls import HANDSHAKE_TIMEOUT, TlsManager, is_loopback, upgrade
+from pobox.service.credentials import set_process_key
 from pobox.service.mail import MailService
-from pobox.status import StatusBoard, hold_serving_lock, memory
+from pobox.status import StatusBoard, hold_serving_lock, memory, run_dir
 
 log = logging.getLogger("pobox.server")
 
@@ -41,7 +43,8 @@ StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable
 SWEEP_INTERVAL = 3600.0
 #: Seconds between two updates of the metrics that are looked at rather than counted.
 METRICS_INTERVAL = 5.0
-SHUTDOWN_GRACE = 30.0
+#: Seconds sessions cut off after ``[server] shutdown_grace`` get to unwind.
+FORCE_GRACE = 2.0
 #: What a client over a connection limit hears before the connection is closed.
 _REFUSALS: dict[str, Callable[[str], bytes]] = {
     "imap": lambda reason: f"* BYE [UNAVAILABLE] {reason}, try again later\r\n".encode(),
@@ -60,6 +63,12 @@ class Running:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     #: the TLS context(s); None when no certificate is configured (no IMAPS/POP3S/STARTTLS)
     tls: TlsManager | None = None
+    #: the configuration in force (replaced by a reload), and what the file said at startup
+    config: Config = field(default_factory=Config)
+    started: Config = field(default_factory=Config)
+    #: the stream sessions' handlers by listener name, rebuilt by a reload
+    handlers: dict[str, StreamHandler] = field(default_factory=dict)
+    delivery_handlers: list[DeliveryHandler] = field(default_factory=list)
 
     def port(self, name: str) -> int:
         sockets = self.servers[name].sockets
@@ -159,9 +168,8 @@ async def start(
     loop = asyncio.get_running_loop()
     if sockets is None:
         tls = TlsManager.from_config(config)
-    running = Running(service, tls=tls)
+    running = Running(service, tls=tls, config=config, started=_as_started(config))
     bound = dict(sockets or {})
-    limit = config.delivery.max_message_size
     _warn_plaintext(config, running.tls)
 
     def limiter(name: str) -> ConnectionLimiter:
@@ -174,48 +182,62 @@ async def start(
 
     if config.smtp.enabled:
         handler = DeliveryHandler(service.delivery, "ESMTP", config.delivery.max_recipients)
-        smtp = partial(
-            SmtpServer,
-            handler,
-            data_size_limit=limit,
-            enable_SMTPUTF8=True,
-            hostname=config.hostname,
-            ident="pobox ESMTP",
-            timeout=config.smtp.timeout,
-            limiter=limiter("smtp"),
-        )
+        running.delivery_handlers.append(handler)
+        smtp_limiter = limiter("smtp")
 
-        def factory(tls: TlsManager | None = running.tls) -> SmtpServer:
-            # read per connection: after a reload, new STARTTLS handshakes use the new context
-            return smtp(tls_context=tls.context if tls is not None else None)
+        def factory(handler: DeliveryHandler = handler) -> SmtpServer:
+            # read per connection: after a reload, new connections get the new settings and
+            # new STARTTLS handshakes the new context
+            now = running.config
+            return SmtpServer(
+                handler,
+                data_size_limit=now.delivery.max_message_size,
+                enable_SMTPUTF8=True,
+                hostname=now.hostname,
+                ident="pobox ESMTP",
+                timeout=now.smtp.timeout,
+                limiter=smtp_limiter,
+                drain=service.drain,
+                tls_context=running.tls.context if running.tls is not None else None,
+            )
 
         running.servers["smtp"] = await _listen(
             loop, "SMTP", config.smtp, factory, None, reuse_port, sock=bound.pop("smtp", None)
         )
     if config.lmtp.enabled:
         handler = DeliveryHandler(service.delivery, "LMTP", config.delivery.max_recipients)
-        lmtp_factory = partial(
-            LmtpServer,
-            handler,
-            data_size_limit=limit,
-            enable_SMTPUTF8=True,
-            hostname=config.hostname,
-            ident="pobox LMTP",
-            timeout=config.lmtp.timeout,
-            limiter=limiter("lmtp"),
-        )
+        running.delivery_handlers.append(handler)
+        lmtp_limiter = limiter("lmtp")
+
+        def lmtp_factory(handler: DeliveryHandler = handler) -> LmtpServer:
+            now = running.config
+            return LmtpServer(
+                handler,
+                data_size_limit=now.delivery.max_message_size,
+                enable_SMTPUTF8=True,
+                hostname=now.hostname,
+                ident="pobox LMTP",
+                timeout=now.lmtp.timeout,
+                limiter=lmtp_limiter,
+                drain=service.drain,
+            )
+
         running.servers["lmtp"] = await _listen(
             loop, "LMTP", config.lmtp, lmtp_factory, None, reuse_port, sock=bound.pop("lmtp", None)
         )
     running.account_slots = SlotLimiter(config.limits.max_imap_sessions_per_account)
-    handlers = _stream_handlers(service, running.tls, running.account_slots)
+    running.handlers = _stream_handlers(service, running.tls, running.account_slots)
     for name in ("pop3", "imap", "pop3s", "imaps"):
         listener: ListenerConfig = getattr(config, name)
         implicit = name.endswith("s")
-        if not listener.enabled or name not in handlers or (implicit and running.tls is None):
+        if (
+            not listener.enabled
+            or name not in running.handlers
+            or (implicit and running.tls is None)
+        ):
             continue
         refusal = _REFUSALS[name.removesuffix("s")]
-        limited = limit_stream_handler(handlers[name], limiter(name), refusal)
+        limited = limit_stream_handler(_current(running, name), limiter(name), refusal)
         context = running.tls.context if implicit and running.tls is not None else None
         running.servers[name] = await _listen(
             loop, name.upper(), listener, None, limited, reuse_port, context, bound.pop(name, None)
@@ -223,6 +245,26 @@ async def start(
     for unused in bound.values():
         unused.close()
     return running
+
+
+def _current(running: Running, name: str) -> StreamHandler:
+    """The listener's handler as it is now: a reload replaces ``running.handlers``."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await running.handlers[name](reader, writer)
+
+    return handle
+
+
+def _as_started(config: Config) -> Config:
+    """What the configuration file said when the server started (before ``--data`` and
+    ``--workers``), to tell which restart-only settings a reload changes."""
+    if config.source == "(defaults)":
+        return config
+    try:
+        return load_config(config.source)
+    except ConfigError:  # changed since it was read a moment ago: compare with what runs
+        return config
 
 
 def bind_sockets(config: Config, reuse_port: bool, with_tls: bool) -> dict[str, socket.socket]:
@@ -347,11 +389,75 @@ def _warn_plaintext(config: Config, tls: TlsManager | None) -> None:
 
 
 def hangup(running: Running) -> None:
-    """SIGHUP: reopen the log file, reload the certificate."""
+    """SIGHUP: reopen the log file, read the configuration again, reload the certificate."""
     from pobox.log import reopen_logs
 
     reopen_logs()
+    reload_configuration(running)
     reload_tls(running)
+
+
+def reload_configuration(running: Running) -> bool:
+    """Read the configuration file again and apply what can change while serving (the table
+    in docs/configuration.md); settings that need a restart are logged and kept. A file with
+    an error is refused as a whole. True when the new configuration is in force."""
+    source = running.config.source
+    if source == "(defaults)":
+        log.info("SIGHUP: no configuration file to read again (pobox runs on the defaults)")
+        return False
+    try:
+        config, kept = reload_config(running.config, running.started)
+    except ConfigError as exc:
+        log.error("configuration reload refused, the running configuration stays: %s", exc)
+        return False
+    for key in kept:
+        log.warning(
+            "configuration reload: %s changed in %s but needs a restart; still using %r",
+            key,
+            source,
+            _setting(running.config, key),
+        )
+    old = running.config.server
+    new = config.server
+    if (new.log_level, new.log_format, new.log_file) != (
+        old.log_level,
+        old.log_format,
+        old.log_file,
+    ):
+        from pobox.log import reconfigure_logging
+
+        try:
+            reconfigure_logging(new.log_level, new.log_format, new.log_file)
+        except OSError as exc:
+            log.error(
+                "configuration reload refused: cannot open server.log_file %s: %s",
+                new.log_file,
+                exc.strerror,
+            )
+            return False
+    running.config = config
+    running.service.reconfigure(config)
+    if running.tls is not None:
+        running.tls.config = config
+    limits = config.limits
+    for limiter in running.limiters.values():
+        limiter.max_total = limits.max_connections
+        limiter.max_per_ip = limits.max_connections_per_ip
+    if running.account_slots is not None:
+        running.account_slots.limit = limits.max_imap_sessions_per_account
+    for handler in running.delivery_handlers:
+        handler.max_recipients = config.delivery.max_recipients
+    if running.account_slots is not None:
+        running.handlers = _stream_handlers(running.service, running.tls, running.account_slots)
+    log.info("configuration reloaded from %s", source)
+    return True
+
+
+def _setting(config: Config, key: str) -> object:
+    value: object = config
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
 
 
 def _control(service: MailService, request: Mapping[str, object]) -> object:
@@ -382,20 +488,27 @@ async def sweeper(service: MailService, interval: float = SWEEP_INTERVAL) -> Non
 
 
 async def stop(running: Running) -> None:
+    """SIGTERM: stop accepting, ask every session to end (IMAP BYE, POP3 -ERR without UPDATE,
+    SMTP/LMTP 421 once the DATA under way is answered), wait for them up to ``[server]
+    shutdown_grace`` seconds, then cut off the rest."""
     for server in running.servers.values():
         server.close()
+    drain = running.service.drain
+    grace = running.config.server.shutdown_grace
+    drain.begin()
+    if not await drain.wait(grace):
+        left = drain.force()
+        log.warning("%d session(s) still open after shutdown_grace=%gs; closed", left, grace)
+        await drain.wait(FORCE_GRACE)
     try:
-        await asyncio.wait_for(running.service.delivery.wait_idle(), SHUTDOWN_GRACE)
+        await asyncio.wait_for(running.service.delivery.wait_idle(), FORCE_GRACE)
     except TimeoutError:
-        log.warning("deliveries still running after %.0fs; stopping anyway", SHUTDOWN_GRACE)
+        log.warning("deliveries still running after the shutdown grace; stopping anyway")
     for task in running.tasks:
         task.cancel()
     for task in running.tasks:
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    for server in running.servers.values():
-        with contextlib.suppress(Exception):
-            server.close_clients()  # type: ignore[attr-defined]
     await running.service.close()
 
 
@@ -494,6 +607,9 @@ async def _serve_store(
         control=partial(_control, service),
     )
     running.tasks.append(loop.create_task(board.run()))
+    share = CredentialShare(run_dir(config.data_path), worker, service.auth.cache)
+    if reuse_port:  # several workers: verify a password once for all of them
+        share.start()
     if exporter is not None:
         running.tasks.append(loop.create_task(_update_metrics(service)))
     if ready is not None:
@@ -503,6 +619,7 @@ async def _serve_store(
     log.info("worker %d (pid %d) serving", worker, os.getpid())
     await running.stopping.wait()
     log.info("worker %d shutting down", worker)
+    share.close()
     await stop(running)
     _stop_metrics(exporter)
 
@@ -550,8 +667,12 @@ def _install_loop(config: Config) -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def run_worker(config: Config, worker: int, reuse_port: bool) -> None:
+def run_worker(config: Config, worker: int, reuse_port: bool, key: bytes | None = None) -> None:
+    """One worker process; *key* is the supervisor's credential key (pobox.credential_share)."""
     from pobox.log import setup_logging
+
+    if key is not None:
+        set_process_key(key)
 
     setup_logging(
         config.server.log_level,
@@ -570,8 +691,9 @@ def run(config: Config, workers: int, ready: Callable[[Running], None] | None = 
         asyncio.run(serve(config, ready=ready))
         return
     context = multiprocessing.get_context("spawn")
+    key = os.urandom(32)  # one credential key for every worker, handed over in memory
     processes = [
-        context.Process(target=run_worker, args=(config, n, True), name=f"pobox-worker-{n}")
+        context.Process(target=run_worker, args=(config, n, True, key), name=f"pobox-worker-{n}")
         for n in range(workers)
     ]
     for process in processes:

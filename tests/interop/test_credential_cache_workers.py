@@ -67,7 +67,7 @@ def two_workers(tmp_path: Path) -> Iterator[ServerProcess]:
 
 def test_cli_password_change_is_seen_at_once_by_every_worker(two_workers: ServerProcess) -> None:
     server = two_workers
-    ok = f"closed account={re.escape(USER)}"
+    ok = f"event=session proto=imap user={re.escape(USER)} "
     failed = f"authentication failed user='{re.escape(USER)}'"
     # both workers verify the old password, then remember it
     _until_every_worker(server, OLD, True, ok)

@@ -119,7 +119,7 @@ def test_two_workers_share_one_store(tmp_path) -> None:  # type: ignore[no-untyp
         workers = {
             line.split()[2]
             for line in server.log.read_text().splitlines()
-            if "delivered account=" in line
+            if "event=delivery" in line and "result=delivered" in line
         }
         assert workers <= {"w0", "w1"} and workers
 

@@ -17,6 +17,8 @@ from pobox import metrics
 from pobox.delivery import replies
 from pobox.delivery.data import WholeData
 from pobox.errors import PoboxError
+from pobox.log import log_event
+from pobox.net.drain import Drain
 from pobox.net.limits import ConnectionLimiter, Slot, peer_ip
 from pobox.service.delivery import Delivery
 from pobox.service.delivery import Envelope as DeliveryEnvelope
@@ -87,8 +89,14 @@ class DeliveryHandler:
         return "421 4.3.0 internal error, closing connection"
 
 
+#: What a session hears when the server shuts down (RFC 3463 4.3.2: system not accepting
+#: network messages)
+SHUTTING_DOWN = b"421 4.3.2 Server shutting down, try again later\r\n"
+
+
 class _LoggedSession:
-    """One log line per connection: peer, duration; the listener's connection accounting.
+    """One log line per connection (``event=session``, pobox.log); the listener's connection
+    accounting; the graceful shutdown (pobox.net.drain).
 
     The connection's :class:`Slot` is taken in ``connection_made`` and given back in
     ``connection_lost``, which asyncio calls exactly once for every transport that was made,
@@ -102,13 +110,28 @@ class _LoggedSession:
     _peer: Any
     _slot: Slot | None = None
     _refused = False
+    _in_data = False
+    _end = "closed"
+    _octets_in = 0
+    _octets_out = 0
+    _transactions = 0
+    _tls = False
+    _logged = False
+    transport: Any
     _smtp_methods: dict[str, Any]
     #: the protocol in the metrics ("" while they are off), the command being answered
     _metric = ""
     _running: tuple[str, float] | None = None
 
-    def __init__(self, *args: Any, limiter: ConnectionLimiter | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        limiter: ConnectionLimiter | None = None,
+        drain: Drain | None = None,
+        **kwargs: Any,
+    ) -> None:
         self._limiter = limiter
+        self._drain = drain
         super().__init__(*args, **kwargs)
         if metrics.enabled():
             self._metric = self.protocol_name.lower()
@@ -144,13 +167,44 @@ class _LoggedSession:
         elif worst == "5":  # not dispatched: an unknown command, a bad line
             metrics.command(self._metric, metrics.INVALID, "5xx", None)
 
+    def _on_shutdown(self, force: bool) -> None:
+        """SIGTERM: a DATA under way is finished and answered first (:meth:`_transaction_done`);
+        any other moment gets 421 4.3.2 and the connection is closed."""
+        if self._in_data and not force:
+            return
+        self._end = "shutdown"
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if force:
+            transport.abort()
+            return
+        transport.write(SHUTTING_DOWN)
+        self._octets_out += len(SHUTTING_DOWN)
+        transport.close()
+
+    def _transaction_done(self) -> None:
+        """Called by WholeData once a DATA has been answered."""
+        self._transactions += 1
+        if self._drain is not None and self._drain.draining:
+            self._on_shutdown(False)
+
     async def push(self, status: str | bytes) -> None:
         if self._metric:
             self._count_reply(status)
+        self._octets_out += len(status) + 2
+        if isinstance(status, str) and status.startswith("221"):
+            self._end = "quit"
         await super().push(status)  # type: ignore[misc]
+
+    def _timeout_cb(self) -> None:
+        self._end = "timeout"
+        super()._timeout_cb()  # type: ignore[misc]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = not hasattr(self, "_started")  # STARTTLS calls this again with the TLS transport
+        if not first:
+            self._tls = True
         if first:
             self._started = time.monotonic()
             self._peer = transport.get_extra_info("peername")
@@ -164,7 +218,8 @@ class _LoggedSession:
                     writer.close()  # flushes the line, then connection_lost
                     return
                 self._slot = slot
-            log.info("%s connection from %s", self.protocol_name, self._peer)
+            if self._drain is not None:
+                self._drain.register(self, self._on_shutdown)
         try:
             super().connection_made(transport)  # type: ignore[misc]
         except Exception:
@@ -173,24 +228,26 @@ class _LoggedSession:
 
     def data_received(self, data: bytes) -> None:
         if not self._refused:
+            self._octets_in += len(data)
             super().data_received(data)  # type: ignore[misc]
 
     def eof_received(self) -> bool | None:
         if not self._refused:
+            if self._end == "closed":
+                self._end = "eof"
             super().eof_received()  # type: ignore[misc]  # stops the session coroutine
         return False  # the peer is gone: close the transport now, not at the idle timeout
 
     def connection_lost(self, error: Exception | None) -> None:
         if self._slot is not None:
             self._slot.release()
+        if self._drain is not None:
+            self._drain.unregister(self)
         if self._refused:
             return
-        log.info(
-            "%s connection from %s closed after %.3fs",
-            self.protocol_name,
-            self._peer,
-            time.monotonic() - self._started,
-        )
+        if not self._logged:  # aiosmtpd calls this again after a failed STARTTLS
+            self._logged = True
+            self._log_session(error)
         super().connection_lost(error)  # type: ignore[misc]
         # asyncio keeps *error* on the close waiter for a ``wait_closed()`` that aiosmtpd never
         # makes; when the protocol is collected in a reference cycle, the waiter can be
@@ -198,6 +255,22 @@ class _LoggedSession:
         waiter: asyncio.Future[None] | None = getattr(self, "_closed", None)
         if waiter is not None and waiter.done() and not waiter.cancelled():
             waiter.exception()
+
+    def _log_session(self, error: Exception | None) -> None:
+        """The session's line of facts (docs/configuration.md, "The log")."""
+        session = getattr(self, "session", None)
+        log_event(
+            log,
+            "session",
+            proto=self.protocol_name.lower(),
+            ip=peer_ip(self._peer),
+            helo=getattr(session, "host_name", None) or "",
+            duration=time.monotonic() - self._started,
+            transactions=self._transactions,
+            tls=self._tls,
+            **{"in": self._octets_in, "out": self._octets_out},
+            end="error" if error is not None and self._end == "closed" else self._end,
+        )
 
 
 class SmtpServer(_LoggedSession, WholeData, SMTP):

@@ -16,10 +16,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import NoReturn
 
 from pobox import metrics, sasl
 from pobox.config import Config, LimitsConfig, Pop3Config
 from pobox.errors import Expunged, InUse, PoboxError, Temporary
+from pobox.log import log_event
 from pobox.net.limits import CommandPacer, close_stream, peer_ip
 from pobox.net.tls import is_loopback, is_tls, prepare_upgrade, resume_reading
 from pobox.pop3 import protocol as p
@@ -95,6 +97,8 @@ class _Counters:
     deleted: int = 0
     octets: int = 0
     auth_failures: int = 0
+    octets_in: int = 0
+    octets_out: int = 0
 
 
 class Pop3Session:
@@ -135,6 +139,22 @@ class Pop3Session:
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else "-"
         self.remote_ip = peer_ip(peer)
         self.pacer = CommandPacer(limits.commands_per_second if limits else 100)
+        #: the server is shutting down (pobox.net.drain); _reading: waiting for a command
+        self._stopping = False
+        self._reading = False
+        self._task: asyncio.Task[None] | None = None
+
+    def stopping(self) -> bool:
+        """True once the server shuts down (a call: it changes behind the session's back)."""
+        return self._stopping
+
+    def _on_shutdown(self, force: bool) -> None:
+        """The server is shutting down: a session waiting for a command is interrupted and
+        told -ERR (never entering UPDATE: nothing is deleted); one answering a command is told
+        when it next waits, or cut off with *force*."""
+        self._stopping = True
+        if (force or self._reading) and self._task is not None:
+            self._task.cancel()
 
     @property
     def secure(self) -> bool:
@@ -162,6 +182,8 @@ class Pop3Session:
     async def run(self) -> None:
         started = time.monotonic()
         end = "quit"
+        self._task = asyncio.current_task()
+        self.service.drain.register(self, self._on_shutdown)
         try:
             await self._send(p.ok(f"{self.hostname} POP3 server ready"))
             end = await self._loop()
@@ -172,7 +194,7 @@ class Pop3Session:
             if not self._midstream:
                 self.writer.write(p.err("disconnected for inactivity"))
         except (ConnectionError, asyncio.IncompleteReadError):
-            end = "dropped"
+            end = "eof"
         except asyncio.CancelledError:
             # the server is shutting down: clean up and end quietly (the task is the
             # connection's root; nothing waits for its cancellation)
@@ -181,7 +203,7 @@ class Pop3Session:
             if self.writer.transport.is_closing():
                 # the client went away while we wrote to it (uvloop raises RuntimeError on a
                 # write to a closed transport where asyncio only logs a warning)
-                end = "dropped"
+                end = "eof"
                 return
             end = "error"
             log.exception("pop3 session peer=%s failed", self.peer)
@@ -190,21 +212,24 @@ class Pop3Session:
                     await self._send(p.err("internal server error, closing", p.SYS_TEMP))
         finally:
             await self._cleanup()
+            self.service.drain.unregister(self)
             c = self.counters
-            log.info(
-                "pop3 session peer=%s account=%s end=%s duration=%.3fs commands=%d retr=%d "
-                "top=%d dele=%d deleted=%d octets=%d auth_failures=%d",
-                self.peer,
-                self.account.address if self.account else "-",
-                end,
-                time.monotonic() - started,
-                c.commands,
-                c.retr,
-                c.top,
-                c.dele,
-                c.deleted,
-                c.octets,
-                c.auth_failures,
+            log_event(
+                log,
+                "session",
+                proto="pop3",
+                user=self.account.address if self.account else "",
+                ip=self.remote_ip,
+                tls=self.tls,
+                duration=time.monotonic() - started,
+                commands=c.commands,
+                **{"in": c.octets_in, "out": c.octets_out},
+                end=end,
+                retr=c.retr,
+                top=c.top,
+                dele=c.dele,
+                deleted=c.deleted,
+                auth_failures=c.auth_failures,
             )
 
     async def _cleanup(self) -> None:
@@ -220,6 +245,7 @@ class Pop3Session:
     async def _send(self, data: bytes) -> None:
         if self._running is not None:
             self._answered(data)
+        self.counters.octets_out += len(data)
         self.writer.write(data)
         await self._drain()
 
@@ -262,20 +288,32 @@ class Pop3Session:
                     await asyncio.sleep(0)
                 return line
             self._buffered = 0
+            if self.stopping():
+                await self._shutting_down()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError
-            async with asyncio.timeout(remaining):  # no task per read, unlike wait_for
-                data = await self.reader.read(CHUNK)
+            self._reading = True
+            try:
+                async with asyncio.timeout(remaining):  # no task per read, unlike wait_for
+                    data = await self.reader.read(CHUNK)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not self.stopping() or task is None or task.uncancel() > 0:
+                    raise
+                await self._shutting_down()
+            finally:
+                self._reading = False
             if not data:
                 return None
+            self.counters.octets_in += len(data)
             self.lines.feed(data)
 
     async def _loop(self) -> str:
         while True:
             line = await self._read_line(p.MAX_COMMAND_LINE)
             if line is None:
-                return "dropped"
+                return "eof"
             self.counters.commands += 1
             started = time.perf_counter()
             if isinstance(line, p.LineTooLong):
@@ -317,6 +355,14 @@ class Pop3Session:
                 if self._midstream:
                     raise
                 await self._send(p.err(str(exc), p.SYS_PERM))
+
+    async def _shutting_down(self) -> NoReturn:
+        """-ERR and the end of the session, without UPDATE (RFC 1939 §6: only QUIT commits
+        the deletions; a session the server ends keeps every message)."""
+        await self._send(
+            p.err("server shutting down, nothing deleted; try again later", p.SYS_TEMP)
+        )
+        raise _End("shutdown")
 
     async def _bad_command(self, reason: str) -> None:
         self._bad += 1
@@ -444,7 +490,7 @@ class Pop3Session:
             await self._send(p.continuation(sasl.encode(step.data)))
             line = await self._read_line(p.MAX_SASL_LINE)
             if line is None:
-                raise _End("dropped")
+                raise _End("eof")
             if isinstance(line, p.LineTooLong):
                 step = sasl.Failure("response line too long")
                 break
@@ -583,11 +629,13 @@ class Pop3Session:
             out.append(stuffer.feed(chunk))
             buffered += len(chunk)
             if buffered >= CONTENT_CHUNK and offset < limit:
+                self.counters.octets_out += sum(map(len, out))
                 self.writer.write(b"".join(out))
                 out = []
                 buffered = 0
                 await self._drain()
         out.append(stuffer.finish())
+        self.counters.octets_out += sum(map(len, out))
         self.writer.write(b"".join(out))
         self._midstream = False
         self.counters.octets += offset

@@ -13,6 +13,7 @@ from email.utils import format_datetime
 
 from pobox import metrics
 from pobox.errors import NotFound, PoboxError, Temporary
+from pobox.log import log_event
 from pobox.service.accounts import Accounts
 from pobox.service.content import describe, normalize_crlf, parse_pieces, write_spool
 from pobox.store.api import Account, AccountId, MailboxId, NewMessage, Spool, Store, Uid
@@ -134,38 +135,53 @@ class Delivery:
         self, envelope: Envelope, content: bytes, recipient: str
     ) -> DeliveryResult:
         started = time.monotonic()
+        queue_id = ""
+        kind = "ok"  # the reason in the metrics: a bounded label
         try:
             account = await self.resolve(recipient)
             if account is None:
-                metrics.delivery("rejected", "unknown_recipient")
-                return DeliveryResult(recipient, False, False, "no such user here")
-            inbox = await self._inbox(account)
-            queue_id = secrets.token_hex(6)
-            trace = trace_headers(envelope, self.hostname, recipient, queue_id)
-            message = await self._spool(trace, content)
-            meta = await self.store.append(inbox, message)
+                kind = "unknown_recipient"
+                result = DeliveryResult(recipient, False, False, "no such user here")
+            else:
+                inbox = await self._inbox(account)
+                queue_id = secrets.token_hex(6)
+                trace = trace_headers(envelope, self.hostname, recipient, queue_id)
+                message = await self._spool(trace, content)
+                meta = await self.store.append(inbox, message)
+                result = DeliveryResult(recipient, True, uid=meta.uid)
         except Temporary as exc:
             log.warning("delivery to %s deferred: %s", recipient, exc)
-            metrics.delivery("deferred", metrics.reason_of(exc))
-            return DeliveryResult(recipient, False, True, str(exc))
+            kind = metrics.reason_of(exc)
+            result = DeliveryResult(recipient, False, True, str(exc))
         except PoboxError as exc:
             log.warning("delivery to %s failed: %s", recipient, exc)
-            metrics.delivery("deferred", metrics.reason_of(exc))
-            return DeliveryResult(recipient, False, True, str(exc))
+            kind = metrics.reason_of(exc)
+            result = DeliveryResult(recipient, False, True, str(exc))
         except Exception:
             log.exception("delivery to %s failed unexpectedly", recipient)
-            metrics.delivery("deferred", "internal_error")
-            return DeliveryResult(recipient, False, True, "internal error, try again later")
-        metrics.delivery("delivered", "ok")
-        log.info(
-            "delivered account=%s mailbox=INBOX uid=%d size=%d protocol=%s duration=%.3fs",
-            account.address,
-            meta.uid,
-            meta.size,
-            envelope.protocol,
-            time.monotonic() - started,
+            kind = "internal_error"
+            result = DeliveryResult(recipient, False, True, "internal error, try again later")
+        log_event(
+            log,
+            "delivery",
+            proto=envelope.protocol.lower().replace("esmtp", "smtp"),
+            ip=envelope.peer,
+            id=queue_id,
+            **{"from": envelope.sender or "<>"},
+            to=recipient,
+            size=len(content),
+            result=(
+                "delivered" if result.delivered else "deferred" if result.temporary else "rejected"
+            ),
+            reason=result.reason,
+            uid=result.uid,
+            ms=round((time.monotonic() - started) * 1000),
         )
-        return DeliveryResult(recipient, True, uid=meta.uid)
+        metrics.delivery(
+            "delivered" if result.delivered else "deferred" if result.temporary else "rejected",
+            kind,
+        )
+        return result
 
     async def _spool(self, trace: bytes, content: bytes) -> NewMessage:
         """Write the message durably and parse it once, at the same time: a worker thread
