@@ -22,10 +22,12 @@ AFTER_LOGIN = (
     "STATUS=SIZE",
     "BINARY",
     "UTF8=ACCEPT",
+    "CONDSTORE",
+    "QRESYNC",
 )
 
 #: What ENABLE can turn on.
-ENABLEABLE = frozenset({"IMAP4REV2", "UTF8=ACCEPT"})
+ENABLEABLE = frozenset({"IMAP4REV2", "UTF8=ACCEPT", "CONDSTORE", "QRESYNC"})
 
 
 def capabilities(

@@ -210,6 +210,25 @@ class ImapSession:
         return self.tls or is_loopback(self.remote_ip)
 
     @property
+    def condstore(self) -> bool:
+        """RFC 7162 CONDSTORE is on (ENABLE, or the first command that uses it: §3.1)."""
+        return "CONDSTORE" in self.enabled
+
+    @property
+    def qresync(self) -> bool:
+        return "QRESYNC" in self.enabled
+
+    def enable_condstore(self) -> None:
+        """A CONDSTORE-enabling command (RFC 7162 §3.1): from now on FETCH responses carry UID
+        and MODSEQ; with a mailbox selected, the client learns its HIGHESTMODSEQ at once."""
+        if self.condstore:
+            return
+        self.enabled.add("CONDSTORE")
+        if self.selected is not None:
+            code = r.ResponseCode.number("HIGHESTMODSEQ", self.selected.view.modseq)
+            self.send(r.Untagged("OK", "highest", code))
+
+    @property
     def plaintext_auth_allowed(self) -> bool:
         return self.secure or self.config.tls.allow_plaintext_auth
 
@@ -337,8 +356,7 @@ class ImapSession:
             raise Disconnect from None
         if not update:
             return
-        for msn in update.expunged:
-            self.send(r.expunge(msn))
+        self.send_expunged(list(zip(update.expunged, update.vanished, strict=True)))
         if update.expunged:
             selected.recent_pruned = False
         if update.exists is not None:
@@ -349,7 +367,33 @@ class ImapSession:
             if not self.rev2:
                 self.send(r.recent(self.recent_count()))
         for msn, meta in update.flags:
-            self.send(r.FetchResponse(msn, ((b"FLAGS", self.flags_of(meta)),)))
+            self.send(r.FetchResponse(msn, self.flag_items(meta)))
+
+    def send_expunged(self, gone: list[tuple[int, int]]) -> None:
+        """Announce expunged messages, given as (number, UID) in the order the numbers are
+        valid: EXPUNGE per message, or under QRESYNC one VANISHED (RFC 7162 §3.2.10)."""
+        if not gone:
+            return
+        if self.qresync:
+            self.send(r.VanishedResponse(tuple(sorted(uid for _, uid in gone))))
+            return
+        for msn, _ in gone:
+            self.send(r.expunge(msn))
+
+    def flag_items(
+        self, meta: MessageMeta, *, uid: bool = False, flags: bool = True
+    ) -> tuple[tuple[bytes, bytes], ...]:
+        """A FETCH response's items for a flag change: FLAGS (unless *flags* is False), with
+        UID first when asked for or under QRESYNC, and MODSEQ last under CONDSTORE (RFC 7162
+        §3.1: every FETCH response a flag change causes carries it)."""
+        items: list[tuple[bytes, bytes]] = []
+        if uid or self.qresync:
+            items.append((b"UID", b"%d" % meta.uid))
+        if flags:
+            items.append((b"FLAGS", self.flags_of(meta)))
+        if self.condstore:
+            items.append((b"MODSEQ", b"(%d)" % meta.modseq))
+        return tuple(items)
 
     def recent_count(self) -> int:
         selected = self.selected

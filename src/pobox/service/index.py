@@ -555,9 +555,15 @@ class MailIndex:
 
     # ---- writes that keep the index current ---------------------------------------------------
     async def set_flags(
-        self, mailbox_id: MailboxId, uids: Iterable[Uid], op: FlagOp, flags: frozenset[str]
+        self,
+        mailbox_id: MailboxId,
+        uids: Iterable[Uid],
+        op: FlagOp,
+        flags: frozenset[str],
+        unchanged_since: ModSeq | None = None,
     ) -> list[MessageMeta]:
-        changed = await self.store.set_flags(mailbox_id, uids, op, flags)
+        """*unchanged_since*: messages with a greater MODSEQ are left alone (RFC 7162)."""
+        changed = await self.store.set_flags(mailbox_id, uids, op, flags, unchanged_since)
         index = self._indexes.get(mailbox_id)
         if index is not None and changed:
             modseq = max(m.modseq for m in changed)

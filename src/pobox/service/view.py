@@ -29,6 +29,7 @@ class ViewUpdate:
     """What a refresh found, in the order a session announces it."""
 
     expunged: list[int] = field(default_factory=list)  # sequence numbers, each valid when announced
+    vanished: list[int] = field(default_factory=list)  # the same messages' UIDs (QRESYNC)
     exists: int | None = None  # the new message count, when messages arrived
     flags: list[tuple[int, MessageMeta]] = field(default_factory=list)  # (msn, new state)
 
@@ -268,9 +269,13 @@ class MailboxView:
 
     def forget(self, uids: Iterable[Uid]) -> list[int]:
         """Remove messages this session expunged itself; returns their numbers as announced."""
+        return [msn for msn, _ in self.forget_pairs(uids)]
+
+    def forget_pairs(self, uids: Iterable[Uid]) -> list[tuple[int, int]]:
+        """:meth:`forget`, with each number's UID: (number as announced, UID)."""
         self._go_private()
         self.pending_expunge.update(u for u in uids if self.msn_of(u) is not None)
-        announced = self._remove_pending()
+        announced = self._remove_pending_pairs()
         self._try_share()
         return announced
 
@@ -293,7 +298,9 @@ class MailboxView:
         elif len(self) < len(index) and self._private is None:
             arrived = self._take_arrivals()
         if expunge and self.pending_expunge:
-            update.expunged = self._remove_pending()
+            pairs = self._remove_pending_pairs()
+            update.expunged = [msn for msn, _ in pairs]
+            update.vanished = [uid for _, uid in pairs]
             # flag updates refer to numbers before the expunges; renumber them
             update.flags = [
                 (msn, meta)
@@ -348,8 +355,8 @@ class MailboxView:
             return True
         return False
 
-    def _remove_pending(self) -> list[int]:
-        announced: list[int] = []
+    def _remove_pending_pairs(self) -> list[tuple[int, int]]:
+        announced: list[tuple[int, int]] = []
         numbers = self._go_private()
         for uid in sorted(self.pending_expunge, reverse=True):
             msn = self.msn_of(uid)
@@ -357,7 +364,7 @@ class MailboxView:
             if msn is None:
                 continue
             del numbers[msn - 1]
-            announced.append(msn)
+            announced.append((msn, uid))
         self.pending_expunge.clear()
         return announced
 

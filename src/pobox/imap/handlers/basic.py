@@ -41,15 +41,22 @@ async def ident(session: ImapSession, cmd: c.Id) -> None:
 
 
 async def enable(session: ImapSession, cmd: c.Enable) -> None:
-    """RFC 5161: list only what this command newly enabled."""
+    """RFC 5161: list only what this command newly enabled. QRESYNC implies CONDSTORE (RFC
+    7162 §3.2.3); turning CONDSTORE on with a mailbox selected tells its HIGHESTMODSEQ."""
     newly: list[str] = []
+    condstore = False
     for name in cmd.capabilities:
         upper = name.upper()
-        if upper in caps.ENABLEABLE and upper not in session.enabled:
+        if upper == "CONDSTORE" and not session.condstore and not condstore:
+            condstore = True  # (enable_condstore turns it on, below)
+            newly.append(upper)
+        elif upper in caps.ENABLEABLE - {"CONDSTORE"} and upper not in session.enabled:
             session.enabled.add(upper)
             newly.append("IMAP4rev2" if upper == "IMAP4REV2" else upper)
     session.protocol.utf8 = session.utf8
     session.send(r.enabled(newly))
+    if condstore or "QRESYNC" in newly:
+        session.enable_condstore()
     session.tagged(cmd.tag, "OK", "ENABLE completed")
 
 

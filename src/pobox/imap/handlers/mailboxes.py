@@ -22,7 +22,16 @@ SELECTION_OPTIONS = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIA
 RETURN_OPTIONS = frozenset({"SUBSCRIBED", "CHILDREN", "SPECIAL-USE"})
 #: STATUS items in both revisions; RECENT is rev1 only (RFC 9051 removed it).
 STATUS_ITEMS = frozenset(
-    {"MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "DELETED", "SIZE", "APPENDLIMIT"}
+    {
+        "MESSAGES",
+        "UIDNEXT",
+        "UIDVALIDITY",
+        "UNSEEN",
+        "DELETED",
+        "SIZE",
+        "APPENDLIMIT",
+        "HIGHESTMODSEQ",
+    }
 )
 
 
@@ -105,6 +114,8 @@ def _status_items(session: ImapSession, items: tuple[str, ...]) -> tuple[str, ..
     unknown = [item for item in items if item not in allowed]
     if unknown:
         raise CommandError(f"unknown STATUS item {unknown[0]}", status="BAD")
+    if "HIGHESTMODSEQ" in items:
+        session.enable_condstore()  # RFC 7162 §3.1: a CONDSTORE-enabling command
     return tuple(dict.fromkeys(items))
 
 
@@ -120,6 +131,7 @@ def _status_values(
         "SIZE": status.size,
         "RECENT": status.recent + _recent_here(session, mailbox),
         "APPENDLIMIT": session.config.imap.max_literal,
+        "HIGHESTMODSEQ": status.highest_modseq,
     }
     return tuple((item, values[item]) for item in items)
 

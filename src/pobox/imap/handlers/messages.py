@@ -17,6 +17,7 @@ from pobox.imap import commands as c
 from pobox.imap import fetch as f
 from pobox.imap import responses as r
 from pobox.imap.fetch import format_flags
+from pobox.imap.handlers import condstore
 from pobox.imap.session import SELECTED, CommandError, CommandSpec, ImapSession, Selected
 from pobox.mail.structure import ParsedMessage
 from pobox.store.api import (
@@ -27,6 +28,7 @@ from pobox.store.api import (
     FlagOp,
     Mailbox,
     MessageMeta,
+    ModSeq,
     Rendered,
     Store,
     Uid,
@@ -48,8 +50,8 @@ def _name(cmd: c.Fetch | c.Store | c.Copy | c.Move) -> str:
 
 # --------------------------------------------------------------------------- FETCH
 
-#: What FETCH answers without an extension being enabled (MODSEQ waits for CONDSTORE, SAVEDATE,
-#: EMAILID and THREADID are not advertised).
+#: What FETCH answers (MODSEQ turns CONDSTORE on; SAVEDATE, EMAILID and THREADID are not
+#: advertised).
 _SIMPLE_ITEMS = frozenset(
     {
         "UID",
@@ -64,6 +66,7 @@ _SIMPLE_ITEMS = frozenset(
         "RFC822.HEADER",
         "RFC822.TEXT",
         "RFC822.TEXT.PEEK",
+        "MODSEQ",
     }
 )
 #: Octets of a streamed literal read and written at a time.
@@ -175,7 +178,7 @@ async def _keep(store: Store, made: dict[BlobId, Rendered]) -> None:
         log.info("could not keep %d renderings: %s", len(made), exc)
 
 
-_INDEX_ITEMS = frozenset({"UID", "FLAGS", "RFC822.SIZE"})
+_INDEX_ITEMS = frozenset({"UID", "FLAGS", "RFC822.SIZE", "MODSEQ"})
 
 
 def _index_only(items: list[f.FetchItem]) -> list[str] | None:
@@ -200,7 +203,7 @@ async def _fetch_from_index(
     told: list[tuple[int, int]] | None = [] if view.changed() and "FLAGS" in names else None
     shared = view.shares_index()  # message n is the index's n-th: one bisect, no lookups
     numbers, count = view.uids, len(view)
-    iflags, isizes = index.flags, index.sizes
+    iflags, isizes, imodseqs = index.flags, index.sizes, index.modseqs
     lo = 0
     for uid in uids:
         at = bisect.bisect_left(numbers, uid, lo, count)
@@ -218,6 +221,8 @@ async def _fetch_from_index(
                 if name == "FLAGS":
                     session.note_flags(meta.flags)
                     parts.append(b"FLAGS " + format_flags(meta.flags, uid in recent))
+                elif name == "MODSEQ":
+                    parts.append(b"MODSEQ (%d)" % meta.modseq)
                 else:
                     parts.append(b"RFC822.SIZE %d" % meta.size)
             elif name == "FLAGS":
@@ -230,6 +235,8 @@ async def _fetch_from_index(
                     session.note_flags(flagset)  # (written before the FETCH lines below)
                     text = rendered[key] = b"FLAGS " + format_flags(flagset, key[1])
                 parts.append(text)
+            elif name == "MODSEQ":
+                parts.append(b"MODSEQ (%d)" % imodseqs[pos])
             else:
                 parts.append(b"RFC822.SIZE %d" % isizes[pos])
         out.append(b"* %d FETCH (%s)\r\n" % (msn, b" ".join(parts)))
@@ -240,7 +247,7 @@ async def _fetch_from_index(
             # the index may have changed meanwhile: look again
             shared = view.shares_index()
             numbers, count = view.uids, len(view)
-            iflags, isizes = index.flags, index.sizes
+            iflags, isizes, imodseqs = index.flags, index.sizes, index.modseqs
             lo = 0
     if out:
         session.send_raw(b"".join(out))
@@ -262,17 +269,31 @@ async def fetch(session: ImapSession, cmd: c.Fetch) -> None:
     ``NO [EXPUNGEISSUED]``.
     """
     selected = session.require_selected()
-    if cmd.modifiers:
-        names = " ".join(p.name for p in cmd.modifiers)
-        raise CommandError(f"FETCH modifiers are not supported: {names}", status="BAD")
+    modifiers = condstore.fetch_modifiers(session, cmd)
     items = fetch_items(cmd)
     uids = session.resolve(cmd.sequence_set, uid=cmd.uid)
-    structure, content_needed = f.needs_structure(items, cached=True), f.needs_content(items)
-    kept = f.wants_rendered(items)
     view = selected.view
+    if any(it.name == "MODSEQ" for it in items):
+        session.enable_condstore()  # RFC 7162 §3.1: FETCH MODSEQ turns CONDSTORE on
+    if modifiers.changed_since is not None:
+        # RFC 7162 §3.1.4: only messages changed since, and each with its MODSEQ
+        if not any(it.name == "MODSEQ" for it in items):
+            items.append(f.FetchItem.simple("MODSEQ"))
+        if modifiers.vanished:
+            within = cmd.sequence_set
+            await condstore.vanished_earlier(session, selected, modifiers.changed_since, within)
+        uids = condstore.changed_uids(selected, uids, modifiers.changed_since)
     seen: dict[Uid, MessageMeta] = {}
     if uids and f.sets_seen(items) and not selected.read_only:
         seen = await _mark_seen(session, selected, [u for u in uids if not view.is_expunged(u)])
+        if seen and session.condstore:
+            # RFC 7162 §3.1: a FETCH that sets \Seen reports the new MODSEQ (and UID)
+            if not any(it.name == "UID" and it.section is None for it in items):
+                items.insert(0, f.FetchItem.simple("UID"))
+            if not any(it.name == "MODSEQ" for it in items):
+                items.append(f.FetchItem.simple("MODSEQ"))
+    structure, content_needed = f.needs_structure(items, cached=True), f.needs_content(items)
+    kept = f.wants_rendered(items)
     fast = _index_only(items)
     if fast is not None and not seen:
         await _fetch_from_index(session, selected, uids, fast)
@@ -379,11 +400,14 @@ async def store(session: ImapSession, cmd: c.Store) -> None:
     STORE puts the UID first. With ``.SILENT`` a message is still reported when its flags came
     out different from what this session expected, i.e. another session changed them (the
     RFC's "SHOULD send ... if a change from an external source is observed").
+
+    CONDSTORE (RFC 7162 §3.1.3): every response carries MODSEQ, and a message the STORE changed
+    is reported even with ``.SILENT`` (``FETCH (MODSEQ (n))``); with ``(UNCHANGEDSINCE n)`` the
+    store leaves messages whose MODSEQ is above n alone (atomically) and the tagged OK names
+    them in ``[MODIFIED set]``.
     """
     selected = session.require_selected()
-    if cmd.modifiers:
-        names = " ".join(p.name for p in cmd.modifiers)
-        raise CommandError(f"STORE modifiers are not supported: {names}", status="BAD")
+    since = condstore.unchanged_since(session, cmd)
     flags = _store_flags(cmd.flags)
     uids = session.resolve(cmd.sequence_set, uid=cmd.uid)
     if selected.read_only:
@@ -394,32 +418,51 @@ async def store(session: ImapSession, cmd: c.Store) -> None:
     before = {m.uid: m for m in view.metas(uids)}
     known = {u for u in before if view.knows(u)}
     changed: dict[Uid, MessageMeta] = {}
-    if uids:
+    modified: set[int] = set()
+    if since is not None:
+        modified = set(condstore.changed_uids(selected, list(before), since))
+    wanted = [Uid(u) for u in uids if u not in modified]
+    if wanted:
         result = await session.service.index.set_flags(
-            selected.mailbox_id, [Uid(u) for u in uids], op, flags
+            selected.mailbox_id,
+            wanted,
+            op,
+            flags,
+            None if since is None else ModSeq(since),
         )
         changed = {m.uid: m for m in result}
+    if since is not None:
+        # left alone by the store: changed meanwhile, by another process too
+        rest = [u for u in wanted if u not in changed and u in before]
+        if rest:
+            await view.index.sync()
+            modified.update(condstore.changed_uids(selected, rest, since))
     reported: list[int] = []
     for uid, meta in before.items():
+        if uid in modified:
+            continue
         expected = _apply(op, meta.flags, flags)
         now = changed.get(uid) or dataclasses.replace(meta, flags=expected)
         view.told(now)
-        if cmd.silent and now.flags == expected and uid in known:
+        silent = cmd.silent and now.flags == expected and uid in known
+        if silent and not (session.condstore and uid in changed):
             continue
         msn = view.msn_of(uid)
         if msn is None:
             continue
-        items: list[tuple[bytes, bytes]] = []
-        if cmd.uid:
-            items.append((b"UID", b"%d" % uid))
-        items.append((b"FLAGS", session.flags_of(now)))
-        session.send(r.FetchResponse(msn, tuple(items)))
+        if uid not in changed and (pos := view.index.position(uid)) is not None:
+            now = dataclasses.replace(now, modseq=ModSeq(view.index.modseqs[pos]))
+        session.send(r.FetchResponse(msn, session.flag_items(now, uid=cmd.uid, flags=not silent)))
         reported.append(uid)
     # the view will not announce again what the client has now been told
     view.note_own(changed.values())
     view.note_reported(reported)
     await session.announce_updates(expunge=cmd.uid)
-    session.tagged(cmd.tag, "OK", f"{_name(cmd)} completed")
+    code: r.ResponseCode | None = None
+    if modified:
+        numbers = modified if cmd.uid else {n for u in modified if (n := view.msn_of(u))}
+        code = condstore.modified_code(numbers)
+    session.tagged(cmd.tag, "OK", f"{_name(cmd)} completed", code)
 
 
 # --------------------------------------------------------------------------- COPY / MOVE
@@ -487,8 +530,7 @@ async def move(session: ImapSession, cmd: c.Move) -> None:
     moved = [s for s, _ in pairs]
     selected.recent.difference_update(moved)
     selected.recent_pruned = False  # forget() announces others' pending expunges too
-    for msn in selected.view.forget(moved):
-        session.send(r.expunge(msn))
+    session.send_expunged(selected.view.forget_pairs(moved))
     await session.announce_updates()
     session.tagged(cmd.tag, "OK", f"{_name(cmd)} completed")
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from pobox.imap import commands as c
 from pobox.imap import responses as r
+from pobox.imap.handlers import condstore
 from pobox.imap.sequences import SequenceSet, SequenceSetError
 from pobox.imap.session import SELECTED, CommandError, CommandSpec, ImapSession, Selected
 from pobox.service import search as q
@@ -86,8 +87,12 @@ class _Translator:
                 return q.UidIn(self.ranges(seqs, view.last_uid()))
             case c.SearchAge():
                 raise CommandError("OLDER/YOUNGER need WITHIN, which is not offered", status="BAD")
-            case c.SearchModSeq():
-                raise CommandError("MODSEQ needs CONDSTORE, which is not offered", status="BAD")
+            case c.SearchModSeq(modseq=modseq):
+                # RFC 7162 §3.1.5: MODSEQ >= n; pobox keeps one MODSEQ per message, so the
+                # entry name and type are ignored as the RFC asks
+                if modseq > condstore.MAX_MODSEQ:
+                    raise CommandError("MODSEQ is out of range", status="BAD")
+                return q.ModSeqAtLeast(modseq)
         raise CommandError("unsupported search key", status="BAD")  # pragma: no cover
 
 
@@ -104,7 +109,7 @@ def _saved_part(uids: list[Uid], options: tuple[str, ...]) -> list[Uid]:
 
 
 def _esearch(
-    tag: str, uid: bool, numbers: list[int], options: tuple[str, ...]
+    tag: str, uid: bool, numbers: list[int], options: tuple[str, ...], modseq: int | None = None
 ) -> r.ESearchResponse:
     """``* ESEARCH (TAG "a") [UID] MIN .. MAX .. ALL .. COUNT ..`` in Dovecot's order;
     MIN, MAX and ALL are left out when nothing matched (RFC 4731 §3.1)."""
@@ -118,6 +123,8 @@ def _esearch(
         items.append(("ALL", tuple(numbers)))
     if "COUNT" in wanted:
         items.append(("COUNT", len(numbers)))
+    if modseq is not None:
+        items.append(("MODSEQ", modseq))
     return r.ESearchResponse(tag, uid, tuple(items))
 
 
@@ -134,6 +141,9 @@ async def search(session: ImapSession, cmd: c.Search) -> None:
             selected.saved = []  # RFC 5182 §2.1: a failed SEARCH ... SAVE empties "$"
         raise
     view = selected.view
+    modseq_asked = condstore.uses_modseq(cmd.key)
+    if modseq_asked:
+        session.enable_condstore()  # RFC 7162 §3.1: SEARCH MODSEQ turns CONDSTORE on
     uids = await q.search(
         session.service.store,
         selected.mailbox_id,
@@ -148,12 +158,22 @@ async def search(session: ImapSession, cmd: c.Search) -> None:
         numbers: list[int] = list(uids)
     else:
         numbers = [n for n in map(view.msn_of, uids) if n is not None]
+    modseq: int | None = None
+    if modseq_asked and uids:
+        # RFC 7162 §3.1.5: the highest MODSEQ of the messages returned (with MIN and/or MAX
+        # alone, of those: RFC 4731 §3.2)
+        shown: list[Uid] = uids
+        wanted = set(options or ()) - {"SAVE"}
+        if wanted and wanted <= {"MIN", "MAX"}:
+            shown = [uids[0]] if "MIN" in wanted else []
+            shown += [uids[-1]] if "MAX" in wanted else []
+        modseq = condstore.highest_modseq(selected, shown)
     if options is None and not session.rev2:
-        session.send(r.SearchResponse(tuple(numbers)))
+        session.send(r.SearchResponse(tuple(numbers), modseq))
     elif options is None or set(options) != {"SAVE"}:
         # RFC 9051 §6.4.4: an IMAP4rev2 client always gets ESEARCH; RFC 5182 §2.4: with
         # RETURN (SAVE) alone there is no ESEARCH at all
-        session.send(_esearch(cmd.tag, cmd.uid, numbers, options or ()))
+        session.send(_esearch(cmd.tag, cmd.uid, numbers, options or (), modseq))
     await session.announce_updates(expunge=cmd.uid)
     session.tagged(cmd.tag, "OK", f"{'UID ' if cmd.uid else ''}SEARCH completed")
 

@@ -8,6 +8,7 @@ from typing import Any
 from pobox.errors import NotFound
 from pobox.imap import commands as c
 from pobox.imap import responses as r
+from pobox.imap.handlers import condstore
 from pobox.imap.session import AUTH, SELECTED, CommandError, CommandSpec, ImapSession, Selected
 from pobox.service.index import DELETED_BIT
 from pobox.service.view import MailboxView
@@ -41,10 +42,14 @@ async def _open_view(session: ImapSession, name: str) -> MailboxView:
 async def _select(session: ImapSession, cmd: c.Select | c.Examine, read_only: bool) -> None:
     session.require_account()
     name = session.mailbox_name(cmd.mailbox)
+    params = condstore.select_parameters(session, cmd)
     had_selection = session.selected is not None
     await session.select(None)  # a failed SELECT leaves no mailbox selected
     if had_selection:
+        # RFC 7162 §3.2.11 (and RFC 9051): the previous mailbox's updates end here
         session.send(r.Untagged("OK", "previous mailbox closed", r.ResponseCode.plain("CLOSED")))
+    if params.condstore:
+        session.enable_condstore()  # RFC 7162 §3.1: SELECT (CONDSTORE) turns it on
     view = await _open_view(session, name)
     mailbox = view.mailbox
     selected = Selected(view, read_only)
@@ -76,10 +81,16 @@ async def _select(session: ImapSession, cmd: c.Select | c.Examine, read_only: bo
     session.send(
         r.Untagged("OK", "predicted next UID", r.ResponseCode.uidnext(view.mailbox.uidnext))
     )
+    if session.condstore:
+        # the view's MODSEQ: every change up to it is in what this SELECT reports
+        code = r.ResponseCode.number("HIGHESTMODSEQ", view.modseq)
+        session.send(r.Untagged("OK", "highest", code))
     if session.rev2:
         attributes = (mailbox.special_use,) if mailbox.special_use else ()
         session.send(r.ListItem(attributes, "/", mailbox.name))
     await session.select(selected)
+    if params.qresync is not None:
+        await condstore.qresync_select(session, selected, params.qresync)
     code = r.ResponseCode.plain("READ-ONLY" if read_only else "READ-WRITE")
     session.tagged(cmd.tag, "OK", f"{cmd.NAME} completed", code)
 
@@ -114,12 +125,11 @@ async def _expunge_deleted(session: ImapSession, uids: set[Uid] | None, announce
     if not doomed:
         return
     await session.service.index.expunge(selected.mailbox_id, doomed)
-    numbers = selected.view.forget(doomed)
+    gone = selected.view.forget_pairs(doomed)
     selected.recent_pruned = False  # forget() announces others' pending expunges too
     selected.recent.difference_update(doomed)
     if announce:
-        for msn in numbers:
-            session.send(r.expunge(msn))
+        session.send_expunged(gone)  # EXPUNGE each, or one VANISHED under QRESYNC
 
 
 async def expunge(session: ImapSession, cmd: c.Expunge) -> None:
@@ -130,7 +140,11 @@ async def expunge(session: ImapSession, cmd: c.Expunge) -> None:
     await session.announce_updates()
     await _expunge_deleted(session, uids, announce=True)
     await session.announce_updates()
-    session.tagged(cmd.tag, "OK", "EXPUNGE completed")
+    code: r.ResponseCode | None = None
+    if session.qresync:
+        # RFC 7162 §3.2.10: VANISHED carries no MODSEQ; the client learns the new one here
+        code = r.ResponseCode.number("HIGHESTMODSEQ", session.require_selected().view.modseq)
+    session.tagged(cmd.tag, "OK", "EXPUNGE completed", code)
 
 
 async def close(session: ImapSession, cmd: c.Close) -> None:
