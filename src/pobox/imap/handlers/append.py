@@ -76,6 +76,9 @@ async def _start(session: ImapSession, event: AppendStart) -> None:
             session.send_raw(session.protocol.reject_literal(text, code, status))
         return
     flags = frozenset(f for f in event.flags if f.lower() != "\\recent")
+    if state.current is not None:  # the previous message of this MULTIAPPEND is complete
+        state.messages.append(state.current)
+        state.current = None
     spool = await asyncio.to_thread(session.service.store.new_spool)
     state.current = _Pending(IncomingMessage(spool), flags, event.internal_date)
     if event.sync:
