@@ -206,6 +206,12 @@ def format_status(workers: list[dict[str, Any]]) -> str:
         f"pobox {', '.join(versions)}, {len(workers)} worker(s): "
         + ", ".join(str(d["pid"]) for d in workers)
     ]
+    memory = [d["memory"] for d in workers if isinstance(d.get("memory"), dict)]
+    if memory:
+        lines.append(
+            f"memory: {sum(int(m.get('rss_mib', 0)) for m in memory)} MiB resident, "
+            f"{sum(int(m.get('python_kblocks', 0)) for m in memory)} thousand Python blocks"
+        )
     listeners = workers[0].get("listeners", {})
     if listeners:
         lines.append("listening: " + ", ".join(f"{k} {v}" for k, v in sorted(listeners.items())))

@@ -9,6 +9,7 @@ until the 300 s idle timeout; the 51st connection and all after it were dropped 
 from __future__ import annotations
 
 import json
+import re
 import smtplib
 import socket
 import struct
@@ -114,6 +115,9 @@ def test_a_refusal_is_an_answer(tmp_path, event_loop: str) -> None:  # type: ign
             assert lmtp.sendmail("a@example.org", [ADDRESS], b"Subject: x\r\n\r\ny\r\n") == {}
         table = server.cli("status").stdout.decode()
         assert "lmtp" in table and "refused" in table
+        assert re.search(r"^memory: [1-9][0-9]* MiB resident, [1-9][0-9]* thousand", table, re.M)
+        (worker,) = json.loads(server.cli("status", "--json").stdout)
+        assert worker["memory"]["rss_mib"] > 0 and worker["memory"]["python_kblocks"] > 0
     log = server.log.read_text()
     assert "Traceback" not in log and " ERROR " not in log, log[-3000:]
 
