@@ -209,6 +209,9 @@ class ImapSession:
         """TLS, or a client on a loopback address: a password may cross this connection."""
         return self.tls or is_loopback(self.remote_ip)
 
+    #: a VANISHED was sent since the last tagged response (see :meth:`tagged`)
+    _vanished = False
+
     @property
     def condstore(self) -> bool:
         """RFC 7162 CONDSTORE is on (ENABLE, or the first command that uses it: §3.1)."""
@@ -308,6 +311,12 @@ class ImapSession:
                 self.writer.write(data)
 
     def tagged(self, tag: str, status: str, text: str, code: r.ResponseCode | None = None) -> None:
+        if self._vanished:
+            # RFC 7162 §3.2.10: VANISHED carries no MODSEQ; the tagged OK of the command that
+            # sent it tells the client the mailbox's new HIGHESTMODSEQ (as Dovecot does)
+            self._vanished = False
+            if status == "OK" and code is None and self.selected is not None:
+                code = r.ResponseCode.number("HIGHESTMODSEQ", self.selected.view.modseq)
         self.send(r.Tagged(tag, status, text, code))
 
     async def drain(self) -> None:
@@ -376,6 +385,7 @@ class ImapSession:
             return
         if self.qresync:
             self.send(r.VanishedResponse(tuple(sorted(uid for _, uid in gone))))
+            self._vanished = True
             return
         for msn, _ in gone:
             self.send(r.expunge(msn))

@@ -140,11 +140,8 @@ async def expunge(session: ImapSession, cmd: c.Expunge) -> None:
     await session.announce_updates()
     await _expunge_deleted(session, uids, announce=True)
     await session.announce_updates()
-    code: r.ResponseCode | None = None
-    if session.qresync:
-        # RFC 7162 §3.2.10: VANISHED carries no MODSEQ; the client learns the new one here
-        code = r.ResponseCode.number("HIGHESTMODSEQ", session.require_selected().view.modseq)
-    session.tagged(cmd.tag, "OK", "EXPUNGE completed", code)
+    # (under QRESYNC, the OK carries HIGHESTMODSEQ when VANISHED was sent: ImapSession.tagged)
+    session.tagged(cmd.tag, "OK", "EXPUNGE completed")
 
 
 async def close(session: ImapSession, cmd: c.Close) -> None:
