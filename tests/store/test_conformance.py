@@ -66,6 +66,44 @@ async def test_uids_ascend_and_are_unique_under_concurrent_appends(store: Store)
     assert mailbox is not None and mailbox.uidnext == 201
 
 
+async def test_append_many_stores_all_in_order_with_consecutive_uids(store: Store) -> None:
+    account = await store.create_account("a@example.org", "h")
+    inbox = await store.get_mailbox(account.id, "INBOX")
+    assert inbox is not None
+    await append(store, inbox.id, message_bytes(0))
+    messages = [await new_message(store, message_bytes(n), flags={"\\Seen"}) for n in (1, 2, 3)]
+    metas = await store.append_many(inbox.id, messages)
+    assert [m.uid for m in metas] == [2, 3, 4]
+    assert metas[0].modseq < metas[1].modseq < metas[2].modseq
+    listed = await store.list_messages(inbox.id)
+    assert [m.uid for m in listed] == [1, 2, 3, 4]
+    assert all("\\Seen" in m.flags for m in listed[1:])
+    for meta, n in zip(metas, (1, 2, 3), strict=True):
+        content = await store.open_content(meta.blob)
+        try:
+            assert content.read(0, content.size) == message_bytes(n)
+        finally:
+            content.close()
+
+
+async def test_append_many_is_all_or_nothing(store: Store) -> None:
+    account = await store.create_account("a@example.org", "h")
+    inbox = await store.get_mailbox(account.id, "INBOX")
+    assert inbox is not None
+    good = await new_message(store, message_bytes(1))
+    bad = await new_message(store, message_bytes(2), flags={"\\Bogus"})  # refused while writing
+    with pytest.raises(InvalidInput):
+        await store.append_many(inbox.id, [good, bad])
+    assert await store.list_messages(inbox.id) == []
+    mailbox = await store.get_mailbox_by_id(inbox.id)
+    assert mailbox is not None and mailbox.uidnext == 1
+    gone = await store.create_mailbox(account.id, "Gone")
+    await store.delete_mailbox(gone.id)
+    messages = [await new_message(store, message_bytes(n)) for n in (3, 4)]
+    with pytest.raises(NotFound):
+        await store.append_many(gone.id, messages)
+
+
 async def test_uids_are_never_reused_after_expunge(store: Store) -> None:
     account = await store.create_account("a@example.org", "h")
     inbox = await store.get_mailbox(account.id, "INBOX")

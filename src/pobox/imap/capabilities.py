@@ -22,6 +22,8 @@ AFTER_LOGIN = (
     "STATUS=SIZE",
     "BINARY",
     "UTF8=ACCEPT",
+    "COMPRESS=DEFLATE",
+    "MULTIAPPEND",
     "CONDSTORE",
     "QRESYNC",
 )

@@ -278,6 +278,14 @@ class Login(Command):
 
 
 @dataclass(frozen=True, slots=True)
+class Compress(Command):
+    """RFC 4978: ``COMPRESS DEFLATE``."""
+
+    NAME: ClassVar[str] = "COMPRESS"
+    mechanism: str
+
+
+@dataclass(frozen=True, slots=True)
 class Enable(Command):
     NAME: ClassVar[str] = "ENABLE"
     capabilities: tuple[str, ...]

@@ -20,6 +20,7 @@ from pobox.imap.commands import (
     Check,
     Close,
     Command,
+    Compress,
     Copy,
     Create,
     Delete,
@@ -193,6 +194,13 @@ def _login(r: Reader, tag: str, uid: bool) -> Command:
     password = r.astring("a password")
     r.end()
     return Login(tag, userid, password)
+
+
+def _compress(r: Reader, tag: str, uid: bool) -> Command:
+    r.sp()
+    mechanism = r.keyword("a compression mechanism")
+    r.end()
+    return Compress(tag, mechanism)
 
 
 def _enable(r: Reader, tag: str, uid: bool) -> Command:
@@ -381,6 +389,7 @@ _COMMANDS: dict[str, Callable[[Reader, str, bool], Command]] = {
     "AUTHENTICATE": _authenticate,
     "LOGIN": _login,
     "ENABLE": _enable,
+    "COMPRESS": _compress,
     "SELECT": _select(Select),
     "EXAMINE": _select(Examine),
     "CREATE": _create,
@@ -489,6 +498,12 @@ def parse_append_continuation(
 ) -> AppendMessageInfo | AppendEndOfCommand:
     """The line after an APPEND message literal: the end of the command, or the next message
     of a MULTIAPPEND (RFC 3502). Raises :class:`CommandError`."""
+    # imapclient's multiappend() puts two spaces before each further message; Dovecot takes
+    # that, and so does pobox (one space is what RFC 3502's grammar has)
+    head = b")" if previous.utf8 and line.startswith(b")") else b""
+    rest = line[len(head) :]
+    if rest.startswith(b"  "):
+        line = head + b" " + rest.lstrip(b" ")
     r = Reader([line], [])
     try:
         if previous.utf8:

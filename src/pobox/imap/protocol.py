@@ -28,7 +28,7 @@ import datetime as _dt
 import enum
 from dataclasses import dataclass
 
-from pobox.imap.commands import Authenticate, Command, Idle, StartTls
+from pobox.imap.commands import Authenticate, Command, Compress, Idle, StartTls
 from pobox.imap.grammar import (
     AppendEndOfCommand,
     AppendMessageInfo,
@@ -312,6 +312,12 @@ class ImapServerProtocol:
         self._state = _S.LINE
         return injected
 
+    def start_compression(self) -> bool:
+        """Call after sending OK to COMPRESS (RFC 4978): what follows is compressed. Drops
+        what the client sent after the command before it could have seen the OK (it cannot be
+        compressed data) and returns True if there was any."""
+        return self.start_tls()
+
     def resume(self) -> None:
         """Back to reading commands after IDLE/AUTHENTICATE/STARTTLS was refused or finished."""
         self._require_paused()
@@ -417,7 +423,7 @@ class ImapServerProtocol:
                 command = parse_command(lines, literals)
             except CommandError as exc:
                 return BadCommand(exc.tag, exc.text, exc.code)
-            if isinstance(command, Idle | Authenticate | StartTls):
+            if isinstance(command, Idle | Authenticate | StartTls | Compress):
                 self._state = _S.PAUSED
                 self._paused_tag = command.tag
             return CommandReceived(command)

@@ -598,6 +598,21 @@ class MailIndex:
             index._own(meta.modseq, meta.modseq, lambda: index._upsert(meta), ordered=True)
         return meta
 
+    async def append_many(
+        self, mailbox_id: MailboxId, messages: Sequence[NewMessage]
+    ) -> list[MessageMeta]:
+        """All of *messages* or none (MULTIAPPEND), in one store transaction."""
+        metas = await self.store.append_many(mailbox_id, messages)
+        index = self._indexes.get(mailbox_id)
+        if index is not None and metas:
+
+            def upsert() -> None:
+                for meta in metas:
+                    index._upsert(meta)
+
+            index._own(metas[0].modseq, metas[-1].modseq, upsert, ordered=True)
+        return metas
+
     async def copy(
         self, src: MailboxId, uids: Iterable[Uid], dst: MailboxId, *, move: bool = False
     ) -> list[tuple[Uid, Uid]]:

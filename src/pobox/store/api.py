@@ -266,6 +266,13 @@ class Store(Protocol):
     # messages
     def new_spool(self) -> Spool: ...
     async def append(self, mailbox_id: MailboxId, message: NewMessage) -> MessageMeta: ...
+    async def append_many(
+        self, mailbox_id: MailboxId, messages: Sequence[NewMessage]
+    ) -> list[MessageMeta]:
+        """Append *messages* in one transaction, with consecutive UIDs in that order: all of
+        them or none (IMAP MULTIAPPEND, RFC 3502)."""
+        ...
+
     async def list_messages(self, mailbox_id: MailboxId) -> list[MessageMeta]: ...
     async def message_columns(self, mailbox_id: MailboxId) -> MessageColumns:
         """The mailbox and its messages in one snapshot, as columns (NotFound without it)."""

@@ -121,8 +121,10 @@ async def _end(session: ImapSession, event: AppendEnd) -> None:
     try:
         ready = [await asyncio.to_thread(_finish, item) for item in state.messages]
         state.messages.clear()
-        for message in ready:
-            uids.append((await index.append(mailbox.id, message)).uid)
+        if len(ready) == 1:
+            uids.append((await index.append(mailbox.id, ready[0])).uid)
+        else:  # MULTIAPPEND: one transaction, all or nothing (RFC 3502 §6.3.11)
+            uids.extend(meta.uid for meta in await index.append_many(mailbox.id, ready))
     except PoboxError as exc:
         await state.abort()
         text, code = error_code(exc)

@@ -1,4 +1,5 @@
-"""CAPABILITY, NOOP, CHECK, LOGOUT, ID, ENABLE, STARTTLS (RFC 9051 §6.1, RFC 2971, RFC 5161)."""
+"""CAPABILITY, NOOP, CHECK, LOGOUT, ID, ENABLE, STARTTLS, COMPRESS (RFC 9051 §6.1, RFC 2971,
+RFC 5161, RFC 4978)."""
 
 from __future__ import annotations
 
@@ -70,6 +71,15 @@ async def starttls(session: ImapSession, cmd: c.StartTls) -> None:
     await session.start_tls(cmd.tag)
 
 
+async def compress(session: ImapSession, cmd: c.Compress) -> None:
+    """RFC 4978 §3: DEFLATE is the one mechanism; a second COMPRESS is refused."""
+    if cmd.mechanism != "DEFLATE":
+        raise CommandError(f"unknown compression mechanism {cmd.mechanism}", status="BAD")
+    if session.compression is not None:
+        raise CommandError("DEFLATE is active already", "COMPRESSIONACTIVE")
+    await session.start_compression(cmd.tag)
+
+
 SPECS: dict[type[Any], CommandSpec] = {
     c.Capability: CommandSpec(capability, ANY),
     c.Noop: CommandSpec(noop, ANY),
@@ -78,4 +88,5 @@ SPECS: dict[type[Any], CommandSpec] = {
     c.Id: CommandSpec(ident, ANY),
     c.Enable: CommandSpec(enable, AUTH),
     c.StartTls: CommandSpec(starttls, NOT_AUTH),
+    c.Compress: CommandSpec(compress, AUTH),
 }

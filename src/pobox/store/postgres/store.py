@@ -889,6 +889,72 @@ class PostgresStore:
             for n, it in enumerate(items)
         ]
 
+    @staticmethod
+    def _check_spool(message: NewMessage) -> TempSpool:
+        spool = message.spool
+        if not isinstance(spool, TempSpool) or not spool.sealed:
+            raise ValueError("append needs a sealed spool of this store")
+        return spool
+
+    async def _append_in(self, tx: Tx, mailbox_id: MailboxId, message: NewMessage) -> MessageMeta:
+        """Append *message* inside the transaction *tx* (content in chunks of any size)."""
+        spool = self._check_spool(message)
+        bits, keywords = split_flags(message.flags)
+        internal = to_epoch(message.internal_date or datetime.now(UTC))
+        fields = message.fields
+        sent = fields.sent_date.timestamp() if fields.sent_date else None
+        size = spool.size
+        first = await asyncio.to_thread(_read_chunk, spool.path, 0) if size else b""
+        rendered = message.rendered or Rendered()
+        conn = tx.conn
+        # the content first: the mailbox row is locked only for the short tail
+        blob = await conn.fetchval(
+            "INSERT INTO blobs (size, refs, structure, subject, from_, to_, cc, bcc,"
+            " message_id, sent_date, envelope, bodystructure)"
+            " VALUES ($1, 1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+            size,
+            message.structure,
+            fields.subject,
+            fields.from_,
+            fields.to,
+            fields.cc,
+            fields.bcc,
+            fields.message_id,
+            sent,
+            rendered.envelope,
+            rendered.bodystructure,
+        )
+        insert = "INSERT INTO blob_chunks (blob, seq, data) VALUES ($1, $2, $3)"
+        if size:
+            await conn.execute(insert, blob, 0, first)
+        for seq in range(1, (size + CHUNK_SIZE - 1) // CHUNK_SIZE):
+            data = await asyncio.to_thread(_read_chunk, spool.path, seq)
+            await conn.execute(insert, blob, seq, data)
+        (meta,) = await self._insert_messages(
+            tx,
+            mailbox_id,
+            [(blob, size, bits, keywords_text(keywords), internal, message.pop3_uidl)],
+            new_blob=True,
+        )
+        return meta
+
+    async def append_many(
+        self, mailbox_id: MailboxId, messages: Sequence[NewMessage]
+    ) -> list[MessageMeta]:
+        if len(messages) == 1:
+            return [await self.append(mailbox_id, messages[0])]
+        for message in messages:
+            self._check_spool(message)
+
+        async def run(tx: Tx) -> list[MessageMeta]:
+            return [await self._append_in(tx, mailbox_id, message) for message in messages]
+
+        try:
+            return await self._write(run)  # one transaction: all of them or none
+        finally:
+            for message in messages:
+                await asyncio.to_thread(message.spool.discard)
+
     async def append(self, mailbox_id: MailboxId, message: NewMessage) -> MessageMeta:
         spool = message.spool
         if not isinstance(spool, TempSpool) or not spool.sealed:
@@ -902,37 +968,7 @@ class PostgresStore:
         rendered = message.rendered or Rendered()
 
         async def run(tx: Tx) -> MessageMeta:
-            conn = tx.conn
-            # the content first: the mailbox row is locked only for the short tail
-            blob = await conn.fetchval(
-                "INSERT INTO blobs (size, refs, structure, subject, from_, to_, cc, bcc,"
-                " message_id, sent_date, envelope, bodystructure)"
-                " VALUES ($1, 1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
-                size,
-                message.structure,
-                fields.subject,
-                fields.from_,
-                fields.to,
-                fields.cc,
-                fields.bcc,
-                fields.message_id,
-                sent,
-                rendered.envelope,
-                rendered.bodystructure,
-            )
-            insert = "INSERT INTO blob_chunks (blob, seq, data) VALUES ($1, $2, $3)"
-            if size:
-                await conn.execute(insert, blob, 0, first)
-            for seq in range(1, (size + CHUNK_SIZE - 1) // CHUNK_SIZE):
-                data = await asyncio.to_thread(_read_chunk, spool.path, seq)
-                await conn.execute(insert, blob, seq, data)
-            (meta,) = await self._insert_messages(
-                tx,
-                mailbox_id,
-                [(blob, size, bits, keywords_text(keywords), internal, message.pop3_uidl)],
-                new_blob=True,
-            )
-            return meta
+            return await self._append_in(tx, MailboxId(mailbox_id), message)
 
         async def run_small(tx: Tx) -> MessageMeta:
             # the whole append as one statement: the mailbox row first (UID, MODSEQ), then the

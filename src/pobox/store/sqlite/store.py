@@ -714,7 +714,10 @@ class SqliteStore:
             False,
         )
 
-    async def append(self, mailbox_id: MailboxId, message: NewMessage) -> MessageMeta:
+    def _appender(
+        self, mailbox_id: MailboxId, message: NewMessage
+    ) -> Callable[[sqlite3.Connection], MessageMeta]:
+        """What appending *message* writes, as a function of the connection (checked here)."""
         spool = message.spool
         if not isinstance(spool, FileSpool) or not spool.sealed:
             raise ValueError("append needs a sealed spool of this store")
@@ -756,9 +759,21 @@ class SqliteStore:
                 message.pop3_uidl,
             )
 
-        meta = await self._write(run)
+        return run
+
+    async def append(self, mailbox_id: MailboxId, message: NewMessage) -> MessageMeta:
+        meta = await self._write(self._appender(mailbox_id, message))
         self._notify([mailbox_id])
         return meta
+
+    async def append_many(
+        self, mailbox_id: MailboxId, messages: Sequence[NewMessage]
+    ) -> list[MessageMeta]:
+        runs = [self._appender(mailbox_id, message) for message in messages]
+        # one job of the group commit, inside its own savepoint: all of them or none
+        metas = await self._write(lambda conn: [run(conn) for run in runs])
+        self._notify([mailbox_id])
+        return metas
 
     async def list_messages(self, mailbox_id: MailboxId) -> list[MessageMeta]:
         return await self._db.read(
