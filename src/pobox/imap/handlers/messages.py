@@ -287,8 +287,10 @@ async def fetch(session: ImapSession, cmd: c.Fetch) -> None:
     if uids and f.sets_seen(items) and not selected.read_only:
         seen = await _mark_seen(session, selected, [u for u in uids if not view.is_expunged(u)])
         if seen and session.condstore:
-            # RFC 7162 §3.1: a FETCH that sets \Seen reports the new MODSEQ (and UID)
-            if not any(it.name == "UID" and it.section is None for it in items):
+            # RFC 7162 §3.1: a FETCH that sets \Seen reports the new MODSEQ (with the UID under
+            # QRESYNC, as every FETCH a change causes)
+            has_uid = any(it.name == "UID" and it.section is None for it in items)
+            if session.qresync and not has_uid:
                 items.insert(0, f.FetchItem.simple("UID"))
             if not any(it.name == "MODSEQ" for it in items):
                 items.append(f.FetchItem.simple("MODSEQ"))
@@ -444,7 +446,10 @@ async def store(session: ImapSession, cmd: c.Store) -> None:
         expected = _apply(op, meta.flags, flags)
         now = changed.get(uid) or dataclasses.replace(meta, flags=expected)
         view.told(now)
-        silent = cmd.silent and now.flags == expected and uid in known
+        unsurprising = now.flags == expected and uid in known
+        if since is not None and unsurprising and uid not in changed:
+            continue  # a conditional STORE reports what it changed (as Dovecot does)
+        silent = cmd.silent and unsurprising
         if silent and not (session.condstore and uid in changed):
             continue
         msn = view.msn_of(uid)
