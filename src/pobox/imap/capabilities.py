@@ -24,6 +24,7 @@ AFTER_LOGIN = (
     "UTF8=ACCEPT",
     "COMPRESS=DEFLATE",
     "MULTIAPPEND",
+    "WITHIN",
     "CONDSTORE",
     "QRESYNC",
 )

@@ -71,6 +71,7 @@ __all__ = [
     "FlagIs",
     "From",
     "Header",
+    "InternalAge",
     "InternalDate",
     "ModSeqAtLeast",
     "New",
@@ -185,6 +186,15 @@ class InternalDate:
 
 
 @dataclass(frozen=True, slots=True)
+class InternalAge:
+    """Internal date against a moment (RFC 5032 WITHIN): *older* is strictly before *cutoff*
+    (seconds since the epoch), else at or after it."""
+
+    older: bool
+    cutoff: float
+
+
+@dataclass(frozen=True, slots=True)
 class SentDate:
     op: DateOp
     day: date
@@ -224,6 +234,7 @@ Query: TypeAlias = (
     | SeqIn
     | Size
     | InternalDate
+    | InternalAge
     | SentDate
     | Header
     | Body
@@ -432,6 +443,11 @@ def _compile(query: Query, ctx: _Context) -> Predicate:
         if query.op == "on":
             return lambda m: start <= m.internal_date.timestamp() < end
         return lambda m: m.internal_date.timestamp() >= start
+    if isinstance(query, InternalAge):
+        cutoff = query.cutoff
+        if query.older:
+            return lambda m: m.internal_date.timestamp() < cutoff
+        return lambda m: m.internal_date.timestamp() >= cutoff
     if isinstance(query, ModSeqAtLeast):
         floor = query.modseq
         return lambda m: m.modseq >= floor

@@ -7,6 +7,7 @@ numbers versus UIDs, ``$``, CHARSET, and the shape of the answer (``* SEARCH`` o
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from pobox.imap import commands as c
@@ -85,8 +86,9 @@ class _Translator:
                 if seqs.saved:
                     return self.saved()
                 return q.UidIn(self.ranges(seqs, view.last_uid()))
-            case c.SearchAge():
-                raise CommandError("OLDER/YOUNGER need WITHIN, which is not offered", status="BAD")
+            case c.SearchAge(older=older, seconds=seconds):
+                # RFC 5032: OLDER n is more than n seconds before now, YOUNGER n within them
+                return q.InternalAge(older, time.time() - seconds)
             case c.SearchModSeq(modseq=modseq):
                 # RFC 7162 §3.1.5: MODSEQ >= n; pobox keeps one MODSEQ per message, so the
                 # entry name and type are ignored as the RFC asks
