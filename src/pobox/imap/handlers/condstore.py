@@ -117,40 +117,40 @@ async def vanished_earlier(
     """``* VANISHED (EARLIER) ...``: the UIDs expunged after MODSEQ *since* (within the UID set,
     if given), from the store's expunge log."""
     view = selected.view
-    gone = await session.service.store.expunged_since(selected.mailbox_id, ModSeq(since))
+    gone: Sequence[int] = await session.service.store.expunged_since(
+        selected.mailbox_id, ModSeq(since)
+    )
     if not gone:
         return
     if within is not None:
         top = max(view.mailbox.uidnext - 1, view.last_uid(), 1)
-        ranges = within.resolve(top)
-        starts = [lo for lo, _ in ranges]
-        gone = [u for u in gone if _in_ranges(u, starts, ranges)]
+        gone = _within(gone, within.resolve(top))
     if gone:
         session.send(r.VanishedResponse(tuple(gone), earlier=True))
 
 
-def changed_positions(selected: Selected, since: int, uids: Iterable[int] | None) -> list[int]:
-    """Numbers (1-based) of the view's messages with a MODSEQ above *since*, among *uids*
-    (ascending) or all; straight from the index's MODSEQ column."""
+def changed_in_view(selected: Selected, since: int) -> list[int]:
+    """The UIDs the view numbers whose MODSEQ is above *since*, ascending: one pass over the
+    index's MODSEQ column (no lookup per message), plus what the view still numbers of messages
+    expunged meanwhile."""
     view = selected.view
     index = view.index
-    modseqs = index.modseqs
-    out: list[int] = []
-    if uids is None and view.shares_index():
-        return [i + 1 for i in range(len(view)) if modseqs[i] > since]
-    for uid in view.uids if uids is None else uids:
-        msn = view.msn_of(uid)
-        if msn is None:
-            continue
-        pos = index.position(uid)
-        if pos is not None:
-            if modseqs[pos] > since:
-                out.append(msn)
-        else:  # expunged meanwhile, still numbered here: what the view knows of it
-            meta = view.meta(uid)
-            if meta is not None and meta.modseq > since:
-                out.append(msn)
-    return out
+    modseqs, uids = index.modseqs, index.uids
+    if view.shares_index():
+        count = len(view)
+        return [uids[i] for i, m in enumerate(modseqs) if m > since and i < count]
+    found = {uids[i] for i, m in enumerate(modseqs) if m > since}
+    out = [u for u in found if view.msn_of(u) is not None]
+    for uid in view.pending_expunge:
+        meta = view.meta(uid)
+        if meta is not None and meta.modseq > since and view.msn_of(uid) is not None:
+            out.append(uid)
+    return sorted(set(out))
+
+
+def _within(found: Sequence[int], ranges: Sequence[tuple[int, int]]) -> list[int]:
+    starts = [lo for lo, _ in ranges]
+    return [u for u in found if _in_ranges(u, starts, ranges)]
 
 
 async def qresync_select(session: ImapSession, selected: Selected, params: Qresync) -> None:
@@ -162,14 +162,14 @@ async def qresync_select(session: ImapSession, selected: Selected, params: Qresy
         return
     known = params.known_uids
     await vanished_earlier(session, selected, params.modseq, known)
-    uids: list[int] | None = None
-    if known is not None:
-        uids = []
-        for lo, hi in known.resolve(max(view.last_uid(), 1)):
-            uids.extend(view.uid_range(lo, hi))
+    changed = changed_in_view(selected, params.modseq)
+    if known is not None and changed:
+        changed = _within(changed, known.resolve(max(view.last_uid(), 1)))
     told: list[tuple[int, int]] = []
-    for msn in changed_positions(selected, params.modseq, uids):
-        meta = view.at(msn)
+    for uid in changed:
+        msn, meta = view.msn_of(uid), view.meta(uid)
+        if msn is None or meta is None:
+            continue
         session.send(r.FetchResponse(msn, session.flag_items(meta, uid=True)))
         told.append((meta.uid, meta.modseq))
     if told:
@@ -209,21 +209,17 @@ def fetch_modifiers(session: ImapSession, cmd: c.Fetch) -> FetchModifiers:
     return FetchModifiers(changed_since, vanished)
 
 
-def changed_uids(selected: Selected, uids: Iterable[int], since: int) -> list[int]:
-    """The UIDs of *uids* (numbered in the view) whose MODSEQ is above *since*."""
-    view = selected.view
-    index = view.index
-    modseqs = index.modseqs
+def changed_uids(selected: Selected, uids: Sequence[int], since: int) -> list[int]:
+    """The UIDs of *uids* (ascending, numbered in the view) whose MODSEQ is above *since*."""
+    found = changed_in_view(selected, since)
+    if len(found) > len(uids):
+        wanted = set(found)
+        return [u for u in uids if u in wanted]
     out: list[int] = []
-    for uid in uids:
-        pos = index.position(uid)
-        if pos is not None:
-            if modseqs[pos] > since:
-                out.append(uid)
-        else:
-            meta = view.meta(uid)
-            if meta is not None and meta.modseq > since:
-                out.append(uid)
+    for uid in found:
+        i = bisect.bisect_left(uids, uid)
+        if i < len(uids) and uids[i] == uid:
+            out.append(uid)
     return out
 
 

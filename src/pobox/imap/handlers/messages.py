@@ -283,6 +283,9 @@ async def fetch(session: ImapSession, cmd: c.Fetch) -> None:
             within = cmd.sequence_set
             await condstore.vanished_earlier(session, selected, modifiers.changed_since, within)
         uids = condstore.changed_uids(selected, uids, modifiers.changed_since)
+        if modifiers.vanished:
+            # expunged meanwhile: reported as vanished, not fetched
+            uids = [u for u in uids if not view.is_expunged(u)]
     seen: dict[Uid, MessageMeta] = {}
     if uids and f.sets_seen(items) and not selected.read_only:
         seen = await _mark_seen(session, selected, [u for u in uids if not view.is_expunged(u)])
