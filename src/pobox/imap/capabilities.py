@@ -25,6 +25,7 @@ AFTER_LOGIN = (
     "COMPRESS=DEFLATE",
     "MULTIAPPEND",
     "WITHIN",
+    "SAVEDATE",
     "CONDSTORE",
     "QRESYNC",
 )

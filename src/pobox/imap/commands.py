@@ -93,6 +93,12 @@ class SearchDate:
     relation: str  # "BEFORE" | "ON" | "SINCE"
     day: _dt.date
     sent: bool = False
+    saved: bool = False  # SAVEDBEFORE/SAVEDON/SAVEDSINCE (RFC 8514)
+
+
+@dataclass(frozen=True, slots=True)
+class SearchSaveDateSupported:
+    """SAVEDATESUPPORTED (RFC 8514): every message, where the mailbox keeps save dates."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +167,7 @@ SearchKey = (
     | SearchSequence
     | SearchUid
     | SearchModSeq
+    | SearchSaveDateSupported
     | SearchNot
     | SearchOr
     | SearchAnd

@@ -1,5 +1,5 @@
 """SEARCH / UID SEARCH arguments: ``search-key`` of RFC 9051 and RFC 3501, plus RFC 4731 RETURN
-options, RFC 5182 ``$``, RFC 5032 OLDER/YOUNGER and RFC 7162 MODSEQ."""
+options, RFC 5182 ``$``, RFC 5032 OLDER/YOUNGER, RFC 7162 MODSEQ and RFC 8514's save dates."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from pobox.imap.commands import (
     SearchModSeq,
     SearchNot,
     SearchOr,
+    SearchSaveDateSupported,
     SearchSequence,
     SearchSize,
     SearchText,
@@ -51,6 +52,7 @@ _DATE_KEYS = {
     "SENTON": ("ON", True),
     "SENTSINCE": ("SINCE", True),
 }
+_SAVED_KEYS = {"SAVEDBEFORE": "BEFORE", "SAVEDON": "ON", "SAVEDSINCE": "SINCE"}
 _RETURN_OPTIONS = frozenset({"MIN", "MAX", "ALL", "COUNT", "SAVE"})
 _ENTRY_TYPES = frozenset({"PRIV", "SHARED", "ALL"})
 
@@ -105,6 +107,11 @@ def parse_search_key(r: Reader, depth: int) -> SearchKey:
         relation, sent = _DATE_KEYS[name]
         r.sp()
         return SearchDate(relation, r.date(), sent=sent)
+    if name in _SAVED_KEYS:
+        r.sp()
+        return SearchDate(_SAVED_KEYS[name], r.date(), saved=True)
+    if name == "SAVEDATESUPPORTED":
+        return SearchSaveDateSupported()
     parser = _KEY_PARSERS.get(name)
     if parser is None:
         raise ParseError(f"unknown search key {name}")

@@ -96,9 +96,9 @@ def _fcolumn(values: Sequence[float]) -> array[float]:
 
 class IndexedMessage:
     """A message as SEARCH reads it, straight from the index's columns: a few ints and the
-    shared flag set; the internal date becomes a datetime only when a term asks for it."""
+    shared flag set; the dates become datetimes only when a term asks for them."""
 
-    __slots__ = ("_date", "_zone", "blob", "flags", "modseq", "size", "uid")
+    __slots__ = ("_date", "_saved", "_zone", "blob", "flags", "modseq", "size", "uid")
 
     def __init__(
         self,
@@ -109,6 +109,7 @@ class IndexedMessage:
         blob: int,
         date: float,
         zone: int,
+        saved: float = 0.0,
     ) -> None:
         self.uid = Uid(uid)
         self.modseq = ModSeq(modseq)
@@ -117,10 +118,15 @@ class IndexedMessage:
         self.blob = BlobId(blob)
         self._date = date
         self._zone = zone
+        self._saved = saved
 
     @property
     def internal_date(self) -> datetime:
         return _datetime(self._date, self._zone)
+
+    @property
+    def save_date(self) -> datetime:
+        return _datetime(self._saved)
 
 
 class IndexView(Protocol):
@@ -257,6 +263,7 @@ class MailboxIndex:
             self.blobs[pos],
             self.dates[pos],
             self.zones[pos],
+            self.saved[pos],
         )
 
     def meta(self, uid: int) -> MessageMeta | None:

@@ -81,6 +81,7 @@ __all__ = [
     "Query",
     "Ranges",
     "RecentIs",
+    "SaveDate",
     "SentDate",
     "SeqIn",
     "Size",
@@ -112,6 +113,8 @@ class Message(Protocol):
     def blob(self) -> BlobId: ...
     @property
     def internal_date(self) -> datetime: ...
+    @property
+    def save_date(self) -> datetime: ...
 
 
 #: Concrete, inclusive ranges of numbers (``*`` already resolved by the caller).
@@ -186,6 +189,15 @@ class InternalDate:
 
 
 @dataclass(frozen=True, slots=True)
+class SaveDate:
+    """The day the message was saved to its mailbox (RFC 8514 SAVEDBEFORE/SAVEDON/SAVEDSINCE),
+    in the same time zone as :class:`InternalDate`."""
+
+    op: DateOp
+    day: date
+
+
+@dataclass(frozen=True, slots=True)
 class InternalAge:
     """Internal date against a moment (RFC 5032 WITHIN): *older* is strictly before *cutoff*
     (seconds since the epoch), else at or after it."""
@@ -235,6 +247,7 @@ Query: TypeAlias = (
     | Size
     | InternalDate
     | InternalAge
+    | SaveDate
     | SentDate
     | Header
     | Body
@@ -435,14 +448,24 @@ def _compile(query: Query, ctx: _Context) -> Predicate:
         if smaller is not None:
             return lambda m: m.size < smaller
         return lambda m: True
-    if isinstance(query, InternalDate):
+    if isinstance(query, InternalDate | SaveDate):
         start = _day_start(query.day, ctx.zone)
         end = _day_start(query.day + timedelta(days=1), ctx.zone)
+        if isinstance(query, SaveDate):
+
+            def stamp(m: Message) -> float:
+                return m.save_date.timestamp()
+
+        else:
+
+            def stamp(m: Message) -> float:
+                return m.internal_date.timestamp()
+
         if query.op == "before":
-            return lambda m: m.internal_date.timestamp() < start
+            return lambda m: stamp(m) < start
         if query.op == "on":
-            return lambda m: start <= m.internal_date.timestamp() < end
-        return lambda m: m.internal_date.timestamp() >= start
+            return lambda m: start <= stamp(m) < end
+        return lambda m: stamp(m) >= start
     if isinstance(query, InternalAge):
         cutoff = query.cutoff
         if query.older:

@@ -47,6 +47,7 @@ from pobox.imap.commands import (
     SearchModSeq,
     SearchNot,
     SearchOr,
+    SearchSaveDateSupported,
     SearchSequence,
     SearchSize,
     SearchText,
@@ -483,6 +484,10 @@ def test_uid_search_keeps_message_number_range_apart() -> None:
         ),
         (b"OLDER 3600", SearchAge(True, 3600)),
         (b"YOUNGER 60", SearchAge(False, 60)),
+        (b"SAVEDON 1-Feb-2026", SearchDate("ON", dt.date(2026, 2, 1), saved=True)),
+        (b"SAVEDBEFORE 1-Feb-2026", SearchDate("BEFORE", dt.date(2026, 2, 1), saved=True)),
+        (b"SAVEDSINCE 1-Feb-2026", SearchDate("SINCE", dt.date(2026, 2, 1), saved=True)),
+        (b"SAVEDATESUPPORTED", SearchSaveDateSupported()),
         (
             b"(SINCE 01-Jan-2024 SMALLER 100000)",
             SearchAnd((SearchDate("SINCE", dt.date(2024, 1, 1)), SearchSize(False, 100000))),

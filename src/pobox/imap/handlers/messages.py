@@ -50,8 +50,7 @@ def _name(cmd: c.Fetch | c.Store | c.Copy | c.Move) -> str:
 
 # --------------------------------------------------------------------------- FETCH
 
-#: What FETCH answers (MODSEQ turns CONDSTORE on; SAVEDATE, EMAILID and THREADID are not
-#: advertised).
+#: What FETCH answers (MODSEQ turns CONDSTORE on; EMAILID and THREADID are not advertised).
 _SIMPLE_ITEMS = frozenset(
     {
         "UID",
@@ -67,6 +66,7 @@ _SIMPLE_ITEMS = frozenset(
         "RFC822.TEXT",
         "RFC822.TEXT.PEEK",
         "MODSEQ",
+        "SAVEDATE",
     }
 )
 #: Octets of a streamed literal read and written at a time.

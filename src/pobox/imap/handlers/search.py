@@ -72,9 +72,13 @@ class _Translator:
                 return q.Body(_text(value))
             case c.SearchText(value=value):
                 return q.Text(_text(value))
-            case c.SearchDate(relation=relation, day=day, sent=sent):
+            case c.SearchDate(relation=relation, day=day, sent=sent, saved=saved):
                 op = _DATE_OPS[relation]
+                if saved:
+                    return q.SaveDate(op, day)
                 return q.SentDate(op, day) if sent else q.InternalDate(op, day)
+            case c.SearchSaveDateSupported():
+                return q.All()  # every mailbox keeps save dates
             case c.SearchSize(larger=larger, size=size):
                 return q.Size(larger=size) if larger else q.Size(smaller=size)
             case c.SearchSequence(sequence_set=seqs):
