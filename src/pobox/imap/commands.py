@@ -97,6 +97,14 @@ class SearchDate:
 
 
 @dataclass(frozen=True, slots=True)
+class SearchObjectId:
+    """EMAILID / THREADID objectid (RFC 8474 §7)."""
+
+    kind: str  # "EMAILID" | "THREADID"
+    objectid: str
+
+
+@dataclass(frozen=True, slots=True)
 class SearchSaveDateSupported:
     """SAVEDATESUPPORTED (RFC 8514): every message, where the mailbox keeps save dates."""
 
@@ -168,6 +176,7 @@ SearchKey = (
     | SearchUid
     | SearchModSeq
     | SearchSaveDateSupported
+    | SearchObjectId
     | SearchNot
     | SearchOr
     | SearchAnd

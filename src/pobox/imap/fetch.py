@@ -48,6 +48,7 @@ from datetime import datetime
 
 from pobox.imap.bodystructure import _find as find_part
 from pobox.imap.bodystructure import render_bodystructure, render_envelope, section_range
+from pobox.imap.objectid import email_id
 from pobox.mail.structure import MimePart, ParsedMessage
 from pobox.store.api import Content, MessageMeta, Rendered
 
@@ -150,6 +151,8 @@ _SIMPLE = frozenset(
         "RFC822.TEXT.PEEK",
         "MODSEQ",
         "SAVEDATE",
+        "EMAILID",
+        "THREADID",
     }
 )
 _SECTIONED = frozenset({"BODY", "BINARY", "BINARY.SIZE"})
@@ -161,7 +164,8 @@ class FetchItem:
 
     ``name`` is upper case: one of the simple names (``UID``, ``FLAGS``, ``INTERNALDATE``,
     ``RFC822.SIZE``, ``ENVELOPE``, ``BODY``, ``BODYSTRUCTURE``, ``RFC822``, ``RFC822.PEEK``,
-    ``RFC822.HEADER``, ``RFC822.TEXT``, ``RFC822.TEXT.PEEK``, ``MODSEQ``, ``SAVEDATE``), or
+    ``RFC822.HEADER``, ``RFC822.TEXT``, ``RFC822.TEXT.PEEK``, ``MODSEQ``, ``SAVEDATE``,
+    ``EMAILID``, ``THREADID``), or
     ``BODY`` / ``BINARY`` / ``BINARY.SIZE`` with a ``section`` (``peek`` for the .PEEK forms).
 
     ``section_text`` is the text between the brackets exactly as the client wrote it
@@ -241,10 +245,11 @@ def materialize(pieces: Iterable[Piece], content: Content | None) -> bytes:
 
 _STRUCTURE_FREE = frozenset(
     {"UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "MODSEQ", "SAVEDATE", "RFC822", "RFC822.PEEK"}
+    | {"EMAILID", "THREADID"}
 )
 _CONTENT_FREE = frozenset(
     {"UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "MODSEQ", "SAVEDATE", "ENVELOPE", "BODY"}
-    | {"BODYSTRUCTURE"}
+    | {"BODYSTRUCTURE", "EMAILID", "THREADID"}
 )
 
 
@@ -673,6 +678,10 @@ def _simple(
         return [b"RFC822.SIZE %d" % meta.size]
     if name == "MODSEQ":
         return [b"MODSEQ (%d)" % meta.modseq]
+    if name == "EMAILID":
+        return [b"EMAILID (" + email_id(meta.blob).encode() + b")"]
+    if name == "THREADID":
+        return [b"THREADID NIL"]  # RFC 8474 §5.2: no thread identifiers (yet)
     if name in ("RFC822", "RFC822.PEEK"):
         size = parsed.size if parsed is not None else meta.size
         return [b"RFC822 ", _range_piece(content, 0, size)]

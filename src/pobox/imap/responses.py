@@ -129,6 +129,11 @@ class ResponseCode:
         return cls(name, b"%d" % value)
 
     @classmethod
+    def objectid(cls, name: str, objectid: str) -> ResponseCode:
+        """``MAILBOXID (F12-1796654232)`` (RFC 8474 §4)."""
+        return cls(name, b"(" + objectid.encode("ascii") + b")")
+
+    @classmethod
     def uidvalidity(cls, value: int) -> ResponseCode:
         return cls.number("UIDVALIDITY", value)
 

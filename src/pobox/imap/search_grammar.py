@@ -18,6 +18,7 @@ from pobox.imap.commands import (
     SearchKey,
     SearchModSeq,
     SearchNot,
+    SearchObjectId,
     SearchOr,
     SearchSaveDateSupported,
     SearchSequence,
@@ -52,6 +53,9 @@ _DATE_KEYS = {
     "SENTON": ("ON", True),
     "SENTSINCE": ("SINCE", True),
 }
+_OBJECTID_CHARS = frozenset(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
+)
 _SAVED_KEYS = {"SAVEDBEFORE": "BEFORE", "SAVEDON": "ON", "SAVEDSINCE": "SINCE"}
 _RETURN_OPTIONS = frozenset({"MIN", "MAX", "ALL", "COUNT", "SAVE"})
 _ENTRY_TYPES = frozenset({"PRIV", "SHARED", "ALL"})
@@ -112,6 +116,12 @@ def parse_search_key(r: Reader, depth: int) -> SearchKey:
         return SearchDate(_SAVED_KEYS[name], r.date(), saved=True)
     if name == "SAVEDATESUPPORTED":
         return SearchSaveDateSupported()
+    if name in ("EMAILID", "THREADID"):
+        r.sp()
+        objectid = r.atom("an object id")
+        if len(objectid) > 255 or not all(c in _OBJECTID_CHARS for c in objectid):
+            raise ParseError(f"invalid {name}")
+        return SearchObjectId(name, objectid.decode("ascii"))
     parser = _KEY_PARSERS.get(name)
     if parser is None:
         raise ParseError(f"unknown search key {name}")

@@ -67,6 +67,7 @@ __all__ = [
     "Bcc",
     "Body",
     "Cc",
+    "ContentIs",
     "DateOp",
     "FlagIs",
     "From",
@@ -231,6 +232,13 @@ class Text:
 
 
 @dataclass(frozen=True, slots=True)
+class ContentIs:
+    """Messages whose stored content is *blob* (copies share theirs)."""
+
+    blob: int
+
+
+@dataclass(frozen=True, slots=True)
 class ModSeqAtLeast:
     modseq: int
 
@@ -253,6 +261,7 @@ Query: TypeAlias = (
     | Body
     | Text
     | ModSeqAtLeast
+    | ContentIs
 )
 
 
@@ -471,6 +480,9 @@ def _compile(query: Query, ctx: _Context) -> Predicate:
         if query.older:
             return lambda m: m.internal_date.timestamp() < cutoff
         return lambda m: m.internal_date.timestamp() >= cutoff
+    if isinstance(query, ContentIs):
+        blob = query.blob
+        return lambda m: m.blob == blob
     if isinstance(query, ModSeqAtLeast):
         floor = query.modseq
         return lambda m: m.modseq >= floor

@@ -50,7 +50,7 @@ def _name(cmd: c.Fetch | c.Store | c.Copy | c.Move) -> str:
 
 # --------------------------------------------------------------------------- FETCH
 
-#: What FETCH answers (MODSEQ turns CONDSTORE on; EMAILID and THREADID are not advertised).
+#: What FETCH answers (MODSEQ turns CONDSTORE on).
 _SIMPLE_ITEMS = frozenset(
     {
         "UID",
@@ -67,6 +67,8 @@ _SIMPLE_ITEMS = frozenset(
         "RFC822.TEXT.PEEK",
         "MODSEQ",
         "SAVEDATE",
+        "EMAILID",
+        "THREADID",
     }
 )
 #: Octets of a streamed literal read and written at a time.

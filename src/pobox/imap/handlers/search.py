@@ -13,6 +13,7 @@ from typing import Any
 from pobox.imap import commands as c
 from pobox.imap import responses as r
 from pobox.imap.handlers import condstore
+from pobox.imap.objectid import email_blob
 from pobox.imap.sequences import SequenceSet, SequenceSetError
 from pobox.imap.session import SELECTED, CommandError, CommandSpec, ImapSession, Selected
 from pobox.service import search as q
@@ -79,6 +80,11 @@ class _Translator:
                 return q.SentDate(op, day) if sent else q.InternalDate(op, day)
             case c.SearchSaveDateSupported():
                 return q.All()  # every mailbox keeps save dates
+            case c.SearchObjectId(kind="EMAILID", objectid=objectid):
+                blob = email_blob(objectid)
+                return q.Not(q.All()) if blob is None else q.ContentIs(blob)
+            case c.SearchObjectId():
+                return q.Not(q.All())  # no message has a THREADID
             case c.SearchSize(larger=larger, size=size):
                 return q.Size(larger=size) if larger else q.Size(smaller=size)
             case c.SearchSequence(sequence_set=seqs):
