@@ -53,9 +53,7 @@ _DATE_KEYS = {
     "SENTON": ("ON", True),
     "SENTSINCE": ("SINCE", True),
 }
-_OBJECTID_CHARS = frozenset(
-    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
-)
+_OBJECTID_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 _SAVED_KEYS = {"SAVEDBEFORE": "BEFORE", "SAVEDON": "ON", "SAVEDSINCE": "SINCE"}
 _RETURN_OPTIONS = frozenset({"MIN", "MAX", "ALL", "COUNT", "SAVE"})
 _ENTRY_TYPES = frozenset({"PRIV", "SHARED", "ALL"})
