@@ -36,6 +36,7 @@ IDLE_LATENCY = 1.0  # seconds from the LMTP 250 to EXISTS in the IDLE session
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
 
 UNTAGGED_COUNT = re.compile(rb"^\* (\d+) (EXISTS|EXPUNGE|FETCH|RECENT)\b(.*)$", re.S)
+UNTAGGED_FLAGS = re.compile(rb"^\* FLAGS \(([^)]*)\)")
 FETCH_UID = re.compile(rb"\bUID (\d+)")
 FETCH_FLAGS = re.compile(rb"\bFLAGS \(([^)]*)\)")
 
@@ -58,6 +59,10 @@ class Session:
     log: list[bytes] = field(default_factory=list)
     tag: int = 0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: the keywords of the last FLAGS response (RFC 9051 §7.3.5: a FETCH may only show these)
+    keywords: set[bytes] = field(default_factory=set)
+    #: UIDs this session was shown as \Recent (RFC 3501 §2.3.2: no other session may be)
+    recent: set[int] = field(default_factory=set)
 
     @classmethod
     async def open(cls, name: str, port: int) -> Session:
@@ -87,6 +92,10 @@ class Session:
             return response
 
     def untagged(self, line: bytes) -> None:
+        flags_line = UNTAGGED_FLAGS.match(line)
+        if flags_line:
+            self.keywords = {f for f in flags_line[1].split() if not f.startswith(b"\\")}
+            return
         match = UNTAGGED_COUNT.match(line)
         if not match:
             return
@@ -118,7 +127,16 @@ class Session:
                 entry[0] = uid
             flags_match = FETCH_FLAGS.search(rest)
             if flags_match:
-                entry[1] = frozenset(flags_match[1].split()) - {b"\\Recent"}
+                shown = frozenset(flags_match[1].split())
+                unknown = {f for f in shown if not f.startswith(b"\\")} - self.keywords
+                if unknown:
+                    raise ProtocolError(
+                        f"{self.name}: FETCH shows {sorted(unknown)} before a FLAGS response "
+                        f"named them: {self.log[-10:]}"
+                    )
+                entry[1] = shown - {b"\\Recent"}
+                if b"\\Recent" in shown and isinstance(entry[0], int):
+                    self.recent.add(entry[0])
 
     async def command(self, text: str) -> tuple[bytes, list[bytes]]:
         """Send a command, feed the untagged responses to the model, return (status, lines)."""
@@ -290,7 +308,9 @@ async def worker(session: Session, rng: random.Random, stop: asyncio.Event, expu
         if known and action < 0.5:
             uid = rng.choice(known)
             sign = rng.choice("+-")
-            flag = rng.choice(["\\Flagged", "\\Seen", "$Work", "\\Answered"])
+            # keywords new to the mailbox now and then: every session must hear of them in
+            # FLAGS before a FETCH shows them (RFC 9051 §7.3.5)
+            flag = rng.choice(["\\Flagged", "\\Seen", "$Work", "\\Answered", f"$Label{uid % 7}"])
             # not .SILENT: the server reports the new flags, which updates our own model. A
             # message another session expunged meanwhile may be refused (RFC 9051 §7.5.1).
             status, _ = await session.command(f"UID STORE {uid} {sign}FLAGS ({flag})")
@@ -376,6 +396,12 @@ async def scenario(server: ServerProcess, sessions: int, deliveries: int) -> Non
                     f"session: {session.state()}\nserver:  {truth}\nlast: {session.log[-20:]}"
                 )
         assert not problems, "\n".join(problems)
+        # a message was \Recent in one session at most (RFC 3501 §2.3.2)
+        everyone = [*workers, idler]
+        for i, one in enumerate(everyone):
+            for other in everyone[i + 1 :]:
+                both = one.recent & other.recent
+                assert not both, f"{one.name} and {other.name} both had {both} as \\Recent"
         # and nobody still holds a UID that someone expunged
         gone: set[int] = set().union(*(s.expunged for s in [*workers, idler]))
         assert not gone & {uid for uid, _ in truth}

@@ -188,3 +188,38 @@ def test_pop3_on_node_b_is_refused_while_node_a_holds_the_maildrop(
         assert count >= 0
     finally:
         again.quit()
+
+
+def test_a_new_message_is_recent_in_one_session_of_all_nodes(
+    nodes: tuple[ServerProcess, ServerProcess],
+) -> None:
+    """RFC 3501 §2.3.2: sessions on both nodes have the mailbox selected when a message
+    arrives; the first to be told of it has it as \\Recent, the other does not, and STATUS
+    (RECENT) elsewhere counts it no more (the store's watermark decides across nodes)."""
+    a, b = nodes
+    setup = _imap(a)
+    assert setup.create("RecentAcross")[0] == "OK"
+    one, two = _imap(a), _imap(b)
+    try:
+        assert one.select("RecentAcross")[0] == "OK"
+        assert two.select("RecentAcross")[0] == "OK"
+        status, _ = setup.append("RecentAcross", None, None, b"Subject: r\r\n\r\nhi\r\n")
+        assert status == "OK"
+        shown: list[bytes] = []
+        for client in (one, two, one):
+            deadline = time.monotonic() + 10
+            while True:
+                client.noop()
+                status, data = client.fetch("1:*", "(FLAGS)")
+                assert status == "OK", data
+                if data and isinstance(data[0], bytes):
+                    shown.append(data[0])
+                    break
+                assert time.monotonic() < deadline, "the message never reached the session"
+                time.sleep(0.05)
+        assert [b"\\Recent" in flags for flags in shown] == [True, False, True], shown
+        status, data = setup.status("RecentAcross", "(MESSAGES RECENT)")
+        assert status == "OK" and b"MESSAGES 1 RECENT 0" in (data[0] or b""), data
+    finally:
+        for client in (one, two, setup):
+            client.logout()

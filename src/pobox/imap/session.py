@@ -36,6 +36,7 @@ from pobox.errors import (
 from pobox.imap import capabilities as caps
 from pobox.imap import responses as r
 from pobox.imap.commands import Command
+from pobox.imap.compress import CompressionError, DeflateStreams
 from pobox.imap.fetch import format_flags
 from pobox.imap.protocol import (
     AppendAborted,
@@ -55,8 +56,16 @@ from pobox.imap.protocol import (
     ProtocolUsageError,
 )
 from pobox.imap.sequences import SequenceSet, SequenceSetError
+from pobox.log import log_event
 from pobox.net.limits import CommandPacer, SlotLimiter, close_stream, peer_ip
-from pobox.net.tls import TlsManager, is_loopback, is_tls, prepare_upgrade, upgrade
+from pobox.net.tls import (
+    TlsManager,
+    is_loopback,
+    is_tls,
+    prepare_upgrade,
+    resume_reading,
+    upgrade,
+)
 from pobox.service.mail import MailService
 from pobox.service.view import MailboxView
 from pobox.store.api import SYSTEM_FLAGS, Account, MailboxId, MessageMeta, Uid
@@ -187,6 +196,8 @@ class ImapSession:
         self.append: Any = None  # the APPEND in progress (pobox.imap.handlers.append)
         self.wake = asyncio.Event()
         self._read_task: asyncio.Task[bytes] | None = None
+        #: COMPRESS=DEFLATE once the client asked for it (RFC 4978)
+        self.compression: DeflateStreams | None = None
         self.started = time.monotonic()
         self._output: list[bytes] = []  # queued for the client (send_raw, flush, drain)
         self._output_size = 0
@@ -194,6 +205,14 @@ class ImapSession:
         self.last_progress = self.started
         #: the command awaiting its tagged response, for the metrics: tag, name, start
         self._running: tuple[str, str, float] | None = None
+        #: for the session's log line: octets read and written, and how it ended
+        self.octets_in = 0
+        self.octets_out = 0
+        self.end = ""
+        #: set when the server shuts down (pobox.net.drain): BYE before the next command
+        self._stopping = False
+        self._stop: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[Any] | None = None
 
     # -- state helpers ----------------------------------------------------------------------
     @property
@@ -203,11 +222,6 @@ class ImapSession:
     @property
     def rev2(self) -> bool:
         return "IMAP4REV2" in self.enabled
-
-    @property
-    def secure(self) -> bool:
-        """TLS, or a client on a loopback address: a password may cross this connection."""
-        return self.tls or is_loopback(self.remote_ip)
 
     #: a VANISHED was sent since the last tagged response (see :meth:`tagged`)
     _vanished = False
@@ -230,6 +244,11 @@ class ImapSession:
         if self.selected is not None:
             code = r.ResponseCode.number("HIGHESTMODSEQ", self.selected.view.modseq)
             self.send(r.Untagged("OK", "highest", code))
+
+    @property
+    def secure(self) -> bool:
+        """TLS, or a client on a loopback address: a password may cross this connection."""
+        return self.tls or is_loopback(self.remote_ip)
 
     @property
     def plaintext_auth_allowed(self) -> bool:
@@ -308,6 +327,9 @@ class ImapSession:
             self._output.clear()
             self._output_size = 0
             if not self.writer.transport.is_closing():
+                if self.compression is not None:
+                    data = self.compression.outgoing(data)
+                self.octets_out += len(data)
                 self.writer.write(data)
 
     def tagged(self, tag: str, status: str, text: str, code: r.ResponseCode | None = None) -> None:
@@ -370,8 +392,10 @@ class ImapSession:
             selected.recent_pruned = False
         if update.exists is not None:
             arrived = view.slice(before - len(update.expunged) + 1, len(view))
-            if not selected.read_only:
-                selected.recent.update(Uid(u) for u in arrived)
+            if not selected.read_only and arrived:
+                # \Recent if no other session saw them first (RFC 3501 §2.3.2)
+                first = await self.service.index.claim_recent(view.index, arrived[-1] + 1)
+                selected.recent.update(Uid(u) for u in arrived if u >= first)
             self.send(r.exists(update.exists))
             if not self.rev2:
                 self.send(r.recent(self.recent_count()))
@@ -475,22 +499,37 @@ class ImapSession:
             out.extend(view.slice(first, last))
         return out
 
-    def mailbox_name(self, raw: bytes) -> str:
+    def mailbox_name(self, raw: bytes, *, code: str = "NONEXISTENT") -> str:
+        """The name a command gives. One that is not valid modified UTF-7 (or UTF-8) is
+        well-formed IMAP but names no mailbox: ``NO [code]`` (NONEXISTENT where a mailbox is
+        looked up, CANNOT where one would be made), as Dovecot answers NO."""
         from pobox.imap.grammar import decode_mailbox
 
         try:
             name = decode_mailbox(raw, utf8=self.utf8)
         except ValueError:
-            raise CommandError(
-                "mailbox name is not valid modified UTF-7 or UTF-8", status="BAD"
-            ) from None
+            raise CommandError("mailbox name is not valid modified UTF-7 or UTF-8", code) from None
         if name.upper() == "INBOX":
             return "INBOX"
         return name
 
     # -- the connection ---------------------------------------------------------------------
+    def stopping(self) -> bool:
+        """True once the server shuts down (a call: it changes behind the session's back)."""
+        return self._stopping
+
+    def _on_shutdown(self, force: bool) -> None:
+        """The server is shutting down: BYE at the next wait for a command (now if the session
+        is waiting), or, with *force*, at once."""
+        self._stopping = True
+        if self._stop is not None and not self._stop.done():
+            self._stop.set_result(None)
+        if force and self._task is not None:
+            self._task.cancel()
+
     async def run(self) -> None:
-        log.info("IMAP connection from %s", self.peer)
+        self._task = asyncio.current_task()
+        self.service.drain.register(self, self._on_shutdown)
         try:
             self.send(
                 r.Untagged(
@@ -504,16 +543,24 @@ class ImapSession:
                 data = await self._next_input()
                 if data is None:
                     break
+                if not data:
+                    self.end = "eof"
+                self.octets_in += len(data)
                 self.protocol.receive_data(data)
                 await self._process_events()
                 await self.drain()
                 if not data:
                     break
         except Disconnect:
-            pass
+            self.end = self.end or "disconnect"
         except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
-            pass  # the client went away, or stopped reading what it asked for
+            # the client went away (after LOGOUT, or not), or stopped reading
+            self.end = self.end or ("logout" if self.state is State.LOGOUT else "eof")
+        except asyncio.CancelledError:
+            self.end = "shutdown"
+            raise
         except Exception:
+            self.end = "error"
             log.exception("IMAP session from %s failed", self.peer)
             with contextlib.suppress(Exception):
                 self.send(r.bye("internal server error", r.ResponseCode.plain("SERVERBUG")))
@@ -522,6 +569,8 @@ class ImapSession:
             await self._cleanup()
 
     async def _cleanup(self) -> None:
+        if not self.end:
+            self.end = "logout" if self.state is State.LOGOUT else "eof"
         if self.selected is not None:
             await self.select(None)
         if self.holds_slot and self.account_slots is not None and self.account is not None:
@@ -537,12 +586,18 @@ class ImapSession:
         with contextlib.suppress(Exception):
             self.flush()
         await close_stream(self.writer)
-        log.info(
-            "IMAP connection from %s closed account=%s commands=%d duration=%.1fs",
-            self.peer,
-            self.account.address if self.account else "-",
-            self.commands,
-            time.monotonic() - self.started,
+        self.service.drain.unregister(self)
+        log_event(
+            log,
+            "session",
+            proto="imap",
+            user=self.account.address if self.account else "",
+            ip=self.remote_ip,
+            tls=self.tls,
+            duration=time.monotonic() - self.started,
+            commands=self.commands,
+            **{"in": self.octets_in, "out": self.octets_out},
+            end=self.end,
         )
 
     async def _next_input(self) -> bytes | None:
@@ -551,9 +606,21 @@ class ImapSession:
         # client that sends a byte now and then is timed out as one that sends nothing
         deadline = self.last_progress + float(self.config.imap.idle_timeout)
         while True:
+            if self.stopping():
+                # RFC 9051 §7.1.5: BYE when the server is shutting down
+                self.end = "shutdown"
+                self.send(r.bye("Server shutting down"))
+                await self.drain()
+                return None
+            if self._stop is None:
+                self._stop = asyncio.get_running_loop().create_future()
+            if self.compression is not None and self.compression.pending:
+                held = self._inflated(b"")
+                if held:
+                    return held
             if self._read_task is None:
                 self._read_task = asyncio.ensure_future(self.reader.read(READ_SIZE))
-            waiters: set[asyncio.Future[Any]] = {self._read_task}
+            waiters: set[asyncio.Future[Any]] = {self._read_task, self._stop}
             wake_task: asyncio.Task[Any] | None = None
             if self.idle_tag is not None:
                 wake_task = asyncio.ensure_future(self.wake.wait())
@@ -566,15 +633,44 @@ class ImapSession:
                 wake_task.cancel()
             if self._read_task in done:
                 task, self._read_task = self._read_task, None
-                return task.result()
+                data = task.result()
+                if self.compression is not None and data:
+                    data = self._inflated(data)
+                    if not data:
+                        continue  # the middle of a compressed block: read on
+                return data
             if wake_task is not None and wake_task in done:
                 await self.announce_updates()
                 await self.drain()
                 continue
+            if self.stopping():
+                continue
             # inactivity: RFC 9051 §5.4 allows an autologout after at least 30 minutes
+            self.end = "timeout"
             self.send(r.bye("autologout; idle for too long"))
             await self.drain()
             return None
+
+    def _inflated(self, data: bytes) -> bytes:
+        assert self.compression is not None
+        try:
+            return self.compression.incoming(data)
+        except CompressionError as exc:
+            log.warning("%s sent a corrupt compressed stream: %s", self.peer, exc)
+            self.end = "compression error"
+            raise Disconnect from None
+
+    async def start_compression(self, tag: str) -> None:
+        """Answer COMPRESS with OK, in plain; everything after it is compressed both ways.
+        What the client sent after the command, before it could have seen the OK, is dropped
+        (as after STARTTLS)."""
+        dropped = prepare_upgrade(self.reader, self.writer)
+        self.tagged(tag, "OK", "DEFLATE active")
+        await self.drain()
+        if self.protocol.start_compression() or dropped:
+            log.warning("%s sent data after COMPRESS before its answer; discarded", self.peer)
+        self.compression = DeflateStreams(READ_SIZE)
+        resume_reading(self.writer)
 
     async def _process_events(self) -> None:
         while True:

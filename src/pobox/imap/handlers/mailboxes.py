@@ -49,7 +49,7 @@ async def _finish(session: ImapSession, tag: str, name: str) -> None:
 
 async def create(session: ImapSession, cmd: c.Create) -> None:
     account = session.require_account()
-    name = session.mailbox_name(cmd.mailbox)
+    name = session.mailbox_name(cmd.mailbox, code="CANNOT")
     for parameter in cmd.parameters:
         if parameter.name != "USE":
             raise CommandError(f"unknown CREATE parameter {parameter.name}", status="BAD")
@@ -78,14 +78,14 @@ async def rename(session: ImapSession, cmd: c.Rename) -> None:
     if cmd.parameters:
         raise CommandError("RENAME takes no parameters", status="BAD")
     old = session.mailbox_name(cmd.old)
-    new = session.mailbox_name(cmd.new)
+    new = session.mailbox_name(cmd.new, code="CANNOT")
     await _service(session).rename(account, old, new)
     await _finish(session, cmd.tag, "RENAME")
 
 
 async def subscribe(session: ImapSession, cmd: c.Subscribe) -> None:
     account = session.require_account()
-    await _service(session).subscribe(account, session.mailbox_name(cmd.mailbox))
+    await _service(session).subscribe(account, session.mailbox_name(cmd.mailbox, code="CANNOT"))
     await _finish(session, cmd.tag, "SUBSCRIBE")
 
 
@@ -98,13 +98,13 @@ async def unsubscribe(session: ImapSession, cmd: c.Unsubscribe) -> None:
 # --------------------------------------------------------------------------- LIST / LSUB
 
 
-def _text(session: ImapSession, raw: bytes, what: str) -> str:
+def _text(session: ImapSession, raw: bytes) -> str | None:
+    """A reference or pattern; None when it is not valid modified UTF-7 (or UTF-8): it matches
+    no mailbox, so LIST answers nothing for it (as Dovecot does), never BAD."""
     try:
         return decode_mailbox(raw, utf8=session.utf8)
     except ValueError:
-        raise CommandError(
-            f"the {what} is not valid modified UTF-7 or UTF-8", status="BAD"
-        ) from None
+        return None
 
 
 def _status_items(session: ImapSession, items: tuple[str, ...]) -> tuple[str, ...]:
@@ -178,12 +178,14 @@ async def list_(session: ImapSession, cmd: c.List) -> None:
     if cmd.status_items is not None:
         status_items = _status_items(session, cmd.status_items)
 
-    reference = _text(session, cmd.reference, "reference name")
-    patterns = [_text(session, p, "mailbox pattern") for p in cmd.patterns]
-    if "" in patterns:
+    reference = _text(session, cmd.reference)
+    decoded = [_text(session, p) for p in cmd.patterns]
+    if "" in decoded:
         # RFC 9051 §6.3.9: an empty pattern asks for the delimiter and the root name
         session.send(r.ListItem(("\\Noselect",), DELIMITER, ""))
-    patterns = [_canonical_pattern(reference, p) for p in patterns if p]
+    patterns: list[str] = []
+    if reference is not None:
+        patterns = [_canonical_pattern(reference, p) for p in decoded if p]
     entries: list[ListEntry] = []
     if patterns:
         entries = await _service(session).matching(
@@ -210,11 +212,11 @@ async def lsub(session: ImapSession, cmd: c.Lsub) -> None:
     """RFC 3501 §6.3.9. RFC 9051 deprecates LSUB (Appendix E) but a server that also
     advertises IMAP4rev1 keeps it, so it works after ENABLE IMAP4rev2 too."""
     account = session.require_account()
-    reference = _text(session, cmd.reference, "reference name")
-    pattern = _text(session, cmd.pattern, "mailbox pattern")
-    if not pattern:
+    reference = _text(session, cmd.reference)
+    pattern = _text(session, cmd.pattern)
+    if pattern == "":
         session.send(r.ListItem(("\\Noselect",), DELIMITER, "", kind="LSUB"))
-    else:
+    elif pattern is not None and reference is not None:
         found = await _service(session).lsub(account, _canonical_pattern(reference, pattern))
         for name, selectable in found:
             attributes = () if selectable else ("\\Noselect",)
