@@ -26,6 +26,7 @@ AFTER_LOGIN = (
     "MULTIAPPEND",
     "WITHIN",
     "SAVEDATE",
+    "OBJECTID",
     "CONDSTORE",
     "QRESYNC",
 )

@@ -2,7 +2,7 @@
 
 ``objectid = 1*255(ALPHA / DIGIT / "_" / "-")``. A MAILBOXID stays with the mailbox through
 RENAME and is never used again for another mailbox: it joins the mailbox's row id and its
-UIDVALIDITY, both drawn from counters of the store that are never reused. An EMAILID names the
+UIDVALIDITY, which the store draws from a counter that never goes back. An EMAILID names the
 stored content, which COPY and MOVE share and which a new message never reuses (the content's
 id comes from a counter too), so copies of one message have one EMAILID and different messages
 never share one. THREADID is NIL: pobox keeps no threads yet (RFC 8474 §5.2 allows that).

@@ -286,10 +286,15 @@ class StatusResponse:
     """``* STATUS INBOX (MESSAGES 3 UIDNEXT 4)``"""
 
     name: str
-    items: tuple[tuple[str, int], ...]
+    items: tuple[tuple[str, int | str], ...]  # a str is an object id: MAILBOXID (F1-2)
 
     def render(self, *, utf8: bool = False) -> bytes:
-        body = b" ".join(b"%s %d" % (k.encode("ascii"), v) for k, v in self.items)
+        body = b" ".join(
+            b"%s %d" % (k.encode("ascii"), v)
+            if isinstance(v, int)
+            else k.encode("ascii") + b" (" + v.encode("ascii") + b")"
+            for k, v in self.items
+        )
         return b"* STATUS " + mailbox_name(self.name, utf8=utf8) + b" (" + body + b")" + CRLF
 
 

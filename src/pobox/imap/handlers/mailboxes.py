@@ -13,6 +13,7 @@ from typing import Any
 from pobox.imap import commands as c
 from pobox.imap import responses as r
 from pobox.imap.grammar import decode_mailbox
+from pobox.imap.objectid import mailbox_id
 from pobox.imap.session import AUTH, CommandError, CommandSpec, ImapSession
 from pobox.service.mailboxes import BadSpecialUse, HasChildren, ListEntry, Mailboxes
 from pobox.service.mailboxes import canonical_pattern as _canonical_pattern
@@ -31,6 +32,7 @@ STATUS_ITEMS = frozenset(
         "SIZE",
         "APPENDLIMIT",
         "HIGHESTMODSEQ",
+        "MAILBOXID",
     }
 )
 
@@ -54,10 +56,15 @@ async def create(session: ImapSession, cmd: c.Create) -> None:
         if parameter.name != "USE":
             raise CommandError(f"unknown CREATE parameter {parameter.name}", status="BAD")
     try:
-        await _service(session).create(account, name, cmd.special_use)
+        mailbox = await _service(session).create(account, name, cmd.special_use)
     except BadSpecialUse as exc:
         raise CommandError(str(exc), "USEATTR") from None
-    await _finish(session, cmd.tag, "CREATE")
+    await session.announce_updates()
+    # RFC 8474 §4.1: the new mailbox's MAILBOXID in the tagged OK
+    objectid = mailbox_id(mailbox.id, mailbox.uidvalidity)
+    session.tagged(
+        cmd.tag, "OK", "CREATE completed", r.ResponseCode.objectid("MAILBOXID", objectid)
+    )
 
 
 async def delete(session: ImapSession, cmd: c.Delete) -> None:
@@ -121,8 +128,8 @@ def _status_items(session: ImapSession, items: tuple[str, ...]) -> tuple[str, ..
 
 def _status_values(
     session: ImapSession, items: tuple[str, ...], mailbox: Mailbox, status: MailboxStatus
-) -> tuple[tuple[str, int], ...]:
-    values = {
+) -> tuple[tuple[str, int | str], ...]:
+    values: dict[str, int | str] = {
         "MESSAGES": status.messages,
         "UIDNEXT": status.uidnext,
         "UIDVALIDITY": mailbox.uidvalidity,
@@ -132,6 +139,7 @@ def _status_values(
         "RECENT": status.recent + _recent_here(session, mailbox),
         "APPENDLIMIT": session.config.imap.max_literal,
         "HIGHESTMODSEQ": status.highest_modseq,
+        "MAILBOXID": mailbox_id(mailbox.id, mailbox.uidvalidity),
     }
     return tuple((item, values[item]) for item in items)
 

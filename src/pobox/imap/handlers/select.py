@@ -9,6 +9,7 @@ from pobox.errors import NotFound
 from pobox.imap import commands as c
 from pobox.imap import responses as r
 from pobox.imap.handlers import condstore
+from pobox.imap.objectid import mailbox_id
 from pobox.imap.session import AUTH, SELECTED, CommandError, CommandSpec, ImapSession, Selected
 from pobox.service.index import DELETED_BIT
 from pobox.service.view import MailboxView
@@ -81,6 +82,8 @@ async def _select(session: ImapSession, cmd: c.Select | c.Examine, read_only: bo
     session.send(
         r.Untagged("OK", "predicted next UID", r.ResponseCode.uidnext(view.mailbox.uidnext))
     )
+    objectid = mailbox_id(mailbox.id, mailbox.uidvalidity)
+    session.send(r.Untagged("OK", "mailbox id", r.ResponseCode.objectid("MAILBOXID", objectid)))
     if session.condstore:
         # the view's MODSEQ: every change up to it is in what this SELECT reports
         code = r.ResponseCode.number("HIGHESTMODSEQ", view.modseq)
