@@ -156,6 +156,26 @@ class _Metrics:
             ),
             worker,
         )
+        self.store = _Labelled(
+            Gauge(
+                "pobox_store_objects",
+                "What the store holds, by kind (accounts, mailboxes, messages); worker 0 counts",
+                ["kind", "worker"],
+                multiprocess_mode="livesum",
+                registry=None,
+            ),
+            worker,
+        )
+        self.store_bytes = _Labelled(
+            Gauge(
+                "pobox_store_message_bytes",
+                "Octets of the stored messages (a copy counts again); worker 0 counts",
+                ["worker"],
+                multiprocess_mode="livesum",
+                registry=None,
+            ),
+            worker,
+        )
         self.registry: CollectorRegistry = CollectorRegistry()
         MultiProcessCollector(self.registry, path=str(directory))  # type: ignore[no-untyped-call]
 
@@ -325,6 +345,17 @@ def update(blocks: Iterable[Mapping[str, object]]) -> None:
     for kind, count in counts.items():
         active.blocks[kind,].set(count)
     active.memory[()].set(_resident())
+
+
+def store_totals(accounts: int, mailboxes: int, messages: int, octets: int) -> None:
+    """The store's size, as worker 0 counted it last (pobox.server)."""
+    active = _active
+    if active is None:
+        return
+    active.store["accounts",].set(accounts)
+    active.store["mailboxes",].set(mailboxes)
+    active.store["messages",].set(messages)
+    active.store_bytes[()].set(octets)
 
 
 def _resident() -> int:

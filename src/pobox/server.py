@@ -41,6 +41,8 @@ log = logging.getLogger("pobox.server")
 
 StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 SWEEP_INTERVAL = 3600.0
+#: Seconds between two counts of the whole store (worker 0; pobox status, metrics).
+STORE_COUNT_INTERVAL = 60.0
 #: Seconds between two updates of the metrics that are looked at rather than counted.
 METRICS_INTERVAL = 5.0
 #: Seconds sessions cut off after ``[server] shutdown_grace`` get to unwind.
@@ -487,6 +489,33 @@ async def sweeper(service: MailService, interval: float = SWEEP_INTERVAL) -> Non
         await asyncio.sleep(interval)
 
 
+class StoreCounter:
+    """Worker 0 counts the store now and then (one read): for ``pobox status`` and the
+    metrics. Counting is a scan of the message table, so not more often than *interval*."""
+
+    def __init__(self, service: MailService) -> None:
+        self.service = service
+        self.totals: dict[str, int] = {}
+
+    async def run(self, interval: float = STORE_COUNT_INTERVAL) -> None:
+        while True:
+            try:
+                totals = await self.service.store.totals()
+            except Exception as exc:
+                log.warning("cannot count the store: %s", exc)
+            else:
+                self.totals = {
+                    "accounts": totals.accounts,
+                    "mailboxes": totals.mailboxes,
+                    "messages": totals.messages,
+                    "octets": totals.octets,
+                }
+                metrics.store_totals(
+                    totals.accounts, totals.mailboxes, totals.messages, totals.octets
+                )
+            await asyncio.sleep(interval)
+
+
 async def stop(running: Running) -> None:
     """SIGTERM: stop accepting, ask every session to end (IMAP BYE, POP3 -ERR without UPDATE,
     SMTP/LMTP 421 once the DATA under way is answered), wait for them up to ``[server]
@@ -589,8 +618,10 @@ async def _serve_store(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, running.stopping.set)
     loop.add_signal_handler(signal.SIGHUP, hangup, running)
+    counter = StoreCounter(service)
     if worker == 0:
         running.tasks.append(loop.create_task(sweeper(service)))
+        running.tasks.append(loop.create_task(counter.run()))
     listening = {
         name: f"{getattr(config, name).listen}:{running.port(name)}" for name in running.servers
     }
@@ -603,6 +634,7 @@ async def _serve_store(
             "version": __version__,
             "listeners": listening,
             "memory": memory(),
+            **({"store": counter.totals} if counter.totals else {}),
         },
         control=partial(_control, service),
     )

@@ -212,6 +212,12 @@ def format_status(workers: list[dict[str, Any]]) -> str:
             f"memory: {sum(int(m.get('rss_mib', 0)) for m in memory)} MiB resident, "
             f"{sum(int(m.get('python_kblocks', 0)) for m in memory)} thousand Python blocks"
         )
+    store = next((d["store"] for d in workers if isinstance(d.get("store"), dict)), None)
+    if store is not None:  # worker 0 counts it every minute
+        lines.append(
+            f"store: accounts {store.get('accounts', 0)}, mailboxes {store.get('mailboxes', 0)}, "
+            f"messages {store.get('messages', 0)}, {int(store.get('octets', 0)) / 1e6:.1f} MB"
+        )
     listeners = workers[0].get("listeners", {})
     if listeners:
         lines.append("listening: " + ", ".join(f"{k} {v}" for k, v in sorted(listeners.items())))

@@ -116,8 +116,11 @@ def test_a_refusal_is_an_answer(tmp_path, event_loop: str) -> None:  # type: ign
         table = server.cli("status").stdout.decode()
         assert "lmtp" in table and "refused" in table
         assert re.search(r"^memory: [1-9][0-9]* MiB resident, [1-9][0-9]* thousand", table, re.M)
+        # counted at start (then every minute): the one account and its mailboxes
+        assert re.search(r"^store: accounts 1, mailboxes [1-9][0-9]*, messages ", table, re.M)
         (worker,) = json.loads(server.cli("status", "--json").stdout)
         assert worker["memory"]["rss_mib"] > 0 and worker["memory"]["python_kblocks"] > 0
+        assert worker["store"]["accounts"] == 1 and worker["store"]["messages"] >= 0
     log = server.log.read_text()
     assert "Traceback" not in log and " ERROR " not in log, log[-3000:]
 

@@ -179,6 +179,9 @@ def test_counters_add_up_over_both_workers(server: ServerProcess) -> None:
     assert total("pobox_logins_total", protocol="imap", result="failed") == 2
     assert total("pobox_logins_total", protocol="pop3", result="ok") == 3
     assert total("pobox_logins_total", protocol="pop3", result="failed") == 1
+    # the store, as worker 0 counted it when it started (then every minute): ann and bob
+    assert total("pobox_store_objects", kind="accounts") == 2
+    assert total("pobox_store_objects", kind="mailboxes") >= 2
     # deliveries, per recipient
     assert total("pobox_deliveries_total", result="delivered", reason="ok") == 4
     assert total("pobox_deliveries_total", result="rejected", reason="unknown_recipient") == 2

@@ -104,6 +104,28 @@ async def test_append_many_is_all_or_nothing(store: Store) -> None:
         await store.append_many(gone.id, messages)
 
 
+async def test_totals_count_the_whole_store(store: Store) -> None:
+    empty = await store.totals()
+    assert (empty.accounts, empty.messages, empty.octets) == (0, 0, 0)
+    a = await store.create_account("a@example.org", "h")
+    await store.create_account("b@example.org", "h")
+    inbox = await store.get_mailbox(a.id, "INBOX")
+    assert inbox is not None
+    first = await append(store, inbox.id, message_bytes(1))
+    second = await append(store, inbox.id, message_bytes(2, size=1000))
+    kept = await store.create_mailbox(a.id, "Kept")
+    await store.copy(inbox.id, [first.uid], kept.id)  # a copy counts again
+    totals = await store.totals()
+    mailboxes = len(await store.list_mailboxes(a.id)) + len(
+        await store.list_mailboxes((await store.get_account("b@example.org")).id)  # type: ignore[union-attr]
+    )
+    assert totals.accounts == 2 and totals.mailboxes == mailboxes
+    assert totals.messages == 3
+    assert totals.octets == 2 * first.size + second.size
+    await store.expunge(inbox.id, [second.uid])
+    assert (await store.totals()).messages == 2
+
+
 async def test_uids_are_never_reused_after_expunge(store: Store) -> None:
     account = await store.create_account("a@example.org", "h")
     inbox = await store.get_mailbox(account.id, "INBOX")

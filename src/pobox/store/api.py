@@ -70,6 +70,17 @@ class Mailbox:
 
 
 @dataclass(frozen=True, slots=True)
+class StoreTotals:
+    """The size of the whole store: what ``pobox status`` and the metrics show. *octets* adds
+    up the messages' sizes (a copy counts again, as it would against a quota)."""
+
+    accounts: int
+    mailboxes: int
+    messages: int
+    octets: int
+
+
+@dataclass(frozen=True, slots=True)
 class MailboxStatus:
     messages: int
     unseen: int
@@ -234,6 +245,10 @@ class Store(Protocol):
     async def get_account_by_id(self, account_id: AccountId) -> Account | None: ...
     async def resolve_address(self, address: str) -> Account | None: ...
     async def list_accounts(self) -> list[Account]: ...
+    async def totals(self) -> StoreTotals:
+        """Accounts, mailboxes, messages and their octets, counted in one read."""
+        ...
+
     async def delete_account(self, account_id: AccountId) -> None: ...
     async def set_password_hash(self, account_id: AccountId, password_hash: str) -> None: ...
     async def set_account_setting(

@@ -58,6 +58,7 @@ from pobox.store.api import (
     Rendered,
     SearchFields,
     Spool,
+    StoreTotals,
     Uid,
 )
 from pobox.store.postgres.content import PRELOAD_MAX, ChunkReader, PgContent, TempSpool
@@ -521,6 +522,16 @@ class PostgresStore:
             return await self._account(conn, row)
 
         return await self._read(run)
+
+    async def totals(self) -> StoreTotals:
+        async def run(conn: Any) -> StoreTotals:
+            row = await conn.fetchrow(
+                "SELECT (SELECT count(*) FROM accounts), (SELECT count(*) FROM mailboxes),"
+                " count(*), coalesce(sum(size), 0) FROM messages"
+            )
+            return StoreTotals(int(row[0]), int(row[1]), int(row[2]), int(row[3]))
+
+        return await self._read(run, snapshot=True)
 
     async def list_accounts(self) -> list[Account]:
         async def run(conn: Any) -> list[Account]:

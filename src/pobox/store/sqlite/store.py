@@ -39,6 +39,7 @@ from pobox.store.api import (
     Rendered,
     SearchFields,
     Spool,
+    StoreTotals,
     Uid,
 )
 from pobox.store.rows import (
@@ -358,6 +359,16 @@ class SqliteStore:
                 "SELECT id, address, password_hash FROM accounts ORDER BY address"
             ).fetchall()
             return [a for a in (self._account(conn, r) for r in rows) if a is not None]
+
+        return await self._db.read(run)
+
+    async def totals(self) -> StoreTotals:
+        def run(conn: sqlite3.Connection) -> StoreTotals:
+            row = conn.execute(
+                "SELECT (SELECT count(*) FROM accounts), (SELECT count(*) FROM mailboxes),"
+                " count(*), coalesce(sum(size), 0) FROM messages"
+            ).fetchone()
+            return StoreTotals(int(row[0]), int(row[1]), int(row[2]), int(row[3]))
 
         return await self._db.read(run)
 
