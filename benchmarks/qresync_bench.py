@@ -99,17 +99,17 @@ def main(argv: list[str] | None = None) -> int:
                 failed = True
                 print(f"  {target} {size}: FAILED: {exc}", file=sys.stderr)
                 continue
-            rows.append(
-                [
-                    target,
-                    str(size),
-                    str(int(r["fetch"])),
-                    str(int(r["vanished"])),
-                    str(int(r["octets"])),
-                    f"{r['first_ms']:.1f}",
-                    f"{r['median_ms']:.1f}",
-                ]
-            )
+            row = [
+                target,
+                str(size),
+                str(int(r["fetch"])),
+                str(int(r["vanished"])),
+                str(int(r["octets"])),
+                f"{r['first_ms']:.1f}",
+                f"{r['median_ms']:.1f}",
+            ]
+            print("  " + " ".join(row), flush=True)  # (an interrupted run keeps what it measured)
+            rows.append(row)
     print_table(
         ["target", "messages", "FETCH", "VANISHED", "octets", "first ms", "median ms"], rows
     )
