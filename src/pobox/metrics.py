@@ -21,6 +21,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pobox.status import alive, resident_bytes
+
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
@@ -240,20 +242,10 @@ def disable() -> None:
 def remove_stale(directory: Path) -> None:
     for path in directory.glob("*.db"):
         match = _FILE.match(path.name)
-        if match is None or _alive(int(match.group(1))):
+        if match is None or alive(int(match.group(1))):
             continue
         with contextlib.suppress(OSError):
             path.unlink()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def exposition() -> bytes:
@@ -344,7 +336,7 @@ def update(blocks: Iterable[Mapping[str, object]]) -> None:
         counts[kind] = counts.get(kind, 0) + 1
     for kind, count in counts.items():
         active.blocks[kind,].set(count)
-    active.memory[()].set(_resident())
+    active.memory[()].set(resident_bytes())
 
 
 def store_totals(accounts: int, mailboxes: int, messages: int, octets: int) -> None:
@@ -356,12 +348,3 @@ def store_totals(accounts: int, mailboxes: int, messages: int, octets: int) -> N
     active.store["mailboxes",].set(mailboxes)
     active.store["messages",].set(messages)
     active.store_bytes[()].set(octets)
-
-
-def _resident() -> int:
-    try:
-        with open("/proc/self/statm", "rb") as statm:
-            pages = int(statm.read().split()[1])
-    except (OSError, ValueError, IndexError):
-        return 0
-    return pages * os.sysconf("SC_PAGE_SIZE")

@@ -46,11 +46,17 @@ def memory() -> dict[str, int]:
     """This process's memory, coarse enough that an idle server's status file stays as it is:
     the resident set in MiB, and the blocks Python has allocated (``sys.getallocatedblocks``,
     which moves with every object kept and is blind to native allocations) in thousands."""
+    return {"rss_mib": resident_bytes() >> 20, "python_kblocks": sys.getallocatedblocks() // 1000}
+
+
+def resident_bytes() -> int:
+    """This process's resident set (Linux ``/proc``; 0 where there is none)."""
     try:
-        resident = int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        with open("/proc/self/statm", "rb") as statm:
+            pages = int(statm.read().split()[1])
     except (OSError, ValueError, IndexError):
-        resident = 0
-    return {"rss_mib": resident >> 20, "python_kblocks": sys.getallocatedblocks() // 1000}
+        return 0
+    return pages * os.sysconf("SC_PAGE_SIZE")
 
 
 def run_dir(data_path: Path) -> Path:
@@ -149,7 +155,8 @@ class StatusBoard:
             self.path.unlink()
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """True while process *pid* exists (one of another user counts too)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -171,7 +178,7 @@ def read_status(data_path: Path) -> list[dict[str, Any]]:
             pid = int(document["pid"])
         except (OSError, ValueError, KeyError, TypeError):
             continue  # being replaced, or not ours
-        if not _alive(pid):
+        if not alive(pid):
             with contextlib.suppress(OSError):
                 path.unlink()  # left by a worker that was killed
             continue
