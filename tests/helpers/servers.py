@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import imaplib
 import os
 import signal
 import socket
@@ -172,3 +173,20 @@ def postgres_nodes(
             node.start()
             started.callback(node.stop)
         yield nodes
+
+
+def imap_login(port: int, user: str, password: str) -> str:
+    """Log in on a new IMAP connection to 127.0.0.1 and out again: "OK", or the server's
+    refusal text (``[UNAVAILABLE] ...``, ``[AUTHENTICATIONFAILED] ...``)."""
+    imap = imaplib.IMAP4("127.0.0.1", port, timeout=30)
+    try:
+        imap.login(user, password)
+    except imaplib.IMAP4.error as exc:
+        text = exc.args[0] if exc.args else b""  # imaplib passes the server's bytes
+        return text.decode(errors="replace") if isinstance(text, bytes) else str(text)
+    finally:
+        try:
+            imap.logout()
+        except (imaplib.IMAP4.error, OSError):
+            pass
+    return "OK"

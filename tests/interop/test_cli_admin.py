@@ -4,7 +4,6 @@ while a server runs, the README's ways to run the CLI, and the log settings."""
 
 from __future__ import annotations
 
-import imaplib
 import json
 import os
 import pty
@@ -14,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.helpers.servers import POBOX, free_port, pobox, server_process
+from tests.helpers.servers import POBOX, free_port, imap_login, pobox, server_process
 
 from pobox import __version__
 
@@ -154,21 +153,6 @@ def test_store_copy_refuses_while_a_server_uses_the_store(tmp_path: Path) -> Non
         assert again.returncode == 1 and b"stop it first" in again.stderr, again
 
 
-def _login(port: int, user: str, password: str) -> str:
-    imap = imaplib.IMAP4("127.0.0.1", port)
-    try:
-        imap.login(user, password)
-    except imaplib.IMAP4.error as exc:
-        text = exc.args[0] if exc.args else b""  # imaplib passes the server's bytes
-        return text.decode(errors="replace") if isinstance(text, bytes) else str(text)
-    finally:
-        try:
-            imap.logout()
-        except (imaplib.IMAP4.error, OSError):
-            pass
-    return "OK"
-
-
 def test_unblock_on_a_running_two_worker_server(tmp_path: Path) -> None:
     extra = "\n[auth]\nmax_failures = 2\nblock_seconds = 300\npenalty_max = 0.0\n"
     with server_process(tmp_path, {"demo@localhost": "demo"}, extra, workers=2) as server:
@@ -181,7 +165,7 @@ def test_unblock_on_a_running_two_worker_server(tmp_path: Path) -> None:
         # (the kernel spreads connections over them) block 127.0.0.1
         blocked: set[int] = set()
         for n in range(200):
-            _login(port, f"nobody{n}@localhost", "wrong")
+            imap_login(port, f"nobody{n}@localhost", "wrong")
             if n % 4 == 3:
                 time.sleep(0.6)  # the status board is written every 0.5 s
                 listing = json.loads(server.cli("auth", "blocks", "--json").stdout)
@@ -189,14 +173,14 @@ def test_unblock_on_a_running_two_worker_server(tmp_path: Path) -> None:
                 if len(blocked) == 2:
                     break
         assert len(blocked) == 2, "both workers should block 127.0.0.1"
-        assert "UNAVAILABLE" in _login(port, "demo@localhost", "demo")
+        assert "UNAVAILABLE" in imap_login(port, "demo@localhost", "demo")
         text = server.cli("auth", "blocks").stdout.decode()
         assert "address" in text and "127.0.0.1" in text
         unblocked = server.cli("auth", "unblock", "127.0.0.1").stdout.decode()
         assert "lifted in 2 worker(s): address 127.0.0.1" in unblocked
         # right away, whichever worker takes the connection
         for _ in range(6):
-            assert _login(port, "demo@localhost", "demo") == "OK"
+            assert imap_login(port, "demo@localhost", "demo") == "OK"
         assert json.loads(server.cli("auth", "blocks", "--json").stdout) == []
         nothing = server.cli("auth", "unblock", "192.0.2.1").stdout
         assert b"no block or failure count for 192.0.2.1" in nothing
@@ -233,7 +217,7 @@ def test_json_log_to_a_file_reopened_on_sighup(tmp_path: Path) -> None:
     log = tmp_path / "server.log"  # the file server_process watches for "serving"
     extra = f'\n[server]\nlog_format = "json"\nlog_file = "{log}"\n'
     with server_process(tmp_path, {"demo@localhost": "demo"}, extra) as server:
-        assert _login(server.ports["imap"], "demo@localhost", "not-the-password") != "OK"
+        assert imap_login(server.ports["imap"], "demo@localhost", "not-the-password") != "OK"
         lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
         assert any("serving" in line["message"] for line in lines)
         failed = [line for line in lines if "authentication failed" in line["message"]]
@@ -247,7 +231,7 @@ def test_json_log_to_a_file_reopened_on_sighup(tmp_path: Path) -> None:
         while not log.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert log.exists(), "SIGHUP reopens the log file"
-        _login(server.ports["imap"], "demo@localhost", "wrong-again")
+        imap_login(server.ports["imap"], "demo@localhost", "wrong-again")
         deadline = time.monotonic() + 10
         while "authentication failed" not in log.read_text() and time.monotonic() < deadline:
             time.sleep(0.05)

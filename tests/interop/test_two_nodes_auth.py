@@ -4,35 +4,19 @@ lifts it everywhere at once (docs/decisions/admin-control.md)."""
 
 from __future__ import annotations
 
-import imaplib
 import json
 import time
 from pathlib import Path
 
 import pytest
 from tests.helpers.postgres import session_database
-from tests.helpers.servers import postgres_nodes
+from tests.helpers.servers import imap_login, postgres_nodes
 
 pytestmark = pytest.mark.interop
 
 USER = "shared@localhost"
 PASSWORD = "secret"
 EXTRA = "\n[auth]\nmax_failures = 3\nblock_seconds = 300\npenalty_max = 0.0\n"
-
-
-def _login(port: int, user: str, password: str) -> str:
-    imap = imaplib.IMAP4("127.0.0.1", port, timeout=30)
-    try:
-        imap.login(user, password)
-    except imaplib.IMAP4.error as exc:
-        text = exc.args[0] if exc.args else b""
-        return text.decode(errors="replace") if isinstance(text, bytes) else str(text)
-    finally:
-        try:
-            imap.logout()
-        except (imaplib.IMAP4.error, OSError):
-            pass
-    return "OK"
 
 
 def test_a_block_on_one_node_is_listed_and_lifted_from_the_other(tmp_path: Path) -> None:
@@ -43,9 +27,9 @@ def test_a_block_on_one_node_is_listed_and_lifted_from_the_other(tmp_path: Path)
             port_a = a.ports["imap"]
             # wrong passwords for names that do not exist: node A blocks 127.0.0.1
             for n in range(3):
-                assert _login(port_a, f"nobody{n}@localhost", "wrong") != "OK"
-            assert "UNAVAILABLE" in _login(port_a, USER, PASSWORD)
-            assert _login(b.ports["imap"], USER, PASSWORD) == "OK"  # node B counts apart
+                assert imap_login(port_a, f"nobody{n}@localhost", "wrong") != "OK"
+            assert "UNAVAILABLE" in imap_login(port_a, USER, PASSWORD)
+            assert imap_login(b.ports["imap"], USER, PASSWORD) == "OK"  # node B counts apart
 
             listing = json.loads(b.cli("auth", "blocks", "--json").stdout)
             assert [(x["kind"], x["key"], x["worker"]) for x in listing] == [
@@ -55,7 +39,7 @@ def test_a_block_on_one_node_is_listed_and_lifted_from_the_other(tmp_path: Path)
 
             lifted = b.cli("auth", "unblock", "127.0.0.1").stdout.decode()
             assert "lifted on every node (recorded in the store): address 127.0.0.1" in lifted
-            assert _login(port_a, USER, PASSWORD) == "OK"  # at once, on node A
+            assert imap_login(port_a, USER, PASSWORD) == "OK"  # at once, on node A
             assert "lifted on another node" in a.log.read_text()
             # each node's status file follows within its half-second tick
             for node in (a, b):
