@@ -95,6 +95,30 @@ class DeliveryConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RelayConfig:
+    """The outbound queue and where it sends (docs/relay.md)."""
+
+    #: the smarthost every message goes through; "" sends to each domain's MX hosts
+    host: str = ""
+    port: int = 587
+    #: "starttls" (required), "implicit" (TLS from the start) or "none" (plain text)
+    tls: str = "starttls"
+    username: str = ""
+    password: str = ""
+    #: seconds a message is retried before it is bounced (5 days)
+    queue_lifetime: int = 5 * 86400
+    #: seconds after which the sender gets a delay notice; 0: never
+    delay_warning: int = 4 * 3600
+    #: the first retry's delay in seconds; each next one doubles, up to retry_max
+    retry_min: int = 300
+    retry_max: int = 3600
+    #: the port of MX hosts (25; another value is for tests)
+    mx_port: int = 25
+    #: seconds to wait for each reply of the next hop
+    timeout: int = 300
+
+
+@dataclass(frozen=True, slots=True)
 class AuthConfig:
     """Failed-login penalties and the verified-credentials cache, shared by every protocol
     (docs/security.md)."""
@@ -176,6 +200,7 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    relay: RelayConfig = field(default_factory=RelayConfig)
     source: str = "(defaults)"
 
     @property
@@ -205,12 +230,18 @@ _RANGES: dict[str, tuple[int, int]] = {
     "max_connections_per_ip": (1, 1000000),
     "max_imap_sessions_per_account": (1, 100000),
     "commands_per_second": (1, 1000000),
+    "queue_lifetime": (60, 365 * 86400),
+    "delay_warning": (0, 365 * 86400),
+    "retry_min": (1, 86400),
+    "retry_max": (1, 7 * 86400),
+    "mx_port": (1, 65535),
 }
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "log_level": ("debug", "info", "warning", "error"),
     "event_loop": ("uvloop", "asyncio"),
     "log_format": ("text", "json"),
+    "tls": ("starttls", "implicit", "none"),
 }
 
 

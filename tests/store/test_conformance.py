@@ -475,3 +475,120 @@ async def test_auth_blocks_are_recorded_listed_and_lifted(store: Store) -> None:
     assert lifted == [AuthBlock("address", "192.0.2.7", 11, now + 300)]
     assert await store.get_auth_block("address", "192.0.2.7") is None
     assert [b.key for b in await store.list_auth_blocks(now)] == ["bob@example.org"]
+
+
+# the outbound queue (docs/decisions/outbound-queue.md) ---------------------------------------
+
+
+async def test_queue_add_get_content_list_and_delete(store: Store) -> None:
+    from pobox.store.api import QUEUE_PENDING
+
+    now = 1_900_000_000.0
+    body = b"From: a@example.org\r\n\r\n" + bytes(range(256)) * 4
+    added = await store.queue_add("Q1", "a@example.org", ["b@x.example", "c@y.example"], body, now)
+    assert added.id == "Q1" and added.size == len(body)
+    await store.queue_add("Q2", "", ["d@z.example"], b"bounce\r\n", now + 1)
+    with pytest.raises(AlreadyExists):
+        await store.queue_add("Q1", "a@example.org", ["e@x.example"], b"x", now)
+    got = await store.queue_get("Q1")
+    assert got is not None and got.sender == "a@example.org" and not got.warned
+    assert [(r.address, r.state, r.attempts) for r in got.recipients] == [
+        ("b@x.example", QUEUE_PENDING, 0),
+        ("c@y.example", QUEUE_PENDING, 0),
+    ]
+    assert got.next_attempt == now and got.created == now
+    assert await store.queue_content("Q1") == body
+    assert [m.id for m in await store.queue_list()] == ["Q1", "Q2"]
+    assert (await store.queue_list())[1].sender == ""
+    assert await store.queue_length() == 2
+    assert await store.queue_delete("Q1") is True
+    assert await store.queue_delete("Q1") is False
+    assert await store.queue_get("Q1") is None
+    with pytest.raises(NotFound):
+        await store.queue_content("Q1")
+    assert await store.queue_length() == 1
+
+
+async def test_queue_claim_leases_due_messages_once(store: Store) -> None:
+    now = 1_900_000_000.0
+    for n in range(5):
+        await store.queue_add(f"Q{n}", "a@example.org", ["b@x.example"], b"m\r\n", now + n)
+    # only due messages, earliest first, up to the limit
+    first = await store.queue_claim("node-a", now + 2, 600, 2)
+    assert [m.id for m in first] == ["Q0", "Q1"]
+    # leased: another claim (another node) does not get them while the lease runs
+    second = await store.queue_claim("node-b", now + 10, 600, 10)
+    assert [m.id for m in second] == ["Q2", "Q3", "Q4"]
+    assert await store.queue_claim("node-c", now + 20, 600, 10) == []
+    # a lease that ran out (its node died) makes the message claimable again
+    again = await store.queue_claim("node-c", now + 700, 600, 10)
+    assert sorted(m.id for m in again) == ["Q0", "Q1", "Q2", "Q3", "Q4"]
+
+
+async def test_queue_concurrent_claims_never_share_a_message(store: Store) -> None:
+    now = 1_900_000_000.0
+    for n in range(40):
+        await store.queue_add(f"Q{n:02}", "a@example.org", ["b@x.example"], b"m\r\n", now)
+    claims = await asyncio.gather(*(store.queue_claim(f"node-{k}", now, 600, 7) for k in range(8)))
+    ids = [m.id for claim in claims for m in claim]
+    assert len(ids) == len(set(ids)) == 40
+
+
+async def test_queue_record_per_recipient_results(store: Store) -> None:
+    from pobox.store.api import (
+        QUEUE_DELIVERED,
+        QUEUE_FAILED,
+        QUEUE_PENDING,
+        RecipientResult,
+    )
+
+    now = 1_900_000_000.0
+    rcpts = ["b@x.example", "c@x.example", "d@y.example"]
+    await store.queue_add("Q1", "a@example.org", rcpts, b"m\r\n", now)
+    claimed = await store.queue_claim("node-a", now, 600, 10)
+    assert [m.id for m in claimed] == ["Q1"]
+    left = await store.queue_record(
+        "Q1",
+        [
+            RecipientResult("b@x.example", QUEUE_DELIVERED, "250 ok"),
+            RecipientResult("c@x.example", QUEUE_FAILED, "550 5.1.1 no such user"),
+            RecipientResult("d@y.example", QUEUE_PENDING, "451 4.3.0 later", now + 300),
+        ],
+        now,
+    )
+    assert left is not None
+    states = {r.address: (r.state, r.attempts, r.last_error) for r in left.recipients}
+    assert states == {
+        "b@x.example": (QUEUE_DELIVERED, 1, "250 ok"),
+        "c@x.example": (QUEUE_FAILED, 1, "550 5.1.1 no such user"),
+        "d@y.example": (QUEUE_PENDING, 1, "451 4.3.0 later"),
+    }
+    assert left.next_attempt == now + 300
+    # the lease is released, but the message is not due before its next attempt
+    assert await store.queue_claim("node-b", now + 299, 600, 10) == []
+    # a result for a recipient that is done already changes nothing
+    left = await store.queue_record(
+        "Q1", [RecipientResult("b@x.example", QUEUE_FAILED, "x")], now, warned=True
+    )
+    assert left is not None and left.warned
+    assert {r.address: r.state for r in left.recipients}["b@x.example"] == QUEUE_DELIVERED
+    # retry makes it due now; the last pending recipient delivered: the message leaves
+    assert await store.queue_retry("Q1", now + 1) == 1
+    assert [m.id for m in await store.queue_claim("node-b", now + 1, 600, 10)] == ["Q1"]
+    done = await store.queue_record(
+        "Q1", [RecipientResult("d@y.example", QUEUE_DELIVERED, "250 ok")], now + 2
+    )
+    assert done is None
+    assert await store.queue_get("Q1") is None and await store.queue_length() == 0
+    assert await store.queue_record("Q1", [], now) is None
+    assert await store.queue_retry(None, now) == 0
+
+
+async def test_dkim_keys_are_kept_per_domain(store: Store) -> None:
+    from pobox.store.api import DkimKey
+
+    assert await store.get_dkim_key("example.org") is None
+    await store.save_dkim_key(DkimKey("Example.ORG", "s1", b"-----KEY 1-----", 1.0))
+    await store.save_dkim_key(DkimKey("example.org", "s2", b"-----KEY 2-----", 2.0))
+    key = await store.get_dkim_key("EXAMPLE.org")
+    assert key == DkimKey("example.org", "s2", b"-----KEY 2-----", 2.0)

@@ -233,6 +233,59 @@ class AuthBlock:
     until: float
 
 
+#: States of one recipient of a queued outbound message (docs/decisions/outbound-queue.md).
+QUEUE_PENDING = "pending"  # not tried yet, or deferred (a 4xx or no connection): tried again
+QUEUE_DELIVERED = "delivered"  # the next hop answered 250
+QUEUE_FAILED = "failed"  # a 5xx, the lifetime ran out, or an administrator bounced it
+
+
+@dataclass(frozen=True, slots=True)
+class QueueRecipient:
+    """One recipient of a queued message and where its delivery stands. Times are seconds
+    since the epoch."""
+
+    address: str
+    state: str  # QUEUE_PENDING, QUEUE_DELIVERED or QUEUE_FAILED
+    attempts: int
+    next_attempt: float
+    last_error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedMessage:
+    """A message in the outbound queue (its content is read with ``queue_content``)."""
+
+    id: str
+    sender: str  # "" for the null reverse-path (a bounce)
+    created: float
+    size: int
+    recipients: tuple[QueueRecipient, ...]
+    warned: bool  # a delay notice went to the sender
+    next_attempt: float  # the earliest next attempt of its pending recipients
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientResult:
+    """What one delivery attempt did for one recipient: the new state, and for a deferred
+    (still pending) recipient when to try again."""
+
+    address: str
+    state: str
+    error: str = ""
+    next_attempt: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class DkimKey:
+    """A domain's DKIM signing key: RSA private key in PEM, kept in the store so that every
+    node signs with it."""
+
+    domain: str
+    selector: str
+    private_key: bytes
+    created: float
+
+
 class Store(Protocol):
     """One mail store. Methods are atomic and durable on return."""
 
@@ -369,6 +422,65 @@ class Store(Protocol):
     async def delete_auth_blocks(self, keys: Iterable[tuple[str, str]]) -> list[AuthBlock]:
         """Lift the blocks on these (kind, key) pairs; returns those that were recorded."""
         ...
+
+    # the outbound queue (docs/decisions/outbound-queue.md)
+    async def queue_add(
+        self, queue_id: str, sender: str, recipients: Sequence[str], content: bytes, now: float
+    ) -> QueuedMessage:
+        """Queue a message for *recipients* (all pending, due at *now*); durable on return.
+        AlreadyExists when *queue_id* is taken."""
+        ...
+
+    async def queue_claim(
+        self, owner: str, now: float, lease: float, limit: int
+    ) -> list[QueuedMessage]:
+        """Claim up to *limit* messages with a pending recipient due at *now* whose lease is
+        free or ran out: each is leased to *owner* until *now* + *lease*, so that no other
+        claim (on any node) returns it meanwhile. Earliest due first."""
+        ...
+
+    async def queue_content(self, queue_id: str) -> bytes:
+        """A queued message's content (NotFound when it left the queue)."""
+        ...
+
+    async def queue_record(
+        self,
+        queue_id: str,
+        results: Sequence[RecipientResult],
+        now: float,
+        *,
+        warned: bool = False,
+    ) -> QueuedMessage | None:
+        """Record an attempt's results for pending recipients (others are left alone; a
+        recipient recorded pending counts one more attempt) and release the lease; *warned*
+        marks the delay notice as sent. A message with no pending recipient left leaves the
+        queue: returns None then (and when it was not queued)."""
+        ...
+
+    async def queue_get(self, queue_id: str) -> QueuedMessage | None: ...
+    async def queue_list(self) -> list[QueuedMessage]:
+        """Every queued message, oldest first."""
+        ...
+
+    async def queue_delete(self, queue_id: str) -> bool:
+        """Drop a message from the queue; False when it was not there."""
+        ...
+
+    async def queue_retry(self, queue_id: str | None, now: float) -> int:
+        """Make the pending recipients of one message (None: of every message) due at *now*
+        and free its lease; returns the number of messages changed."""
+        ...
+
+    async def queue_length(self) -> int:
+        """The number of queued messages."""
+        ...
+
+    # DKIM keys
+    async def save_dkim_key(self, key: DkimKey) -> None:
+        """Keep *key* as the domain's signing key (replacing one it had)."""
+        ...
+
+    async def get_dkim_key(self, domain: str) -> DkimKey | None: ...
 
     # coordination
     async def try_lock(self, account_id: AccountId, name: str) -> Lock | None: ...

@@ -145,6 +145,38 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (kind, key)
     );
     """,
+    # 4: the outbound queue (content with the row: committed in the same transaction) and the
+    # DKIM signing keys, shared by every node (docs/decisions/outbound-queue.md)
+    """
+    CREATE TABLE outbound (
+        id TEXT PRIMARY KEY,
+        sender TEXT NOT NULL,
+        created DOUBLE PRECISION NOT NULL,
+        size BIGINT NOT NULL,
+        warned BOOLEAN NOT NULL DEFAULT FALSE,
+        next_attempt DOUBLE PRECISION NOT NULL,
+        lease_owner TEXT NOT NULL DEFAULT '',
+        lease_until DOUBLE PRECISION NOT NULL DEFAULT 0,
+        content BYTEA NOT NULL
+    );
+    CREATE INDEX outbound_due ON outbound (next_attempt);
+    CREATE TABLE outbound_rcpt (
+        queue_id TEXT NOT NULL REFERENCES outbound(id) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        address TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt DOUBLE PRECISION NOT NULL,
+        last_error TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (queue_id, position)
+    );
+    CREATE TABLE dkim_keys (
+        domain TEXT PRIMARY KEY,
+        selector TEXT NOT NULL,
+        private_key BYTEA NOT NULL,
+        created DOUBLE PRECISION NOT NULL
+    );
+    """,
 )
 
 

@@ -62,6 +62,7 @@ from pobox.store.api import (
     Uid,
 )
 from pobox.store.postgres.content import PRELOAD_MAX, ChunkReader, PgContent, TempSpool
+from pobox.store.postgres.queue import PostgresQueue
 from pobox.store.postgres.schema import CHUNK_SIZE, migrate
 from pobox.store.rows import (
     COLUMN_PIECE,
@@ -273,7 +274,7 @@ class _Listener:
                 conn.terminate()
 
 
-class PostgresStore:
+class PostgresStore(PostgresQueue):
     """The shared backend. See the module docstring and docs/postgresql.md."""
 
     def __init__(self, dsn: str, data_dir: Path | None = None) -> None:

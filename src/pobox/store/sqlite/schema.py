@@ -123,6 +123,38 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (kind, key)
     )
     """,
+    # 4: the outbound queue (content with the row: committed in the same transaction) and the
+    # DKIM signing keys (docs/decisions/outbound-queue.md)
+    """
+    CREATE TABLE outbound (
+        id TEXT PRIMARY KEY,
+        sender TEXT NOT NULL,
+        created REAL NOT NULL,
+        size INTEGER NOT NULL,
+        warned INTEGER NOT NULL DEFAULT 0,
+        next_attempt REAL NOT NULL,
+        lease_owner TEXT NOT NULL DEFAULT '',
+        lease_until REAL NOT NULL DEFAULT 0,
+        content BLOB NOT NULL
+    );
+    CREATE INDEX outbound_due ON outbound (next_attempt);
+    CREATE TABLE outbound_rcpt (
+        queue_id TEXT NOT NULL REFERENCES outbound(id) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        address TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt REAL NOT NULL,
+        last_error TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (queue_id, position)
+    ) WITHOUT ROWID;
+    CREATE TABLE dkim_keys (
+        domain TEXT PRIMARY KEY,
+        selector TEXT NOT NULL,
+        private_key BLOB NOT NULL,
+        created REAL NOT NULL
+    )
+    """,
 )
 
 

@@ -20,6 +20,7 @@ from pobox.store.api import (
     DEFAULT_MAILBOXES,
     Account,
     AccountId,
+    AccountImage,
     AuthBlock,
     BlobId,
     ChangeBatch,
@@ -32,13 +33,17 @@ from pobox.store.api import (
     MailboxId,
     MailboxStatus,
     MessageColumns,
+    MessageImage,
     MessageMeta,
     ModSeq,
     NewMessage,
     Recoverable,
+    RecoverableImage,
     Rendered,
+    RestoreContent,
     SearchFields,
     Spool,
+    StoreSnapshot,
     StoreTotals,
     Uid,
 )
@@ -56,6 +61,7 @@ from pobox.store.rows import (
 )
 from pobox.store.sqlite.db import Database, as_store_error
 from pobox.store.sqlite.files import FileContent, FileLayout, FileSpool
+from pobox.store.sqlite.queue import SqliteQueue
 from pobox.store.sqlite.schema import migrate
 
 log = logging.getLogger("pobox.store")
@@ -114,7 +120,7 @@ class _FileLock:
             self._fd = None
 
 
-class SqliteStore:
+class SqliteStore(SqliteQueue):
     """The embedded backend. See docs/storage.md."""
 
     def __init__(self, root: Path) -> None:
@@ -1431,3 +1437,36 @@ class SqliteStore:
             return found
 
         return await self._db.read(run)
+
+    # backup and restore (pobox.store.sqlite.restore) ------------------------------------------
+    def snapshot(
+        self, addresses: Sequence[str] | None = None
+    ) -> contextlib.AbstractAsyncContextManager[StoreSnapshot]:
+        from pobox.store.sqlite import restore
+
+        return restore.snapshot(self, addresses)
+
+    async def restore_account(self, image: AccountImage, *, replace: bool = False) -> Account:
+        from pobox.store.sqlite import restore
+
+        return await restore.restore_account(self, image, replace)
+
+    async def restore_messages(
+        self,
+        mailbox_id: MailboxId,
+        messages: Sequence[MessageImage],
+        contents: Mapping[str, RestoreContent | BlobId],
+    ) -> dict[str, BlobId]:
+        from pobox.store.sqlite import restore
+
+        return await restore.restore_messages(self, mailbox_id, messages, contents)
+
+    async def restore_recoverable(
+        self,
+        account_id: AccountId,
+        items: Sequence[RecoverableImage],
+        contents: Mapping[str, RestoreContent | BlobId],
+    ) -> dict[str, BlobId]:
+        from pobox.store.sqlite import restore
+
+        return await restore.restore_recoverable(self, account_id, items, contents)
