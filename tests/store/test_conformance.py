@@ -592,3 +592,139 @@ async def test_dkim_keys_are_kept_per_domain(store: Store) -> None:
     await store.save_dkim_key(DkimKey("example.org", "s2", b"-----KEY 2-----", 2.0))
     key = await store.get_dkim_key("EXAMPLE.org")
     assert key == DkimKey("example.org", "s2", b"-----KEY 2-----", 2.0)
+
+
+# -- backup snapshots and restores (docs/backup.md) ------------------------------------------
+
+
+async def _restore_content(store: Store, data: bytes) -> object:
+    from pobox.store.api import RestoreContent
+
+    message = await new_message(store, data)
+    return RestoreContent(message.spool, message.structure, message.fields)
+
+
+async def test_snapshot_images_an_account_as_of_one_moment(store: Store) -> None:
+    account = await store.create_account("img@example.org", "hash-1")
+    await store.add_alias("alias@example.org", account.id)
+    await store.set_account_setting(account.id, "pop3.retention", "keep")
+    await store.set_subscribed(account.id, "Gone", True)
+    inbox = await store.get_mailbox(account.id, "INBOX")
+    assert inbox is not None
+    first = await append(store, inbox.id, message_bytes(1), flags={"\\Seen", "$Label1"})
+    second = await append(store, inbox.id, message_bytes(2), pop3_uidl="UIDL-2")
+    await store.copy(inbox.id, [first.uid], inbox.id)  # a copy shares the content
+    await store.expunge(inbox.id, [second.uid], keep_recoverable=True)
+    async with store.snapshot(["IMG@example.org"]) as snap:
+        # written after the snapshot began: not in it
+        await append(store, inbox.id, message_bytes(3))
+        (image,) = await snap.accounts()
+        box = {m.name: m for m in image.mailboxes}["INBOX"]
+        contents = {m.uid: await snap.read_content(m.content) for m in box.messages}
+        recovered = await snap.read_content(image.recoverable[0].content or "")
+    assert image.address == "img@example.org" and image.password_hash == "hash-1"
+    assert image.aliases == ("alias@example.org",)
+    assert image.settings == {"pop3.retention": "keep"}
+    assert "Gone" in image.subscriptions and "INBOX" in image.subscriptions
+    assert [m.uid for m in box.messages] == [1, 3]
+    assert box.messages[0].flags == {"\\Seen", "$Label1"}
+    assert box.messages[0].content == box.messages[1].content
+    assert contents[1] == message_bytes(1)
+    assert box.uidnext == 4 and box.uidvalidity == inbox.uidvalidity
+    assert [(e.uid, e.modseq) for e in box.expunged] == [(2, box.highest_modseq)]
+    (item,) = image.recoverable
+    assert (item.mailbox_name, item.uid, item.uidl) == ("INBOX", 2, "UIDL-2")
+    assert recovered == message_bytes(2)
+    with pytest.raises(NotFound):
+        async with store.snapshot(["nobody@example.org"]) as snap:
+            await snap.accounts()
+
+
+async def test_restore_keeps_ids_and_refuses_a_taken_address(store: Store) -> None:
+    from pobox.store.api import AccountImage, MailboxImage, MessageImage, RecoverableImage
+
+    size_a, size_b = len(message_bytes(1)), len(message_bytes(2))
+
+    def msg(uid: int, modseq: int, flags: set[str], tz: int, key: str, size: int) -> MessageImage:
+        return MessageImage(uid, modseq, frozenset(flags), 1.6e9 + uid, tz, 1.7e9, size, key)
+
+    messages = (
+        msg(3, 7, {"\\Flagged", "work"}, 120, "a", size_a),
+        dataclasses.replace(
+            msg(9, 11, set(), -300, "b", size_b), pop3_uidl="X-UIDL", pop3_hidden_at=1.8e9
+        ),
+        msg(10, 12, {"\\Seen"}, 0, "a", size_a),
+    )
+    image = AccountImage(
+        address="back@example.org",
+        password_hash="$argon2id$x",
+        created=1_500_000_000.0,
+        settings={"pop3.retention": "keep-days:3"},
+        aliases=("b2@example.org",),
+        subscriptions=("INBOX", "Work/2024"),
+        mailboxes=(
+            MailboxImage("INBOX", 4_000_000_000, 12, 13, 10, None, messages),
+            MailboxImage("Work/2024", 77, 1, 1, 1, "\\Archive"),
+        ),
+        recoverable=(
+            RecoverableImage(
+                "INBOX", 5, "old-uidl", 1.75e9, False, "b", frozenset(), 1.6e9, 0, size_b
+            ),
+        ),
+    )
+    account = await store.restore_account(image)
+    boxes = {m.name: m for m in await store.list_mailboxes(account.id)}
+    assert set(boxes) == {"INBOX", "Work/2024"}
+    inbox = boxes["INBOX"]
+    assert (inbox.uidvalidity, inbox.uidnext, inbox.highest_modseq) == (4_000_000_000, 12, 13)
+    assert boxes["Work/2024"].special_use == "\\Archive"
+    a = await _restore_content(store, message_bytes(1))
+    b = await _restore_content(store, message_bytes(2))
+    blobs = await store.restore_messages(inbox.id, messages, {"a": a, "b": b})  # type: ignore[dict-item]
+    await store.restore_recoverable(account.id, image.recoverable, {"b": blobs["b"]})
+    listed = await store.list_messages(inbox.id)
+    assert [(m.uid, m.modseq) for m in listed] == [(3, 7), (9, 11), (10, 12)]
+    assert listed[0].flags == {"\\Flagged", "work"} and listed[0].blob == listed[2].blob
+    assert listed[0].internal_date.utcoffset() == timedelta(minutes=120)
+    assert listed[1].pop3_uidl == "X-UIDL" and listed[1].pop3_hidden
+    content = await store.open_message(inbox.id, Uid(9))
+    try:
+        assert content.read(0, content.size) == message_bytes(2)
+    finally:
+        content.close()
+    assert await store.expunged_since(inbox.id, ModSeq(0)) == []
+    (recoverable,) = await store.list_recoverable(account.id)
+    assert (recoverable.uid, recoverable.uidl) == (5, "old-uidl")
+    resolved = await store.resolve_address("b2@example.org")
+    assert resolved is not None and resolved.id == account.id
+    assert (await store.get_account_by_id(account.id)).settings == {  # type: ignore[union-attr]
+        "pop3.retention": "keep-days:3"
+    }
+    assert set(await store.list_subscriptions(account.id)) == {"INBOX", "Work/2024"}
+    # new mailboxes get a UIDVALIDITY above every restored one
+    later = await store.create_mailbox(account.id, "Later")
+    assert later.uidvalidity > 4_000_000_000
+    # a UID at UIDNEXT or above, or one already there, is refused
+    c = await _restore_content(store, message_bytes(3))
+    with pytest.raises(InvalidInput):
+        await store.restore_messages(
+            inbox.id,
+            [msg(12, 13, set(), 0, "c", len(message_bytes(3)))],
+            {"c": c},  # type: ignore[dict-item]
+        )
+    with pytest.raises(InvalidInput):
+        await store.restore_messages(
+            inbox.id,
+            [msg(3, 13, set(), 0, "a", size_a)],
+            {"a": blobs["a"]},
+        )
+    # the account exists: refused, unless replacing it
+    with pytest.raises(AlreadyExists):
+        await store.restore_account(image)
+    replaced = await store.restore_account(
+        dataclasses.replace(image, password_hash="new"), replace=True
+    )
+    assert replaced.password_hash == "new"
+    boxes = {m.name: m for m in await store.list_mailboxes(replaced.id)}
+    assert await store.list_messages(boxes["INBOX"].id) == []
+    assert await store.list_recoverable(replaced.id) == []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import BinaryIO, NewType, Protocol
@@ -496,5 +497,124 @@ class Store(Protocol):
         the moment, not the zone the Date: header was written in."""
         ...
 
+    # backup and restore (docs/backup.md): whole accounts as they are, ids and all
+    def snapshot(
+        self, addresses: Sequence[str] | None = None
+    ) -> AbstractAsyncContextManager[StoreSnapshot]:
+        """One consistent, read-only view of the accounts at *addresses* (None: every
+        account) while the store goes on serving: their images and their contents as of one
+        moment. NotFound for an address that is no account."""
+        ...
+
+    async def restore_account(self, image: AccountImage, *, replace: bool = False) -> Account:
+        """Create the account of *image* with its password hash, settings, aliases,
+        subscriptions and mailboxes (UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ and expunge log as in
+        the image; no messages yet: ``restore_messages``). AlreadyExists when the address (or
+        an alias) is taken, unless *replace*, which first deletes that account and its mail.
+        The store's UIDVALIDITY counter moves past every restored UIDVALIDITY."""
+        ...
+
+    async def restore_messages(
+        self,
+        mailbox_id: MailboxId,
+        messages: Sequence[MessageImage],
+        contents: Mapping[str, RestoreContent | BlobId],
+    ) -> dict[str, BlobId]:
+        """Store *messages* with the UIDs, MODSEQs, flags, dates and POP3 state they carry (in
+        one transaction), each with the content its ``content`` key names in *contents*: new
+        content (a sealed spool of this store) or one stored before (its BlobId). Returns the
+        BlobId of every key used. InvalidInput for a UID at or above the mailbox's UIDNEXT,
+        a MODSEQ above its HIGHESTMODSEQ or a UID already there."""
+        ...
+
+    async def restore_recoverable(
+        self,
+        account_id: AccountId,
+        items: Sequence[RecoverableImage],
+        contents: Mapping[str, RestoreContent | BlobId],
+    ) -> dict[str, BlobId]:
+        """Store recovery items (messages a POP3 client deleted) as in *items*; like
+        ``restore_messages`` for contents."""
+        ...
+
 
 StoreFactory = Callable[[], Awaitable[Store]]
+
+
+# -- backup and restore images (docs/backup.md) ---------------------------------------------
+# What a backup keeps of an account, independent of the backend. Times are epoch seconds (with
+# the zone offset in minutes where the store keeps one). ``content`` is a key: the backend's
+# own in a snapshot (read it with ``StoreSnapshot.read_content``), the backup's (a SHA-256)
+# in a restore.
+
+
+@dataclass(frozen=True, slots=True)
+class MessageImage:
+    uid: int
+    modseq: int
+    flags: frozenset[str]
+    internal_date: float
+    internal_tz: int
+    save_date: float
+    size: int
+    content: str
+    pop3_uidl: str | None = None  # a stored UIDL; None: derived from UID and UIDVALIDITY
+    pop3_hidden_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxImage:
+    name: str
+    uidvalidity: int
+    uidnext: int
+    highest_modseq: int
+    recent_floor: int
+    special_use: str | None
+    messages: tuple[MessageImage, ...] = ()
+    expunged: tuple[Expunged, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RecoverableImage:
+    mailbox_name: str
+    uid: int
+    uidl: str
+    deleted_at: float
+    still_present: bool
+    content: str | None  # None while the message is still in its mailbox (still_present)
+    flags: frozenset[str]
+    internal_date: float
+    internal_tz: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class AccountImage:
+    address: str
+    password_hash: str
+    created: float
+    settings: Mapping[str, str] = field(default_factory=dict)
+    aliases: tuple[str, ...] = ()
+    subscriptions: tuple[str, ...] = ()
+    mailboxes: tuple[MailboxImage, ...] = ()
+    recoverable: tuple[RecoverableImage, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreContent:
+    """A content to store with restored messages: a sealed spool of the store and what
+    ``pobox.mail`` parsed of it (as for ``NewMessage``)."""
+
+    spool: Spool
+    structure: bytes
+    fields: SearchFields
+
+
+class StoreSnapshot(Protocol):
+    """The store as of one moment (``Store.snapshot``)."""
+
+    async def accounts(self) -> list[AccountImage]: ...
+    async def read_content(self, key: str) -> bytes:
+        """A content named by a ``content`` key of this snapshot's images; NotFound when it
+        is no longer there (the embedded store removes a file when its last message goes)."""
+        ...

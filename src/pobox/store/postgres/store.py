@@ -39,6 +39,7 @@ from pobox.store.api import (
     DEFAULT_MAILBOXES,
     Account,
     AccountId,
+    AccountImage,
     AuthBlock,
     BlobId,
     ChangeBatch,
@@ -51,13 +52,17 @@ from pobox.store.api import (
     MailboxId,
     MailboxStatus,
     MessageColumns,
+    MessageImage,
     MessageMeta,
     ModSeq,
     NewMessage,
     Recoverable,
+    RecoverableImage,
     Rendered,
+    RestoreContent,
     SearchFields,
     Spool,
+    StoreSnapshot,
     StoreTotals,
     Uid,
 )
@@ -1760,6 +1765,38 @@ class PostgresStore(PostgresQueue):
             }
 
         return await self._read(run)
+    # backup and restore (pobox.store.postgres.restore) ----------------------------------------
+    def snapshot(
+        self, addresses: Sequence[str] | None = None
+    ) -> contextlib.AbstractAsyncContextManager[StoreSnapshot]:
+        from pobox.store.postgres import restore
+
+        return restore.snapshot(self, addresses)
+
+    async def restore_account(self, image: AccountImage, *, replace: bool = False) -> Account:
+        from pobox.store.postgres import restore
+
+        return await restore.restore_account(self, image, replace)
+
+    async def restore_messages(
+        self,
+        mailbox_id: MailboxId,
+        messages: Sequence[MessageImage],
+        contents: Mapping[str, RestoreContent | BlobId],
+    ) -> dict[str, BlobId]:
+        from pobox.store.postgres import restore
+
+        return await restore.restore_messages(self, mailbox_id, messages, contents)
+
+    async def restore_recoverable(
+        self,
+        account_id: AccountId,
+        items: Sequence[RecoverableImage],
+        contents: Mapping[str, RestoreContent | BlobId],
+    ) -> dict[str, BlobId]:
+        from pobox.store.postgres import restore
+
+        return await restore.restore_recoverable(self, account_id, items, contents)
 
 
 async def _no_reset(_conn: Any) -> None:

@@ -1,0 +1,428 @@
+"""Backup snapshots and restores of the PostgreSQL store (``Store.snapshot``, ``restore_*``).
+
+A snapshot is one REPEATABLE READ, read-only transaction on its own connection, held for as long
+as the backup runs: every row, and every content (``blob_chunks``), as of one moment, while the
+other connections go on writing.
+
+Restores write rows with the ids the image carries (UIDVALIDITY, UIDs, MODSEQs), which no other
+write path does; everything else about them is as in pobox.store.postgres.store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+
+from pobox.errors import AlreadyExists, InvalidInput, NotFound
+from pobox.store.api import (
+    Account,
+    AccountId,
+    AccountImage,
+    BlobId,
+    Expunged,
+    MailboxId,
+    MailboxImage,
+    MessageImage,
+    ModSeq,
+    RecoverableImage,
+    RestoreContent,
+    Uid,
+)
+from pobox.store.postgres.content import TempSpool
+from pobox.store.postgres.schema import CHUNK_SIZE
+from pobox.store.rows import join_flags, keywords_text, split_flags
+
+if TYPE_CHECKING:
+    from pobox.store.postgres.store import PostgresStore, Tx
+
+
+class PostgresSnapshot:
+    def __init__(self, conn: Any, addresses: Sequence[str] | None) -> None:
+        self.conn = conn
+        self.addresses = None if addresses is None else list(addresses)
+
+    async def accounts(self) -> list[AccountImage]:
+        conn = self.conn
+        if self.addresses is None:
+            rows = await conn.fetch(
+                "SELECT id, address, password_hash, created FROM accounts"
+                ' ORDER BY address COLLATE "C"'
+            )
+        else:
+            rows = []
+            for address in self.addresses:
+                row = await conn.fetchrow(
+                    "SELECT id, address, password_hash, created FROM accounts"
+                    " WHERE lower(address) = lower($1)",
+                    address,
+                )
+                if row is None:
+                    raise NotFound(f"no account {address}")
+                rows.append(row)
+        return [await self._account(row) for row in rows]
+
+    async def _account(self, row: Any) -> AccountImage:
+        conn = self.conn
+        account_id = row[0]
+        settings = {
+            r[0]: r[1]
+            for r in await conn.fetch(
+                "SELECT key, value FROM account_settings WHERE account_id = $1", account_id
+            )
+        }
+        aliases = tuple(
+            r[0]
+            for r in await conn.fetch(
+                'SELECT alias FROM aliases WHERE account_id = $1 ORDER BY alias COLLATE "C"',
+                account_id,
+            )
+        )
+        subscriptions = tuple(
+            r[0]
+            for r in await conn.fetch(
+                'SELECT name FROM subscriptions WHERE account_id = $1 ORDER BY name COLLATE "C"',
+                account_id,
+            )
+        )
+        mailboxes = []
+        for mb in await conn.fetch(
+            "SELECT id, name, uidvalidity, uidnext, highestmodseq, recent_floor, special_use"
+            ' FROM mailboxes WHERE account_id = $1 ORDER BY name COLLATE "C"',
+            account_id,
+        ):
+            messages = tuple(
+                MessageImage(
+                    uid=int(r[0]),
+                    modseq=int(r[1]),
+                    flags=join_flags(r[2], r[3]),
+                    internal_date=float(r[4]),
+                    internal_tz=int(r[5]),
+                    save_date=float(r[6]),
+                    size=int(r[7]),
+                    content=str(r[8]),
+                    pop3_uidl=r[9],
+                    pop3_hidden_at=r[10],
+                )
+                for r in await conn.fetch(
+                    "SELECT uid, modseq, flags, keywords, internal_date, internal_tz, save_date,"
+                    " size, blob, pop3_uidl, pop3_hidden_at FROM messages WHERE mailbox_id = $1"
+                    " ORDER BY uid",
+                    mb[0],
+                )
+            )
+            expunged = tuple(
+                Expunged(Uid(r[0]), ModSeq(r[1]))
+                for r in await conn.fetch(
+                    "SELECT uid, modseq FROM expunged WHERE mailbox_id = $1 ORDER BY uid", mb[0]
+                )
+            )
+            mailboxes.append(
+                MailboxImage(
+                    mb[1],
+                    int(mb[2]),
+                    int(mb[3]),
+                    int(mb[4]),
+                    int(mb[5]),
+                    mb[6],
+                    messages,
+                    expunged,
+                )
+            )
+        recoverable = tuple(
+            RecoverableImage(
+                mailbox_name=r[0],
+                uid=int(r[1]),
+                uidl=r[2],
+                deleted_at=float(r[3]),
+                still_present=bool(r[4]),
+                content=None if r[5] is None else str(r[5]),
+                flags=join_flags(r[6], r[7]),
+                internal_date=float(r[8]),
+                internal_tz=int(r[9]),
+                size=int(r[10]),
+            )
+            for r in await conn.fetch(
+                "SELECT mailbox_name, uid, uidl, deleted_at, still_present, blob, flags,"
+                " keywords, internal_date, internal_tz, size FROM recoverable"
+                " WHERE account_id = $1 ORDER BY id",
+                account_id,
+            )
+        )
+        return AccountImage(
+            address=row[1],
+            password_hash=row[2],
+            created=float(row[3]),
+            settings=settings,
+            aliases=aliases,
+            subscriptions=subscriptions,
+            mailboxes=tuple(mailboxes),
+            recoverable=recoverable,
+        )
+
+    async def read_content(self, key: str) -> bytes:
+        try:
+            blob = int(key)
+        except ValueError:
+            raise InvalidInput(f"not a content of this store: {key!r}") from None
+        rows = await self.conn.fetch(
+            "SELECT data FROM blob_chunks WHERE blob = $1 ORDER BY seq", blob
+        )
+        if not rows:
+            size = await self.conn.fetchval("SELECT size FROM blobs WHERE id = $1", blob)
+            if size is None:
+                raise NotFound(f"content {key} is gone")
+            return b""
+        return b"".join(bytes(r[0]) for r in rows)
+
+
+@contextlib.asynccontextmanager
+async def snapshot(
+    store: PostgresStore, addresses: Sequence[str] | None
+) -> AsyncIterator[PostgresSnapshot]:
+    from pobox.store.postgres.store import as_store_error
+
+    try:
+        conn = await asyncpg.connect(store.dsn, timeout=10)
+    except Exception as exc:
+        raise as_store_error(exc) from exc
+    try:
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            await conn.fetchval("SELECT count(*) FROM accounts")  # the snapshot starts here
+            yield PostgresSnapshot(conn, addresses)
+    finally:
+        await conn.close()
+
+
+# -- restore --------------------------------------------------------------------------------
+
+
+async def restore_account(store: PostgresStore, image: AccountImage, replace: bool) -> Account:
+    existing = await store.get_account(image.address)
+    if existing is not None:
+        if not replace:
+            raise AlreadyExists(f"{image.address} already exists (restore with --replace)")
+        await store.delete_account(existing.id)
+
+    async def run(tx: Tx) -> Account:
+        conn = tx.conn
+        for address in (image.address, *image.aliases):
+            if await store._address_taken(conn, address):
+                raise AlreadyExists(f"{address} already exists")
+        account_id = await conn.fetchval(
+            "INSERT INTO accounts (address, password_hash, created) VALUES ($1, $2, $3)"
+            " RETURNING id",
+            image.address,
+            image.password_hash,
+            image.created,
+        )
+        if image.settings:
+            await conn.executemany(
+                "INSERT INTO account_settings (account_id, key, value) VALUES ($1, $2, $3)",
+                [(account_id, k, v) for k, v in image.settings.items()],
+            )
+        if image.aliases:
+            await conn.executemany(
+                "INSERT INTO aliases (alias, account_id) VALUES ($1, $2)",
+                [(alias, account_id) for alias in image.aliases],
+            )
+        if image.subscriptions:
+            await conn.executemany(
+                "INSERT INTO subscriptions (account_id, name) VALUES ($1, $2)",
+                [(account_id, name) for name in image.subscriptions],
+            )
+        for mb in image.mailboxes:
+            mailbox_id = await conn.fetchval(
+                "INSERT INTO mailboxes (account_id, name, uidvalidity, uidnext, highestmodseq,"
+                " recent_floor, special_use) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                account_id,
+                mb.name,
+                mb.uidvalidity,
+                mb.uidnext,
+                mb.highest_modseq,
+                mb.recent_floor,
+                mb.special_use,
+            )
+            if mb.expunged:
+                await conn.executemany(
+                    "INSERT INTO expunged (mailbox_id, uid, modseq) VALUES ($1, $2, $3)",
+                    [(mailbox_id, e.uid, e.modseq) for e in mb.expunged],
+                )
+            await tx.journal(mailbox_id)
+        top = max((mb.uidvalidity for mb in image.mailboxes), default=0)
+        await conn.execute(
+            "INSERT INTO counters (name, value) VALUES ('uidvalidity', $1)"
+            " ON CONFLICT (name) DO UPDATE SET value = greatest(counters.value, excluded.value)",
+            top,
+        )
+        return Account(AccountId(account_id), image.address, image.password_hash, image.settings)
+
+    return await store._write(run)
+
+
+def _read_chunk(path: Path, seq: int) -> bytes:
+    with open(path, "rb") as fp:
+        fp.seek(seq * CHUNK_SIZE)
+        return fp.read(CHUNK_SIZE)
+
+
+async def _blobs(
+    conn: Any, keys: Sequence[str], contents: Mapping[str, RestoreContent | BlobId]
+) -> tuple[dict[str, int], list[TempSpool]]:
+    """BlobIds for *keys* (one reference each), storing the new contents among them; returns
+    the spools to discard after the commit."""
+    out: dict[str, int] = {}
+    spools: list[TempSpool] = []
+    for key, count in Counter(keys).items():
+        try:
+            item = contents[key]
+        except KeyError:
+            raise InvalidInput(f"no content given for {key}") from None
+        if isinstance(item, RestoreContent):
+            spool = item.spool
+            if not isinstance(spool, TempSpool) or not spool.sealed:
+                raise ValueError("restore needs sealed spools of this store")
+            fields = item.fields
+            blob = await conn.fetchval(
+                "INSERT INTO blobs (size, refs, structure, subject, from_, to_, cc, bcc,"
+                " message_id, sent_date) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                " RETURNING id",
+                spool.size,
+                count,
+                item.structure,
+                fields.subject,
+                fields.from_,
+                fields.to,
+                fields.cc,
+                fields.bcc,
+                fields.message_id,
+                fields.sent_date.timestamp() if fields.sent_date else None,
+            )
+            for seq in range((spool.size + CHUNK_SIZE - 1) // CHUNK_SIZE):
+                data = await asyncio.to_thread(_read_chunk, spool.path, seq)
+                await conn.execute(
+                    "INSERT INTO blob_chunks (blob, seq, data) VALUES ($1, $2, $3)",
+                    blob,
+                    seq,
+                    data,
+                )
+            spools.append(spool)
+            out[key] = int(blob)
+        else:
+            status = await conn.execute(
+                "UPDATE blobs SET refs = refs + $2 WHERE id = $1", int(item), count
+            )
+            if status.endswith(" 0"):
+                raise NotFound(f"content {key} is gone")
+            out[key] = int(item)
+    return out, spools
+
+
+async def restore_messages(
+    store: PostgresStore,
+    mailbox_id: MailboxId,
+    messages: Sequence[MessageImage],
+    contents: Mapping[str, RestoreContent | BlobId],
+) -> dict[str, BlobId]:
+    spools: list[TempSpool] = []
+
+    async def run(tx: Tx) -> dict[str, BlobId]:
+        conn = tx.conn
+        row = await conn.fetchrow(
+            "SELECT uidnext, highestmodseq FROM mailboxes WHERE id = $1 FOR UPDATE", mailbox_id
+        )
+        if row is None:
+            raise NotFound("mailbox does not exist")
+        for m in messages:
+            if m.uid >= row[0] or m.uid < 1:
+                raise InvalidInput(f"UID {m.uid} is not below the mailbox's UIDNEXT {row[0]}")
+            if m.modseq > row[1]:
+                raise InvalidInput(f"MODSEQ {m.modseq} is above the mailbox's {row[1]}")
+        blobs, used = await _blobs(conn, [m.content for m in messages], contents)
+        spools[:] = used
+        split = [split_flags(m.flags) for m in messages]
+        try:
+            await conn.execute(
+                "INSERT INTO messages (mailbox_id, uid, modseq, flags, keywords, internal_date,"
+                " internal_tz, save_date, size, blob, pop3_uidl, pop3_hidden_at)"
+                " SELECT $1::bigint, u, m, f, k, i, z, sv, s, b, p, h FROM unnest("
+                "$2::bigint[], $3::bigint[], $4::int[], $5::text[], $6::float8[], $7::int[],"
+                " $8::float8[], $9::bigint[], $10::bigint[], $11::text[], $12::float8[])"
+                " AS d(u, m, f, k, i, z, sv, s, b, p, h)",
+                mailbox_id,
+                [m.uid for m in messages],
+                [m.modseq for m in messages],
+                [bits for bits, _ in split],
+                [keywords_text(kw) for _, kw in split],
+                [m.internal_date for m in messages],
+                [m.internal_tz for m in messages],
+                [m.save_date for m in messages],
+                [m.size for m in messages],
+                [blobs[m.content] for m in messages],
+                [m.pop3_uidl for m in messages],
+                [m.pop3_hidden_at for m in messages],
+            )
+        except asyncpg.exceptions.UniqueViolationError:
+            raise InvalidInput("a restored UID is in the mailbox already") from None
+        if messages:
+            await tx.journal(mailbox_id)
+        return {key: BlobId(blob) for key, blob in blobs.items()}
+
+    try:
+        return await store._write(run)
+    finally:
+        for spool in spools:
+            spool.discard()
+
+
+async def restore_recoverable(
+    store: PostgresStore,
+    account_id: AccountId,
+    items: Sequence[RecoverableImage],
+    contents: Mapping[str, RestoreContent | BlobId],
+) -> dict[str, BlobId]:
+    spools: list[TempSpool] = []
+
+    async def run(tx: Tx) -> dict[str, BlobId]:
+        conn = tx.conn
+        mailboxes = {
+            r[0]: r[1]
+            for r in await conn.fetch(
+                "SELECT name, id FROM mailboxes WHERE account_id = $1", account_id
+            )
+        }
+        keys = [i.content for i in items if i.content is not None]
+        blobs, used = await _blobs(conn, keys, contents)
+        spools[:] = used
+        for item in items:
+            bits, keywords = split_flags(item.flags)
+            await conn.execute(
+                "INSERT INTO recoverable (account_id, mailbox_id, mailbox_name, uid, uidl,"
+                " deleted_at, still_present, blob, flags, keywords, internal_date, internal_tz,"
+                " size) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                account_id,
+                mailboxes.get(item.mailbox_name),
+                item.mailbox_name,
+                item.uid,
+                item.uidl,
+                item.deleted_at,
+                item.still_present,
+                None if item.content is None else blobs[item.content],
+                bits,
+                keywords_text(keywords),
+                item.internal_date,
+                item.internal_tz,
+                item.size,
+            )
+        return {key: BlobId(blob) for key, blob in blobs.items()}
+
+    try:
+        return await store._write(run)
+    finally:
+        for spool in spools:
+            spool.discard()
