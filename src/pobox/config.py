@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 import tomllib
 import types
 import typing
@@ -84,6 +85,22 @@ class LmtpConfig(ListenerConfig):
 
 
 @dataclass(frozen=True, slots=True)
+class SubmissionConfig(ListenerConfig):
+    """Mail submission (RFC 6409): STARTTLS, then AUTH (docs/delivery.md)."""
+
+    port: int = 2587
+    timeout: int = 300
+
+
+@dataclass(frozen=True, slots=True)
+class SubmissionsConfig(ListenerConfig):
+    """Mail submission over implicit TLS (RFC 8314); runs only when a certificate is available."""
+
+    port: int = 2465
+    timeout: int = 300
+
+
+@dataclass(frozen=True, slots=True)
 class WebConfig(ListenerConfig):
     port: int = 8080
 
@@ -92,6 +109,8 @@ class WebConfig(ListenerConfig):
 class DeliveryConfig:
     max_message_size: int = 52428800
     max_recipients: int = 100
+    #: mail domains served besides those of the accounts and aliases (others: relay denied)
+    domains: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +214,8 @@ class Config:
     tls: TlsConfig = field(default_factory=TlsConfig)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     lmtp: LmtpConfig = field(default_factory=LmtpConfig)
+    submission: SubmissionConfig = field(default_factory=SubmissionConfig)
+    submissions: SubmissionsConfig = field(default_factory=SubmissionsConfig)
     web: WebConfig = field(default_factory=WebConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
@@ -255,6 +276,20 @@ def _check_network(where: str, value: str) -> str:
         ) from None
 
 
+_DOMAIN_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+
+
+def _check_domain(where: str, value: str) -> str:
+    domain = value.strip().lower().rstrip(".")
+    if (
+        not domain
+        or len(domain) > 253
+        or not all(_DOMAIN_LABEL.fullmatch(label) for label in domain.split("."))
+    ):
+        raise ConfigError(f"{where}: {value!r} is not a domain name (write e.g. 'example.org')")
+    return domain
+
+
 def parse_listen(value: str) -> tuple[str, int]:
     """``[metrics] listen``: ``HOST:PORT`` (``[IPv6]:PORT``) → host and port; a ValueError
     says what is wrong."""
@@ -312,6 +347,8 @@ def _check_value(name: str, key: str, value: Any, expected: Any, source: str) ->
             raise ConfigError(f"{where} must be a list of strings, not {value!r}")
         if name == "trusted_networks":
             return tuple(_check_network(where, item) for item in value)
+        if name == "domains":
+            return tuple(_check_domain(where, item) for item in value)
         return tuple(value)
     if expected is str:
         if not isinstance(value, str):
@@ -375,7 +412,17 @@ def load_config(
     return config
 
 
-LISTENERS = ("imap", "imaps", "pop3", "pop3s", "smtp", "lmtp", "web")
+LISTENERS = (
+    "imap",
+    "imaps",
+    "pop3",
+    "pop3s",
+    "smtp",
+    "lmtp",
+    "web",
+    "submission",
+    "submissions",
+)
 #: Settings a running server cannot change: a reload (SIGHUP) leaves them as they were.
 RESTART_ONLY: tuple[str, ...] = (
     "data_dir",

@@ -29,12 +29,16 @@ from pobox import __version__, metrics
 from pobox.config import Config, ListenerConfig, load_config, parse_listen, reload_config
 from pobox.credential_share import CredentialShare
 from pobox.delivery.handlers import DeliveryHandler, LmtpServer, SmtpServer
+from pobox.delivery.submission import SubmissionHandler, SubmissionServer
 from pobox.errors import ConfigError
 from pobox.net.limits import ConnectionLimiter, SlotLimiter, limit_stream_handler
 from pobox.net.metrics_http import serve_metrics
 from pobox.net.tls import HANDSHAKE_TIMEOUT, TlsManager, is_loopback, upgrade
+from pobox.relay.queue import OutboundQueue
 from pobox.service.credentials import set_process_key
+from pobox.service.domains import ServedDomains
 from pobox.service.mail import MailService
+from pobox.service.submission import Submission
 from pobox.status import StatusBoard, hold_serving_lock, memory, run_dir
 
 log = logging.getLogger("pobox.server")
@@ -71,6 +75,11 @@ class Running:
     #: the stream sessions' handlers by listener name, rebuilt by a reload
     handlers: dict[str, StreamHandler] = field(default_factory=dict)
     delivery_handlers: list[DeliveryHandler] = field(default_factory=list)
+    #: the domains served (inbound relay check, submission routing), and the outbound queue
+    #: submission hands remote recipients to (pobox.relay)
+    domains: ServedDomains | None = None
+    outbound: OutboundQueue | None = None
+    submission_handler: SubmissionHandler | None = None
 
     def port(self, name: str) -> int:
         sockets = self.servers[name].sockets
@@ -143,10 +152,19 @@ async def _listen(
                 ssl_handshake_timeout=HANDSHAKE_TIMEOUT if tls is not None else None,
             )
         assert factory is not None
+        # implicit TLS (submissions): a handshake is not a connection until it completes
+        handshake = HANDSHAKE_TIMEOUT if tls is not None else None
         if sock is not None:
-            return await loop.create_server(factory, sock=sock)
+            return await loop.create_server(
+                factory, sock=sock, ssl=tls, ssl_handshake_timeout=handshake
+            )
         return await loop.create_server(
-            factory, listener.listen, listener.port, reuse_port=reuse_port
+            factory,
+            listener.listen,
+            listener.port,
+            reuse_port=reuse_port,
+            ssl=tls,
+            ssl_handshake_timeout=handshake,
         )
     except OSError as exc:
         raise OSError(
@@ -182,8 +200,12 @@ async def start(
         running.limiters[name] = made
         return made
 
+    running.domains = ServedDomains(service.store, config.delivery.domains)
+    running.outbound = OutboundQueue(service.store)
     if config.smtp.enabled:
-        handler = DeliveryHandler(service.delivery, "ESMTP", config.delivery.max_recipients)
+        handler = DeliveryHandler(
+            service.delivery, "ESMTP", config.delivery.max_recipients, running.domains
+        )
         running.delivery_handlers.append(handler)
         smtp_limiter = limiter("smtp")
 
@@ -207,7 +229,9 @@ async def start(
             loop, "SMTP", config.smtp, factory, None, reuse_port, sock=bound.pop("smtp", None)
         )
     if config.lmtp.enabled:
-        handler = DeliveryHandler(service.delivery, "LMTP", config.delivery.max_recipients)
+        handler = DeliveryHandler(
+            service.delivery, "LMTP", config.delivery.max_recipients, running.domains
+        )
         running.delivery_handlers.append(handler)
         lmtp_limiter = limiter("lmtp")
 
@@ -227,6 +251,7 @@ async def start(
         running.servers["lmtp"] = await _listen(
             loop, "LMTP", config.lmtp, lmtp_factory, None, reuse_port, sock=bound.pop("lmtp", None)
         )
+    await _start_submission(loop, running, limiter, reuse_port, bound)
     running.account_slots = SlotLimiter(config.limits.max_imap_sessions_per_account)
     running.handlers = _stream_handlers(service, running.tls, running.account_slots)
     for name in ("pop3", "imap", "pop3s", "imaps"):
@@ -247,6 +272,60 @@ async def start(
     for unused in bound.values():
         unused.close()
     return running
+
+
+async def _start_submission(
+    loop: asyncio.AbstractEventLoop,
+    running: Running,
+    limiter: Callable[[str], ConnectionLimiter],
+    reuse_port: bool,
+    bound: dict[str, socket.socket],
+) -> None:
+    """``[submission]`` (STARTTLS, then AUTH) and ``[submissions]`` (implicit TLS; only with a
+    certificate): SMTP AUTH, then pobox.service.submission."""
+    config, service = running.config, running.service
+    assert running.domains is not None
+    submission = Submission(
+        service.store,
+        service.accounts,
+        service.delivery,
+        running.domains,
+        config.hostname,
+        running.outbound,
+    )
+    handler = SubmissionHandler(submission, config.delivery.max_recipients)
+    running.submission_handler = handler
+    for name in ("submission", "submissions"):
+        listener: ListenerConfig = getattr(config, name)
+        implicit = name == "submissions"
+        if not listener.enabled or (implicit and running.tls is None):
+            continue
+        counted = limiter(name)
+
+        def factory(
+            name: str = name, counted: ConnectionLimiter = counted, implicit: bool = implicit
+        ) -> SubmissionServer:
+            now = running.config
+            submission.hostname = now.hostname
+            starttls = running.tls.context if running.tls is not None and not implicit else None
+            return SubmissionServer(
+                handler,
+                authenticator=service.auth,
+                allow_plaintext_auth=now.tls.allow_plaintext_auth,
+                data_size_limit=now.delivery.max_message_size,
+                enable_SMTPUTF8=True,
+                hostname=now.hostname,
+                ident="pobox ESMTP submission",
+                timeout=getattr(now, name).timeout,
+                limiter=counted,
+                drain=service.drain,
+                tls_context=starttls,
+            )
+
+        context = running.tls.context if implicit and running.tls is not None else None
+        running.servers[name] = await _listen(
+            loop, name.upper(), listener, factory, None, reuse_port, context, bound.pop(name, None)
+        )
 
 
 def _current(running: Running, name: str) -> StreamHandler:
@@ -274,7 +353,7 @@ def bind_sockets(config: Config, reuse_port: bool, with_tls: bool) -> dict[str, 
     asyncio would bind them: for binding privileged ports before dropping root."""
     sockets: dict[str, socket.socket] = {}
     try:
-        for name in ("smtp", "lmtp", "pop3", "imap", "pop3s", "imaps"):
+        for name in ("smtp", "lmtp", "pop3", "imap", "pop3s", "imaps", "submission", "submissions"):
             listener: ListenerConfig = getattr(config, name)
             if not listener.enabled or (name.endswith("s") and not with_tls):
                 continue
@@ -379,7 +458,7 @@ def _warn_plaintext(config: Config, tls: TlsManager | None) -> None:
     """Say so at startup when remote clients will not be able to log in."""
     if tls is not None or config.tls.allow_plaintext_auth:
         return
-    for name in ("imap", "pop3"):
+    for name in ("imap", "pop3", "submission"):
         listener: ListenerConfig = getattr(config, name)
         if listener.enabled and not is_loopback(listener.listen):
             log.warning(
@@ -449,6 +528,10 @@ def reload_configuration(running: Running) -> bool:
         running.account_slots.limit = limits.max_imap_sessions_per_account
     for handler in running.delivery_handlers:
         handler.max_recipients = config.delivery.max_recipients
+    if running.submission_handler is not None:
+        running.submission_handler.max_recipients = config.delivery.max_recipients
+    if running.domains is not None:
+        running.domains.reconfigure(config.delivery.domains)
     if running.account_slots is not None:
         running.handlers = _stream_handlers(running.service, running.tls, running.account_slots)
     log.info("configuration reloaded from %s", source)
@@ -550,6 +633,8 @@ def announce(config: Config, running: Running) -> str:
         "pop3s": "POP3S",
         "smtp": "SMTP",
         "lmtp": "LMTP",
+        "submission": "SUBMISSION",
+        "submissions": "SUBMISSIONS",
     }
     for key, label in names.items():
         if key in running.servers:

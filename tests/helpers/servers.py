@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 POBOX = [sys.executable, "-m", "pobox"]
-LISTENERS = ("imap", "pop3", "smtp", "lmtp", "web")
+LISTENERS = ("imap", "pop3", "smtp", "lmtp", "web", "submission", "submissions")
 
 
 def free_port() -> int:

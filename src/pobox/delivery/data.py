@@ -6,7 +6,7 @@ import asyncio
 import re
 from typing import Any
 
-from aiosmtpd.smtp import MISSING, Envelope
+from aiosmtpd.smtp import MISSING, Envelope, syntax
 
 #: Largest piece of DATA read at once (a larger body is read in several pieces)
 CHUNK_LIMIT = 1 << 20
@@ -52,6 +52,7 @@ class WholeData:
             return None, None
         return address, arg[match.end() :].lstrip(" \t")
 
+    @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:  # aiosmtpd dispatches on this name
         server: Any = self
         if await server.check_helo_needed():

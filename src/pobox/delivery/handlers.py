@@ -11,10 +11,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiosmtpd.lmtp import LMTP
-from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
+from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException, syntax
 
 from pobox import metrics
 from pobox.delivery import replies
+from pobox.delivery.commands import Commands
 from pobox.delivery.data import WholeData
 from pobox.errors import PoboxError
 from pobox.log import log_event
@@ -22,6 +23,7 @@ from pobox.net.drain import Drain
 from pobox.net.limits import ConnectionLimiter, Slot, peer_ip
 from pobox.service.delivery import Delivery
 from pobox.service.delivery import Envelope as DeliveryEnvelope
+from pobox.service.domains import ServedDomains
 
 log = logging.getLogger("pobox.delivery")
 
@@ -33,10 +35,18 @@ def _strip(address: str) -> str:
 class DeliveryHandler:
     """The aiosmtpd handler hooks (``handle_RCPT``, ``handle_DATA``) for one protocol."""
 
-    def __init__(self, delivery: Delivery, protocol: str, max_recipients: int) -> None:
+    def __init__(
+        self,
+        delivery: Delivery,
+        protocol: str,
+        max_recipients: int,
+        domains: ServedDomains | None = None,
+    ) -> None:
         self.delivery = delivery
         self.protocol = protocol
         self.max_recipients = max_recipients
+        #: the domains served: an unknown address elsewhere is a relay attempt (554 5.7.1)
+        self.domains = domains
 
     # aiosmtpd calls its hooks by these names
     async def handle_RCPT(
@@ -58,6 +68,16 @@ class DeliveryHandler:
             metrics.delivery("deferred", metrics.reason_of(exc))
             return replies.TEMPORARY
         if account is None:
+            try:
+                ours = self.domains is None or await self.domains.serves(address)
+            except PoboxError as exc:
+                log.warning("domain lookup for %s failed: %s", address, exc)
+                metrics.delivery("deferred", metrics.reason_of(exc))
+                return replies.TEMPORARY
+            if not ours:
+                metrics.delivery("rejected", "relay_denied")
+                log.info("refused relaying to %s from %s", address[:200], session.peer)
+                return replies.RELAY_DENIED.format(address[:200])
             metrics.delivery("rejected", "unknown_recipient")
             log.info("rejected unknown recipient %s from %s", address[:200], session.peer)
             return replies.NO_SUCH_USER.format(address[:200])
@@ -86,7 +106,9 @@ class DeliveryHandler:
             log.info("%s STARTTLS handshake failed: %s", self.protocol, error.__cause__)
             return "421 4.7.0 TLS handshake failed, closing connection"
         log.exception("%s session error", self.protocol, exc_info=error)
-        return "421 4.3.0 internal error, closing connection"
+        # a fault of pobox, not of the client's input (which gets its 5xx before this): the
+        # session goes on, and the client may try again
+        return "451 4.3.0 internal error, please try again later"
 
 
 #: What a session hears when the server shuts down (RFC 3463 4.3.2: system not accepting
@@ -189,7 +211,11 @@ class _LoggedSession:
         if self._drain is not None and self._drain.draining:
             self._on_shutdown(False)
 
+    #: the authenticated user, for the session's log line (submission)
+    _user = ""
+
     async def push(self, status: str | bytes) -> None:
+        status = self.enhanced(status)  # type: ignore[attr-defined]  # pobox.delivery.commands
         if self._metric:
             self._count_reply(status)
         self._octets_out += len(status) + 2
@@ -206,6 +232,7 @@ class _LoggedSession:
         if not first:
             self._tls = True
         if first:
+            self._tls = transport.get_extra_info("ssl_object") is not None  # implicit TLS
             self._started = time.monotonic()
             self._peer = transport.get_extra_info("peername")
             if self._limiter is not None:
@@ -265,6 +292,7 @@ class _LoggedSession:
             proto=self.protocol_name.lower(),
             ip=peer_ip(self._peer),
             helo=getattr(session, "host_name", None) or "",
+            **({"user": self._user} if self.protocol_name == "SUBMISSION" else {}),
             duration=time.monotonic() - self._started,
             transactions=self._transactions,
             tls=self._tls,
@@ -273,9 +301,26 @@ class _LoggedSession:
         )
 
 
-class SmtpServer(_LoggedSession, WholeData, SMTP):
+class SmtpServer(_LoggedSession, Commands, WholeData, SMTP):
+    """Inbound SMTP (an MX): no AUTH, mail only for the domains served."""
+
     protocol_name = "SMTP"
 
+    @syntax("EHLO hostname")
+    async def smtp_EHLO(self, hostname: str | None) -> None:
+        await self._greet(hostname)
 
-class LmtpServer(_LoggedSession, WholeData, LMTP):
+
+class LmtpServer(_LoggedSession, Commands, WholeData, LMTP):
     protocol_name = "LMTP"
+    greeting = "LHLO"
+
+    @syntax("LHLO hostname")
+    async def smtp_LHLO(self, hostname: str | None) -> None:
+        await self._greet(hostname)
+
+    async def smtp_HELO(self, hostname: str | None) -> None:  # RFC 2033 §4.1: LHLO only
+        await self.push('500 5.5.1 Error: command "HELO" not recognized')
+
+    async def smtp_EHLO(self, hostname: str | None) -> None:
+        await self.push('500 5.5.1 Error: command "EHLO" not recognized')

@@ -32,3 +32,58 @@ def smtp_data(results: list[DeliveryResult]) -> str:
     if any(r.temporary for r in results):
         return TEMPORARY
     return "554 5.0.0 no recipient could be delivered"
+
+
+RELAY_DENIED = "554 5.7.1 <{}>: relay access denied"
+AUTH_NOT_OFFERED = "502 5.5.1 AUTH is not offered here: submit mail on the submission port"
+SENDER_OK = "250 2.1.0 OK"
+
+#: RFC 3463 codes for replies that came without one (aiosmtpd's own), by basic code
+_ENHANCED_DEFAULTS = {
+    "221": "2.0.0",
+    "250": "2.0.0",
+    "252": "2.0.0",
+    "421": "4.3.0",
+    "450": "4.2.0",
+    "451": "4.3.0",
+    "452": "4.3.1",
+    "454": "4.7.0",
+    "500": "5.5.2",
+    "501": "5.5.4",
+    "502": "5.5.1",
+    "503": "5.5.1",
+    "504": "5.5.4",
+    "530": "5.7.0",
+    "535": "5.7.8",
+    "538": "5.7.11",
+    "550": "5.0.0",
+    "552": "5.3.4",
+    "553": "5.1.0",
+    "554": "5.0.0",
+    "555": "5.5.4",
+}
+
+
+def _has_enhanced(text: str) -> bool:
+    head = text.split(" ", 1)[0].split(".")
+    return len(head) == 3 and head[0] in ("2", "4", "5") and all(p.isdigit() for p in head[1:])
+
+
+def enhance(status: str) -> str:
+    """Give every 2xx/4xx/5xx line of *status* an enhanced status code (RFC 2034: once
+    ENHANCEDSTATUSCODES is advertised, all such replies but the greeting and the EHLO/LHLO
+    answer carry one). Lines that have one, and 3xx lines, are left as they are."""
+    out = []
+    for line in status.split("\r\n"):
+        code, sep, text = line[:3], line[3:4], line[4:]
+        if (
+            len(line) >= 3
+            and code.isdigit()
+            and code[0] in "245"
+            and sep in ("", " ", "-")
+            and not _has_enhanced(text)
+        ):
+            default = _ENHANCED_DEFAULTS.get(code, f"{code[0]}.0.0")
+            line = f"{code}{sep or ' '}{default} {text}".rstrip()
+        out.append(line)
+    return "\r\n".join(out)
