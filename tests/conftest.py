@@ -41,7 +41,7 @@ class FakeClock:
 def make_config(data: Path, **sections: dict[str, object]) -> Config:
     config = Config(data_dir=str(data))
     replacements = {}
-    for name in ("imap", "pop3", "smtp", "lmtp", "web"):
+    for name in ("imap", "pop3", "smtp", "lmtp", "web", "submission", "submissions"):
         section = getattr(config, name)
         values: dict[str, object] = {"port": 0}
         values.update(sections.pop(name, {}))
