@@ -35,8 +35,10 @@ from pobox.net.limits import ConnectionLimiter, SlotLimiter, limit_stream_handle
 from pobox.net.metrics_http import serve_metrics
 from pobox.net.tls import HANDSHAKE_TIMEOUT, TlsManager, is_loopback, upgrade
 from pobox.relay.queue import OutboundQueue
+from pobox.relay.runner import Runner
 from pobox.service.credentials import set_process_key
 from pobox.service.domains import ServedDomains
+from pobox.service.fulltext import Indexer
 from pobox.service.mail import MailService
 from pobox.service.submission import Submission
 from pobox.status import StatusBoard, hold_serving_lock, memory, run_dir
@@ -707,6 +709,9 @@ async def _serve_store(
     if worker == 0:
         running.tasks.append(loop.create_task(sweeper(service)))
         running.tasks.append(loop.create_task(counter.run()))
+        # the outbound queue's runner: one per server (per node), docs/relay.md
+        running.tasks.append(loop.create_task(Runner.for_service(service).serve()))
+        running.tasks.append(loop.create_task(Indexer(service.store).run()))
     listening = {
         name: f"{getattr(config, name).listen}:{running.port(name)}" for name in running.servers
     }

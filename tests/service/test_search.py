@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tests.store.util import append
 
+from pobox.mail.text import _base64, _quoted_printable
 from pobox.service.delivery import Envelope
 from pobox.service.mail import MailService
 from pobox.service.search import (
@@ -42,8 +43,6 @@ from pobox.service.search import (
     Text,
     To,
     UidIn,
-    _base64,
-    _quoted_printable,
     resolve_sequences,
     search,
 )

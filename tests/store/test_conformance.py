@@ -17,7 +17,9 @@ from pobox.store.api import (
     MailboxId,
     ModSeq,
     Rendered,
+    SearchText,
     Store,
+    TextMatches,
     Uid,
 )
 
@@ -523,6 +525,10 @@ async def test_queue_claim_leases_due_messages_once(store: Store) -> None:
     # a lease that ran out (its node died) makes the message claimable again
     again = await store.queue_claim("node-c", now + 700, 600, 10)
     assert sorted(m.id for m in again) == ["Q0", "Q1", "Q2", "Q3", "Q4"]
+    # a runner starting again frees the leases its dead predecessor (same owner) held
+    assert await store.queue_release("node-c") == 5
+    assert await store.queue_release("node-c") == 0
+    assert len(await store.queue_claim("node-d", now + 701, 600, 10)) == 5
 
 
 async def test_queue_concurrent_claims_never_share_a_message(store: Store) -> None:
@@ -728,3 +734,82 @@ async def test_restore_keeps_ids_and_refuses_a_taken_address(store: Store) -> No
     boxes = {m.name: m for m in await store.list_mailboxes(replaced.id)}
     assert await store.list_messages(boxes["INBOX"].id) == []
     assert await store.list_recoverable(replaced.id) == []
+
+
+# ---- the full-text index (docs/decisions/full-text-search.md) ---------------------------------
+
+
+def _text(body: str, subject: str = "", header: str = "") -> SearchText:
+    return SearchText(header=header, body=body, subject=subject)
+
+
+async def test_full_text_index_answers_exact_substrings_per_column(store: Store) -> None:
+    account = await store.create_account("fts@example.org", "h")
+    inbox = await store.get_mailbox(account.id, "INBOX")
+    assert inbox is not None
+    metas = [await append(store, inbox.id, message_bytes(n)) for n in range(4)]
+    pending = await store.unindexed_contents(100)
+    assert set(pending) == {m.blob for m in metas}
+    assert pending[metas[0].blob].subject == "message 0"  # the header fields come along
+    found = await store.search_text(inbox.id, ["body"], "quarterly")
+    assert found.uids == [] and found.unindexed == [m.uid for m in metas]
+
+    texts = {
+        metas[0].blob: _text("the quarterly report", subject="q3 figures"),
+        metas[1].blob: _text("quart\uffffer ly", header="subject: quarterly"),
+        metas[2].blob: _text("QUARTERLY in capitals"),  # stored as given: no folding here
+        metas[3].blob: _text('a 100% match_ with \\ and "quotes"'),
+    }
+    await store.set_search_text(texts)
+    assert await store.unindexed_contents(100) == {}
+    body = await store.search_text(inbox.id, ["body"], "quarterly")
+    assert body == TextMatches([metas[0].uid], [])
+    both = await store.search_text(inbox.id, ["header", "body"], "quarterly")
+    assert both.uids == [metas[0].uid, metas[1].uid]
+    assert (await store.search_text(inbox.id, ["subject"], "q3 fig")).uids == [metas[0].uid]
+    assert (await store.search_text(inbox.id, ["from_"], "q3 fig")).uids == []
+    # characters that mean something to FTS5 or LIKE are plain characters here
+    for needle in ("100% match_", '"quotes"', "\\ and", "0% m"):
+        assert (await store.search_text(inbox.id, ["body"], needle)).uids == [metas[3].uid]
+    assert (await store.search_text(inbox.id, ["body"], "100%_match")).uids == []
+    # every trigram present, the string itself not: no match
+    assert (await store.search_text(inbox.id, ["body"], "report quarterly")).uids == []
+    # indexing again changes nothing; another mailbox's messages are not answered for
+    await store.set_search_text({metas[0].blob: _text("replaced")})
+    assert (await store.search_text(inbox.id, ["body"], "quarterly")).uids == [metas[0].uid]
+    other = await store.get_mailbox(account.id, "Archive")
+    assert other is not None
+    assert (await store.search_text(other.id, ["body"], "quarterly")) == TextMatches([], [])
+
+
+async def test_full_text_index_follows_copies_expunges_and_resets(store: Store) -> None:
+    account = await store.create_account("fts2@example.org", "h")
+    inbox = await store.get_mailbox(account.id, "INBOX")
+    archive = await store.get_mailbox(account.id, "Archive")
+    assert inbox is not None and archive is not None
+    first = await append(store, inbox.id, message_bytes(1))
+    second = await append(store, inbox.id, message_bytes(2))
+    await store.set_search_text({first.blob: _text("needle here"), second.blob: _text("hay")})
+    pairs = await store.copy(inbox.id, [first.uid], archive.id)
+    copied = pairs[0][1]
+    assert (await store.search_text(archive.id, ["body"], "needle")).uids == [copied]
+    await store.set_flags(inbox.id, [first.uid], FlagOp.ADD, frozenset({"\\Deleted"}))
+    await store.expunge(inbox.id, [first.uid])
+    assert (await store.search_text(inbox.id, ["body"], "needle")).uids == []
+    assert (await store.search_text(archive.id, ["body"], "needle")).uids == [copied]
+    await store.set_flags(archive.id, [copied], FlagOp.ADD, frozenset({"\\Deleted"}))
+    await store.expunge(archive.id, [copied])  # the content goes, and its entry with it
+    assert (await store.search_text(archive.id, ["body"], "needle")).uids == []
+    # a reset takes one account's contents out of the index, to be indexed again
+    other = await store.create_account("fts3@example.org", "h")
+    other_inbox = await store.get_mailbox(other.id, "INBOX")
+    assert other_inbox is not None
+    theirs = await append(store, other_inbox.id, message_bytes(3))
+    await store.set_search_text({theirs.blob: _text("hay")})
+    assert await store.reset_search_text(account.id) == 1
+    assert set(await store.unindexed_contents(10)) == {second.blob}
+    assert set(await store.unindexed_contents(10, other.id)) == set()
+    found = await store.search_text(inbox.id, ["body"], "hay")
+    assert found == TextMatches([], [second.uid])
+    assert await store.reset_search_text() == 2
+    assert set(await store.unindexed_contents(10)) == {second.blob, theirs.blob}

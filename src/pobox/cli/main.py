@@ -448,10 +448,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("sweep", help="apply retention policies now").set_defaults(action=cmd_sweep)
 
+    from pobox.cli import reindex
+
+    reindex.add_parser(commands)
+
     # `pobox store copy|migrate`: backend to backend, without opening the configured store
     from pobox.cli import store_copy
 
     store_copy.add_parser(commands)
+
+    # `pobox backup`, `pobox backup verify`, `pobox restore` (docs/backup.md)
+    from pobox.cli import backup
+
+    backup.add_parser(commands)
     return parser
 
 
@@ -601,6 +610,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from pobox.cli import store_copy
 
             return store_copy.run(args)
+        if args.command in ("backup", "restore"):
+            from pobox.cli import backup
+
+            return backup.run(config, args, lambda: require_store(config))
         if not getattr(args, "creates", False):
             require_store(config)
         action: Callable[[MailService, argparse.Namespace], Awaitable[int]] = args.action

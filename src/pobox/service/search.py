@@ -35,12 +35,9 @@ Semantics, and where they follow Dovecot:
 from __future__ import annotations
 
 import asyncio
-import binascii
 import bisect
-import codecs
 import contextlib
-import unicodedata
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, tzinfo
 from operator import attrgetter
@@ -48,8 +45,9 @@ from typing import Literal, Protocol, TypeAlias
 
 from pobox.errors import NotFound
 from pobox.mail.dates import parse_date
-from pobox.mail.headers import decode_rfc2047, split_fields
-from pobox.mail.structure import MimePart, ParsedMessage, bstr
+from pobox.mail.structure import ParsedMessage
+from pobox.mail.text import fold, segments
+from pobox.service import fulltext
 from pobox.store.api import (
     SYSTEM_FLAGS,
     BlobId,
@@ -298,14 +296,6 @@ def Old() -> Query:
 # ---- helpers ----------------------------------------------------------------------------------
 
 
-def fold(text: str) -> str:
-    """The form both sides of a string comparison are brought to: case-folded, NFC."""
-    folded = text.casefold()
-    if folded.isascii():
-        return folded
-    return unicodedata.normalize("NFC", folded)
-
-
 def _merge(ranges: Iterable[tuple[int, int]]) -> tuple[list[int], list[int]]:
     """Sorted, merged ranges as parallel start/end lists (for bisect)."""
     ordered = sorted((min(a, b), max(a, b)) for a, b in ranges)
@@ -495,8 +485,6 @@ def _compile(query: Query, ctx: _Context) -> Predicate:
 FIELDS_ALL_THRESHOLD = 5000
 #: Messages whose structure (and content) is fetched together.
 BATCH = 64
-#: Octets read from a message file at a time.
-CHUNK = 64 * 1024
 _EPOCH_DAY = date(1970, 1, 1)
 _NO_FIELDS = SearchFields()
 
@@ -613,8 +601,47 @@ async def _filter(query: Query, metas: list[Message], ctx: _Context) -> list[Mes
     raise TypeError(f"unknown search term {query!r}")  # pragma: no cover
 
 
+#: Header fields whose search the full-text index answers (SearchText attribute by name).
+_TEXT_FIELDS = {"subject": "subject", "from": "from_", "to": "to", "cc": "cc", "bcc": "bcc"}
+#: Below this many messages to look at, a scan is cheaper than asking the index.
+INDEX_MIN = 64
+
+
+async def _ask_index(
+    ctx: _Context, metas: list[Message], columns: Sequence[str], needle: str
+) -> tuple[set[Uid], list[Message]] | None:
+    """The messages of *metas* the full-text index says match, and those it cannot say
+    anything about (content not indexed yet: scan them); None when a scan should do all."""
+    if len(metas) < INDEX_MIN or not fulltext.usable(needle):
+        return None
+    found = await ctx.store.search_text(ctx.mailbox, columns, needle)
+    unindexed = set(found.unindexed)
+    return set(found.uids), [m for m in metas if m.uid in unindexed]
+
+
 async def _filter_header(query: Header, metas: list[Message], ctx: _Context) -> list[Message]:
     needle = fold(query.value)
+    name = query.name.lower()
+    column = _TEXT_FIELDS.get(name)
+    if needle and column is not None:
+        answer = await _ask_index(ctx, metas, [column], needle)
+        if answer is not None:
+            matched, rest = answer
+            matched.update(m.uid for m in await _scan_header(query, needle, rest, ctx))
+            return _keep(metas, matched)
+    elif needle and name not in _INDEXED:
+        # the index holds the whole header block: it narrows the messages to look at
+        answer = await _ask_index(ctx, metas, ["header"], needle)
+        if answer is not None:
+            candidates, rest = answer
+            candidates.update(m.uid for m in rest)
+            metas = _keep(metas, candidates)
+    return await _scan_header(query, needle, metas, ctx)
+
+
+async def _scan_header(
+    query: Header, needle: str, metas: list[Message], ctx: _Context
+) -> list[Message]:
     attribute = _INDEXED.get(query.name.lower())
     if needle and attribute is not None:
         fields = await ctx.fields(metas)
@@ -663,6 +690,19 @@ async def _filter_sent(query: SentDate, metas: list[Message], ctx: _Context) -> 
 async def _filter_content(
     needle: str, with_header: bool, metas: list[Message], ctx: _Context
 ) -> list[Message]:
+    answer = await _ask_index(ctx, metas, ["header", "body"] if with_header else ["body"], needle)
+    if answer is None:
+        matched: set[Uid] = set()
+        scan = metas
+    else:
+        matched, scan = answer
+    matched.update(await _scan_content(needle, with_header, scan, ctx))
+    return _keep(metas, matched)
+
+
+async def _scan_content(
+    needle: str, with_header: bool, metas: list[Message], ctx: _Context
+) -> set[Uid]:
     matched: set[Uid] = set()
     batches = [metas[i : i + BATCH] for i in range(0, len(metas), BATCH)]
     # fetch the next batch's structures and open its files while this one is scanned
@@ -688,29 +728,10 @@ async def _filter_content(
                 pass
             else:
                 _close_all(c for _, _, c in leftover)
-    return _keep(metas, matched)
+    return matched
 
 
 # ---- content scanning (blocking; runs in a worker thread) -------------------------------------
-
-
-class _Finder:
-    """A case-insensitive substring search over text that arrives in pieces."""
-
-    def __init__(self, needle: str) -> None:
-        self.needle = needle
-        self.keep = max(len(needle) - 1, 0)
-        self.tail = ""
-
-    def reset(self) -> None:
-        self.tail = ""
-
-    def feed(self, text: str) -> bool:
-        hay = self.tail + fold(text)
-        if self.needle in hay:
-            return True
-        self.tail = hay[len(hay) - self.keep :] if self.keep else ""
-        return False
 
 
 def _scan_batch(
@@ -727,109 +748,13 @@ def _scan_batch(
     return found
 
 
-def _header_text(block: bytes) -> str:
-    return "\n".join(f"{bstr(n)}: {decode_rfc2047(v)}" for n, v in split_fields(block))
-
-
 def _message_contains(
     parsed: ParsedMessage, content: Content, needle: str, with_header: bool
 ) -> bool:
+    """*needle* (folded) in one of the message's searchable segments (pobox.mail.text)."""
     if not needle:
         return True
-    finder = _Finder(needle)
-    if with_header and finder.feed(_header_text(parsed.header)):
-        return True
-    for part in parsed.root.walk():
-        finder.reset()
-        if part.message is not None:
-            if finder.feed(_header_text(part.message.header)):
-                return True
-            continue
-        if part.is_multipart or part.content_type.lower() != "text":
-            continue
-        for text in _part_text(content, part):
-            if finder.feed(text):
-                return True
-    return False
-
-
-def _raw_chunks(content: Content, part: MimePart) -> Iterator[bytes]:
-    pos, end = part.body_offset, part.body_offset + part.body_size
-    while pos < end:
-        data = content.read(pos, min(CHUNK, end - pos))
-        if not data:
-            return
-        pos += len(data)
-        yield data
-
-
-_NOT_BASE64 = bytes(
-    b for b in range(256) if not (chr(b).isascii() and (chr(b).isalnum() or chr(b) in "+/="))
-)
-
-
-def _base64(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    carry = b""
-    for chunk in chunks:
-        data = carry + chunk.translate(None, _NOT_BASE64)
-        usable = len(data) - len(data) % 4
-        carry = data[usable:]
-        if usable:
-            yield _b64decode(data[:usable])
-    if carry.rstrip(b"="):
-        yield _b64decode(carry.rstrip(b"=") + b"=" * (-len(carry.rstrip(b"=")) % 4))
-
-
-def _b64decode(data: bytes) -> bytes:
-    try:
-        return binascii.a2b_base64(data)
-    except binascii.Error:
-        return b""
-
-
-def _quoted_printable(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    carry = b""
-    for chunk in chunks:
-        data = carry + chunk
-        cut = data.rfind(b"\n") + 1
-        if cut == 0:  # one long line: keep back a possibly split "=XX"
-            equals = data.rfind(b"=", max(len(data) - 2, 0))
-            cut = equals if equals >= 0 else len(data)
-        carry = data[cut:]
-        if cut:
-            yield binascii.a2b_qp(data[:cut])
-    if carry:
-        yield binascii.a2b_qp(carry)
-
-
-def _decoder(charset: str | None) -> codecs.IncrementalDecoder:
-    name = (charset or "utf-8").strip().strip('"').lower() or "utf-8"
-    if name in ("us-ascii", "ascii", "us_ascii", "ansi_x3.4-1968"):
-        name = "utf-8"  # a superset; 8-bit octets in "ASCII" text are most often UTF-8
-    try:
-        info = codecs.lookup(name)
-    except LookupError:
-        info = codecs.lookup("utf-8")
-    if not getattr(info, "_is_text_encoding", True):  # bytes-to-bytes codecs (hex, base64, …)
-        info = codecs.lookup("utf-8")
-    return info.incrementaldecoder(errors="replace")
-
-
-def _part_text(content: Content, part: MimePart) -> Iterator[str]:
-    encoding = (part.content_transfer_encoding or "").strip().lower()
-    chunks: Iterable[bytes] = _raw_chunks(content, part)
-    if encoding == "base64":
-        chunks = _base64(chunks)
-    elif encoding == "quoted-printable":
-        chunks = _quoted_printable(chunks)
-    decoder = _decoder(part.charset)
-    for chunk in chunks:
-        text = decoder.decode(chunk)
-        if isinstance(text, str) and text:
-            yield text
-    text = decoder.decode(b"", final=True)
-    if isinstance(text, str) and text:
-        yield text
+    return any(needle in s for s in segments(parsed, content.read, with_header=with_header))
 
 
 # ---- entry point ------------------------------------------------------------------------------

@@ -159,6 +159,34 @@ class SearchFields:
 
 
 @dataclass(frozen=True, slots=True)
+class SearchText:
+    """A content's entry in the full-text index (docs/decisions/full-text-search.md), already
+    folded by the service (pobox.mail.text): *header* is what TEXT searches besides the body,
+    *body* the body's segments joined by ``pobox.mail.text.SEPARATOR``, and the others the
+    header fields as SEARCH SUBJECT, FROM, TO, CC and BCC see them. Opaque to the store."""
+
+    header: str = ""
+    body: str = ""
+    subject: str = ""
+    from_: str = ""
+    to: str = ""
+    cc: str = ""
+    bcc: str = ""
+
+
+#: The columns of the full-text index, by SearchText attribute name.
+TEXT_COLUMNS: tuple[str, ...] = ("header", "body", "subject", "from_", "to", "cc", "bcc")
+
+
+@dataclass(frozen=True, slots=True)
+class TextMatches:
+    """What the full-text index says about a mailbox for one search string."""
+
+    uids: list[Uid]  # indexed messages with the string in one of the columns asked for
+    unindexed: list[Uid]  # messages whose content is not indexed yet: the caller scans them
+
+
+@dataclass(frozen=True, slots=True)
 class Rendered:
     """Answers a front end rendered once from a content's structure and keeps with it (IMAP's
     ENVELOPE and BODYSTRUCTURE, as Dovecot's cache file keeps them). Opaque to the store; None
@@ -476,6 +504,11 @@ class Store(Protocol):
         """The number of queued messages."""
         ...
 
+    async def queue_release(self, owner: str) -> int:
+        """Free the leases *owner* holds (a runner starting again after its process died);
+        returns how many were freed."""
+        ...
+
     # DKIM keys
     async def save_dkim_key(self, key: DkimKey) -> None:
         """Keep *key* as the domain's signing key (replacing one it had)."""
@@ -495,6 +528,33 @@ class Store(Protocol):
         """The indexed header fields of messages in a mailbox (all of them when *uids* is None;
         UIDs not in the mailbox are left out). ``sent_date`` comes back in UTC: the store keeps
         the moment, not the zone the Date: header was written in."""
+        ...
+
+    # full-text index (docs/decisions/full-text-search.md)
+    async def search_text(
+        self, mailbox_id: MailboxId, columns: Sequence[str], needle: str
+    ) -> TextMatches:
+        """The messages of a mailbox whose indexed text has *needle* as a substring of one of
+        *columns* (TEXT_COLUMNS names), exactly (no case folding: the text is stored folded),
+        and the messages whose content is not indexed yet. *needle* is at least three
+        characters long and holds neither NUL nor the segment separator."""
+        ...
+
+    async def unindexed_contents(
+        self, limit: int, account_id: AccountId | None = None
+    ) -> dict[BlobId, SearchFields]:
+        """Up to *limit* contents (of one account's messages, or of any) not in the full-text
+        index yet, oldest first, with their header fields."""
+        ...
+
+    async def set_search_text(self, items: Mapping[BlobId, SearchText]) -> None:
+        """Put contents into the full-text index, one transaction for all. A content that is
+        indexed already or gone meanwhile is left as it is."""
+        ...
+
+    async def reset_search_text(self, account_id: AccountId | None = None) -> int:
+        """Take the contents of one account's messages (or all contents) out of the index, to
+        be indexed again; returns how many."""
         ...
 
     # backup and restore (docs/backup.md): whole accounts as they are, ids and all

@@ -177,6 +177,38 @@ MIGRATIONS: tuple[str, ...] = (
         created DOUBLE PRECISION NOT NULL
     );
     """,
+    # 5: the full-text index (docs/decisions/full-text-search.md): each content's folded text
+    # with trigram GIN indexes (pg_trgm) for substring search, filled in the background;
+    # blobs.text_state 0 = not indexed yet
+    """
+    CREATE EXTENSION IF NOT EXISTS pg_trgm SCHEMA public;
+    CREATE TABLE blob_text (
+        blob BIGINT PRIMARY KEY REFERENCES blobs(id) ON DELETE CASCADE,
+        header TEXT NOT NULL,
+        body TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        from_ TEXT NOT NULL,
+        to_ TEXT NOT NULL,
+        cc TEXT NOT NULL,
+        bcc TEXT NOT NULL
+    );
+    DO $$
+    DECLARE
+        ops TEXT;  -- the operator class, wherever the extension was installed
+    BEGIN
+        SELECT quote_ident(n.nspname) || '.gin_trgm_ops' INTO ops
+            FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+            WHERE e.extname = 'pg_trgm';
+        EXECUTE format('CREATE INDEX blob_text_header ON blob_text USING gin (header %s)', ops);
+        EXECUTE format('CREATE INDEX blob_text_body ON blob_text USING gin (body %s)', ops);
+        EXECUTE format(
+            'CREATE INDEX blob_text_fields ON blob_text USING gin'
+            ' (subject %1$s, from_ %1$s, to_ %1$s, cc %1$s, bcc %1$s)', ops);
+    END
+    $$;
+    ALTER TABLE blobs ADD COLUMN text_state SMALLINT NOT NULL DEFAULT 0;
+    CREATE INDEX blobs_unindexed ON blobs (id) WHERE text_state = 0;
+    """,
 )
 
 

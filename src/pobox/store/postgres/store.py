@@ -67,6 +67,7 @@ from pobox.store.api import (
     Uid,
 )
 from pobox.store.postgres.content import PRELOAD_MAX, ChunkReader, PgContent, TempSpool
+from pobox.store.postgres.fulltext import PostgresFullText
 from pobox.store.postgres.queue import PostgresQueue
 from pobox.store.postgres.schema import CHUNK_SIZE, migrate
 from pobox.store.rows import (
@@ -279,7 +280,7 @@ class _Listener:
                 conn.terminate()
 
 
-class PostgresStore(PostgresQueue):
+class PostgresStore(PostgresQueue, PostgresFullText):
     """The shared backend. See the module docstring and docs/postgresql.md."""
 
     def __init__(self, dsn: str, data_dir: Path | None = None) -> None:
@@ -1765,6 +1766,7 @@ class PostgresStore(PostgresQueue):
             }
 
         return await self._read(run)
+
     # backup and restore (pobox.store.postgres.restore) ----------------------------------------
     def snapshot(
         self, addresses: Sequence[str] | None = None

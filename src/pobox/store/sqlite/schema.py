@@ -155,6 +155,19 @@ MIGRATIONS: tuple[str, ...] = (
         created REAL NOT NULL
     )
     """,
+    # 5: the full-text index (docs/decisions/full-text-search.md): trigram tables of each
+    # content's folded text, filled in the background; text_state 0 = not indexed yet
+    """
+    CREATE VIRTUAL TABLE text_index USING fts5(
+        header, body, tokenize = 'trigram case_sensitive 1', detail = 'none'
+    );
+    CREATE VIRTUAL TABLE field_index USING fts5(
+        subject, from_, to_, cc, bcc, tokenize = 'trigram case_sensitive 1', detail = 'none'
+    );
+    ALTER TABLE blobs ADD COLUMN text_state INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX blobs_unindexed ON blobs (id) WHERE text_state = 0;
+    CREATE INDEX messages_blob ON messages (blob, mailbox_id)
+    """,
 )
 
 

@@ -61,6 +61,7 @@ from pobox.store.rows import (
 )
 from pobox.store.sqlite.db import Database, as_store_error
 from pobox.store.sqlite.files import FileContent, FileLayout, FileSpool
+from pobox.store.sqlite.fulltext import SqliteFullText, drop_text
 from pobox.store.sqlite.queue import SqliteQueue
 from pobox.store.sqlite.schema import migrate
 
@@ -120,7 +121,7 @@ class _FileLock:
             self._fd = None
 
 
-class SqliteStore(SqliteQueue):
+class SqliteStore(SqliteQueue, SqliteFullText):
     """The embedded backend. See docs/storage.md."""
 
     def __init__(self, root: Path) -> None:
@@ -663,6 +664,7 @@ class SqliteStore(SqliteQueue):
         ).fetchone()
         if row is not None and row[0] <= 0:
             conn.execute("DELETE FROM blobs WHERE id = ?", (blob,))
+            drop_text(conn, blob)
             return [row[1]]
         return []
 
