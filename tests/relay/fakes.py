@@ -35,6 +35,8 @@ class ScriptedHop:
         self.data: list[str] = []
         self.received: list[Received] = []
         self.rcpt_seen: list[str] = []
+        #: when set, every RCPT gets this reply
+        self.defer_all: str | None = None
         self.lock = threading.Lock()
 
     async def handle_MAIL(
@@ -52,6 +54,8 @@ class ScriptedHop:
     ) -> str:
         with self.lock:
             self.rcpt_seen.append(address)
+            if self.defer_all is not None:
+                return self.defer_all
             planned = self.rcpt.get(address)
             if planned:
                 return planned.pop(0)

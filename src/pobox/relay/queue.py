@@ -2,9 +2,10 @@
 
 ``OutboundQueue(store)`` is all a front end needs: ``await queue.enqueue(sender, recipients,
 message)`` stores the message and one pending state per recipient in one store transaction and
-returns the queue id once that is on disk ("accepted means on disk"). The runner
-(:mod:`pobox.relay.runner`) of the same process is woken at once; runners of other processes
-and nodes find the message at their next poll.
+returns the queue id once that is on disk ("accepted means on disk"). A runner
+(:mod:`pobox.relay.runner`) on the same store object in this process is woken at once, whichever
+``OutboundQueue`` it was given; runners of other processes and nodes find the message at their
+next poll (every two seconds).
 """
 
 from __future__ import annotations
@@ -12,10 +13,14 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+import weakref
 from collections.abc import Callable, Sequence
 
 from pobox.errors import InvalidInput
 from pobox.store.api import Store
+
+#: the runners' wake-up events by store object
+_wakers: weakref.WeakKeyDictionary[Store, list[asyncio.Event]] = weakref.WeakKeyDictionary()
 
 
 def new_queue_id() -> str:
@@ -46,11 +51,11 @@ class OutboundQueue:
     def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.clock = clock
-        self._wakers: list[asyncio.Event] = []
 
     def add_waker(self, event: asyncio.Event) -> None:
-        """*event* is set whenever a message is enqueued (the runner waits on it)."""
-        self._wakers.append(event)
+        """*event* is set whenever a message is enqueued on this store in this process (the
+        runner waits on it)."""
+        _wakers.setdefault(self.store, []).append(event)
 
     async def enqueue(self, sender: str, recipients: Sequence[str], message: bytes) -> str:
         """Queue *message* from *sender* ("" or "<>" for a bounce) to *recipients*; returns the
@@ -60,6 +65,6 @@ class OutboundQueue:
             raise InvalidInput("a queued message needs recipients")
         queue_id = new_queue_id()
         await self.store.queue_add(queue_id, reverse_path(sender), rcpts, message, self.clock())
-        for event in self._wakers:
+        for event in _wakers.get(self.store, ()):
             event.set()
         return queue_id

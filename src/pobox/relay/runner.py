@@ -41,6 +41,7 @@ from pobox.relay.mx import DnsPermanent, DnsResolver, DnsTemporary, Resolver, ta
 from pobox.relay.queue import OutboundQueue
 from pobox.relay.smtp import TLS_OPPORTUNISTIC, Connection, Hop, HopError
 from pobox.service.delivery import Delivery, Envelope
+from pobox.service.mail import MailService
 from pobox.store.api import (
     QUEUE_DELIVERED,
     QUEUE_FAILED,
@@ -87,6 +88,12 @@ def backoff(attempts: int, retry_min: float, retry_max: float) -> float:
     return float(min(retry_max, retry_min * 2 ** max(0, min(attempts - 1, 30))))
 
 
+def node_owner(config: Config) -> str:
+    """The lease owner of this node's runner: the same after a restart (so that the new runner
+    frees what the old one held), different for every node (host name and data directory)."""
+    return f"{socket.gethostname()}:{config.data_path.resolve()}"
+
+
 def domain_of(address: str) -> str:
     return address.rpartition("@")[2].lower()
 
@@ -114,17 +121,36 @@ class Runner:
         self.local = local
         self.resolver: Resolver = resolver or DnsResolver()
         self.clock = clock
-        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"  # see node_owner
         self.tls_context = tls_context
         self.batch = batch
         self.lease = lease
         self.wake = asyncio.Event()
         queue.add_waker(self.wake)
 
+    @classmethod
+    def for_service(cls, service: MailService) -> Runner:
+        """The runner of ``pobox serve``: the service's store and configuration (as reloaded),
+        notices to local senders through its delivery."""
+        return cls(
+            service.store,
+            lambda: service.config,
+            OutboundQueue(service.store),
+            service.delivery,
+            owner=node_owner(service.config),
+        )
+
     # the loop ------------------------------------------------------------------------------
     async def serve(self, poll: float = POLL_INTERVAL) -> None:
         """Run rounds until cancelled; a cancel lets the round under way finish (up to
         STOP_GRACE seconds) so that its results are recorded."""
+        try:  # what this node's runner held when its process died is free again
+            freed = await self.store.queue_release(self.owner)
+        except Exception as exc:
+            log.warning("cannot free the outbound queue's leases of %s: %s", self.owner, exc)
+        else:
+            if freed:
+                log.info("outbound queue: %d message(s) a stopped runner held are due", freed)
         while True:
             self.wake.clear()
             round_task = asyncio.ensure_future(self._safe_round())

@@ -237,6 +237,16 @@ class PostgresQueue:
 
         return await self._read(run)
 
+    async def queue_release(self, owner: str) -> int:
+        async def run(tx: Tx) -> int:
+            status = await tx.conn.execute(
+                "UPDATE outbound SET lease_owner = '', lease_until = 0 WHERE lease_owner = $1",
+                owner,
+            )
+            return int(str(status).split()[-1])
+
+        return await self._write(run)
+
     # DKIM keys -----------------------------------------------------------------------------
     async def save_dkim_key(self, key: DkimKey) -> None:
         async def run(tx: Tx) -> None:

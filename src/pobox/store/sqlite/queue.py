@@ -199,6 +199,16 @@ class SqliteQueue:
 
         return await self._db.read(run)
 
+    async def queue_release(self, owner: str) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
+                "UPDATE outbound SET lease_owner = '', lease_until = 0 WHERE lease_owner = ?",
+                (owner,),
+            )
+            return cur.rowcount
+
+        return await self._db.write(run)
+
     # DKIM keys -----------------------------------------------------------------------------
     async def save_dkim_key(self, key: DkimKey) -> None:
         def run(conn: sqlite3.Connection) -> None:
