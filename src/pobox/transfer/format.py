@@ -1,0 +1,299 @@
+"""The backup format, version 1 (docs/backup.md, docs/decisions/backup-format.md).
+
+A backup directory holds::
+
+    pobox-backup.json                 the manifest: written last, atomically (the backup is good)
+    indexes/<stamp>.json.zst          the index of one run: accounts, mailboxes, messages (JSON)
+    objects/<2 hex>/<sha256>.zst      message contents, one zstandard frame each, named by the
+                                      SHA-256 of the uncompressed bytes
+    contents.json                     which store contents are in objects/ (incremental runs)
+    INCOMPLETE                        while a run is under way (a killed run leaves it behind)
+
+The index is logical and backend-neutral: restore writes it into either backend. Readers ignore
+keys they do not know, so later versions can add (app passwords, quotas, shares) without
+breaking older backups; an incompatible change raises ``version``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from pobox.errors import InvalidInput
+from pobox.store.api import (
+    AccountImage,
+    Expunged,
+    MailboxImage,
+    MessageImage,
+    ModSeq,
+    RecoverableImage,
+    Uid,
+)
+
+FORMAT = "pobox-backup"
+VERSION = 1
+MANIFEST = "pobox-backup.json"
+INCOMPLETE = "INCOMPLETE"
+CONTENTS = "contents.json"
+OBJECTS = "objects"
+INDEXES = "indexes"
+ZSTD_LEVEL = 3
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def object_path(root: Path, digest: str) -> Path:
+    if len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
+        raise InvalidInput(f"not a SHA-256 content name: {digest!r}")
+    return root / OBJECTS / digest[:2] / f"{digest}.zst"
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomically(path: Path, data: bytes, *, sync: bool = True) -> None:
+    """*data* under *path*, whole or not at all: a temporary file renamed over it (fsync'd
+    first, and the directory after, with *sync*)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(tmp, "wb") as fp:
+            fp.write(data)
+            if sync:
+                fp.flush()
+                os.fsync(fp.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    if sync:
+        fsync_dir(path.parent)
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_bytes())
+    except ValueError as exc:
+        raise InvalidInput(f"{path} is not valid JSON: {exc}") from None
+
+
+def dumps(document: Any) -> bytes:
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+# -- images <-> JSON --------------------------------------------------------------------------
+# Messages are compact lists (a store of 100,000 messages has as many); everything else is
+# objects with named keys.
+
+MESSAGE_FIELDS = (
+    "uid",
+    "modseq",
+    "flags",
+    "internal_date",
+    "internal_tz",
+    "save_date",
+    "size",
+    "sha256",
+    "pop3_uidl",
+    "pop3_hidden_at",
+)
+
+
+def message_json(m: MessageImage, digest: str) -> list[Any]:
+    return [
+        m.uid,
+        m.modseq,
+        sorted(m.flags),
+        m.internal_date,
+        m.internal_tz,
+        m.save_date,
+        m.size,
+        digest,
+        m.pop3_uidl,
+        m.pop3_hidden_at,
+    ]
+
+
+def account_json(image: AccountImage, digests: Mapping[str, str]) -> dict[str, Any]:
+    """*image* (content keys of the store) as the index keeps it (content by SHA-256)."""
+    return {
+        "address": image.address,
+        "password_hash": image.password_hash,
+        "created": image.created,
+        "settings": dict(image.settings),
+        "aliases": list(image.aliases),
+        "subscriptions": list(image.subscriptions),
+        "mailboxes": [
+            {
+                "name": mb.name,
+                "uidvalidity": mb.uidvalidity,
+                "uidnext": mb.uidnext,
+                "highest_modseq": mb.highest_modseq,
+                "recent_floor": mb.recent_floor,
+                "special_use": mb.special_use,
+                "expunged": [[e.uid, e.modseq] for e in mb.expunged],
+                "message_fields": list(MESSAGE_FIELDS),
+                "messages": [message_json(m, digests[m.content]) for m in mb.messages],
+            }
+            for mb in image.mailboxes
+        ],
+        "recoverable": [
+            {
+                "mailbox": r.mailbox_name,
+                "uid": r.uid,
+                "uidl": r.uidl,
+                "deleted_at": r.deleted_at,
+                "still_present": r.still_present,
+                "sha256": None if r.content is None else digests[r.content],
+                "flags": sorted(r.flags),
+                "internal_date": r.internal_date,
+                "internal_tz": r.internal_tz,
+                "size": r.size,
+            }
+            for r in image.recoverable
+        ],
+    }
+
+
+def _message(fields: list[str], row: list[Any]) -> MessageImage:
+    item = dict(zip(fields, row, strict=False))
+    return MessageImage(
+        uid=int(item["uid"]),
+        modseq=int(item["modseq"]),
+        flags=frozenset(item["flags"]),
+        internal_date=float(item["internal_date"]),
+        internal_tz=int(item["internal_tz"]),
+        save_date=float(item["save_date"]),
+        size=int(item["size"]),
+        content=str(item["sha256"]),
+        pop3_uidl=item.get("pop3_uidl"),
+        pop3_hidden_at=item.get("pop3_hidden_at"),
+    )
+
+
+def account_image(document: Mapping[str, Any]) -> AccountImage:
+    """An index's account as an image whose content keys are SHA-256 names."""
+    try:
+        mailboxes = []
+        for mb in document["mailboxes"]:
+            fields = list(mb.get("message_fields", MESSAGE_FIELDS))
+            mailboxes.append(
+                MailboxImage(
+                    name=mb["name"],
+                    uidvalidity=int(mb["uidvalidity"]),
+                    uidnext=int(mb["uidnext"]),
+                    highest_modseq=int(mb["highest_modseq"]),
+                    recent_floor=int(mb.get("recent_floor", 1)),
+                    special_use=mb.get("special_use"),
+                    messages=tuple(_message(fields, row) for row in mb["messages"]),
+                    expunged=tuple(Expunged(Uid(u), ModSeq(s)) for u, s in mb["expunged"]),
+                )
+            )
+        return AccountImage(
+            address=document["address"],
+            password_hash=document["password_hash"],
+            created=float(document["created"]),
+            settings=dict(document.get("settings", {})),
+            aliases=tuple(document.get("aliases", ())),
+            subscriptions=tuple(document.get("subscriptions", ())),
+            mailboxes=tuple(mailboxes),
+            recoverable=tuple(
+                RecoverableImage(
+                    mailbox_name=r["mailbox"],
+                    uid=int(r["uid"]),
+                    uidl=r["uidl"],
+                    deleted_at=float(r["deleted_at"]),
+                    still_present=bool(r["still_present"]),
+                    content=r.get("sha256"),
+                    flags=frozenset(r["flags"]),
+                    internal_date=float(r["internal_date"]),
+                    internal_tz=int(r["internal_tz"]),
+                    size=int(r["size"]),
+                )
+                for r in document.get("recoverable", ())
+            ),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidInput(f"the backup index has a malformed account: {exc!r}") from None
+
+
+def digests_of(image: AccountImage) -> Iterator[str]:
+    """Every content an (index) image names."""
+    for mb in image.mailboxes:
+        for m in mb.messages:
+            yield m.content
+    for r in image.recoverable:
+        if r.content is not None:
+            yield r.content
+
+
+# -- reading a backup -------------------------------------------------------------------------
+
+
+def read_manifest(root: Path) -> dict[str, Any]:
+    """The manifest of the backup in *root*; InvalidInput when there is no complete backup."""
+    path = root / MANIFEST
+    if not path.is_file():
+        if (root / INCOMPLETE).exists():
+            raise InvalidInput(f"{root} holds no complete backup (a run did not finish)")
+        raise InvalidInput(f"{root} holds no pobox backup (no {MANIFEST})")
+    manifest = read_json(path)
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise InvalidInput(f"{path} is not a pobox backup manifest")
+    version = manifest.get("version")
+    if not isinstance(version, int) or version > VERSION:
+        raise InvalidInput(
+            f"{path} has format version {version!r}; this pobox reads up to {VERSION}"
+        )
+    return manifest
+
+
+def read_index(root: Path, manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """The index the manifest names, checked against its SHA-256 and decompressed."""
+    import zstandard
+
+    name = str(manifest.get("index", ""))
+    path = root / name
+    if not name.startswith(f"{INDEXES}/") or "/.." in name or not path.is_file():
+        raise InvalidInput(f"the index {name!r} the manifest names is missing")
+    packed = path.read_bytes()
+    if sha256_hex(packed) != manifest.get("index_sha256"):
+        raise InvalidInput(f"the index {name} does not match the manifest's SHA-256")
+    try:
+        document = json.loads(zstandard.ZstdDecompressor().decompress(packed))
+    except (zstandard.ZstdError, ValueError) as exc:
+        raise InvalidInput(f"the index {name} cannot be read: {exc}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("accounts"), list):
+        raise InvalidInput(f"the index {name} is not a pobox backup index")
+    return document
+
+
+def read_object(root: Path, digest: str) -> bytes:
+    """The content named *digest*, checked: InvalidInput when it is missing or damaged."""
+    import zstandard
+
+    path = object_path(root, digest)
+    try:
+        packed = path.read_bytes()
+    except FileNotFoundError:
+        raise InvalidInput(f"message content {digest} is missing ({path})") from None
+    try:
+        data = zstandard.ZstdDecompressor().decompress(packed)
+    except zstandard.ZstdError as exc:
+        raise InvalidInput(f"message content {digest} is damaged: {exc}") from None
+    if sha256_hex(data) != digest:
+        raise InvalidInput(f"message content {digest} is damaged (its SHA-256 differs)")
+    return data

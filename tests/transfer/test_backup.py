@@ -1,0 +1,349 @@
+"""`pobox backup`, `pobox backup verify` and `pobox restore` (docs/backup.md).
+
+The store is filled through the Store API with everything a restore must bring back (folders,
+flags and keywords, shared contents, expunges, POP3-hidden and recoverable messages, UIDL
+overrides, aliases, settings, subscriptions); what the store holds is compared through
+``Store.snapshot`` (contents by their bytes), and what clients see through a real `pobox serve`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zstandard
+from tests.helpers.postgres import session_database
+from tests.helpers.servers import POBOX, pobox
+from tests.store.util import append, message_bytes, new_message
+
+from pobox.service.passwords import hash_password
+from pobox.store.api import FlagOp, Store
+from pobox.store.factory import create_store
+
+PASSWORD = "secret"
+USERS = ("alice@example.org", "bob@example.org")
+
+
+async def fill(store: Store, messages: int = 12) -> None:
+    for index, address in enumerate(USERS):
+        account = await store.create_account(address, hash_password(PASSWORD))
+        await store.add_alias(f"alias{index}@example.org", account.id)
+        await store.set_account_setting(account.id, "pop3.retention", "keep")
+        await store.set_subscribed(account.id, "Lists/python", True)
+        inbox = await store.get_mailbox(account.id, "INBOX")
+        archive = await store.get_mailbox(account.id, "Archive")
+        assert inbox is not None and archive is not None
+        work = await store.create_mailbox(account.id, "Work")
+        await store.create_mailbox(account.id, "Work/Reports")
+        metas = []
+        for n in range(messages):
+            flags = frozenset({"\\Seen"} if n % 2 else set()) | (
+                frozenset({"$Label1", "\\Flagged"}) if n % 3 == 0 else frozenset()
+            )
+            when = datetime(2025, 6, 1 + n % 28, 8, n % 60, tzinfo=UTC)
+            size = 400_000 if n == 5 else 0  # one large message
+            metas.append(
+                await append(
+                    store, inbox.id, message_bytes(n, size=size), flags=flags, internal_date=when
+                )
+            )
+        await store.copy(inbox.id, [m.uid for m in metas[:4]], archive.id)
+        await store.copy(inbox.id, [m.uid for m in metas[4:6]], work.id, move=True)
+        await store.set_flags(inbox.id, [metas[7].uid], FlagOp.ADD, frozenset({"\\Answered"}))
+        await store.expunge(inbox.id, [metas[8].uid])
+        await store.expunge(inbox.id, [metas[9].uid], keep_recoverable=True)
+        await store.pop3_hide(inbox.id, [metas[10].uid], datetime(2026, 1, 2, tzinfo=UTC))
+        await store.expunge(inbox.id, [metas[11].uid], keep_recoverable=True)
+        items = await store.list_recoverable(account.id)
+        (last,) = [i for i in items if i.uid == metas[11].uid]
+        await store.recover(account.id, [last.id])  # a new UID, the old UIDL (an override)
+        await store.claim_recent(archive.id)
+
+
+async def observed(store: Store) -> list[Any]:
+    """Every account as the store keeps it, contents by SHA-256 (ids left out: they are the
+    store's own)."""
+    out: list[Any] = []
+    async with store.snapshot() as snap:
+        for image in await snap.accounts():
+            digests: dict[str, str] = {}
+
+            async def digest(key: str, cache: dict[str, str] = digests) -> str:
+                if key not in cache:
+                    cache[key] = hashlib.sha256(await snap.read_content(key)).hexdigest()
+                return cache[key]
+
+            mailboxes = []
+            for mb in image.mailboxes:
+                messages = [(m, await digest(m.content)) for m in mb.messages]
+                mailboxes.append(
+                    (
+                        mb.name,
+                        mb.uidvalidity,
+                        mb.uidnext,
+                        mb.highest_modseq,
+                        mb.recent_floor,
+                        mb.special_use,
+                        mb.expunged,
+                        [
+                            (
+                                m.uid,
+                                m.modseq,
+                                m.flags,
+                                m.internal_date,
+                                m.internal_tz,
+                                m.save_date,
+                                m.size,
+                                d,
+                                m.pop3_uidl,
+                                m.pop3_hidden_at,
+                            )
+                            for m, d in messages
+                        ],
+                    )
+                )
+            recoverable = [
+                (
+                    r.mailbox_name,
+                    r.uid,
+                    r.uidl,
+                    r.deleted_at,
+                    r.still_present,
+                    None if r.content is None else await digest(r.content),
+                    r.flags,
+                    r.size,
+                )
+                for r in image.recoverable
+            ]
+            out.append(
+                (
+                    image.address,
+                    image.password_hash,
+                    image.created,
+                    dict(image.settings),
+                    image.aliases,
+                    image.subscriptions,
+                    mailboxes,
+                    recoverable,
+                )
+            )
+    return out
+
+
+async def _filled(data: Path, messages: int = 12) -> list[Any]:
+    store = create_store("sqlite", data)
+    await store.open()
+    try:
+        await fill(store, messages)
+        return await observed(store)
+    finally:
+        await store.close()
+
+
+async def _observed_at(spec: str, data: Path) -> list[Any]:
+    store = create_store(spec, data)
+    await store.open()
+    try:
+        return await observed(store)
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+def pg_dsn() -> Iterator[str]:
+    database = session_database()
+    name, dsn = database.new_database()
+    yield dsn
+    database.drop_database(name)
+
+
+async def test_backup_verify_restore_into_sqlite_and_postgres(tmp_path: Path, pg_dsn: str) -> None:
+    data = tmp_path / "data"
+    before = await _filled(data)
+    dest = tmp_path / "backup"
+    first = pobox("backup", str(dest), data=data)
+    assert b"2 account(s)" in first.stdout
+    assert b"11 of 11 content(s) written" in first.stdout, first.stdout
+    # incremental: a second run over unchanged mail writes nothing
+    second = pobox("backup", str(dest), data=data)
+    assert b"0 of 11 content(s) written" in second.stdout, second.stdout
+    good = pobox("backup", "verify", str(dest), data=data)
+    assert b"is good" in good.stdout
+    # into an empty data directory
+    restored = tmp_path / "restored"
+    out = pobox("restore", str(dest), "--to", str(restored), data=data)
+    assert b"restored the backup" in out.stdout
+    assert await _observed_at("sqlite", restored) == before
+    # into PostgreSQL
+    pobox("restore", str(dest), "--to", pg_dsn, data=data)
+    assert await _observed_at(pg_dsn, tmp_path / "pg-spool") == before
+    # a second restore over existing accounts is refused, --replace replaces
+    again = pobox("restore", str(dest), "--to", str(restored), data=data, check=False)
+    assert again.returncode == 1 and b"--replace" in again.stderr
+    pobox("restore", str(dest), "--to", pg_dsn, "--replace", data=data)
+    assert await _observed_at(pg_dsn, tmp_path / "pg-spool") == before
+    # one account out of a backup of the whole server
+    single = tmp_path / "single"
+    pobox("restore", str(dest), "--to", str(single), "--account", USERS[1], data=data)
+    assert await _observed_at("sqlite", single) == [before[1]]
+    missing = pobox(
+        "restore", str(dest), "--to", str(single), "--account", "x@y.z", data=data, check=False
+    )
+    assert missing.returncode == 1 and b"no account x@y.z" in missing.stderr
+
+
+async def test_backup_of_postgres_and_of_one_account(tmp_path: Path, pg_dsn: str) -> None:
+    data = tmp_path / "data"
+    before = await _filled(data)
+    pobox("restore", str(_backup(tmp_path, data)), "--to", pg_dsn, data=data)
+    # back up the PostgreSQL store (one account), restore that into SQLite
+    config = tmp_path / "pg.toml"
+    config.write_text(f'store = "{pg_dsn}"\n')
+    dest = tmp_path / "from-pg"
+    pobox("backup", "--account", USERS[0], str(dest), data=tmp_path / "pg", config=config)
+    pobox("backup", "verify", str(dest), data=data)
+    again = tmp_path / "again"
+    pobox("restore", str(dest), "--to", str(again), data=data)
+    assert await _observed_at("sqlite", again) == [before[0]]
+
+
+def _backup(tmp_path: Path, data: Path) -> Path:
+    dest = tmp_path / "backup"
+    pobox("backup", str(dest), data=data)
+    return dest
+
+
+def _objects(dest: Path) -> list[Path]:
+    return sorted((dest / "objects").rglob("*.zst"))
+
+
+async def test_verify_finds_a_flipped_byte_and_a_missing_file(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    await _filled(data)
+    dest = _backup(tmp_path, data)
+    objects = _objects(dest)
+    assert len(objects) == 11
+    # a flipped byte in a message content (the compressed file still decompresses)
+    victim = objects[3]
+    raw = zstandard.ZstdDecompressor().decompress(victim.read_bytes())
+    flipped = bytearray(raw)
+    flipped[len(flipped) // 2] ^= 0x01
+    victim.write_bytes(zstandard.ZstdCompressor().compress(bytes(flipped)))
+    bad = pobox("backup", "verify", str(dest), data=data, check=False)
+    assert bad.returncode == 1
+    assert victim.stem.encode() in bad.stdout  # the content's SHA-256 names it
+    assert b"SHA-256 differs" in bad.stdout and b"NOT good" in bad.stdout
+    # a flipped byte in the compressed file itself
+    packed = bytearray(victim.read_bytes())
+    packed[-3] ^= 0x40
+    victim.write_bytes(bytes(packed))
+    assert pobox("backup", "verify", str(dest), data=data, check=False).returncode == 1
+    # a missing one
+    victim.write_bytes(zstandard.ZstdCompressor().compress(raw))
+    assert pobox("backup", "verify", str(dest), data=data).returncode == 0
+    objects[7].unlink()
+    gone = pobox("backup", "verify", str(dest), data=data, check=False)
+    assert gone.returncode == 1 and b"is missing" in gone.stdout
+    # the next backup writes it again (it is not in contents.json's objects any more)
+    pobox("backup", str(dest), data=data)
+    assert pobox("backup", "verify", str(dest), data=data).returncode == 0
+    # a damaged index
+    index = next((dest / "indexes").iterdir())
+    index.write_bytes(index.read_bytes()[:-1])
+    broken = pobox("backup", "verify", str(dest), data=data, check=False)
+    assert broken.returncode == 1 and b"index" in broken.stdout
+
+
+async def _bulk(data: Path, count: int) -> None:
+    store = create_store("sqlite", data)
+    await store.open()
+    try:
+        account = await store.create_account("bulk@example.org", "h")
+        inbox = await store.get_mailbox(account.id, "INBOX")
+        assert inbox is not None
+        for start in range(0, count, 500):
+            batch = [
+                await new_message(store, message_bytes(n, size=2000 + n))
+                for n in range(start, min(count, start + 500))
+            ]
+            await store.append_many(inbox.id, batch)
+    finally:
+        await store.close()
+
+
+def _kill_midway(dest: Path, data: Path) -> None:
+    """Start `pobox backup`, SIGKILL it once it has written some contents but not all."""
+    proc = subprocess.Popen(
+        [*POBOX, "--data", str(data), "backup", "--quiet", str(dest)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        before = len(_objects(dest)) if (dest / "objects").exists() else 0
+        while time.monotonic() < deadline:
+            if (dest / "objects").exists() and len(_objects(dest)) > before + 20:
+                break
+            assert proc.poll() is None, "the backup finished before it could be killed"
+            time.sleep(0.005)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(10)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (dest / "pobox-backup.json").exists() or (dest / "INCOMPLETE").exists()
+
+
+async def test_a_killed_backup_never_verifies_as_good(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    await _bulk(data, 3000)
+    dest = tmp_path / "backup"
+    _kill_midway(dest, data)
+    verdict = pobox("backup", "verify", str(dest), data=data, check=False)
+    assert verdict.returncode == 1, verdict.stdout
+    assert b"did not finish" in verdict.stdout
+    # a rerun completes it; a later run killed midway is reported again
+    pobox("backup", str(dest), data=data)
+    assert pobox("backup", "verify", str(dest), data=data).returncode == 0
+    await _bulk_more(data)
+    _kill_midway(dest, data)
+    assert pobox("backup", "verify", str(dest), data=data, check=False).returncode == 1
+    pobox("backup", str(dest), data=data)
+    assert pobox("backup", "verify", str(dest), data=data).returncode == 0
+
+
+async def _bulk_more(data: Path) -> None:
+    store = create_store("sqlite", data)
+    await store.open()
+    try:
+        account = await store.get_account("bulk@example.org")
+        assert account is not None
+        inbox = await store.get_mailbox(account.id, "INBOX")
+        assert inbox is not None
+        for start in range(0, 3000, 500):
+            batch = [
+                await new_message(store, message_bytes(10_000 + n, size=2000 + n))
+                for n in range(start, start + 500)
+            ]
+            await store.append_many(inbox.id, batch)
+    finally:
+        await store.close()
+
+
+def test_backup_refuses_a_directory_that_is_no_backup(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    pobox("init", data=data)
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "cat.jpg").write_bytes(b"meow")
+    result = pobox("backup", str(other), data=data, check=False)
+    assert result.returncode == 1 and b"holds no pobox backup" in result.stderr
+    none = pobox("backup", "verify", str(tmp_path / "nothing"), data=data, check=False)
+    assert none.returncode == 1 and b"no pobox backup" in none.stdout
