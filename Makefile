@@ -6,7 +6,7 @@ POBOX  := $(VENV)/bin/pobox
 DATA   ?= ./data
 
 # Debian packages the tests drive (real clients, and Dovecot as the side-by-side anchor).
-TEST_DEBS := fetchmail getmail6 curl openssl iproute2 dovecot-imapd dovecot-pop3d dovecot-lmtpd isync offlineimap3 neomutt tmux
+TEST_DEBS := fetchmail getmail6 curl openssl iproute2 dovecot-imapd dovecot-pop3d dovecot-lmtpd isync offlineimap3 neomutt tmux swaks msmtp
 
 .PHONY: serve cli test test-fast lint fmt bench system-deps clean
 
@@ -22,6 +22,7 @@ serve: $(VENV)/.installed
 	@$(POBOX) --data $(DATA) init --demo
 	@echo "connect with: IMAP 127.0.0.1:1143  POP3 127.0.0.1:1110  SMTP 127.0.0.1:2525  LMTP 127.0.0.1:2424"
 	@echo "              IMAPS 127.0.0.1:1993  POP3S 127.0.0.1:1995 (self-signed certificate in $(DATA)/tls)"
+	@echo "              submission 127.0.0.1:2587 (STARTTLS, then AUTH)  127.0.0.1:2465 (implicit TLS)"
 	@echo "              account demo@localhost, password demo (if it was just created)"
 	$(POBOX) --data $(DATA) serve
 
