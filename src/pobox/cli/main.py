@@ -461,6 +461,12 @@ def build_parser() -> argparse.ArgumentParser:
     from pobox.cli import backup
 
     backup.add_parser(commands)
+
+    # `pobox queue …` and `pobox dkim …`: outbound mail (docs/relay.md)
+    from pobox.cli import dkim, queue
+
+    queue.add_parser(commands)
+    dkim.add_parser(commands)
     return parser
 
 
