@@ -178,6 +178,16 @@ class _Metrics:
             ),
             worker,
         )
+        self.queue = _Labelled(
+            Gauge(
+                "pobox_queue_messages",
+                "Messages in the outbound queue (all nodes'); the queue runner counts",
+                ["worker"],
+                multiprocess_mode="livesum",
+                registry=None,
+            ),
+            worker,
+        )
         self.registry: CollectorRegistry = CollectorRegistry()
         MultiProcessCollector(self.registry, path=str(directory))  # type: ignore[no-untyped-call]
 
@@ -348,3 +358,11 @@ def store_totals(accounts: int, mailboxes: int, messages: int, octets: int) -> N
     active.store["mailboxes",].set(mailboxes)
     active.store["messages",].set(messages)
     active.store_bytes[()].set(octets)
+
+
+def queue_length(messages: int) -> None:
+    """The outbound queue's length, as the queue runner (worker 0) counted it last."""
+    active = _active
+    if active is None:
+        return
+    active.queue[()].set(messages)

@@ -595,6 +595,8 @@ class StoreCounter:
                     "messages": totals.messages,
                     "octets": totals.octets,
                 }
+                with contextlib.suppress(Exception):  # the outbound queue (pobox.relay)
+                    self.totals["queue"] = await self.service.store.queue_length()
                 metrics.store_totals(
                     totals.accounts, totals.mailboxes, totals.messages, totals.octets
                 )

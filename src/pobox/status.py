@@ -225,6 +225,8 @@ def format_status(workers: list[dict[str, Any]]) -> str:
             f"store: accounts {store.get('accounts', 0)}, mailboxes {store.get('mailboxes', 0)}, "
             f"messages {store.get('messages', 0)}, {int(store.get('octets', 0)) / 1e6:.1f} MB"
         )
+        if "queue" in store:
+            lines.append(f"outbound queue: {store['queue']} message(s)")
     listeners = workers[0].get("listeners", {})
     if listeners:
         lines.append("listening: " + ", ".join(f"{k} {v}" for k, v in sorted(listeners.items())))

@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from pobox import metrics
 from pobox.config import Config
 from pobox.log import log_event
 from pobox.relay import dkim
@@ -64,6 +65,8 @@ BATCH = 50
 PARALLEL = 8
 #: seconds a stopping runner waits for the round under way
 STOP_GRACE = 30.0
+#: seconds between counts of the queue for the metrics
+COUNT_INTERVAL = 10.0
 
 
 @dataclass(slots=True)
@@ -126,6 +129,7 @@ class Runner:
         self.batch = batch
         self.lease = lease
         self.wake = asyncio.Event()
+        self._counted = -COUNT_INTERVAL
         queue.add_waker(self.wake)
 
     @classmethod
@@ -160,10 +164,22 @@ class Runner:
                 with contextlib.suppress(Exception):
                     await asyncio.wait({round_task}, timeout=STOP_GRACE)
                 raise
+            await self._count()
             if busy:
                 continue  # a full round: more may be due at once
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), poll)
+
+    async def _count(self) -> None:
+        """The queue's length for the metrics, at most every COUNT_INTERVAL seconds."""
+        now = time.monotonic()
+        if now - self._counted < COUNT_INTERVAL:
+            return
+        self._counted = now
+        try:
+            metrics.queue_length(await self.store.queue_length())
+        except Exception as exc:
+            log.debug("cannot count the outbound queue: %s", exc)
 
     async def _safe_round(self) -> bool:
         try:
