@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import imaplib
+import os
+import signal
 import smtplib
 import ssl
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -314,3 +317,46 @@ async def _queued(data: Path, queue_id: str) -> QueuedMessage | None:
         return await store.queue_get(queue_id)
     finally:
         await store.close()
+
+
+def _submission_certificate(server: ServerProcess, name: str) -> bytes:
+    """The certificate a new connection to the *name* listener is shown (STARTTLS on
+    submission, implicit TLS on submissions)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    if name == "submissions":
+        smtp: smtplib.SMTP = smtplib.SMTP_SSL(
+            "127.0.0.1", server.ports[name], context=context, timeout=TIMEOUT
+        )
+    else:
+        smtp = smtplib.SMTP("127.0.0.1", server.ports[name], timeout=TIMEOUT)
+        smtp.ehlo("client.test")
+        smtp.starttls(context=context)
+    with smtp:
+        sock = smtp.sock
+        assert isinstance(sock, ssl.SSLSocket)
+        der = sock.getpeercert(binary_form=True)
+        assert der is not None
+        return der
+
+
+def test_sighup_reloads_the_certificate(tmp_path: Path) -> None:
+    """As for IMAPS and POP3S: a SIGHUP makes new handshakes use the new certificate."""
+    certdir = tmp_path / "certs"
+    first, _ = generate_certificate(certdir)
+    with server_process(tmp_path, {ACCOUNT: PASSWORD}, _config(first)) as server:
+        first_der = ssl.PEM_cert_to_DER_cert(first.read_text())
+        for name in ("submission", "submissions"):
+            assert _submission_certificate(server, name) == first_der
+        second, _ = generate_certificate(certdir)  # replaces both files
+        second_der = ssl.PEM_cert_to_DER_cert(second.read_text())
+        assert second_der != first_der
+        assert server.proc is not None
+        os.kill(server.proc.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while "TLS certificate reloaded" not in server.log.read_text():
+            assert time.monotonic() < deadline, server.log.read_text()
+            time.sleep(0.05)
+        for name in ("submission", "submissions"):
+            assert _submission_certificate(server, name) == second_der
