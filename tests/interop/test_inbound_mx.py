@@ -30,6 +30,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     tmp = tmp_path_factory.mktemp("mx")
     with server_process(tmp, {ACCOUNT: "demo", "owner@served.test": "pw"}, EXTRA) as running:
         running.cli("alias", "add", "info@aliased.test", ACCOUNT)
+        running.cli("alias", "add", "postmaster@localhost", ACCOUNT)
         yield running
 
 
@@ -128,6 +129,23 @@ def test_served_domains(server: ServerProcess) -> None:
         assert smtp.rcpt("info@aliased.test")[0] == 250
         assert smtp.rcpt("OWNER@Served.Test")[0] == 250
         assert smtp.rcpt("x@other.test")[0] == 554
+
+
+def test_postmaster_without_domain(server: ServerProcess) -> None:
+    """RFC 5321 §4.5.1: RCPT TO:<Postmaster> is postmaster@ the configured hostname
+    (``localhost`` here, an alias of demo@localhost)."""
+    with smtplib.SMTP("127.0.0.1", server.ports["smtp"], timeout=30) as smtp:
+        smtp.ehlo("client.test")
+        smtp.mail("a@example.org")
+        assert smtp.rcpt("<Postmaster>") == (250, b"2.1.5 OK")
+        code, text = smtp.data(MESSAGE.replace(b"Subject: mx", b"Subject: to postmaster"))
+        assert code == 250, text
+    delivered = [
+        line
+        for line in server.log.read_text().splitlines()
+        if "event=delivery" in line and "to=postmaster@localhost" in line
+    ]
+    assert len(delivered) == 1 and "result=delivered" in delivered[0], delivered
 
 
 def test_lmtp_refuses_relay_too(server: ServerProcess) -> None:

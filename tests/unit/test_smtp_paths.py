@@ -73,6 +73,9 @@ def test_recipient_rules() -> None:
     assert parse_path("<>", sender=False) == PathError("553 5.1.3 a recipient address is needed")
     bad = parse_path("<x>", sender=False)
     assert isinstance(bad, PathError) and bad.reply.startswith("553 5.1.3")
+    # RFC 5321 §4.5.1: <Postmaster> without a domain is a recipient (not a sender)
+    assert parse_path("<Postmaster>", sender=False) == Path("postmaster", {})
+    assert isinstance(parse_path("<Postmaster>", sender=True), PathError)
     # a UTF-8 recipient is fine when MAIL announced SMTPUTF8, not otherwise
     assert parse_path("<é@example.org>", sender=False, smtputf8=True) == Path("é@example.org", {})
     refused = parse_path("<é@example.org>", sender=False, smtputf8=False)

@@ -203,9 +203,12 @@ class Commands:
         if path.params:
             await server.push("555 5.5.4 RCPT TO parameters not recognized or not implemented")
             return
-        status = await server._call_handler_hook("RCPT", path.address, [])
+        address = path.address
+        if address == "postmaster":  # RFC 5321 §4.5.1: the server's own postmaster
+            address = f"postmaster@{self.hostname}"
+        status = await server._call_handler_hook("RCPT", address, [])
         if status is MISSING:
-            self.envelope.rcpt_tos.append(path.address)
+            self.envelope.rcpt_tos.append(address)
             status = replies.RCPT_OK
         await server.push(status)
 

@@ -12,7 +12,9 @@ parameters, or a :class:`PathError` carrying the reply to send:
 * ``553 5.6.7`` — a non-ASCII address in a transaction that did not announce SMTPUTF8
   (RFC 6531 §3.4); ``501 5.6.7`` — octets that are not UTF-8 at all.
 
-A source route (``<@a,@b:user@c>``) is accepted and dropped (RFC 5321 §4.1.1.3).
+A source route (``<@a,@b:user@c>``) is accepted and dropped (RFC 5321 §4.1.1.3). The recipient
+``<Postmaster>`` without a domain (RFC 5321 §4.5.1) comes back as ``postmaster``; the session
+makes it ``postmaster@`` the configured hostname.
 """
 
 from __future__ import annotations
@@ -137,7 +139,9 @@ def parse_path(arg: str, *, sender: bool, smtputf8: bool | None = None) -> Path 
         route = _ROUTE.match(inner)
         if route is not None:
             inner = inner[route.end() :]
-        if inner == "" and route is None:
+        if not sender and inner.lower() == "postmaster":  # RFC 5321 §4.5.1: no domain
+            address = "postmaster"
+        elif inner == "" and route is None:
             if not sender:
                 return PathError(f"553 {bad} a recipient address is needed")
             address = ""
