@@ -41,8 +41,8 @@ from pobox.transfer import format as fmt
 
 #: Snapshots a run takes at most while messages vanish under it (embedded store).
 ATTEMPTS = 5
-#: Contents compressed and written at once, in worker threads.
-PARALLEL = 4
+#: Contents read, compressed and written at once (worker threads).
+PARALLEL = 8
 
 
 class Reporter(Protocol):
@@ -163,7 +163,8 @@ async def _copy_contents(
     progress.set_total(len(keys))
     pending: set[asyncio.Task[None]] = set()
 
-    async def put(key: str, data: bytes) -> None:
+    async def put(key: str) -> None:
+        data = await snap.read_content(key)  # NotFound: gone since the snapshot began
         digest, written = await asyncio.to_thread(objects.put, data)
         digests[key] = digest
         progress.advance(1, nbytes=len(data), skipped=0 if written else 1)
@@ -177,12 +178,11 @@ async def _copy_contents(
                 digests[key] = digest
                 progress.advance(1, skipped=1)
                 continue
-            data = await snap.read_content(key)  # NotFound: gone since the snapshot began
             if len(pending) >= PARALLEL:
                 finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for task in finished:
                     task.result()
-            pending.add(asyncio.create_task(put(key, data)))
+            pending.add(asyncio.create_task(put(key)))
         while pending:
             task = pending.pop()
             await task

@@ -66,14 +66,32 @@ def _spool(store: Store, root: Path, digest: str) -> RestoreContent:
 async def _contents(
     store: Store, root: Path, keys: Sequence[str], stored: dict[str, BlobId]
 ) -> dict[str, RestoreContent | BlobId]:
+    """The contents *keys* name: those stored before by their blobs, the others read out of the
+    backup into spools in worker threads (the default executor's; fsync and zstandard
+    run outside the GIL)."""
     contents: dict[str, RestoreContent | BlobId] = {}
-    for key in keys:
-        if key in contents:
-            continue
+    new = []
+    for key in dict.fromkeys(keys):
         blob = stored.get(key)
-        contents[key] = (
-            blob if blob is not None else await asyncio.to_thread(_spool, store, root, key)
-        )
+        if blob is not None:
+            contents[key] = blob
+        else:
+            new.append(key)
+    results = await asyncio.gather(
+        *(asyncio.to_thread(_spool, store, root, key) for key in new),
+        return_exceptions=True,
+    )
+    failure: BaseException | None = None
+    for key, result in zip(new, results, strict=True):
+        if isinstance(result, BaseException):
+            failure = failure or result
+        else:
+            contents[key] = result
+    if failure is not None:
+        for item in contents.values():
+            if isinstance(item, RestoreContent):
+                item.spool.discard()
+        raise failure
     return contents
 
 

@@ -46,6 +46,7 @@ class PostgresSnapshot:
     def __init__(self, conn: Any, addresses: Sequence[str] | None) -> None:
         self.conn = conn
         self.addresses = None if addresses is None else list(addresses)
+        self._lock = asyncio.Lock()  # one connection: one query at a time
 
     async def accounts(self) -> list[AccountImage]:
         conn = self.conn
@@ -170,11 +171,16 @@ class PostgresSnapshot:
             blob = int(key)
         except ValueError:
             raise InvalidInput(f"not a content of this store: {key!r}") from None
-        rows = await self.conn.fetch(
-            "SELECT data FROM blob_chunks WHERE blob = $1 ORDER BY seq", blob
-        )
+        async with self._lock:
+            rows = await self.conn.fetch(
+                "SELECT data FROM blob_chunks WHERE blob = $1 ORDER BY seq", blob
+            )
+            size = (
+                None
+                if rows
+                else await self.conn.fetchval("SELECT size FROM blobs WHERE id = $1", blob)
+            )
         if not rows:
-            size = await self.conn.fetchval("SELECT size FROM blobs WHERE id = $1", blob)
             if size is None:
                 raise NotFound(f"content {key} is gone")
             return b""
