@@ -124,10 +124,13 @@ def _stop_group(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-def start_pobox(workdir: Path, need: Sequence[str] = ("lmtp",)) -> Server:
+def start_pobox(
+    workdir: Path, need: Sequence[str] = ("lmtp",), *, create_user: bool = True
+) -> Server:
     """Create the account, then run ``pobox serve`` on free ports; wait for the *need* ports.
 
-    *need* names listeners ('lmtp', 'pop3', 'imap'); LMTP is always waited for.
+    *need* names listeners ('lmtp', 'pop3', 'imap'); LMTP is always waited for. Without
+    *create_user* the data directory has the account already (a restart).
     """
     exe = pobox_executable()
     data = workdir / "data"
@@ -142,7 +145,7 @@ def start_pobox(workdir: Path, need: Sequence[str] = ("lmtp",)) -> Server:
     # Only `pobox init` creates a store (other commands refuse a missing one); it is idempotent.
     subprocess.run([*base, "init"], capture_output=True, timeout=120, check=False)
     added = subprocess.run(
-        [*base, "user", "add", USER, "--password-stdin"],
+        [*base, "user", "add", USER, "--password-stdin"] if create_user else ["true"],
         input=f"{PASSWORD}\n".encode(),
         capture_output=True,
         timeout=120,

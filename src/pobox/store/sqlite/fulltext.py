@@ -86,8 +86,10 @@ class SqliteFullText:
                 names = [_WHERE[c][1] for c in columns if _WHERE[c][0] == table]
                 check = " OR ".join(f"instr(t.{n}, ?) > 0" for n in names)
                 for row in conn.execute(
+                    # CROSS JOIN: the index first, then each hit's messages (by messages_blob);
+                    # left to itself the planner walks the mailbox and asks the index per row
                     f"SELECT m.uid FROM {table} t"
-                    " JOIN messages m ON m.blob = t.rowid AND m.mailbox_id = ?"
+                    " CROSS JOIN messages m ON m.blob = t.rowid AND m.mailbox_id = ?"
                     f" WHERE {table} MATCH ? AND ({check})",
                     (mailbox_id, query, *([needle] * len(names))),
                 ):

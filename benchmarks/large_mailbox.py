@@ -1,0 +1,332 @@
+"""A large mailbox, pobox against Dovecot: what a client feels on 100,000 (or 1,000,000) messages.
+
+For each target, in a fresh server:
+
+1. **Fill** the INBOX over LMTP (FILL_CLIENTS connections) with MESSAGES realistic messages:
+   plain text in words from a vocabulary, one in ten HTML, one in twenty with a base64
+   attachment, sizes from 1 to 16 KiB. The first DELIVERY_SAMPLE messages time delivery into an
+   empty mailbox; the same number again at the end times delivery into the full one.
+2. pobox only: wait until the background indexer has indexed everything (`pobox reindex
+   --missing`), so that SEARCH is measured as it is in a running server.
+3. **Restart** the server (cold: new processes, nothing in their caches; the kernel's page cache
+   is not dropped), log in, and time each operation once (cold), then REPEAT more times
+   (warm; the median is shown): SELECT; `UID FETCH 1:* (UID FLAGS)`; FETCH of the newest 50
+   messages' ENVELOPE and BODYSTRUCTURE (what a phone does on opening the folder); SEARCH by
+   flag, by date, FROM, SUBJECT, BODY of a word in 10 messages, BODY of a word in none, TEXT;
+   STATUS from another session; one EXPUNGE (STORE \\Deleted and UID EXPUNGE of one message);
+   one delivery (one LMTP transaction into the full mailbox).
+4. The resident memory of the server's processes after the session.
+
+Every command goes through the same raw IMAP client for both targets; answers are checked
+(message counts, search hits). Prints a table with the ratio pobox/Dovecot (below 1: pobox
+faster). Dovecot is Debian's, Maildir, without a full-text search plugin (its BODY search reads
+the messages). Nothing here asserts on time.
+
+    .venv/bin/python benchmarks/large_mailbox.py [--messages 100000] [--target both]
+"""
+
+from __future__ import annotations
+
+import base64
+import random
+import re
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import common
+from common import (
+    BenchError,
+    LmtpClient,
+    Server,
+    base_parser,
+    deliver_concurrently,
+    dot_stuff,
+    print_environment,
+    print_table,
+    target_list,
+)
+from imap_bench import Imap, _pss_kb, _status_kb, server_pids
+
+WORDS = (  # noqa: SIM905 (a sentence is easier to read than 60 quoted words)
+    "account agenda answer april archive budget call client contract customer data deadline "
+    "delivery design draft email estimate event feedback figures final folder friday holiday "
+    "invoice issue july launch lunch meeting minutes monday notes office order payment plan "
+    "price project proposal question quote release report request review sales schedule "
+    "server status summary support team thanks ticket today travel update version week"
+).split()
+NAMES = ["Alice Martin", "Bob Chen", "Carla Diaz", "Dmitri Ivanov", "Emma Brown", "Farid Haddad"]
+RARE_SENDER = "Wilhelmina Quackenbush"  # the From of every 5,000th message
+RARE_SUBJECT = "Quarterly reconciliation 4711"  # the Subject of every 7,000th message
+RARE_WORD = "zanzibarite"  # in the body of exactly 10 messages
+ABSENT_WORD = "qwxyzzyplugh"  # in no message
+DELIVERY_SAMPLE = 2000
+
+
+def _subject(rng: random.Random) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 7))).capitalize()
+
+
+def realistic(n: int, total: int, seed: int = 7) -> bytes:
+    """Message *n* of *total*: the same bytes for both targets."""
+    rng = random.Random(seed * 1_000_003 + n)
+    name = RARE_SENDER if n % 5000 == 1 else rng.choice(NAMES)
+    address = name.lower().replace(" ", ".") + "@example.org"
+    subject = RARE_SUBJECT if n % 7000 == 3 else _subject(rng)
+    day = 1 + n * 365 // max(total, 1)
+    when = time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime(1735689600 + day * 86400))
+    size = int(rng.lognormvariate(7.8, 0.8)) % 16000 + 600
+    paragraphs: list[str] = []
+    length = 0
+    while length < size:
+        sentence = " ".join(rng.choice(WORDS) for _ in range(rng.randint(6, 16))).capitalize()
+        paragraphs.append(sentence + ".")
+        length += len(sentence) + 2
+    rare = total >= 10 and n % (total // 10) == 5 and n // (total // 10) < 10
+    if rare:
+        paragraphs.insert(len(paragraphs) // 2, f"The {RARE_WORD} samples arrived.")
+    text = "\r\n".join(paragraphs)
+    header = (
+        f"From: {name} <{address}>\r\nTo: Bench <{common.USER}>\r\nSubject: {subject}\r\n"
+        f"Date: {when}\r\nMessage-ID: <large-{seed}-{n}@example.org>\r\nMIME-Version: 1.0\r\n"
+    )
+    kind = n % 20
+    if kind in (0, 10):  # HTML
+        html = "".join(f"<p>{p}</p>\r\n" for p in text.split("\r\n"))
+        return (
+            header + "Content-Type: text/html; charset=utf-8\r\n\r\n"
+            f"<html><body>\r\n{html}</body></html>\r\n"
+        ).encode()
+    if kind == 5:  # an attachment
+        blob = base64.encodebytes(rng.randbytes(rng.randint(2000, 30000))).decode()
+        blob = blob.replace("\n", "\r\n")
+        return (
+            header + 'Content-Type: multipart/mixed; boundary="b1"\r\n\r\n'
+            "--b1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+            f"{text}\r\n--b1\r\nContent-Type: application/pdf; name=scan-{n}.pdf\r\n"
+            f"Content-Disposition: attachment; filename=scan-{n}.pdf\r\n"
+            f"Content-Transfer-Encoding: base64\r\n\r\n{blob}--b1--\r\n"
+        ).encode()
+    return (header + "Content-Type: text/plain; charset=utf-8\r\n\r\n" + text + "\r\n").encode()
+
+
+def fill(server: Server, total: int, clients: int) -> tuple[float, float]:
+    """Deliver *total* messages; returns (rate into the empty mailbox, whole fill seconds)."""
+    started = time.perf_counter()
+    sample = min(DELIVERY_SAMPLE, total)
+    seconds, _ = deliver_concurrently(server, [realistic(n, total) for n in range(sample)], clients)
+    empty_rate = sample / seconds
+    step = 5000
+    for start in range(sample, total, step):
+        batch = [realistic(n, total) for n in range(start, min(start + step, total))]
+        deliver_concurrently(server, batch, clients)
+        if (start // step) % 20 == 0:
+            print(f"    {start + len(batch)} delivered", flush=True)
+    return empty_rate, time.perf_counter() - started
+
+
+def full_rate(server: Server, total: int, clients: int) -> float:
+    extra = [realistic(total + n, total, seed=8) for n in range(DELIVERY_SAMPLE)]
+    seconds, _ = deliver_concurrently(server, extra, clients)
+    return DELIVERY_SAMPLE / seconds
+
+
+def timed(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1000
+
+
+def count_fetches(lines: list[bytes]) -> int:
+    return sum(1 for x in lines if b" FETCH " in x)
+
+
+def search_hits(lines: list[bytes]) -> int:
+    for line in lines:
+        if line.startswith(b"* SEARCH"):
+            return len(line.split()) - 2
+    raise BenchError("no SEARCH response")
+
+
+def operations(server: Server, imap: Imap, total: int) -> Iterator[tuple[str, Callable[[], None]]]:
+    """(name, run-once) for each measured operation; each checks its answer."""
+    count = total + DELIVERY_SAMPLE
+
+    def select() -> None:
+        _, lines = imap.command(b"SELECT INBOX")
+        exists = [int(m[1]) for m in (re.match(rb"\* (\d+) EXISTS", x) for x in lines) if m]
+        if not exists or exists[-1] < count - 5:
+            raise BenchError(f"SELECT says {exists}, expected about {count}")
+
+    def flags() -> None:
+        _, lines = imap.command(b"UID FETCH 1:* (UID FLAGS)")
+        if count_fetches(lines) < count - 5:
+            raise BenchError(f"UID FETCH 1:* gave {count_fetches(lines)}")
+
+    def newest50() -> None:
+        first = max(count - 49 - 5, 1)
+        _, lines = imap.command(b"FETCH %d:* (ENVELOPE BODYSTRUCTURE)" % first)
+        if count_fetches(lines) < 50:
+            raise BenchError(f"FETCH of the newest 50 gave {count_fetches(lines)}")
+
+    def search(criteria: bytes, expect: Callable[[int], bool]) -> Callable[[], None]:
+        def run() -> None:
+            _, lines = imap.command(b"UID SEARCH " + criteria)
+            hits = search_hits(lines)
+            if not expect(hits):
+                raise BenchError(f"SEARCH {criteria!r}: {hits} hits")
+
+        return run
+
+    yield "SELECT", select
+    yield "UID FETCH 1:* (UID FLAGS)", flags
+    yield "FETCH newest 50 ENVELOPE BODYSTRUCTURE", newest50
+    yield "SEARCH UNSEEN (flag)", search(b"UNSEEN", lambda n: n >= count - 10)
+    yield "SEARCH SINCE (date)", search(b"SINCE 1-Dec-2025", lambda n: n > 0)
+    yield "SEARCH FROM", search(f'FROM "{RARE_SENDER}"'.encode(), lambda n: 0 < n < 1000)
+    yield "SEARCH SUBJECT", search(f'SUBJECT "{RARE_SUBJECT}"'.encode(), lambda n: 0 < n < 1000)
+    yield "SEARCH BODY (10 hits)", search(f"BODY {RARE_WORD}".encode(), lambda n: n == 10)
+    yield "SEARCH BODY (no hit)", search(f"BODY {ABSENT_WORD}".encode(), lambda n: n == 0)
+    yield "SEARCH TEXT (10 hits)", search(f"TEXT {RARE_WORD}".encode(), lambda n: n == 10)
+
+
+def status_once(server: Server) -> float:
+    other = Imap(server)
+    try:
+        other.login(server)
+        return timed(lambda: other.command(b"STATUS INBOX (MESSAGES UIDNEXT UNSEEN)"))
+    finally:
+        other.close()
+
+
+def expunge_once(imap: Imap) -> float:
+    _, lines = imap.command(b"FETCH 1 (UID)")
+    uid = int(re.search(rb"UID (\d+)", lines[0])[1])  # type: ignore[index]
+
+    def run() -> None:
+        imap.command(b"UID STORE %d +FLAGS.SILENT (\\Deleted)" % uid)
+        imap.command(b"UID EXPUNGE %d" % uid)
+
+    return timed(run)
+
+
+def deliver_once(server: Server, n: int) -> float:
+    client = LmtpClient(server.host, server.lmtp_port)
+    try:
+        payload = dot_stuff(realistic(10_000_000 + n, 1))
+        return timed(lambda: client.deliver("sender@example.org", [server.recipient], payload))
+    finally:
+        client.close()
+
+
+def restart(server: Server, target: str) -> Server:
+    server.stop()
+    if target == "pobox":
+        return common.start_pobox(server.workdir, ("imap",), create_user=False)
+    from tools.anchor_dovecot import start_dovecot
+
+    instance = start_dovecot(server.workdir, {common.USER: common.PASSWORD}, fsync=True)
+    return Server(
+        name="dovecot",
+        lmtp_port=instance.lmtp_port,
+        pop3_port=instance.pop3_port,
+        imap_port=instance.imap_port,
+        workdir=instance.workdir,
+        _stop=instance.stop,
+    )
+
+
+def wait_indexed(server: Server) -> float:
+    exe = common.pobox_executable()
+    base = [str(exe), "--config", str(server.workdir / "pobox.toml")]
+    base += ["--data", str(server.workdir / "data")]
+    t0 = time.perf_counter()
+    subprocess.run([*base, "reindex", "--missing", "--quiet"], check=True, capture_output=True)
+    return time.perf_counter() - t0
+
+
+def memory_mib(server: Server) -> tuple[float, float]:
+    """(RSS, PSS) of every process of the server, MiB."""
+    pids = server_pids(server)
+    rss = sum(_status_kb(p, "VmRSS") for p in pids)
+    pss = sum(_pss_kb(p) for p in pids)
+    return rss / 1024, pss / 1024
+
+
+def measure(target: str, args: object) -> dict[str, float]:
+    total: int = args.messages  # type: ignore[attr-defined]
+    repeat: int = args.repeat  # type: ignore[attr-defined]
+    out: dict[str, float] = {}
+    with common.running(target, need=("imap",)) as started:
+        server = started
+        print(f"  {target}: filling {total} messages ...", flush=True)
+        empty_rate, fill_s = fill(server, total, args.fill_clients)  # type: ignore[attr-defined]
+        out["delivery into an empty mailbox (msg/s)"] = empty_rate
+        out["delivery into the full mailbox (msg/s)"] = full_rate(
+            server,
+            total,
+            args.fill_clients,  # type: ignore[attr-defined]
+        )
+        print(f"  {target}: filled in {fill_s:.0f} s", flush=True)
+        if target == "pobox":
+            out["indexing left after the fill (s)"] = wait_indexed(server)
+        server = restart(server, target)
+        try:
+            imap = Imap(server)
+            imap.login(server)
+            results: dict[str, list[float]] = {}
+            for round_ in range(1 + repeat):
+                for name, run in operations(server, imap, total):
+                    results.setdefault(name, []).append(timed(run))
+                results.setdefault("STATUS (another session)", []).append(status_once(server))
+                if round_ == 0:
+                    imap.command(b"UNSELECT")
+                    imap.command(b"SELECT INBOX")
+            out["EXPUNGE of one message (ms)"] = expunge_once(imap)
+            out["one delivery into the full mailbox (ms)"] = deliver_once(server, 1)
+            for name, values in results.items():
+                out[f"{name} cold (ms)"] = values[0]
+                out[f"{name} warm (ms)"] = statistics.median(values[1:]) if repeat else values[0]
+            out["server RSS (MiB)"], out["server PSS (MiB)"] = memory_mib(server)
+            imap.close()
+        finally:
+            server.stop()
+    return out
+
+
+def main() -> None:
+    parser = base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--fill-clients", type=int, default=4)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    print_environment()
+    print(f"mailbox: {args.messages} messages (+{DELIVERY_SAMPLE} for the full-mailbox rate)")
+    results: dict[str, dict[str, float]] = {}
+    for target in target_list(args.target):
+        results[target] = measure(target, args)
+        for name, value in results[target].items():  # kept if a later target fails
+            print(f"    {target}: {name}: {value:.1f}", flush=True)
+    names = list(next(iter(results.values())))
+    rows = []
+    for name in names:
+        row = [name] + [f"{results[t].get(name, float('nan')):.1f}" for t in results]
+        if len(results) == 2:
+            if name in results.get("dovecot", {}) and name in results.get("pobox", {}):
+                ratio = results["pobox"][name] / max(results["dovecot"][name], 1e-9)
+                row.append(f"{ratio:.2f}")
+            else:
+                row.append("")
+        rows.append(row)
+    headers = ["operation", *results]
+    if len(results) == 2:
+        headers.append("pobox/dovecot")
+    print_table(headers, rows)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    main()
