@@ -813,3 +813,33 @@ async def test_full_text_index_follows_copies_expunges_and_resets(store: Store) 
     assert found == TextMatches([], [second.uid])
     assert await store.reset_search_text() == 2
     assert set(await store.unindexed_contents(10)) == {second.blob, theirs.blob}
+
+
+async def test_restore_mailbox_creates_or_takes_over_an_unused_one(store: Store) -> None:
+    from pobox.store.api import AccountId, Expunged, MailboxImage, MessageImage
+
+    account = await store.create_account("moving@example.org", "h")
+    image = MailboxImage("INBOX", 1234, 50, 60, 1, None, (), (Expunged(Uid(7), ModSeq(40)),))
+    inbox = await store.restore_mailbox(account.id, image)  # the new account's INBOX
+    assert (inbox.name, inbox.uidvalidity, inbox.uidnext, inbox.highest_modseq) == (
+        "INBOX",
+        1234,
+        50,
+        60,
+    )
+    assert await store.expunged_since(inbox.id, ModSeq(0)) == [7]
+    work = await store.restore_mailbox(
+        account.id, MailboxImage("Work/Old", 99, 3, 3, 1, "\\Archive")
+    )
+    assert (work.uidvalidity, work.uidnext, work.special_use) == (99, 3, "\\Archive")
+    data = await _restore_content(store, message_bytes(1))
+    image_2 = MessageImage(2, 3, frozenset({"\\Seen"}), 1.6e9, 0, 1.7e9, len(message_bytes(1)), "k")
+    await store.restore_messages(work.id, [image_2], {"k": data})  # type: ignore[dict-item]
+    assert [(m.uid, m.modseq) for m in await store.list_messages(work.id)] == [(2, 3)]
+    # a mailbox that has held messages keeps its ids
+    with pytest.raises(AlreadyExists):
+        await store.restore_mailbox(account.id, MailboxImage("Work/Old", 5, 9, 9, 1, None))
+    later = await store.create_mailbox(account.id, "Later")
+    assert later.uidvalidity > 1234
+    with pytest.raises(NotFound):
+        await store.restore_mailbox(AccountId(account.id + 999_999), image)

@@ -574,6 +574,13 @@ class Store(Protocol):
         The store's UIDVALIDITY counter moves past every restored UIDVALIDITY."""
         ...
 
+    async def restore_mailbox(self, account_id: AccountId, image: MailboxImage) -> Mailbox:
+        """Create the mailbox *image* names with its UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ and
+        special-use (no messages: ``restore_messages``), or give those to a mailbox of that
+        name that has never held a message (UIDNEXT 1), such as a new account's INBOX; the
+        UIDVALIDITY counter moves past it. AlreadyExists when the mailbox has held messages."""
+        ...
+
     async def restore_messages(
         self,
         mailbox_id: MailboxId,

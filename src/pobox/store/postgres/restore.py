@@ -26,6 +26,7 @@ from pobox.store.api import (
     AccountImage,
     BlobId,
     Expunged,
+    Mailbox,
     MailboxId,
     MailboxImage,
     MessageImage,
@@ -432,3 +433,59 @@ async def restore_recoverable(
     finally:
         for spool in spools:
             spool.discard()
+
+
+async def restore_mailbox(
+    store: PostgresStore, account_id: AccountId, image: MailboxImage
+) -> Mailbox:
+    async def run(tx: Tx) -> Mailbox:
+        conn = tx.conn
+        values = (image.uidvalidity, image.uidnext, image.highest_modseq, image.recent_floor)
+        row = await conn.fetchrow(
+            "SELECT id, uidnext FROM mailboxes WHERE account_id = $1 AND name = $2 FOR UPDATE",
+            account_id,
+            image.name,
+        )
+        if row is None:
+            if not await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM accounts WHERE id = $1)", account_id
+            ):
+                raise NotFound("no such account")
+            mailbox_id = await conn.fetchval(
+                "INSERT INTO mailboxes (account_id, name, uidvalidity, uidnext, highestmodseq,"
+                " recent_floor, special_use) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                " ON CONFLICT (account_id, name) DO NOTHING RETURNING id",
+                account_id,
+                image.name,
+                *values,
+                image.special_use,
+            )
+            if mailbox_id is None:
+                raise AlreadyExists(f"mailbox {image.name!r} was created meanwhile")
+        elif row[1] != 1:
+            raise AlreadyExists(f"mailbox {image.name!r} has held messages")
+        else:
+            mailbox_id = row[0]
+            await conn.execute(
+                "UPDATE mailboxes SET uidvalidity = $2, uidnext = $3, highestmodseq = $4,"
+                " recent_floor = $5 WHERE id = $1",
+                mailbox_id,
+                *values,
+            )
+            await conn.execute("DELETE FROM expunged WHERE mailbox_id = $1", mailbox_id)
+        if image.expunged:
+            await conn.executemany(
+                "INSERT INTO expunged (mailbox_id, uid, modseq) VALUES ($1, $2, $3)",
+                [(mailbox_id, e.uid, e.modseq) for e in image.expunged],
+            )
+        await conn.execute(
+            "INSERT INTO counters (name, value) VALUES ('uidvalidity', $1)"
+            " ON CONFLICT (name) DO UPDATE SET value = greatest(counters.value, excluded.value)",
+            image.uidvalidity,
+        )
+        await tx.journal(mailbox_id)
+        mailbox = await store._get_mailbox(conn, "id = $1", mailbox_id)
+        assert mailbox is not None
+        return mailbox
+
+    return await store._write(run)

@@ -50,6 +50,7 @@ from pobox.store.api import (
     Lock,
     Mailbox,
     MailboxId,
+    MailboxImage,
     MailboxStatus,
     MessageColumns,
     MessageImage,
@@ -1779,6 +1780,11 @@ class PostgresStore(PostgresQueue, PostgresFullText):
         from pobox.store.postgres import restore
 
         return await restore.restore_account(self, image, replace)
+
+    async def restore_mailbox(self, account_id: AccountId, image: MailboxImage) -> Mailbox:
+        from pobox.store.postgres import restore
+
+        return await restore.restore_mailbox(self, account_id, image)
 
     async def restore_messages(
         self,

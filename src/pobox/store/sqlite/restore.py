@@ -27,6 +27,7 @@ from pobox.store.api import (
     AccountImage,
     BlobId,
     Expunged,
+    Mailbox,
     MailboxId,
     MailboxImage,
     MessageImage,
@@ -441,3 +442,53 @@ async def restore_recoverable(
     except BaseException:
         _discard(contents)
         raise
+
+
+async def restore_mailbox(
+    store: SqliteStore, account_id: AccountId, image: MailboxImage
+) -> Mailbox:
+    def run(conn: sqlite3.Connection) -> Mailbox:
+        row = conn.execute(
+            "SELECT id, uidnext FROM mailboxes WHERE account_id = ? AND name = ?",
+            (account_id, image.name),
+        ).fetchone()
+        values = (image.uidvalidity, image.uidnext, image.highest_modseq, image.recent_floor)
+        if row is None:
+            if (
+                conn.execute("SELECT 1 FROM accounts WHERE id = ?", (account_id,)).fetchone()
+                is None
+            ):
+                raise NotFound("no such account")
+            cur = conn.execute(
+                "INSERT INTO mailboxes (account_id, name, uidvalidity, uidnext, highestmodseq,"
+                " recent_floor, special_use) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (account_id, image.name, *values, image.special_use),
+            )
+            mailbox_id = cur.lastrowid or 0
+        elif row[1] != 1:
+            raise AlreadyExists(f"mailbox {image.name!r} has held messages")
+        else:
+            mailbox_id = row[0]
+            conn.execute(
+                "UPDATE mailboxes SET uidvalidity = ?, uidnext = ?, highestmodseq = ?,"
+                " recent_floor = ? WHERE id = ?",
+                (*values, mailbox_id),
+            )
+            conn.execute("DELETE FROM expunged WHERE mailbox_id = ?", (mailbox_id,))
+        conn.executemany(
+            "INSERT INTO expunged (mailbox_id, uid, modseq) VALUES (?, ?, ?)",
+            [(mailbox_id, e.uid, e.modseq) for e in image.expunged],
+        )
+        conn.execute(
+            "INSERT INTO counters (name, value) VALUES ('uidvalidity', ?)"
+            " ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)",
+            (image.uidvalidity,),
+        )
+        store._journal(conn, mailbox_id)
+        mailbox = store._get_mailbox(conn, "id = ?", (mailbox_id,))
+        assert mailbox is not None
+        return mailbox
+
+    mailbox = await store._write(run)
+    store._notify([mailbox.id])
+    return mailbox

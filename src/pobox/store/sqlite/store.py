@@ -31,6 +31,7 @@ from pobox.store.api import (
     Lock,
     Mailbox,
     MailboxId,
+    MailboxImage,
     MailboxStatus,
     MessageColumns,
     MessageImage,
@@ -1452,6 +1453,11 @@ class SqliteStore(SqliteQueue, SqliteFullText):
         from pobox.store.sqlite import restore
 
         return await restore.restore_account(self, image, replace)
+
+    async def restore_mailbox(self, account_id: AccountId, image: MailboxImage) -> Mailbox:
+        from pobox.store.sqlite import restore
+
+        return await restore.restore_mailbox(self, account_id, image)
 
     async def restore_messages(
         self,
