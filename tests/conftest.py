@@ -46,6 +46,9 @@ def make_config(data: Path, **sections: dict[str, object]) -> Config:
         values: dict[str, object] = {"port": 0}
         values.update(sections.pop(name, {}))
         replacements[name] = dataclasses.replace(section, **values)  # type: ignore[arg-type]
+    # no indexer process per in-process server (tests that want one say so; the `pobox serve`
+    # subprocesses of tests/helpers/servers.py run with the defaults)
+    sections.setdefault("search", {"index": False})
     for name, values in sections.items():
         replacements[name] = dataclasses.replace(getattr(config, name), **values)  # type: ignore[arg-type]
     return dataclasses.replace(config, **replacements)  # type: ignore[arg-type]

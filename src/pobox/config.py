@@ -174,6 +174,15 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SearchConfig:
+    """Full-text search (docs/decisions/full-text-search.md)."""
+
+    #: keep the full-text index filled (a low-priority process of its own); false: SEARCH
+    #: BODY/TEXT and the header keys read every message, as before the index
+    index: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     #: worker processes: a number, or "auto" for one per core
     workers: int | str = "auto"
@@ -221,6 +230,7 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
     relay: RelayConfig = field(default_factory=RelayConfig)
     source: str = "(defaults)"
 

@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 
-from pobox import __version__, metrics
+from pobox import __version__, indexer, metrics
 from pobox.config import Config, ListenerConfig, load_config, parse_listen, reload_config
 from pobox.credential_share import CredentialShare
 from pobox.delivery.handlers import DeliveryHandler, LmtpServer, SmtpServer
@@ -38,7 +38,6 @@ from pobox.relay.queue import OutboundQueue
 from pobox.relay.runner import Runner
 from pobox.service.credentials import set_process_key
 from pobox.service.domains import ServedDomains
-from pobox.service.fulltext import Indexer
 from pobox.service.mail import MailService
 from pobox.service.submission import Submission
 from pobox.status import StatusBoard, hold_serving_lock, memory, run_dir
@@ -718,7 +717,8 @@ async def _serve_store(
         running.tasks.append(loop.create_task(counter.run()))
         # the outbound queue's runner: one per server (per node), docs/relay.md
         running.tasks.append(loop.create_task(Runner.for_service(service).serve()))
-        running.tasks.append(loop.create_task(Indexer(service.store).run()))
+        if config.search.index:  # a process of its own, at a lower priority (pobox.indexer)
+            running.tasks.append(loop.create_task(indexer.supervise(config)))
     listening = {
         name: f"{getattr(config, name).listen}:{running.port(name)}" for name in running.servers
     }
@@ -783,7 +783,7 @@ async def _update_metrics(service: MailService, interval: float = METRICS_INTERV
         await asyncio.sleep(interval)
 
 
-def _install_loop(config: Config) -> None:
+def install_loop(config: Config) -> None:
     """``[server] event_loop``: uvloop (the default) or the standard library's loop."""
     if config.server.event_loop != "uvloop":
         asyncio.set_event_loop_policy(None)
@@ -809,14 +809,14 @@ def run_worker(config: Config, worker: int, reuse_port: bool, key: bytes | None 
         log_format=config.server.log_format,
         log_file=config.server.log_file,
     )
-    _install_loop(config)
+    install_loop(config)
     asyncio.run(serve(config, worker=worker, reuse_port=reuse_port))
 
 
 def run(config: Config, workers: int, ready: Callable[[Running], None] | None = None) -> None:
     """Serve until SIGTERM/SIGINT. With several workers, this process supervises them."""
     if workers <= 1:
-        _install_loop(config)
+        install_loop(config)
         asyncio.run(serve(config, ready=ready))
         return
     context = multiprocessing.get_context("spawn")
