@@ -77,12 +77,14 @@ class ScriptedHop:
 
 @contextmanager
 def fake_hop(
-    port: int | None = None, address: str = "127.0.0.1"
+    port: int | None = None, address: str = "127.0.0.1", **options: Any
 ) -> Iterator[tuple[ScriptedHop, int]]:
-    """A scripted SMTP server on *address* (any 127.x.y.z works on Linux) and *port*."""
+    """A scripted SMTP server on *address* (any 127.x.y.z works on Linux) and *port*;
+    *options* go to aiosmtpd's Controller (``ssl_context``, ``tls_context``, ``authenticator``,
+    ``require_starttls``, ...)."""
     handler = ScriptedHop()
     port = port or free_port()
-    controller = Controller(handler, hostname=address, port=port)
+    controller = Controller(handler, hostname=address, port=port, **options)
     controller.start()
     try:
         yield handler, port

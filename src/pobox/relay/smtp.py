@@ -118,8 +118,10 @@ class Connection:
             raise
         except smtplib.SMTPAuthenticationError as exc:
             self.close()
+            # a configuration problem (fix the password): deferred, never bounced
             raise HopError(
-                f"{reply_text(exc.smtp_code, exc.smtp_error)} (login at {self._where()})"
+                f"4.7.0 login at {self._where()} refused:"
+                f" {reply_text(exc.smtp_code, exc.smtp_error)}"
             ) from None
         except smtplib.SMTPResponseException as exc:
             self.close()
