@@ -6,8 +6,12 @@ THREAD and the webmail build them directly. :func:`search` evaluates a query ove
 
 Evaluation order: terms the view itself answers (flags, sizes, UIDs, internal dates, MODSEQ) are
 evaluated first, in memory; only the messages still possible reach the dearer terms, in order of
-cost: the header fields the store indexes (one bulk query), other header fields (the stored MIME
-structure, no message content), and last BODY/TEXT, which stream the message files.
+cost: the header fields the store keeps decoded, other header fields (the stored MIME
+structure), and last BODY/TEXT. String terms of three characters or more ask the full-text index
+(pobox.service.fulltext, docs/decisions/full-text-search.md) when more than INDEX_MIN messages
+are left, and scan only the messages whose content it has not indexed yet; shorter strings, and
+small sets of messages, are scanned. Index and scan see the same text (pobox.mail.text), so the
+answer does not depend on which one gave it.
 
 Semantics, and where they follow Dovecot:
 
@@ -19,7 +23,9 @@ Semantics, and where they follow Dovecot:
   field-name regardless of the contents").
 * BODY searches the text/* leaves at any depth, through multiparts and encapsulated
   message/rfc822 parts (whose header block is part of the outer message's body and is searched
-  too). Parts of other types (images, applications) are not decoded. TEXT is BODY plus the
+  too), and the file names of attachments. HTML is searched as the text a reader sees (tags,
+  scripts and styles left out, character references decoded). Parts of other types (images,
+  applications) are not decoded. A string never matches across two parts. TEXT is BODY plus the
   message's own header block (decoded).
 * Internal-date terms (BEFORE/ON/SINCE) compare the calendar day of the internal date in the
   server's local time zone (the ``zone`` argument, default the process's local zone), as Dovecot

@@ -3,8 +3,9 @@
 Everything a client can observe is kept: account, mailbox, message and recovery ids, UIDVALIDITY,
 UIDs, UIDNEXT, HIGHESTMODSEQ, MODSEQs, flags and keywords, internal and save dates, the expunge
 log, POP3 UIDLs (stored overrides, and the computed ones, which derive from UID and UIDVALIDITY),
-POP3 hidden marks, recovery items, aliases, settings and subscriptions. Content shared by copies
-stays shared (same blob, same reference count).
+POP3 hidden marks, recovery items, aliases, settings and subscriptions, the outbound queue and
+the DKIM keys. The full-text index is not copied: the target builds its own. Content shared by
+copies stays shared (same blob, same reference count).
 
 The SQLite database is read directly (read-only, one read transaction: a consistent snapshot)
 and each message file is streamed into ``blob_chunks`` one chunk at a time. The whole copy is one
@@ -31,7 +32,7 @@ from pobox.store.postgres.schema import CHUNK_SIZE, migrate
 from pobox.store.postgres.store import as_store_error
 
 #: The SQLite schema version this copier understands (pobox.store.sqlite.schema).
-SQLITE_VERSION = 3
+SQLITE_VERSION = 5
 BATCH = 1000
 
 Progress = Callable[[str], None]
@@ -98,7 +99,24 @@ _TABLES: tuple[tuple[str, str, str], ...] = (
         "id, account_id, name, uidvalidity, uidnext, highestmodseq, recent_floor, special_use",
     ),
     ("subscriptions", "account_id, name", "account_id, name"),
+    # the outbound queue (schema 4) without its leases: the nodes claim afresh
+    (
+        "outbound",
+        "id, sender, created, size, warned, next_attempt, content",
+        "id, sender, created, size, warned, next_attempt, content",
+    ),
+    (
+        "outbound_rcpt",
+        "queue_id, position, address, state, attempts, next_attempt, last_error",
+        "queue_id, position, address, state, attempts, next_attempt, last_error",
+    ),
+    (
+        "dkim_keys",
+        "domain, selector, private_key, created",
+        "domain, selector, private_key, created",
+    ),
 )
+# Not copied: the full-text index (schema 5); the PostgreSQL store's indexer builds its own.
 _MESSAGES = (
     "mailbox_id, uid, modseq, flags, keywords, internal_date, internal_tz, save_date, size, blob,"
     " pop3_uidl, pop3_hidden_at"
@@ -111,7 +129,14 @@ _BLOBS = (
     "id, size, refs, structure, subject, from_, to_, cc, bcc, message_id, sent_date,"
     " envelope, bodystructure"
 )
-_FLOAT_COLUMNS = {"created", "internal_date", "save_date", "pop3_hidden_at", "deleted_at"}
+_FLOAT_COLUMNS = {
+    "created",
+    "internal_date",
+    "save_date",
+    "pop3_hidden_at",
+    "deleted_at",
+    "next_attempt",
+}
 
 
 def _fix(columns: str, row: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -120,9 +145,12 @@ def _fix(columns: str, row: tuple[Any, ...]) -> tuple[Any, ...]:
     for name, value in zip((c.strip() for c in columns.split(",")), row, strict=True):
         if value is not None and (name in _FLOAT_COLUMNS or name == "sent_date"):
             value = float(value)
-        elif name == "still_present":
+        elif name in ("still_present", "warned"):
             value = bool(value)
-        elif name in ("structure", "envelope", "bodystructure") and value is not None:
+        elif (
+            name in ("structure", "envelope", "bodystructure", "content", "private_key")
+            and value is not None
+        ):
             value = bytes(value)
         out.append(value)
     return tuple(out)
