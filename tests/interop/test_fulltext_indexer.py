@@ -94,3 +94,19 @@ def test_the_server_indexes_new_mail_in_a_niced_process_that_ends_with_it(tmp_pa
         os.kill(server.proc.pid, signal.SIGKILL)
         server.proc.wait(10)
         assert _wait(lambda: not _alive(indexers[0]), 15.0), "the indexer outlived the server"
+
+
+def test_reindex_rebuilds_one_account_or_says_what_is_wrong(tmp_path: Path) -> None:
+    with server_process(tmp_path, {USER: PASSWORD, "other@example.org": "pw-other"}) as server:
+        with smtplib.LMTP("127.0.0.1", server.ports["lmtp"]) as lmtp:
+            for n in range(5):
+                lmtp.sendmail("a@example.org", [USER], f"Subject: s{n}\r\n\r\nbody {n}\r\n")
+            lmtp.sendmail("a@example.org", ["other@example.org"], b"Subject: x\r\n\r\nother\r\n")
+        assert _wait(lambda: _unindexed(server.data) == 0)
+        done = server.cli("reindex", USER)
+        assert "reindex: done, 5/5 messages (100%)" in done.stderr.decode()
+        missing = server.cli("reindex", "--missing")
+        assert "reindex: done, 0 messages" in missing.stderr.decode()
+        unknown = server.cli("reindex", "nobody@example.org", check=False)
+        assert unknown.returncode == 1
+        assert unknown.stderr.decode().strip() == "pobox: no account nobody@example.org"
