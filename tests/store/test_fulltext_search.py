@@ -22,7 +22,7 @@ from tests.store.util import append
 import pobox.service.search as search_module
 from pobox.service import fulltext
 from pobox.service.search import Bcc, Body, Cc, From, Header, Query, Subject, Text, To, search
-from pobox.store.api import MailboxId, MessageMeta, Store, TextMatches
+from pobox.store.api import FlagOp, MailboxId, MessageMeta, Store, TextMatches
 
 # Latin, accents (precomposed and combining), sharp s (folds to "ss"), Greek sigma in its three
 # forms, dotted and dotless i, a ligature, CJK, markup and quoting characters, white space.
@@ -219,3 +219,29 @@ async def test_search_asks_the_index_above_the_threshold(
     # two characters: no trigram, a scan answers
     assert await search(store, inbox.id, Body("ne"), metas) == found
     assert len(calls) == 1
+
+
+async def test_index_follows_move_and_expunge(store: Store) -> None:
+    account = await store.create_account("mover@example.org", "h")
+    inbox = await store.get_mailbox(account.id, "INBOX")
+    archive = await store.get_mailbox(account.id, "Archive")
+    assert inbox is not None and archive is not None
+    for n in range(6):
+        await append(store, inbox.id, f"Subject: n{n}\r\n\r\nkiwi {n % 2}\r\n".encode())
+    while await fulltext.index_batch(store, 10, account.id) is not None:
+        pass
+    uids = [m.uid for m in await store.list_messages(inbox.id)]
+    await store.copy(inbox.id, uids[:2], archive.id, move=True)
+    await store.set_flags(inbox.id, [uids[2]], FlagOp.ADD, frozenset({"\\Deleted"}))
+    await store.expunge(inbox.id, [uids[2]])
+    for mailbox in (inbox, archive):
+        metas = await store.list_messages(mailbox.id)
+        for needle in ("KIWI 0", "kiwi 1", "kiwi"):
+            indexed, scanned = await _answers(store, mailbox.id, metas, Body(needle))
+            assert indexed == scanned
+    left = await store.list_messages(inbox.id)
+    indexed, _ = await _answers(store, inbox.id, left, Body("kiwi 0"))
+    assert indexed == [uids[4]]  # 0 and 2 are gone (moved, expunged); 4 is left
+    moved = await store.list_messages(archive.id)
+    indexed, _ = await _answers(store, archive.id, moved, Body("kiwi"))
+    assert indexed == [m.uid for m in moved] and len(moved) == 2
