@@ -462,6 +462,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     backup.add_parser(commands)
 
+    # `pobox export`, `pobox import` (docs/backup.md)
+    from pobox.cli import transfer
+
+    transfer.add_parser(commands)
+
     # `pobox queue …` and `pobox dkim …`: outbound mail (docs/relay.md)
     from pobox.cli import dkim, queue
 
@@ -620,6 +625,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from pobox.cli import backup
 
             return backup.run(config, args, lambda: require_store(config))
+        if args.command in ("export", "import"):
+            from pobox.cli import transfer
+
+            return transfer.run(config, args, lambda: require_store(config))
         if not getattr(args, "creates", False):
             require_store(config)
         action: Callable[[MailService, argparse.Namespace], Awaitable[int]] = args.action
