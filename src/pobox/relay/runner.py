@@ -198,11 +198,12 @@ class Runner:
         config = self.config()
         work = _Round()
         keys: dict[str, DkimKey | None] = {}
-        for item in items:
-            try:
-                content = await self.store.queue_content(item.id)
-            except Exception as exc:
-                log.warning("queued message %s cannot be read: %s", item.id, exc)
+        contents = await asyncio.gather(
+            *(self.store.queue_content(item.id) for item in items), return_exceptions=True
+        )
+        for item, content in zip(items, contents, strict=True):
+            if isinstance(content, BaseException):
+                log.warning("queued message %s cannot be read: %s", item.id, content)
                 continue
             work.contents[item.id] = await self._signed(content, item.sender, keys)
         groups: dict[str, list[_Entry]] = {}
@@ -224,9 +225,10 @@ class Runner:
                 await self._send_group(config, key, entries, work)
 
         await asyncio.gather(*(send(key, entries) for key, entries in groups.items()))
-        for item in items:
-            if item.id in work.contents:
-                await self._finish(config, item, work)
+        # concurrently: the store commits the results of the round together
+        await asyncio.gather(
+            *(self._finish(config, item, work) for item in items if item.id in work.contents)
+        )
         return len(items)
 
     async def _signed(self, content: bytes, sender: str, keys: dict[str, DkimKey | None]) -> bytes:
