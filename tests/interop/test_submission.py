@@ -16,6 +16,7 @@ import smtplib
 import ssl
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -214,7 +215,12 @@ def test_relay_without_auth_is_refused(server: ServerProcess, cert: Path, source
 def test_wrong_password_is_535_and_counts_like_imap(tmp_path: Path, cert: Path) -> None:
     """The same authentication routine as IMAP: 535 5.7.8 for a wrong password, then the
     address is blocked for IMAP as well (and submission answers 454 4.7.0)."""
-    extra = _config(cert, "\n[auth]\nmax_failures = 3\npenalty_max = 0.0\n")
+    metrics_port = free_port()
+    extra = _config(
+        cert,
+        "\n[auth]\nmax_failures = 3\npenalty_max = 0.0\n"
+        f'[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n',
+    )
     with server_process(tmp_path, {ACCOUNT: PASSWORD}, extra) as server:
         port = server.ports["submissions"]
         for _ in range(3):
@@ -233,6 +239,17 @@ def test_wrong_password_is_535_and_counts_like_imap(tmp_path: Path, cert: Path) 
             smtp.ehlo("client.test")
             code, text = smtp.docmd("AUTH", "PLAIN AGRlbW9AbG9jYWxob3N0AGRlbW8=")
             assert (code, text[:5]) == (454, b"4.7.0")
+        # counted as submission logins in the metrics
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
+            exposition = response.read().decode()
+        counts = {
+            line.split("{")[1].split("}")[0]: float(line.rsplit(" ", 1)[1])
+            for line in exposition.splitlines()
+            if line.startswith("pobox_logins_total{") and 'protocol="submission"' in line
+        }
+        assert sum(v for k, v in counts.items() if 'result="failed"' in k) == 3, counts
+        assert sum(v for k, v in counts.items() if 'result="blocked"' in k) == 1, counts
         log = server.log.read_text()
         assert "authentication failed" in log
         lines = [line for line in log.splitlines() if "event=session" in line]
