@@ -143,6 +143,6 @@ def test_import_refuses_bad_input(tmp_path: Path) -> None:
 
 
 def test_uidl_formats() -> None:
-    assert uidl_from_format("%08Xu%08Xv", 26, 1_700_000_000) == "0000001A6553F100"
+    assert uidl_from_format("%08Xu%08Xv", 26, 1_700_000_000) == "0000001a6553f100"
     assert uidl_from_format("%u.%v", 7, 9) == "7.9"
     assert uidl_from_format("%xu-%%", 255, 1) == "ff-%"

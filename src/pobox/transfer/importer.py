@@ -72,7 +72,8 @@ class ImportReport:
 
 def uidl_from_format(fmt: str, uid: int, uidvalidity: int) -> str:
     """Expand a Dovecot ``pop3_uidl_format`` such as ``%08Xu%08Xv``: ``%u`` the UID, ``%v`` the
-    UIDVALIDITY, with an optional zero-padded width and ``X`` (upper-case hex) or ``x``."""
+    UIDVALIDITY, with an optional zero-padded width and ``X`` for hexadecimal (lower-case
+    digits, as Dovecot writes them)."""
     out: list[str] = []
     i = 0
     while i < len(fmt):
@@ -98,7 +99,7 @@ def uidl_from_format(fmt: str, uid: int, uidvalidity: int) -> str:
         elif var in "uv":
             value = uid if var == "u" else uidvalidity
             spec = f"{'0' if width.startswith('0') else ''}{width.lstrip('0') or ''}"
-            out.append(format(value, f"{spec}{radix or 'd'}"))
+            out.append(format(value, f"{spec}{'x' if radix else 'd'}"))
         else:
             raise InvalidInput(
                 f"--pop3-uidl-format {fmt!r}: only %u (UID) and %v (UIDVALIDITY) are supported"
