@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from tests.helpers.servers import server_process
 from tests.relay.fakes import fake_hop
 
@@ -39,6 +40,8 @@ async def main() -> None:
 
 asyncio.run(main())
 """
+
+pytestmark = pytest.mark.torture  # SIGKILLs a real pobox process
 
 
 def _wait(condition: object, timeout: float, what: str) -> None:

@@ -8,6 +8,7 @@ import email
 import json
 from pathlib import Path
 
+import pytest
 from tests.helpers.servers import pobox
 
 from pobox.relay.queue import OutboundQueue
@@ -15,6 +16,8 @@ from pobox.store.api import QUEUE_PENDING, RecipientResult
 from pobox.store.factory import create_store
 
 START = 1_900_000_000.0
+
+pytestmark = pytest.mark.interop  # a real pobox process
 
 
 async def _fill(data: Path) -> list[str]:

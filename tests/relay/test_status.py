@@ -8,12 +8,15 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tests.helpers.servers import free_port, pobox, server_process
 from tests.relay.fakes import fake_hop
 
 from pobox.relay.queue import OutboundQueue
 from pobox.store.factory import create_store
+
+pytestmark = pytest.mark.interop  # a real pobox process
 
 
 async def _enqueue(data: Path, count: int) -> None:
