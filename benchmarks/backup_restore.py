@@ -11,10 +11,14 @@ account. Then, on the same disk, each timed once per round:
 * ``pobox backup verify DEST``;
 * ``pobox restore DEST --to NEW`` into an empty data directory.
 
+With ``--imap-import N`` it also measures ``pobox import imap://…`` from a Dovecot on loopback
+(tools/anchor_dovecot.py) holding N messages delivered over LMTP, in messages per second.
+
 MB/s is message content (uncompressed) per second of wall time, each command run as a user
 would (a `pobox` subprocess). Prints figures; never asserts.
 
     .venv/bin/python benchmarks/backup_restore.py [--messages 100000] [--size 8000] [--rounds 1]
+        [--imap-import 10000]
 """
 
 from __future__ import annotations
@@ -29,7 +33,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import MB, make_message, pobox_executable, print_environment, print_table, summary
+from common import (
+    MB,
+    PASSWORD,
+    USER,
+    deliver_concurrently,
+    make_message,
+    pobox_executable,
+    print_environment,
+    print_table,
+    running,
+    summary,
+)
 
 from pobox.service.content import chunked, spool_message
 from pobox.store.factory import create_store
@@ -67,16 +82,54 @@ def timed(cmd: list[str]) -> float:
     return time.perf_counter() - start
 
 
+def imap_import(count: int, size: int, root: Path) -> None:
+    """Time ``pobox import imap://`` of *count* messages from Dovecot."""
+    rng = random.Random(11)
+    messages = [make_message(max(300, int(rng.expovariate(1 / size))), n) for n in range(count)]
+    with running("dovecot") as dovecot:
+        deliver_concurrently(dovecot, messages, 4)
+        data = root / "import-data"
+        pobox = [str(pobox_executable()), "--data", str(data)]
+        subprocess.run([*pobox, "init"], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [*pobox, "user", "add", USER, "--password-stdin"],
+            input=PASSWORD.encode() + b"\n",
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        url = f"imap://{USER.replace('@', '%40')}@{dovecot.host}:{dovecot.imap_port}"
+        start = time.perf_counter()
+        subprocess.run(
+            [*pobox, "import", "--quiet", url, "--to", USER],
+            input=PASSWORD.encode() + b"\n",
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        elapsed = time.perf_counter() - start
+    octets = sum(len(m) for m in messages)
+    print(
+        f"IMAP import from Dovecot: {count} messages ({octets / MB:.1f} MB) in {elapsed:.2f} s:"
+        f" {count / elapsed:.0f} messages/s, {octets / MB / elapsed:.1f} MB/s"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--size", type=int, default=8000, help="mean message size in bytes")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--dir", type=Path, default=None, help="where (default: a temp dir)")
+    parser.add_argument(
+        "--imap-import", type=int, default=0, metavar="N", help="also time an IMAP import of N"
+    )
     args = parser.parse_args()
     print_environment()
     root = Path(tempfile.mkdtemp(prefix="pobox-backup-bench-", dir=args.dir))
     try:
+        if args.imap_import:
+            imap_import(args.imap_import, args.size, root)
+        if not args.messages:
+            return
         data = root / "data"
         octets = asyncio.run(generate(data, args.messages, args.size))
         on_disk = sum(p.stat().st_size for p in data.rglob("*") if p.is_file())

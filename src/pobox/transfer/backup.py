@@ -77,7 +77,8 @@ class BackupReport:
 
 def _is_backup_dir(root: Path) -> bool:
     names = {p.name for p in root.iterdir()}
-    return not names or bool(names & {fmt.MANIFEST, fmt.INCOMPLETE, fmt.OBJECTS, fmt.INDEXES})
+    ours = {fmt.MANIFEST, fmt.INCOMPLETE, fmt.OBJECTS, fmt.INDEXES, fmt.CONTENTS, ".lock"}
+    return not names or bool(names & ours)
 
 
 @contextlib.contextmanager
