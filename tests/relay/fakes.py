@@ -3,6 +3,7 @@ resolver that answers MX and address queries from a table (no network, no real D
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import threading
 from collections.abc import Iterator
@@ -37,6 +38,8 @@ class ScriptedHop:
         self.rcpt_seen: list[str] = []
         #: when set, every RCPT gets this reply
         self.defer_all: str | None = None
+        #: seconds the reply to DATA takes (a slow next hop)
+        self.data_delay = 0.0
         self.lock = threading.Lock()
 
     async def handle_MAIL(
@@ -63,6 +66,8 @@ class ScriptedHop:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.data_delay:
+            await asyncio.sleep(self.data_delay)
         with self.lock:
             if self.data:
                 return self.data.pop(0)

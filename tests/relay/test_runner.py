@@ -311,3 +311,23 @@ async def test_dkim_signature_verifies_against_the_published_key(
         assert dkimpy.verify(signed.content, dnsfunc=dns)
         assert not dkimpy.verify(tampered, dnsfunc=dns)
     assert b"DKIM-Signature" not in plain.content
+
+
+async def test_a_slow_round_keeps_its_lease(service: MailService, clock: Time) -> None:
+    """A round still at work renews its leases, so another node does not send the same
+    message meanwhile (the lease here is 0.3 s of the test's clock, renewed every 0.1 s)."""
+    with fake_hop() as (hop, port):
+        hop.data_delay = 1.5
+        config = smarthost(service, port)
+        slow, queue = make_runner(service, config, clock, owner="slow")
+        slow.lease = 0.3
+        other, _ = make_runner(service, config, clock, owner="other")
+        await queue.enqueue("alice@example.org", ["bob@x.example"], message("slow"))
+        round_task = asyncio.ensure_future(slow.run_once())
+        await asyncio.sleep(0.2)
+        clock.now += 1  # the first lease has run out by this clock...
+        await asyncio.sleep(0.4)  # ...and has been renewed since
+        assert await other.run_once() == 0
+        assert await round_task == 1
+        assert hop.delivered_to() == ["bob@x.example"]
+        assert await service.store.queue_length() == 0

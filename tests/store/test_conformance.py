@@ -529,6 +529,11 @@ async def test_queue_claim_leases_due_messages_once(store: Store) -> None:
     assert await store.queue_release("node-c") == 5
     assert await store.queue_release("node-c") == 0
     assert len(await store.queue_claim("node-d", now + 701, 600, 10)) == 5
+    # a round still at work renews its leases: claims meanwhile do not take them
+    assert await store.queue_renew("node-d", ["Q0", "Q1", "Q9"], now + 5000) == 2
+    assert await store.queue_renew("node-x", ["Q2"], now + 5000) == 0  # not its lease
+    later = await store.queue_claim("node-e", now + 1400, 600, 10)
+    assert sorted(m.id for m in later) == ["Q2", "Q3", "Q4"]
 
 
 async def test_queue_concurrent_claims_never_share_a_message(store: Store) -> None:

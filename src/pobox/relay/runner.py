@@ -65,6 +65,8 @@ BATCH = 50
 PARALLEL = 8
 #: seconds a stopping runner waits for the round under way
 STOP_GRACE = 30.0
+#: addresses of a domain's MX hosts tried in one round, at most
+MAX_ADDRESSES = 10
 #: seconds between counts of the queue for the metrics
 COUNT_INTERVAL = 10.0
 
@@ -224,12 +226,27 @@ class Runner:
             async with limit:
                 await self._send_group(config, key, entries, work)
 
-        await asyncio.gather(*(send(key, entries) for key, entries in groups.items()))
-        # concurrently: the store commits the results of the round together
-        await asyncio.gather(
-            *(self._finish(config, item, work) for item in items if item.id in work.contents)
-        )
+        renewer = asyncio.ensure_future(self._renew([item.id for item in items]))
+        try:
+            await asyncio.gather(*(send(key, entries) for key, entries in groups.items()))
+            # concurrently: the store commits the results of the round together
+            await asyncio.gather(
+                *(self._finish(config, item, work) for item in items if item.id in work.contents)
+            )
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
         return len(items)
+
+    async def _renew(self, queue_ids: list[str]) -> None:
+        """While a round is at work (slow next hops), keep its leases from running out."""
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            try:
+                await self.store.queue_renew(self.owner, queue_ids, self.clock() + self.lease)
+            except Exception as exc:
+                log.warning("cannot renew the outbound queue's leases: %s", exc)
 
     async def _signed(self, content: bytes, sender: str, keys: dict[str, DkimKey | None]) -> bytes:
         domain = dkim.signing_domain(content, sender)
@@ -271,7 +288,7 @@ class Runner:
             )
             for target in found
             for address in target.addresses
-        ]
+        ][:MAX_ADDRESSES]
 
     async def _send_group(
         self, config: Config, key: str, entries: list[_Entry], work: _Round

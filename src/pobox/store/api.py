@@ -509,6 +509,11 @@ class Store(Protocol):
         returns how many were freed."""
         ...
 
+    async def queue_renew(self, owner: str, queue_ids: Sequence[str], until: float) -> int:
+        """Extend *owner*'s leases on these messages to *until* (a round still at work);
+        returns how many it still held."""
+        ...
+
     # DKIM keys
     async def save_dkim_key(self, key: DkimKey) -> None:
         """Keep *key* as the domain's signing key (replacing one it had)."""

@@ -247,6 +247,21 @@ class PostgresQueue:
 
         return await self._write(run)
 
+    async def queue_renew(self, owner: str, queue_ids: Sequence[str], until: float) -> int:
+        ids = list(queue_ids)
+
+        async def run(tx: Tx) -> int:
+            status = await tx.conn.execute(
+                "UPDATE outbound SET lease_until = $1 WHERE id = ANY($2::text[])"
+                " AND lease_owner = $3",
+                until,
+                ids,
+                owner,
+            )
+            return int(str(status).split()[-1])
+
+        return await self._write(run)
+
     # DKIM keys -----------------------------------------------------------------------------
     async def save_dkim_key(self, key: DkimKey) -> None:
         async def run(tx: Tx) -> None:

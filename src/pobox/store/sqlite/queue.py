@@ -209,6 +209,21 @@ class SqliteQueue:
 
         return await self._db.write(run)
 
+    async def queue_renew(self, owner: str, queue_ids: Sequence[str], until: float) -> int:
+        ids = list(queue_ids)
+
+        def run(conn: sqlite3.Connection) -> int:
+            renewed = 0
+            for queue_id in ids:
+                cur = conn.execute(
+                    "UPDATE outbound SET lease_until = ? WHERE id = ? AND lease_owner = ?",
+                    (until, queue_id, owner),
+                )
+                renewed += cur.rowcount
+            return renewed
+
+        return await self._db.write(run)
+
     # DKIM keys -----------------------------------------------------------------------------
     async def save_dkim_key(self, key: DkimKey) -> None:
         def run(conn: sqlite3.Connection) -> None:
