@@ -124,6 +124,16 @@ def _stop_group(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
+LISTENERS = ("imap", "pop3", "smtp", "lmtp", "web", "submission", "submissions")
+
+
+def listener_config() -> tuple[dict[str, int], str]:
+    """Free ports for every pobox listener, and the TOML tables that set them (so that a
+    benchmark's server takes none of the default ports another pobox may hold)."""
+    ports = dict(zip(LISTENERS, free_ports(len(LISTENERS)), strict=True))
+    return ports, "".join(f"[{name}]\nport = {port}\n" for name, port in ports.items())
+
+
 def start_pobox(
     workdir: Path, need: Sequence[str] = ("lmtp",), *, create_user: bool = True
 ) -> Server:
@@ -135,12 +145,10 @@ def start_pobox(
     exe = pobox_executable()
     data = workdir / "data"
     data.mkdir(parents=True, exist_ok=True)
-    imap, pop3, smtp, lmtp, web = free_ports(5)
+    ports, listeners = listener_config()
+    imap, pop3, lmtp = ports["imap"], ports["pop3"], ports["lmtp"]
     config = workdir / "pobox.toml"
-    config.write_text(
-        f"[imap]\nport = {imap}\n[pop3]\nport = {pop3}\n[smtp]\nport = {smtp}\n"
-        f"[lmtp]\nport = {lmtp}\n[web]\nport = {web}\n"
-    )
+    config.write_text(listeners)
     base = [str(exe), "--config", str(config), "--data", str(data)]
     # Only `pobox init` creates a store (other commands refuse a missing one); it is idempotent.
     subprocess.run([*base, "init"], capture_output=True, timeout=120, check=False)

@@ -1152,12 +1152,10 @@ def start_pobox(workdir: Path, template: Path, workers: str | None) -> Server:
     exe = common.pobox_executable()
     data = workdir / "data"
     shutil.copytree(template, data)
-    imap, pop3, smtp, lmtp, web = common.free_ports(5)
+    ports, listeners = common.listener_config()
+    imap, pop3, lmtp = ports["imap"], ports["pop3"], ports["lmtp"]
     config = workdir / "pobox.toml"
-    config.write_text(
-        f"[imap]\nport = {imap}\n[pop3]\nport = {pop3}\n[smtp]\nport = {smtp}\n"
-        f"[lmtp]\nport = {lmtp}\n[web]\nport = {web}\n" + POBOX_LIMITS
-    )
+    config.write_text(listeners + POBOX_LIMITS)
     command = [str(exe), "--config", str(config), "--data", str(data), "serve"]
     if workers is not None:
         command += ["--workers", str(workers)]

@@ -41,7 +41,7 @@ from common import (
     _stop_group,
     base_parser,
     deliver_concurrently,
-    free_ports,
+    listener_config,
     make_message,
     pobox_executable,
     port_open,
@@ -76,12 +76,10 @@ def pobox_on(store: str, workdir: Path) -> Iterator[Server]:
     exe = pobox_executable()
     data = workdir / "data"
     data.mkdir(parents=True, exist_ok=True)
-    imap, pop3, smtp, lmtp, web = free_ports(5)
+    ports, listeners = listener_config()
+    imap, pop3, lmtp = ports["imap"], ports["pop3"], ports["lmtp"]
     config = workdir / "pobox.toml"
-    config.write_text(
-        f'store = "{store}"\n[imap]\nport = {imap}\n[pop3]\nport = {pop3}\n'
-        f"[smtp]\nport = {smtp}\n[lmtp]\nport = {lmtp}\n[web]\nport = {web}\n"
-    )
+    config.write_text(f'store = "{store}"\n' + listeners)
     base = [str(exe), "--config", str(config), "--data", str(data)]
     subprocess.run([*base, "init"], capture_output=True, timeout=120, check=True)
     added = subprocess.run(

@@ -101,6 +101,9 @@ def _stream_handlers(
 ) -> dict[str, StreamHandler]:
     """The stream-based protocols (POP3, IMAP), by listener name; the implicit-TLS listeners
     (POP3S, IMAPS) share the handler of their protocol."""
+    # the command handlers too: left to the first command, importing them cost its client
+    # a quarter of a second
+    import pobox.imap.handlers  # noqa: F401
     from pobox.imap.session import make_handler as imap_handler
 
     handlers: dict[str, StreamHandler] = {

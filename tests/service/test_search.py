@@ -25,6 +25,7 @@ from pobox.service.search import (
     Bcc,
     Body,
     Cc,
+    ColumnRecords,
     FlagIs,
     From,
     Header,
@@ -599,6 +600,46 @@ async def test_in_memory_terms_match_the_naive_evaluator(
     got = await search(no_store, MailboxId(1), query, metas, recent_uids=recent)
     want = [m.uid for i, m in enumerate(metas, 1) if naive(query, m, i, recent)]
     assert got == want
+
+
+class _Columns:
+    """A mailbox index's columns made from a list of MessageMeta (what MailboxIndex keeps)."""
+
+    def __init__(self, metas: list[MessageMeta]) -> None:
+        self.bit: dict[str, int] = {}
+        self.uids = [m.uid for m in metas]
+        self.modseqs = [m.modseq for m in metas]
+        self.flags = [sum(1 << self._bit(f) for f in m.flags) for m in metas]
+        self.sizes = [m.size for m in metas]
+        self.dates = [m.internal_date.timestamp() for m in metas]
+        self.saved = [m.save_date.timestamp() for m in metas]
+        self.blobs = [m.blob for m in metas]
+
+    def _bit(self, flag: str) -> int:
+        return self.bit.setdefault(flag, len(self.bit))
+
+    def flag_mask(self, flag: str) -> int:
+        return sum(1 << b for f, b in self.bit.items() if f.lower() == flag.lower())
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mailboxes(), queries)
+async def test_terms_answered_from_index_columns_match_the_naive_evaluator(
+    box_and_recent: tuple[list[MessageMeta], frozenset[Uid]], query: Query
+) -> None:
+    metas, recent = box_and_recent
+    made: list[int] = []
+
+    def record(position: int) -> MessageMeta:
+        made.append(position)
+        return metas[position]
+
+    records = ColumnRecords(_Columns(metas), len(metas), record)
+    no_store = cast(Store, None)  # the in-memory subset never touches the store
+    got = await search(no_store, MailboxId(1), query, records, recent_uids=recent)
+    want = [m.uid for i, m in enumerate(metas, 1) if naive(query, m, i, recent)]
+    assert got == want
+    assert made == []  # answered from the columns alone
 
 
 # ---- streaming decoders: any chunking gives the one-shot result ------------------------------

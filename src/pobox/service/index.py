@@ -63,6 +63,7 @@ FLAG_LOG = 4096
 
 SYSTEM_BITS: dict[str, int] = {name: 1 << i for i, name in enumerate(SYSTEM_FLAGS)}
 _SYSTEM_BY_LOWER = {name.lower(): name for name in SYSTEM_FLAGS}
+SYSTEM_BITS_BY_LOWER = {name.lower(): bit for name, bit in SYSTEM_BITS.items()}
 FIRST_KEYWORD_BIT = len(SYSTEM_FLAGS)
 SEEN_BIT = SYSTEM_BITS["\\Seen"]
 DELETED_BIT = SYSTEM_BITS["\\Deleted"]
@@ -202,6 +203,19 @@ class MailboxIndex:
                     self.flags = list(self.flags)
             bits |= 1 << bit
         return bits
+
+    def flag_mask(self, flag: str) -> int:
+        """The bits of *flag* in ``flags``: a system flag's, or those of every keyword that
+        equals it case-insensitively (SEARCH KEYWORD); 0 when no message could have it."""
+        system = SYSTEM_BITS_BY_LOWER.get(flag.lower())
+        if system is not None:
+            return system
+        lowered = flag.lower()
+        mask = 0
+        for keyword, bit in self._keyword_bit.items():
+            if keyword.lower() == lowered:
+                mask |= 1 << bit
+        return mask
 
     def flagset(self, bits: int) -> frozenset[str]:
         found = self._flagsets.get(bits)

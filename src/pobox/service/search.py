@@ -47,7 +47,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, tzinfo
 from operator import attrgetter
-from typing import Literal, Protocol, TypeAlias
+from typing import Literal, Protocol, TypeAlias, overload
 
 from pobox.errors import NotFound
 from pobox.mail.dates import parse_date
@@ -120,6 +120,54 @@ class Message(Protocol):
     def internal_date(self) -> datetime: ...
     @property
     def save_date(self) -> datetime: ...
+
+
+class IndexColumns(Protocol):
+    """A mailbox index's columns (pobox.service.index.MailboxIndex): position *p* is one
+    message, in UID order."""
+
+    @property
+    def uids(self) -> Sequence[int]: ...
+    @property
+    def modseqs(self) -> Sequence[int]: ...
+    @property
+    def flags(self) -> Sequence[int]: ...
+    @property
+    def sizes(self) -> Sequence[int]: ...
+    @property
+    def dates(self) -> Sequence[float]: ...
+    @property
+    def saved(self) -> Sequence[float]: ...
+    @property
+    def blobs(self) -> Sequence[int]: ...
+
+    def flag_mask(self, flag: str) -> int:
+        """The bits of a flag in ``flags`` (keywords case-insensitively); 0 if none has it."""
+        ...
+
+
+class ColumnRecords(Sequence[Message]):
+    """The first *count* messages of an index as SEARCH's sequence of messages: records are
+    made only for the messages a term needs; terms the columns answer never make one."""
+
+    def __init__(self, columns: IndexColumns, count: int, record: Callable[[int], Message]) -> None:
+        self.columns = columns
+        self.length = count
+        self.record = record
+
+    def __len__(self) -> int:
+        return self.length
+
+    @overload
+    def __getitem__(self, i: int) -> Message: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[Message]: ...
+    def __getitem__(self, i: int | slice) -> Message | list[Message]:
+        if isinstance(i, slice):
+            return [self.record(p) for p in range(self.length)[i]]
+        if not -self.length <= i < self.length:
+            raise IndexError(i)
+        return self.record(i % self.length)
 
 
 #: Concrete, inclusive ranges of numbers (``*`` already resolved by the caller).
@@ -763,6 +811,112 @@ def _message_contains(
     return any(needle in s for s in segments(parsed, content.read, with_header=with_header))
 
 
+# ---- terms the index's columns answer ----------------------------------------------------------
+
+
+def _positions(
+    query: Query, pos: Sequence[int], cols: IndexColumns, ctx: _Context
+) -> Sequence[int]:
+    """The positions of *pos* (ascending) whose message matches *query* (cost _MEMORY),
+    read from the columns: one comprehension per term, no record per message."""
+    if isinstance(query, All):
+        return pos
+    if isinstance(query, And):
+        # number and UID ranges first: on the whole mailbox they are slices, not scans
+        for term in sorted(query.terms, key=lambda t: not isinstance(t, SeqIn | UidIn)):
+            pos = _positions(term, pos, cols, ctx)
+            if not pos:
+                break
+        return pos
+    if isinstance(query, Or):
+        first = set(_positions(query.left, pos, cols, ctx))
+        second = set(_positions(query.right, [p for p in pos if p not in first], cols, ctx))
+        return [p for p in pos if p in first or p in second]
+    if isinstance(query, Not):
+        excluded = set(_positions(query.term, pos, cols, ctx))
+        return [p for p in pos if p not in excluded]
+    if isinstance(query, FlagIs) and query.flag.lower() != "\\recent":
+        flags, mask = cols.flags, cols.flag_mask(query.flag)
+        if query.present:
+            return [p for p in pos if flags[p] & mask]
+        return [p for p in pos if not flags[p] & mask]
+    if isinstance(query, FlagIs | RecentIs):
+        uids, recent, present = cols.uids, ctx.recent_uids, query.present
+        return [p for p in pos if (uids[p] in recent) == present]
+    if isinstance(query, SeqIn | UidIn) and isinstance(pos, range) and pos.step == 1:
+        return _slices(query, pos, cols)
+    if isinstance(query, SeqIn):
+        starts, ends = _merge(query.ranges)  # message n is position n - 1
+        return [p for p in pos if (i := bisect.bisect_right(starts, p + 1) - 1) >= 0
+                and p + 1 <= ends[i]]  # fmt: skip
+    if isinstance(query, UidIn):
+        uids = cols.uids
+        starts, ends = _merge(query.ranges)
+        return [p for p in pos if (i := bisect.bisect_right(starts, uids[p]) - 1) >= 0
+                and uids[p] <= ends[i]]  # fmt: skip
+    if isinstance(query, Size):
+        sizes, larger, smaller = cols.sizes, query.larger, query.smaller
+        if larger is not None:
+            pos = [p for p in pos if sizes[p] > larger]
+        if smaller is not None:
+            pos = [p for p in pos if sizes[p] < smaller]
+        return pos
+    if isinstance(query, InternalDate | SaveDate):
+        stamps = cols.saved if isinstance(query, SaveDate) else cols.dates
+        start = _day_start(query.day, ctx.zone)
+        end = _day_start(query.day + timedelta(days=1), ctx.zone)
+        if query.op == "before":
+            return [p for p in pos if stamps[p] < start]
+        if query.op == "on":
+            return [p for p in pos if start <= stamps[p] < end]
+        return [p for p in pos if stamps[p] >= start]
+    if isinstance(query, InternalAge):
+        dates, cutoff = cols.dates, query.cutoff
+        if query.older:
+            return [p for p in pos if dates[p] < cutoff]
+        return [p for p in pos if dates[p] >= cutoff]
+    if isinstance(query, ContentIs):
+        blobs, blob = cols.blobs, query.blob
+        return [p for p in pos if blobs[p] == blob]
+    if isinstance(query, ModSeqAtLeast):
+        modseqs, floor = cols.modseqs, query.modseq
+        return [p for p in pos if modseqs[p] >= floor]
+    raise TypeError(f"not an in-memory search term: {query!r}")  # pragma: no cover
+
+
+def _slices(query: SeqIn | UidIn, pos: range, cols: IndexColumns) -> list[int]:
+    """Number or UID ranges over a run of positions: slices of it, found by bisection."""
+    starts, ends = _merge(query.ranges)
+    out: list[int] = []
+    if isinstance(query, SeqIn):  # message n is position n - 1
+        for lo, hi in zip(starts, ends, strict=True):
+            out.extend(pos[max(lo - 1 - pos.start, 0) : max(hi - pos.start, 0)])
+        return out
+    uids = cols.uids
+    for lo, hi in zip(starts, ends, strict=True):
+        first = bisect.bisect_left(uids, lo, pos.start, pos.stop)
+        last = bisect.bisect_right(uids, hi, first, pos.stop)
+        out.extend(range(first, last))
+    return out
+
+
+async def _search_columns(query: Query, records: ColumnRecords, ctx: _Context) -> list[Uid]:
+    cols, everything = records.columns, range(len(records))
+    uids = cols.uids
+    if _cost(query) == _MEMORY:
+        return [Uid(uids[p]) for p in _positions(query, everything, cols, ctx)]
+    cheap: list[Query] = []
+    dear: list[Query] = [query]
+    if isinstance(query, And):
+        cheap = [t for t in query.terms if _cost(t) == _MEMORY]
+        dear = [t for t in query.terms if _cost(t) != _MEMORY]
+    # the dear terms get records, but only of the messages the cheap ones left
+    left = _positions(And(tuple(cheap)), everything, cols, ctx) if cheap else everything
+    metas = [records.record(p) for p in left]
+    matched = await _filter(And(tuple(dear)), metas, ctx)
+    return [m.uid for m in matched]
+
+
 # ---- entry point ------------------------------------------------------------------------------
 
 
@@ -782,5 +936,7 @@ async def search(
     no header or content term.
     """
     ctx = _Context(store, mailbox, messages, recent_uids, zone)
+    if isinstance(messages, ColumnRecords):
+        return await _search_columns(query, messages, ctx)
     matched = await _filter(query, list(messages), ctx)
     return [m.uid for m in matched]

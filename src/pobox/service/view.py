@@ -20,7 +20,8 @@ from array import array
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
-from pobox.service.index import SEEN_BIT, IndexedMessage, MailboxIndex, MailIndex
+from pobox.service.index import SEEN_BIT, MailboxIndex, MailIndex
+from pobox.service.search import ColumnRecords, Message
 from pobox.store.api import SEEN, Mailbox, MessageMeta, ModSeq, Store, Uid
 
 
@@ -141,12 +142,14 @@ class MailboxView:
         """Every numbered message, in order (built on demand: prefer :meth:`metas`)."""
         return self.metas(self._numbers()[: len(self)])
 
-    def search_messages(self) -> list[MessageMeta | IndexedMessage]:
-        """Every numbered message as SEARCH reads it (light records, no MessageMeta)."""
+    def search_messages(self) -> Sequence[Message]:
+        """Every numbered message as SEARCH reads it: while the view shares the index's
+        numbering, the index's columns themselves (records only where a term needs one);
+        otherwise light records, no MessageMeta."""
         index = self.index
         if self._private is None:
-            return [index.record_at(pos) for pos in range(self._count)]
-        out: list[MessageMeta | IndexedMessage] = []
+            return ColumnRecords(index, self._count, index.record_at)
+        out: list[Message] = []
         for uid in self._private:
             ghost = self._ghosts.get(uid)
             if ghost is not None:

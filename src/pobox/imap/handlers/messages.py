@@ -11,6 +11,7 @@ import asyncio
 import bisect
 import dataclasses
 import logging
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pobox.imap import commands as c
@@ -20,6 +21,7 @@ from pobox.imap.fetch import format_flags
 from pobox.imap.handlers import condstore
 from pobox.imap.session import SELECTED, CommandError, CommandSpec, ImapSession, Selected
 from pobox.mail.structure import ParsedMessage
+from pobox.service.view import MailboxView
 from pobox.store.api import (
     SEEN,
     SYSTEM_FLAGS,
@@ -191,6 +193,58 @@ def _index_only(items: list[f.FetchItem]) -> list[str] | None:
     return None
 
 
+#: Messages rendered at a time by the column path (then written, and the client awaited).
+RUN_CHUNK = 4096
+_RUN_FORMATS = {
+    "UID": b"UID %d",
+    "FLAGS": b"FLAGS %s",
+    "MODSEQ": b"MODSEQ (%d)",
+    "RFC822.SIZE": b"RFC822.SIZE %d",
+}
+
+
+def _contiguous(numbers: Sequence[int], count: int, uids: list[int]) -> range | None:
+    """The positions of *uids* when they are exactly the view's messages *a* to *b* (what
+    ``1:*`` and most ranges a client syncs with come to); None otherwise."""
+    start = bisect.bisect_left(numbers, uids[0], 0, count)
+    end = start + len(uids)
+    if end > count or numbers[start] != uids[0] or numbers[end - 1] != uids[-1]:
+        return None
+    return range(start, end)  # both sorted and unique, same ends, same length: the same
+
+
+async def _fetch_run(session: ImapSession, view: MailboxView, run: range, names: list[str]) -> int:
+    """UID/FLAGS/MODSEQ/RFC822.SIZE of a run of the index's messages, column by column: one
+    format per line, FLAGS texts rendered once per distinct flag set. Returns how many were
+    written: all, unless the view stopped sharing the index's numbering while the client was
+    awaited (an expunge elsewhere)."""
+    index = view.index
+    template = b"* %d FETCH (" + b" ".join(_RUN_FORMATS[n] for n in names) + b")\r\n"
+    texts: dict[int, bytes] = {}
+    for first in range(run.start, run.stop, RUN_CHUNK):
+        last = min(first + RUN_CHUNK, run.stop)
+        columns: list[Iterable[object]] = [range(first + 1, last + 1)]
+        for name in names:
+            if name == "UID":
+                columns.append(index.uids[first:last])
+            elif name == "MODSEQ":
+                columns.append(index.modseqs[first:last])
+            elif name == "RFC822.SIZE":
+                columns.append(index.sizes[first:last])
+            else:
+                bits = index.flags[first:last]
+                for value in set(bits) - texts.keys():
+                    flagset = index.flagset(value)
+                    session.note_flags(flagset)  # (written before the FETCH lines below)
+                    texts[value] = format_flags(flagset)
+                columns.append(map(texts.__getitem__, bits))
+        session.send_raw(b"".join([template % row for row in zip(*columns, strict=True)]))
+        await session.drain()
+        if last < run.stop and not view.shares_index():
+            return last - run.start
+    return len(run)
+
+
 async def _fetch_from_index(
     session: ImapSession, selected: Selected, uids: list[int], names: list[str]
 ) -> None:
@@ -205,6 +259,15 @@ async def _fetch_from_index(
     told: list[tuple[int, int]] | None = [] if view.changed() and "FLAGS" in names else None
     shared = view.shares_index()  # message n is the index's n-th: one bisect, no lookups
     numbers, count = view.uids, len(view)
+    if shared and told is None and uids:
+        run = _contiguous(numbers, count, uids)
+        if run is not None and not (recent and "FLAGS" in names):
+            done = await _fetch_run(session, view, run, names)
+            if done == len(uids):
+                return
+            uids = uids[done:]  # the index changed under the view: go on message by message
+            shared = view.shares_index()
+            numbers, count = view.uids, len(view)
     iflags, isizes, imodseqs = index.flags, index.sizes, index.modseqs
     lo = 0
     for uid in uids:
