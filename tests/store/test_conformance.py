@@ -632,6 +632,8 @@ async def test_snapshot_images_an_account_as_of_one_moment(store: Store) -> None
         (image,) = await snap.accounts()
         box = {m.name: m for m in image.mailboxes}["INBOX"]
         contents = {m.uid: await snap.read_content(m.content) for m in box.messages}
+        keys = [m.content for m in box.messages]
+        assert await snap.read_contents(keys) == [contents[m.uid] for m in box.messages]
         recovered = await snap.read_content(image.recoverable[0].content or "")
     assert image.address == "img@example.org" and image.password_hash == "hash-1"
     assert image.aliases == ("alias@example.org",)

@@ -690,3 +690,7 @@ class StoreSnapshot(Protocol):
         """A content named by a ``content`` key of this snapshot's images; NotFound when it
         is no longer there (the embedded store removes a file when its last message goes)."""
         ...
+
+    async def read_contents(self, keys: Sequence[str]) -> list[bytes]:
+        """Many contents in one call, in the order of *keys* (NotFound as ``read_content``)."""
+        ...

@@ -41,8 +41,9 @@ from pobox.transfer import format as fmt
 
 #: Snapshots a run takes at most while messages vanish under it (embedded store).
 ATTEMPTS = 5
-#: Contents read, compressed and written at once (worker threads).
-PARALLEL = 8
+#: Contents read, compressed and written per step, and steps under way at once (threads).
+CHUNK = 64
+PARALLEL = 3
 
 
 class Reporter(Protocol):
@@ -164,26 +165,38 @@ async def _copy_contents(
     progress.set_total(len(keys))
     pending: set[asyncio.Task[None]] = set()
 
-    async def put(key: str) -> None:
-        data = await snap.read_content(key)  # NotFound: gone since the snapshot began
-        digest, written = await asyncio.to_thread(objects.put, data)
-        digests[key] = digest
-        progress.advance(1, nbytes=len(data), skipped=0 if written else 1)
+    def put_many(datas: list[bytes]) -> list[tuple[str, bool]]:
+        return [objects.put(data) for data in datas]
 
+    async def put(chunk: list[str]) -> None:
+        datas = await snap.read_contents(chunk)  # NotFound: gone since the snapshot began
+        results = await asyncio.to_thread(put_many, datas)
+        for key, data, (digest, written) in zip(chunk, datas, results, strict=True):
+            digests[key] = digest
+            progress.advance(1, nbytes=len(data), skipped=0 if written else 1)
+
+    chunk: list[str] = []
     try:
-        for key in keys:
-            if key in digests:
-                continue
-            digest = known.get(key)
-            if digest is not None and objects.have(digest):
-                digests[key] = digest
-                progress.advance(1, skipped=1)
+        for key in [*keys, None]:
+            if key is not None:
+                if key in digests:
+                    continue
+                digest = known.get(key)
+                if digest is not None and objects.have(digest):
+                    digests[key] = digest
+                    progress.advance(1, skipped=1)
+                    continue
+                chunk.append(key)
+                if len(chunk) < CHUNK:
+                    continue
+            if not chunk:
                 continue
             if len(pending) >= PARALLEL:
                 finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for task in finished:
                     task.result()
-            pending.add(asyncio.create_task(put(key)))
+            pending.add(asyncio.create_task(put(chunk)))
+            chunk = []
         while pending:
             task = pending.pop()
             await task

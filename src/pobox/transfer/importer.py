@@ -11,6 +11,7 @@ UIDs. Otherwise messages are appended and get new UIDs.
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -112,10 +113,10 @@ def content_from_bytes(store: Store, data: bytes) -> RestoreContent:
     """Blocking: *data* (line ends made CRLF) in a sealed spool, parsed once."""
     spool: Spool = store.new_spool()
     try:
-        spool.write(normalize_crlf(data))
+        data = normalize_crlf(data)
+        spool.write(data)
         spool.seal()
-        with spool.open() as fp:
-            parsed = parse_message(fp)
+        parsed = parse_message(io.BytesIO(data))  # the bytes just written, from memory
     except BaseException:
         spool.discard()
         raise

@@ -10,6 +10,7 @@ once. A restore into a store that holds the account already is refused unless *r
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ from pobox.transfer import format as fmt
 from pobox.transfer.backup import Reporter, _Silent
 
 BATCH = 500
+#: Contents spooled per worker-thread call (each is written, fsync'd and parsed).
+SPOOL_CHUNK = 25
 
 
 @dataclass
@@ -55,8 +58,7 @@ def _spool(store: Store, root: Path, digest: str) -> RestoreContent:
     try:
         spool.write(data)
         spool.seal()
-        with spool.open() as fp:
-            parsed = parse_message(fp)
+        parsed = parse_message(io.BytesIO(data))  # the bytes just written, from memory
     except BaseException:
         spool.discard()
         raise
@@ -77,16 +79,28 @@ async def _contents(
             contents[key] = blob
         else:
             new.append(key)
+
+    def spool_many(keys: list[str]) -> list[RestoreContent]:
+        done: list[RestoreContent] = []
+        try:
+            for key in keys:
+                done.append(_spool(store, root, key))
+        except BaseException:
+            for item in done:
+                item.spool.discard()
+            raise
+        return done
+
+    chunks = [new[i : i + SPOOL_CHUNK] for i in range(0, len(new), SPOOL_CHUNK)]
     results = await asyncio.gather(
-        *(asyncio.to_thread(_spool, store, root, key) for key in new),
-        return_exceptions=True,
+        *(asyncio.to_thread(spool_many, chunk) for chunk in chunks), return_exceptions=True
     )
     failure: BaseException | None = None
-    for key, result in zip(new, results, strict=True):
+    for chunk, result in zip(chunks, results, strict=True):
         if isinstance(result, BaseException):
             failure = failure or result
         else:
-            contents[key] = result
+            contents.update(zip(chunk, result, strict=True))
     if failure is not None:
         for item in contents.values():
             if isinstance(item, RestoreContent):

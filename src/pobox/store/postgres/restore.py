@@ -187,6 +187,27 @@ class PostgresSnapshot:
             return b""
         return b"".join(bytes(r[0]) for r in rows)
 
+    async def read_contents(self, keys: Sequence[str]) -> list[bytes]:
+        try:
+            blobs = [int(key) for key in keys]
+        except ValueError:
+            raise InvalidInput(f"not contents of this store: {list(keys)!r}") from None
+        async with self._lock:
+            rows = await self.conn.fetch(
+                "SELECT b.id, c.data FROM blobs b LEFT JOIN blob_chunks c ON c.blob = b.id"
+                " WHERE b.id = ANY($1::bigint[]) ORDER BY b.id, c.seq",
+                blobs,
+            )
+        parts: dict[int, list[bytes]] = {}
+        for row in rows:
+            chunks = parts.setdefault(row[0], [])
+            if row[1] is not None:
+                chunks.append(bytes(row[1]))
+        missing = [key for key, blob in zip(keys, blobs, strict=True) if blob not in parts]
+        if missing:
+            raise NotFound(f"content {missing[0]} is gone")
+        return [b"".join(parts[blob]) for blob in blobs]
+
 
 @contextlib.asynccontextmanager
 async def snapshot(

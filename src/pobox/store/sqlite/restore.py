@@ -198,6 +198,9 @@ class SqliteSnapshot:
     async def read_content(self, key: str) -> bytes:
         return await asyncio.to_thread(self._read, key)
 
+    async def read_contents(self, keys: Sequence[str]) -> list[bytes]:
+        return await asyncio.to_thread(lambda: [self._read(key) for key in keys])
+
 
 @contextlib.asynccontextmanager
 async def snapshot(
