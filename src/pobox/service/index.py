@@ -158,6 +158,9 @@ class MailboxIndex:
         self.keywords: list[str] = []  # keyword of bit FIRST_KEYWORD_BIT + i
         self._keyword_bit: dict[str, int] = {}
         self._flagsets: dict[int, frozenset[str]] = {}
+        #: SORT keys read from the store, by key and UID (pobox.service.sort): a message's
+        #: content never changes, so they stay right while it is there
+        self.sort_cache: dict[str, dict[int, Any]] = {}
         #: every change up to this MODSEQ is applied
         self.modseq: ModSeq = ModSeq(0)
         #: bumped whenever anything is applied (views compare it: no store call when equal)

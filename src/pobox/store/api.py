@@ -557,6 +557,14 @@ class Store(Protocol):
         indexed already or gone meanwhile is left as it is."""
         ...
 
+    async def field_values(
+        self, mailbox_id: MailboxId, field: str, uids: Sequence[Uid] | None = None
+    ) -> dict[Uid, str | float | None]:
+        """One decoded header field of a mailbox's messages (all, or those of *uids*), for
+        SORT: *field* is "subject", "from_", "to", "cc" (text) or "sent_date" (seconds since
+        the epoch, None without a usable Date:). Lighter than ``search_fields``."""
+        ...
+
     async def reset_search_text(self, account_id: AccountId | None = None) -> int:
         """Take the contents of one account's messages (or all contents) out of the index, to
         be indexed again; returns how many."""

@@ -50,6 +50,16 @@ def _clean(text: str) -> str:
     return text.replace("\x00", SEPARATOR)
 
 
+#: Columns of ``blobs`` that ``field_values`` reads, by field name.
+FIELD_COLUMNS = {
+    "subject": "subject",
+    "from_": "from_",
+    "to": "to_",
+    "cc": "cc",
+    "sent_date": "sent_date",
+}
+
+
 class PostgresFullText:
     """The full-text methods of :class:`~pobox.store.postgres.store.PostgresStore` (a mixin)."""
 
@@ -171,3 +181,23 @@ class PostgresFullText:
             return int(status.split()[-1])
 
         return await self._write(run)
+
+    async def field_values(
+        self, mailbox_id: MailboxId, field: str, uids: Sequence[Uid] | None = None
+    ) -> dict[Uid, str | float | None]:
+        column = FIELD_COLUMNS[field]
+        select = (
+            f"SELECT m.uid, b.{column} FROM messages m JOIN blobs b ON b.id = m.blob"
+            " WHERE m.mailbox_id = $1"
+        )
+
+        async def run(conn: Any) -> dict[Uid, str | float | None]:
+            if uids is None:
+                rows = await conn.fetch(select, mailbox_id)
+            else:
+                rows = await conn.fetch(
+                    f"{select} AND m.uid = ANY($2::bigint[])", mailbox_id, list(uids)
+                )
+            return {Uid(r[0]): r[1] for r in rows}
+
+        return await self._read(run)

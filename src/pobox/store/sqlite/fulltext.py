@@ -69,6 +69,16 @@ def drop_text(conn: sqlite3.Connection, blob: int) -> None:
     conn.execute("DELETE FROM field_index WHERE rowid = ?", (blob,))
 
 
+#: Columns of ``blobs`` that ``field_values`` reads, by field name.
+FIELD_COLUMNS = {
+    "subject": "subject",
+    "from_": "from_",
+    "to": "to_",
+    "cc": "cc",
+    "sent_date": "sent_date",
+}
+
+
 class SqliteFullText:
     """The full-text methods of :class:`~pobox.store.sqlite.store.SqliteStore` (a mixin)."""
 
@@ -174,3 +184,25 @@ class SqliteFullText:
             return len(blobs)
 
         return await self._db.write(run)
+
+    async def field_values(
+        self, mailbox_id: MailboxId, field: str, uids: Sequence[Uid] | None = None
+    ) -> dict[Uid, str | float | None]:
+        column = FIELD_COLUMNS[field]
+        select = (
+            f"SELECT m.uid, b.{column} FROM messages m JOIN blobs b ON b.id = m.blob"
+            " WHERE m.mailbox_id = ?"
+        )
+        wanted = None if uids is None else sorted(set(uids))
+
+        def run(conn: sqlite3.Connection) -> dict[Uid, str | float | None]:
+            if wanted is None:
+                return dict(conn.execute(select, (mailbox_id,)).fetchall())
+            found: dict[Uid, str | float | None] = {}
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                found.update(conn.execute(f"{select} AND m.uid IN ({marks})", (mailbox_id, *chunk)))
+            return found
+
+        return await self._db.read(run)

@@ -1,0 +1,116 @@
+"""Ordering a mailbox's messages: IMAP SORT (RFC 5256, RFC 5957) and the webmail's lists.
+
+Keys come from the shared mailbox index (ARRIVAL, SIZE) or from the header fields the store
+keeps decoded since delivery (DATE, SUBJECT, FROM, TO, CC, DISPLAYFROM, DISPLAYTO), read once
+per message and kept, already in comparable form, in the index's ``sort_cache``: a message's
+content never changes, so a kept key stays right for as long as the message is there. The first
+SUBJECT sort of a 100,000-message mailbox reads one column and computes 100,000 base subjects;
+every later sort only orders.
+
+Equal keys fall back to the next key, and last to the order of the messages given (their
+sequence numbers, as RFC 5256 §3 requires). REVERSE reverses one key's order only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, MutableMapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pobox.mail.sortkeys import base_subject, collate, display_name, first_mailbox
+from pobox.service.search import ColumnRecords, Message
+from pobox.store.api import MailboxId, Store, Uid
+
+#: The keys of RFC 5256 and RFC 5957.
+SORT_KEYS = ("ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM", "DISPLAYTO")
+#: Read a whole mailbox's field rather than a list of UIDs above this many missing keys.
+WHOLE_MAILBOX = 2000
+
+# key → (stored field, how a value becomes the comparable key)
+_FIELD_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "SUBJECT": ("subject", lambda v: collate(base_subject(v or ""))),
+    "FROM": ("from_", lambda v: collate(first_mailbox(v or ""))),
+    "TO": ("to", lambda v: collate(first_mailbox(v or ""))),
+    "CC": ("cc", lambda v: collate(first_mailbox(v or ""))),
+    "DISPLAYFROM": ("from_", lambda v: collate(display_name(v or ""))),
+    "DISPLAYTO": ("to", lambda v: collate(display_name(v or ""))),
+    "DATE": ("sent_date", lambda v: v),  # None: no usable Date:, the arrival stands in
+}
+
+SortCache = MutableMapping[str, dict[int, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class SortKey:
+    name: str  # one of SORT_KEYS
+    reverse: bool = False
+
+
+async def sort(
+    store: Store,
+    mailbox: MailboxId,
+    keys: Sequence[SortKey],
+    messages: Sequence[Message],
+    cache: SortCache | None = None,
+) -> list[Uid]:
+    """The UIDs of *messages* (a view's, in sequence order) ordered by *keys*.
+
+    *cache* keeps field-derived keys between calls (``MailboxIndex.sort_cache``); without one
+    they are read for this call only.
+    """
+    for key in keys:
+        if key.name not in SORT_KEYS:
+            raise ValueError(f"unknown sort key {key.name}")
+    cache = {} if cache is None else cache
+    positions = list(range(len(messages)))
+    uids = _uids(messages)
+    for key in reversed(keys):  # stable sorts, last key first: the first key decides most
+        values = await _values(store, mailbox, key.name, messages, uids, cache)
+        positions.sort(key=values.__getitem__, reverse=key.reverse)
+    return [Uid(uids[p]) for p in positions]
+
+
+def _uids(messages: Sequence[Message]) -> Sequence[int]:
+    if isinstance(messages, ColumnRecords):
+        return messages.columns.uids[: len(messages)]
+    return [m.uid for m in messages]
+
+
+def _arrivals(messages: Sequence[Message]) -> Sequence[float]:
+    if isinstance(messages, ColumnRecords):
+        return messages.columns.dates[: len(messages)]
+    return [m.internal_date.timestamp() for m in messages]
+
+
+async def _values(
+    store: Store,
+    mailbox: MailboxId,
+    name: str,
+    messages: Sequence[Message],
+    uids: Sequence[int],
+    cache: SortCache,
+) -> Sequence[Any]:
+    """The key *name* of every message, by position."""
+    if name == "ARRIVAL":
+        return _arrivals(messages)
+    if name == "SIZE":
+        if isinstance(messages, ColumnRecords):
+            return messages.columns.sizes[: len(messages)]
+        return [m.size for m in messages]
+    field, convert = _FIELD_KEYS[name]
+    kept = cache.setdefault(name, {})
+    missing = [u for u in uids if u not in kept]
+    if missing:
+        wanted = None if len(missing) > WHOLE_MAILBOX else [Uid(u) for u in missing]
+        for uid, value in (await store.field_values(mailbox, field, wanted)).items():
+            kept[uid] = convert(value)
+        if len(kept) > 2 * len(uids) + WHOLE_MAILBOX:  # expunged messages' keys: let them go
+            alive = set(uids)
+            for gone in [u for u in kept if u not in alive]:
+                del kept[gone]
+    if name == "DATE":
+        arrivals = _arrivals(messages)
+        dates = [kept.get(u) for u in uids]
+        return [a if d is None else d for d, a in zip(dates, arrivals, strict=True)]
+    # a message expunged meanwhile has no stored field: it sorts as empty
+    return [kept.get(u, "") for u in uids]
