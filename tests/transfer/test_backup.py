@@ -9,6 +9,7 @@ overrides, aliases, settings, subscriptions); what the store holds is compared t
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -167,31 +168,35 @@ async def _bulk(data: Path, count: int) -> None:
         await store.close()
 
 
-def _kill_midway(dest: Path, data: Path) -> None:
-    """Start `pobox backup`, SIGKILL it once it has written some contents but not all."""
+def _kill_midway(dest: Path, data: Path, sig: int = signal.SIGKILL, after: int = 1) -> bytes:
+    """Start `pobox backup`, send it *sig* once it has written some contents but not all;
+    returns what it wrote on standard error. *after*: how many contents it writes first."""
     proc = subprocess.Popen(
         [*POBOX, "--data", str(data), "backup", "--quiet", str(dest)],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
         deadline = time.monotonic() + 60
         before = len(_objects(dest)) if (dest / "objects").exists() else 0
         while time.monotonic() < deadline:
-            if (dest / "objects").exists() and len(_objects(dest)) > before + 20:
+            if (dest / "objects").exists() and len(_objects(dest)) >= before + after:
                 break
-            assert proc.poll() is None, "the backup finished before it could be killed"
-            time.sleep(0.005)
-        os.kill(proc.pid, signal.SIGKILL)
+            assert proc.poll() is None, "the backup finished before it could be stopped"
+            time.sleep(0.002)
+        os.kill(proc.pid, sig)
+        _out, err = proc.communicate(timeout=30)
     finally:
-        proc.wait(10)
-    assert proc.returncode == -signal.SIGKILL
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
     assert not (dest / "pobox-backup.json").exists() or (dest / "INCOMPLETE").exists()
+    return err
 
 
 async def test_a_killed_backup_never_verifies_as_good(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    await _bulk(data, 3000)
+    await _bulk(data, 6000)
     dest = tmp_path / "backup"
     _kill_midway(dest, data)
     verdict = pobox("backup", "verify", str(dest), data=data, check=False)
@@ -223,6 +228,20 @@ async def _bulk_more(data: Path) -> None:
             await store.append_many(inbox.id, batch)
     finally:
         await store.close()
+
+
+async def test_ctrl_c_stops_a_backup_cleanly_and_a_rerun_completes_it(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    await _bulk(data, 6000)
+    dest = tmp_path / "backup"
+    err = _kill_midway(dest, data, signal.SIGINT, after=1000)
+    assert b"backup: interrupted after" in err and b"Traceback" not in err
+    assert pobox("backup", "verify", str(dest), data=data, check=False).returncode == 1
+    rerun = pobox("backup", str(dest), data=data)
+    # the rerun writes only what the interrupted run had not finished
+    written = re.search(rb"(\d+) of 6000 content\(s\) written", rerun.stdout)
+    assert written is not None and int(written[1]) <= 5500, rerun.stdout
+    assert pobox("backup", "verify", str(dest), data=data).returncode == 0
 
 
 def test_backup_refuses_a_directory_that_is_no_backup(tmp_path: Path) -> None:

@@ -236,20 +236,31 @@ async def backup(
         objects = _Objects(dest, vouched)
         digests: dict[str, str] = {}
         images: list[AccountImage] = []
-        for attempt in range(1, ATTEMPTS + 1):
-            report.snapshots = attempt
-            vanished: NotFound | None = None
-            async with store.snapshot(addresses) as snap:
-                images = await snap.accounts()
-                digests = {}  # a new snapshot may name other contents
-                try:
-                    await _copy_contents(snap, images, objects, known, digests, reporter)
-                except NotFound as exc:
-                    vanished = exc
-            if vanished is None:
-                break
-            if attempt == ATTEMPTS:
-                raise Temporary(f"messages kept vanishing during the backup ({vanished}); retry")
+        try:
+            for attempt in range(1, ATTEMPTS + 1):
+                report.snapshots = attempt
+                vanished: NotFound | None = None
+                async with store.snapshot(addresses) as snap:
+                    images = await snap.accounts()
+                    digests = {}  # a new snapshot may name other contents
+                    try:
+                        await _copy_contents(snap, images, objects, known, digests, reporter)
+                    except NotFound as exc:
+                        vanished = exc
+                if vanished is None:
+                    break
+                if attempt == ATTEMPTS:
+                    raise Temporary(f"messages kept vanishing during the backup ({vanished})")
+        except BaseException:
+            # stopped (Ctrl-C, an error): what was written is flushed and remembered, so that
+            # the next run goes on from there (a SIGKILL skips this: the next run writes again)
+            if digests:
+                await asyncio.to_thread(os.sync)
+                all_known[store_id] = {**known, **digests}
+                await asyncio.to_thread(
+                    fmt.write_atomically, dest / fmt.CONTENTS, fmt.dumps({"stores": all_known})
+                )
+            raise
         # everything the index names is on disk before the index and the manifest say so
         await asyncio.to_thread(os.sync)
         index = {
