@@ -440,6 +440,19 @@ class Search(Command):
 
 
 @dataclass(frozen=True, slots=True)
+class Sort(Command):
+    """SORT / UID SORT (RFC 5256): ``criteria`` are (key, reverse) pairs, keys upper-case;
+    ``return_options`` as for Search (ESORT, RFC 5267)."""
+
+    NAME: ClassVar[str] = "SORT"
+    uid: bool
+    criteria: tuple[tuple[str, bool], ...]
+    charset: str
+    key: SearchKey
+    return_options: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Fetch(Command):
     """FETCH / UID FETCH. Macros (ALL, FAST, FULL) are expanded into ``attributes``."""
 

@@ -55,7 +55,7 @@ from pobox.imap.lexer import (
     Reader,
     find_literal_marker,
 )
-from pobox.imap.search_grammar import parse_search
+from pobox.imap.search_grammar import parse_search, parse_sort
 
 __all__ = [
     "AppendMessageInfo",
@@ -377,6 +377,10 @@ def _search(r: Reader, tag: str, uid: bool) -> Command:
     return parse_search(r, tag, uid)
 
 
+def _sort(r: Reader, tag: str, uid: bool) -> Command:
+    return parse_sort(r, tag, uid)
+
+
 def _fetch(r: Reader, tag: str, uid: bool) -> Command:
     return parse_fetch(r, tag, uid)
 
@@ -407,13 +411,14 @@ _COMMANDS: dict[str, Callable[[Reader, str, bool], Command]] = {
     "UNSELECT": _no_args(Unselect),
     "EXPUNGE": _expunge,
     "SEARCH": _search,
+    "SORT": _sort,
     "FETCH": _fetch,
     "STORE": _store,
     "COPY": _copy_move(Copy),
     "MOVE": _copy_move(Move),
     "ID": _id,
 }
-_UID_COMMANDS = frozenset({"COPY", "MOVE", "FETCH", "SEARCH", "STORE", "EXPUNGE"})
+_UID_COMMANDS = frozenset({"COPY", "MOVE", "FETCH", "SEARCH", "SORT", "STORE", "EXPUNGE"})
 
 
 # --------------------------------------------------------------------------- APPEND

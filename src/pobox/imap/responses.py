@@ -324,6 +324,8 @@ class ESearchResponse:
     tag: str | None
     uid: bool
     items: tuple[tuple[str, int | tuple[int, ...]], ...] = field(default=())
+    #: ALL in the order given (ESORT, RFC 5267 §3): ascending runs shortened to ranges only
+    ordered: bool = False
 
     def render(self, *, utf8: bool = False) -> bytes:
         out = b"* ESEARCH"
@@ -335,7 +337,38 @@ class ESearchResponse:
             if isinstance(value, int):
                 out += b" %s %d" % (name.encode("ascii"), value)
             elif value:
-                out += b" %s %s" % (name.encode("ascii"), format_uid_set(sorted(value)).encode())
+                text = _ordered_set(value) if self.ordered else format_uid_set(sorted(value))
+                out += b" %s %s" % (name.encode("ascii"), text.encode())
+        return out + CRLF
+
+
+def _ordered_set(numbers: tuple[int, ...]) -> str:
+    """Numbers in their order, each run n, n+1, … m written ``n:m``."""
+    parts: list[str] = []
+    start = prev = numbers[0]
+    for n in numbers[1:]:
+        if n == prev + 1:
+            prev = n
+            continue
+        parts.append(f"{start}:{prev}" if prev != start else str(start))
+        start = prev = n
+    parts.append(f"{start}:{prev}" if prev != start else str(start))
+    return ",".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class SortResponse:
+    """``* SORT 2 3 1`` (RFC 5256 §4; ``modseq`` adds ``(MODSEQ n)``, RFC 7162 §3.1.5)."""
+
+    numbers: tuple[int, ...]
+    modseq: int | None = None
+
+    def render(self, *, utf8: bool = False) -> bytes:
+        out = b"* SORT"
+        if self.numbers:
+            out += b" " + b" ".join(b"%d" % n for n in self.numbers)
+        if self.modseq is not None:
+            out += b" (MODSEQ %d)" % self.modseq
         return out + CRLF
 
 

@@ -25,6 +25,7 @@ from pobox.imap.commands import (
     SearchSize,
     SearchText,
     SearchUid,
+    Sort,
 )
 from pobox.imap.lexer import MAX_DEPTH, ParseError, Reader
 
@@ -80,6 +81,51 @@ def parse_search(r: Reader, tag: str, uid: bool) -> Search:
     r.end()
     key = keys[0] if len(keys) == 1 else SearchAnd(tuple(keys))
     return Search(tag, uid=uid, key=key, charset=charset, return_options=return_options)
+
+
+#: RFC 5256 §3 sort keys and RFC 5957's DISPLAYFROM / DISPLAYTO.
+SORT_KEYS = frozenset(
+    {"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM", "DISPLAYTO"}
+)
+#: ESORT (RFC 5267 §3): the RETURN options of SORT.
+_SORT_RETURN_OPTIONS = frozenset({"MIN", "MAX", "ALL", "COUNT"})
+
+
+def parse_sort(r: Reader, tag: str, uid: bool) -> Sort:
+    """After ``SORT``: ``[SP "RETURN" SP "(" opts ")"] SP "(" sort-criteria ")" SP charset
+    1*(SP search-key)`` (RFC 5256 §5, RFC 5267 §3)."""
+    r.sp()
+    return_options: tuple[str, ...] | None = None
+    if r.try_expect(b"RETURN "):
+        opts = r.paren_list(lambda: r.keyword("a RETURN option"), allow_empty=True)
+        for opt in opts:
+            if opt not in _SORT_RETURN_OPTIONS:
+                raise ParseError(f"unknown SORT RETURN option {opt}")
+        return_options = tuple(opts)
+        r.sp()
+
+    def criterion() -> tuple[str, bool]:
+        name = r.keyword("a sort key")
+        reverse = name == "REVERSE"
+        if reverse:
+            r.sp()
+            name = r.keyword("a sort key")
+        if name not in SORT_KEYS:
+            raise ParseError(f"unknown sort key {name}")
+        return name, reverse
+
+    criteria = tuple(r.paren_list(criterion))
+    r.sp()
+    charset = r.astring("a charset").decode("ascii", "replace").upper()
+    r.sp()
+    keys = [parse_search_key(r, 0)]
+    while r.try_sp():
+        keys.append(parse_search_key(r, 0))
+    r.end()
+    key = keys[0] if len(keys) == 1 else SearchAnd(tuple(keys))
+    return Sort(
+        tag, uid=uid, criteria=criteria, charset=charset, key=key, return_options=return_options
+    )
 
 
 def parse_search_key(r: Reader, depth: int) -> SearchKey:

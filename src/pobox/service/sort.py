@@ -13,7 +13,7 @@ sequence numbers, as RFC 5256 §3 requires). REVERSE reverses one key's order on
 
 from __future__ import annotations
 
-from collections.abc import Callable, MutableMapping, Sequence
+from collections.abc import Callable, Collection, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,8 +52,10 @@ async def sort(
     keys: Sequence[SortKey],
     messages: Sequence[Message],
     cache: SortCache | None = None,
+    only: Collection[int] | None = None,
 ) -> list[Uid]:
-    """The UIDs of *messages* (a view's, in sequence order) ordered by *keys*.
+    """The UIDs of *messages* (a view's, in sequence order), or of those whose UID is in
+    *only* (a SEARCH's result), ordered by *keys*.
 
     *cache* keeps field-derived keys between calls (``MailboxIndex.sort_cache``); without one
     they are read for this call only.
@@ -62,11 +64,14 @@ async def sort(
         if key.name not in SORT_KEYS:
             raise ValueError(f"unknown sort key {key.name}")
     cache = {} if cache is None else cache
-    positions = list(range(len(messages)))
     uids = _uids(messages)
+    if only is None:
+        positions = list(range(len(uids)))
+    else:
+        positions = [p for p, uid in enumerate(uids) if uid in only]
     for key in reversed(keys):  # stable sorts, last key first: the first key decides most
-        values = await _values(store, mailbox, key.name, messages, uids, cache)
-        positions.sort(key=values.__getitem__, reverse=key.reverse)
+        value_of = await _key(store, mailbox, key.name, messages, uids, positions, cache)
+        positions.sort(key=value_of, reverse=key.reverse)
     return [Uid(uids[p]) for p in positions]
 
 
@@ -76,30 +81,31 @@ def _uids(messages: Sequence[Message]) -> Sequence[int]:
     return [m.uid for m in messages]
 
 
-def _arrivals(messages: Sequence[Message]) -> Sequence[float]:
+def _arrival(messages: Sequence[Message]) -> Callable[[int], float]:
     if isinstance(messages, ColumnRecords):
-        return messages.columns.dates[: len(messages)]
-    return [m.internal_date.timestamp() for m in messages]
+        return messages.columns.dates.__getitem__
+    return lambda p: messages[p].internal_date.timestamp()
 
 
-async def _values(
+async def _key(
     store: Store,
     mailbox: MailboxId,
     name: str,
     messages: Sequence[Message],
     uids: Sequence[int],
+    positions: Sequence[int],
     cache: SortCache,
-) -> Sequence[Any]:
-    """The key *name* of every message, by position."""
+) -> Callable[[int], Any]:
+    """The key *name* of the message at a position."""
     if name == "ARRIVAL":
-        return _arrivals(messages)
+        return _arrival(messages)
     if name == "SIZE":
         if isinstance(messages, ColumnRecords):
-            return messages.columns.sizes[: len(messages)]
-        return [m.size for m in messages]
+            return messages.columns.sizes.__getitem__
+        return lambda p: messages[p].size
     field, convert = _FIELD_KEYS[name]
     kept = cache.setdefault(name, {})
-    missing = [u for u in uids if u not in kept]
+    missing = [uids[p] for p in positions if uids[p] not in kept]
     if missing:
         wanted = None if len(missing) > WHOLE_MAILBOX else [Uid(u) for u in missing]
         for uid, value in (await store.field_values(mailbox, field, wanted)).items():
@@ -108,9 +114,13 @@ async def _values(
             alive = set(uids)
             for gone in [u for u in kept if u not in alive]:
                 del kept[gone]
-    if name == "DATE":
-        arrivals = _arrivals(messages)
-        dates = [kept.get(u) for u in uids]
-        return [a if d is None else d for d, a in zip(dates, arrivals, strict=True)]
+    if name == "DATE":  # no usable Date: header: the arrival stands in (RFC 5256 §3)
+        arrival = _arrival(messages)
+
+        def date(p: int) -> float:
+            sent = kept.get(uids[p])
+            return arrival(p) if sent is None else float(sent)
+
+        return date
     # a message expunged meanwhile has no stored field: it sorts as empty
-    return [kept.get(u, "") for u in uids]
+    return lambda p: kept.get(uids[p], "")

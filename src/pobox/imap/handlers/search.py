@@ -7,6 +7,7 @@ numbers versus UIDs, ``$``, CHARSET, and the shape of the answer (``* SEARCH`` o
 
 from __future__ import annotations
 
+import codecs
 import time
 from typing import Any
 
@@ -17,6 +18,7 @@ from pobox.imap.objectid import email_blob
 from pobox.imap.sequences import SequenceSet, SequenceSetError
 from pobox.imap.session import SELECTED, CommandError, CommandSpec, ImapSession, Selected
 from pobox.service import search as q
+from pobox.service import sort as sorting
 from pobox.store.api import Uid
 
 #: CHARSETs SEARCH understands (RFC 9051 §6.4.4 requires both); US-ASCII is a subset of UTF-8.
@@ -25,9 +27,19 @@ _FIELD_NAMES = {"BCC": "Bcc", "CC": "Cc", "FROM": "From", "SUBJECT": "Subject", 
 _DATE_OPS: dict[str, q.DateOp] = {"BEFORE": "before", "ON": "on", "SINCE": "since"}
 
 
-def _text(value: bytes) -> str:
-    # UTF-8 and US-ASCII only; a stray 8-bit byte cannot match decoded text anyway
-    return value.decode("utf-8", "replace")
+def _codec(charset: str | None) -> str:
+    """The Python codec of a SEARCH/SORT CHARSET: UTF-8 and US-ASCII (which RFC 9051 requires;
+    US-ASCII read as UTF-8, since a stray 8-bit byte cannot match decoded text anyway) and every
+    other text encoding Python knows (as Dovecot takes what iconv knows); BADCHARSET else."""
+    if charset is None or charset in CHARSETS:
+        return "utf-8"
+    try:
+        info = codecs.lookup(charset)
+    except LookupError:
+        info = None
+    if info is None or not getattr(info, "_is_text_encoding", True):
+        raise CommandError(f"unsupported charset {charset}", "BADCHARSET (UTF-8 US-ASCII)")
+    return info.name
 
 
 def _uid_ranges(uids: list[Uid]) -> q.Ranges:
@@ -37,8 +49,12 @@ def _uid_ranges(uids: list[Uid]) -> q.Ranges:
 class _Translator:
     """pobox.imap.commands search keys → pobox.service.search queries, for one session."""
 
-    def __init__(self, selected: Selected) -> None:
+    def __init__(self, selected: Selected, codec: str = "utf-8") -> None:
         self.selected = selected
+        self.codec = codec
+
+    def text(self, value: bytes) -> str:
+        return value.decode(self.codec, "replace")
 
     def saved(self) -> q.Query:
         """``$``: the UIDs the last SEARCH RETURN (SAVE) kept (none if there was none)."""
@@ -66,13 +82,13 @@ class _Translator:
                     return q.RecentIs(present)
                 return q.FlagIs(flag, present)
             case c.SearchField(field=name, value=value):
-                return q.Header(_FIELD_NAMES[name], _text(value))
+                return q.Header(_FIELD_NAMES[name], self.text(value))
             case c.SearchHeader(name=name, value=value):
-                return q.Header(name.decode("ascii", "replace"), _text(value))
+                return q.Header(name.decode("ascii", "replace"), self.text(value))
             case c.SearchBody(value=value):
-                return q.Body(_text(value))
+                return q.Body(self.text(value))
             case c.SearchText(value=value):
-                return q.Text(_text(value))
+                return q.Text(self.text(value))
             case c.SearchDate(relation=relation, day=day, sent=sent, saved=saved):
                 op = _DATE_OPS[relation]
                 if saved:
@@ -145,9 +161,7 @@ async def search(session: ImapSession, cmd: c.Search) -> None:
     options = cmd.return_options
     save = options is not None and "SAVE" in options
     try:
-        if cmd.charset is not None and cmd.charset not in CHARSETS:
-            raise CommandError(f"unsupported charset {cmd.charset}", "BADCHARSET (UTF-8 US-ASCII)")
-        query = _Translator(selected).key(cmd.key)
+        query = _Translator(selected, _codec(cmd.charset)).key(cmd.key)
     except CommandError:
         if save:
             selected.saved = []  # RFC 5182 §2.1: a failed SEARCH ... SAVE empties "$"
@@ -190,6 +204,49 @@ async def search(session: ImapSession, cmd: c.Search) -> None:
     session.tagged(cmd.tag, "OK", f"{'UID ' if cmd.uid else ''}SEARCH completed")
 
 
+async def sort(session: ImapSession, cmd: c.Sort) -> None:
+    """SORT / UID SORT (RFC 5256), with RFC 5957's DISPLAYFROM/DISPLAYTO and ESORT's RETURN
+    options (RFC 5267 §3: MIN and MAX are the first and last message in sort order, ALL lists
+    every one in that order)."""
+    selected = session.require_selected()
+    query = _Translator(selected, _codec(cmd.charset)).key(cmd.key)
+    view = selected.view
+    modseq_asked = condstore.uses_modseq(cmd.key)
+    if modseq_asked:
+        session.enable_condstore()  # RFC 7162 §3.1: SORT with MODSEQ turns CONDSTORE on
+    store = session.service.store
+    messages = view.search_messages()
+    matched = await q.search(
+        store, selected.mailbox_id, query, messages, recent_uids=frozenset(selected.recent)
+    )
+    keys = [sorting.SortKey(name, reverse) for name, reverse in cmd.criteria]
+    uids = await sorting.sort(
+        store, selected.mailbox_id, keys, messages, view.index.sort_cache, only=set(matched)
+    )
+    numbers = list(uids) if cmd.uid else [n for n in map(view.msn_of, uids) if n is not None]
+    modseq = condstore.highest_modseq(selected, uids) if modseq_asked and uids else None
+    options = cmd.return_options
+    if options is None:
+        session.send(r.SortResponse(tuple(numbers), modseq))
+    else:
+        wanted = set(options) or {"ALL"}
+        items: list[tuple[str, int | tuple[int, ...]]] = []
+        if numbers and "MIN" in wanted:
+            items.append(("MIN", numbers[0]))
+        if numbers and "MAX" in wanted:
+            items.append(("MAX", numbers[-1]))
+        if numbers and "ALL" in wanted:
+            items.append(("ALL", tuple(numbers)))
+        if "COUNT" in wanted:
+            items.append(("COUNT", len(numbers)))
+        if modseq is not None:
+            items.append(("MODSEQ", modseq))
+        session.send(r.ESearchResponse(cmd.tag, cmd.uid, tuple(items), ordered=True))
+    await session.announce_updates(expunge=cmd.uid)
+    session.tagged(cmd.tag, "OK", f"{'UID ' if cmd.uid else ''}SORT completed")
+
+
 SPECS: dict[type[Any], CommandSpec] = {
     c.Search: CommandSpec(search, SELECTED, expunge_after=False),
+    c.Sort: CommandSpec(sort, SELECTED, expunge_after=False),
 }
