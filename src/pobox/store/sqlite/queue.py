@@ -92,6 +92,17 @@ class SqliteQueue:
     async def queue_claim(
         self, owner: str, now: float, lease: float, limit: int
     ) -> list[QueuedMessage]:
+        def due(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                "SELECT 1 FROM outbound WHERE next_attempt <= ? AND lease_until <= ? LIMIT 1",
+                (now, now),
+            ).fetchone()
+            return row is not None
+
+        # an idle queue is polled often: look first, without taking the write lock
+        if not await self._db.read(due):
+            return []
+
         def run(conn: sqlite3.Connection) -> list[QueuedMessage]:
             rows = conn.execute(
                 f"SELECT {_COLUMNS} FROM outbound WHERE next_attempt <= ? AND lease_until <= ?"
