@@ -289,6 +289,12 @@ def test_imapclient_utf7_folders_and_utf8_search(pobox_server: ServerProcess) ->
         # 8-bit search argument: imapclient sends CHARSET UTF-8 and a literal
         assert c.search(["SUBJECT", "Köln"], charset="UTF-8") == [1]
         assert c.search(["SUBJECT", "Paris"], charset="UTF-8") == []
+        # SORT (RFC 5256) through imapclient, and a Latin-1 search string (CHARSET ISO-8859-1)
+        c.append("Entwürfe", message(2, subject="Re: Aachen"))
+        c.append("Entwürfe", message(3, subject="Zürich"))
+        assert c.sort(["SUBJECT"]) == [2, 1, 3]  # Aachen, Grüße, Zürich (base subjects)
+        assert c.sort(["REVERSE", "ARRIVAL"], ["NOT", "SUBJECT", "Köln"], "UTF-8") == [3, 2]
+        assert c.search(["SUBJECT", "Zürich".encode("latin-1")], charset="ISO-8859-1") == [3]
         fetched = c.fetch([1], ["ENVELOPE", "BODYSTRUCTURE", "INTERNALDATE", "FLAGS"])[1]
         assert fetched[b"ENVELOPE"].subject == "Grüße aus Köln".encode(), fetched
         assert fetched[b"BODYSTRUCTURE"][0:2] == (b"text", b"plain"), fetched
@@ -296,7 +302,7 @@ def test_imapclient_utf7_folders_and_utf8_search(pobox_server: ServerProcess) ->
         c.rename_folder("日本語", "Renamed")
         assert "Renamed" in {n for _f, _d, n in c.list_folders()}
         status = c.folder_status("Entwürfe", ["MESSAGES", "UIDNEXT", "UNSEEN"])
-        assert status[b"MESSAGES"] == 1 and status[b"UIDNEXT"] == 2, status
+        assert status[b"MESSAGES"] == 3 and status[b"UIDNEXT"] == 4, status
         c.close_folder()
         c.delete_folder("Entwürfe")
         assert "Entwürfe" not in {n for _f, _d, n in c.list_folders()}
