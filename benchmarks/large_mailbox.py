@@ -30,9 +30,11 @@ from __future__ import annotations
 import base64
 import random
 import re
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -151,9 +153,9 @@ def search_hits(lines: list[bytes]) -> int:
     raise BenchError("no SEARCH response")
 
 
-def operations(server: Server, imap: Imap, total: int) -> Iterator[tuple[str, Callable[[], None]]]:
-    """(name, run-once) for each measured operation; each checks its answer."""
-    count = total + DELIVERY_SAMPLE
+def operations(server: Server, imap: Imap, count: int) -> Iterator[tuple[str, Callable[[], None]]]:
+    """(name, run-once) for each measured operation on a mailbox of about *count* messages;
+    each checks its answer."""
 
     def select() -> None:
         _, lines = imap.command(b"SELECT INBOX")
@@ -258,7 +260,6 @@ def memory_mib(server: Server) -> tuple[float, float]:
 
 def measure(target: str, args: object) -> dict[str, float]:
     total: int = args.messages  # type: ignore[attr-defined]
-    repeat: int = args.repeat  # type: ignore[attr-defined]
     out: dict[str, float] = {}
     with common.running(target, need=("imap",)) as started:
         server = started
@@ -275,25 +276,51 @@ def measure(target: str, args: object) -> dict[str, float]:
             out["indexing left after the fill (s)"] = wait_indexed(server)
         server = restart(server, target)
         try:
-            imap = Imap(server)
-            imap.login(server)
-            results: dict[str, list[float]] = {}
-            for round_ in range(1 + repeat):
-                for name, run in operations(server, imap, total):
-                    results.setdefault(name, []).append(timed(run))
-                results.setdefault("STATUS (another session)", []).append(status_once(server))
-                if round_ == 0:
-                    imap.command(b"UNSELECT")
-                    imap.command(b"SELECT INBOX")
-            out["EXPUNGE of one message (ms)"] = expunge_once(imap)
-            out["one delivery into the full mailbox (ms)"] = deliver_once(server, 1)
-            for name, values in results.items():
-                out[f"{name} cold (ms)"] = values[0]
-                out[f"{name} warm (ms)"] = statistics.median(values[1:]) if repeat else values[0]
-            out["server RSS (MiB)"], out["server PSS (MiB)"] = memory_mib(server)
-            imap.close()
+            out.update(session_figures(server, total + DELIVERY_SAMPLE, args))
         finally:
             server.stop()
+    return out
+
+
+def measure_existing(data: Path, args: object) -> dict[str, float]:
+    """pobox on a data directory built before (benchmarks/README.md: a million messages)."""
+    total: int = args.messages  # type: ignore[attr-defined]
+    workdir = Path(tempfile.mkdtemp(prefix="bench-pobox-"))
+    (workdir / "data").symlink_to(data.resolve())
+    out: dict[str, float] = {}
+    server = common.start_pobox(workdir, ("imap",), create_user=False)
+    try:
+        if getattr(args, "index", False):
+            out["indexing (s)"] = wait_indexed(server)
+            server = restart(server, "pobox")
+        out.update(session_figures(server, total, args))
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return out
+
+
+def session_figures(server: Server, count: int, args: object) -> dict[str, float]:
+    """One session's figures on a freshly started server (the first round is cold)."""
+    repeat: int = args.repeat  # type: ignore[attr-defined]
+    out: dict[str, float] = {}
+    imap = Imap(server)
+    imap.login(server)
+    results: dict[str, list[float]] = {}
+    for round_ in range(1 + repeat):
+        for name, run in operations(server, imap, count):
+            results.setdefault(name, []).append(timed(run))
+        results.setdefault("STATUS (another session)", []).append(status_once(server))
+        if round_ == 0:
+            imap.command(b"UNSELECT")
+            imap.command(b"SELECT INBOX")
+    out["EXPUNGE of one message (ms)"] = expunge_once(imap)
+    out["one delivery into the full mailbox (ms)"] = deliver_once(server, 1)
+    for name, values in results.items():
+        out[f"{name} cold (ms)"] = values[0]
+        out[f"{name} warm (ms)"] = statistics.median(values[1:]) if repeat else values[0]
+    out["server RSS (MiB)"], out["server PSS (MiB)"] = memory_mib(server)
+    imap.close()
     return out
 
 
@@ -302,12 +329,24 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--fill-clients", type=int, default=4)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--existing",
+        metavar="DATA_DIR",
+        help="measure pobox on this data directory (built before; --messages: its size)",
+    )
+    parser.add_argument(
+        "--index", action="store_true", help="with --existing: index it all first, timed"
+    )
     args = parser.parse_args()
     print_environment()
     print(f"mailbox: {args.messages} messages (+{DELIVERY_SAMPLE} for the full-mailbox rate)")
     results: dict[str, dict[str, float]] = {}
-    for target in target_list(args.target):
-        results[target] = measure(target, args)
+    targets = ["pobox"] if args.existing else target_list(args.target)
+    for target in targets:
+        if args.existing:
+            results[target] = measure_existing(Path(args.existing), args)
+        else:
+            results[target] = measure(target, args)
         for name, value in results[target].items():  # kept if a later target fails
             print(f"    {target}: {name}: {value:.1f}", flush=True)
     names = list(next(iter(results.values())))
