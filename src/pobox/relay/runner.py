@@ -4,7 +4,8 @@ One runner per server (worker 0 of ``pobox serve``); with PostgreSQL one per nod
 store's lease (``Store.queue_claim``) makes sure only one of them sends a given message at a
 time. A round:
 
-1. claim up to ``batch`` due messages (leased for ``lease`` seconds);
+1. claim up to ``batch`` due messages (leased for ``lease`` seconds; a full claim starts the
+   next round at once, up to ``ROUNDS`` rounds at work together);
 2. group their pending recipients by destination: everything to the smarthost when ``[relay]
    host`` is set, else one group per recipient domain (its MX hosts, :mod:`pobox.relay.mx`);
 3. per group, one connection (:mod:`pobox.relay.smtp`, in a worker thread) carries every message
@@ -61,6 +62,8 @@ POLL_INTERVAL = 2.0
 LEASE = 900.0
 #: messages claimed per round
 BATCH = 50
+#: rounds at work at the same time (each with its own connection per destination)
+ROUNDS = 4
 #: groups (destinations) sent to at the same time
 PARALLEL = 8
 #: seconds a stopping runner waits for the round under way
@@ -148,8 +151,10 @@ class Runner:
 
     # the loop ------------------------------------------------------------------------------
     async def serve(self, poll: float = POLL_INTERVAL) -> None:
-        """Run rounds until cancelled; a cancel lets the round under way finish (up to
-        STOP_GRACE seconds) so that its results are recorded."""
+        """Claim and run rounds until cancelled: up to ROUNDS at a time while full rounds keep
+        coming, else one look every *poll* seconds (or when a message is enqueued here). A
+        cancel lets the rounds under way finish (up to STOP_GRACE seconds) so that their results
+        are recorded."""
         try:  # what this node's runner held when its process died is free again
             freed = await self.store.queue_release(self.owner)
         except Exception as exc:
@@ -157,20 +162,36 @@ class Runner:
         else:
             if freed:
                 log.info("outbound queue: %d message(s) a stopped runner held are due", freed)
-        while True:
-            self.wake.clear()
-            round_task = asyncio.ensure_future(self._safe_round())
-            try:
-                busy = await asyncio.shield(round_task)
-            except asyncio.CancelledError:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait({round_task}, timeout=STOP_GRACE)
-                raise
-            await self._count()
-            if busy:
-                continue  # a full round: more may be due at once
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), poll)
+        rounds: set[asyncio.Task[None]] = set()
+        slots = asyncio.Semaphore(ROUNDS)
+        try:
+            while True:
+                await slots.acquire()
+                self.wake.clear()
+                try:
+                    items = await self._claim()
+                except Exception:
+                    slots.release()
+                    log.exception("outbound queue claim failed; trying again")
+                    await asyncio.sleep(1.0)
+                    continue
+                if items:
+                    task = asyncio.ensure_future(self._safe_process(items))
+                    rounds.add(task)
+                    task.add_done_callback(rounds.discard)
+                    task.add_done_callback(lambda _: slots.release())
+                else:
+                    slots.release()
+                await self._count()
+                if len(items) >= self.batch:
+                    continue  # a full round: more may be due at once (another round starts)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), poll)
+        finally:
+            # a stop lets the rounds under way record their results (up to STOP_GRACE)
+            if rounds:
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait(set(rounds), timeout=STOP_GRACE)
 
     async def _count(self) -> None:
         """The queue's length for the metrics, at most every COUNT_INTERVAL seconds."""
@@ -183,20 +204,24 @@ class Runner:
         except Exception as exc:
             log.debug("cannot count the outbound queue: %s", exc)
 
-    async def _safe_round(self) -> bool:
+    async def _safe_process(self, items: list[QueuedMessage]) -> None:
         try:
-            return await self.run_once() >= self.batch
-        except Exception:
-            log.exception("outbound queue round failed; trying again")
-            await asyncio.sleep(1.0)
-            return False
+            await self._process(items)
+        except Exception:  # the leases run out and another round tries again
+            log.exception("outbound queue round failed")
+
+    async def _claim(self) -> list[QueuedMessage]:
+        return await self.store.queue_claim(self.owner, self.clock(), self.lease, self.batch)
 
     async def run_once(self) -> int:
-        """One round; returns the number of messages claimed."""
-        now = self.clock()
-        items = await self.store.queue_claim(self.owner, now, self.lease, self.batch)
-        if not items:
-            return 0
+        """One round (claim, send, record); returns the number of messages claimed."""
+        items = await self._claim()
+        if items:
+            await self._process(items)
+        return len(items)
+
+    async def _process(self, items: list[QueuedMessage]) -> None:
+        """Send claimed *items* and record the results."""
         config = self.config()
         work = _Round()
         keys: dict[str, DkimKey | None] = {}
@@ -237,7 +262,6 @@ class Runner:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
-        return len(items)
 
     async def _renew(self, queue_ids: list[str]) -> None:
         """While a round is at work (slow next hops), keep its leases from running out."""
