@@ -434,14 +434,16 @@ class Runner:
 async def deliver_notice(
     store: Store, queue: OutboundQueue, local: Delivery | None, sender: str, report: bytes
 ) -> None:
-    """A notice to *sender*: into their INBOX when they are local, else queued with the null
-    sender."""
+    """A notice to *sender*: into their INBOX when they are local, else (or when that fails)
+    queued with the null sender."""
     if local is not None and await store.resolve_address(sender) is not None:
         envelope = Envelope("", (sender,), protocol="local")
         results = await local.deliver(envelope, report)
         if all(r.delivered for r in results):
             return
-        raise RuntimeError(f"notice not delivered: {results[0].reason}")
+        log.warning(
+            "notice to %s not delivered locally (%s); queued instead", sender, results[0].reason
+        )
     await queue.enqueue("", [sender], report)
 
 
