@@ -205,3 +205,74 @@ async def test_sort_answers_match_dovecot(running: Running, dovecot: DovecotInst
     theirs = await asyncio.to_thread(scenario, dovecot.imap_port)
     for command in SORTS:
         assert ours[command] == theirs[command], command
+
+
+# ---- THREAD (RFC 5256 §2.1, §2.2) ------------------------------------------------------------
+
+# (Message-ID or None, References, In-Reply-To, Subject, day of January 2026 or None)
+THREADED = [
+    ("<a1@x>", "", "", "Plan", 1),
+    ("<b1@x>", "<a1@x>", "", "Re: Plan", 2),
+    ("<c1@x>", "<a1@x> <b1@x>", "", "Re: Plan", 3),
+    ("<d1@x>", "<missing@x>", "", "Re: Lost parent", 5),
+    ("<e1@x>", "<missing@x>", "", "Re: Lost parent", 4),
+    ("<f1@x>", "", "", "Plan", 6),
+    ("<g1@x>", "", "<b1@x>", "Re: Plan", 7),
+    (None, "", "", "Solo", 8),
+    ("<a1@x>", "", "", "Duplicate id", 9),
+    ("<j1@x>", "<j1@x>", "", "Loop to itself", 10),
+    ("<k1@x>", "<m1@x>", "", "Loop", 11),
+    ("<m1@x>", "<k1@x>", "", "Re: Loop", 12),
+    ("<n1@x>", "", "", "Fwd: Plan", 13),
+    ("<o1@x>", "", "", "[list] Other", None),
+    ("<p1@x>", "", "", "Re: [list] Other", 14),
+    ("<q1@x>", "<zz@x> <yy@x>", "<ignored@x>", "Deep", 15),
+    ("<r1@x>", "<zz@x>", "", "Deep too", 16),
+]
+THREADS = [
+    "THREAD REFERENCES UTF-8 ALL",
+    "UID THREAD REFERENCES UTF-8 ALL",
+    "THREAD ORDEREDSUBJECT UTF-8 ALL",
+    "UID THREAD ORDEREDSUBJECT US-ASCII ALL",
+    "THREAD REFERENCES UTF-8 SUBJECT plan",
+    "THREAD REFERENCES UTF-8 NOT SUBJECT plan",
+    "THREAD REFERENCES UTF-8 DELETED",
+]
+
+
+def _threaded(n: int) -> bytes:
+    message_id, refs, reply_to, subject, day = THREADED[n]
+    header = f"From: t{n}@example.org\r\nSubject: {subject}\r\n"
+    header += f"Message-ID: {message_id}\r\n" if message_id else ""
+    header += f"References: {refs}\r\n" if refs else ""
+    header += f"In-Reply-To: {reply_to}\r\n" if reply_to else ""
+    header += f"Date: {day:02d} Jan 2026 10:00:00 +0000\r\n" if day else ""
+    return f"{header}\r\nbody\r\n".encode()
+
+
+def thread_scenario(port: int) -> dict[str, list[str]]:
+    client = Client(port)
+    client.command(f"LOGIN {USER} {PASSWORD}")
+    client.command("CREATE Threads")
+    for n in range(len(THREADED)):
+        client.command(f'APPEND Threads "{20 - n:02d}-Feb-2026 12:00:00 +0000"', _threaded(n))
+    client.command("SELECT Threads")
+    answers = {}
+    for command in THREADS:
+        lines = client.command(command)
+        answers[command] = [
+            line if not line.startswith("TAG ") else line.split()[1] for line in lines
+        ]
+    client.close()
+    return answers
+
+
+async def test_thread_answers_match_dovecot(running: Running, dovecot: DovecotInstance) -> None:
+    await running.service.accounts.add(USER, PASSWORD)
+    ours = await asyncio.to_thread(thread_scenario, running.port("imap"))
+    theirs = await asyncio.to_thread(thread_scenario, dovecot.imap_port)
+    for command in THREADS:
+        # with no thread Dovecot writes "* THREAD " (a space the ABNF of RFC 5256 §5 does not
+        # have: thread-data = "THREAD" [SP 1*thread-list]); pobox writes "* THREAD"
+        assert ours[command] == [line.rstrip() for line in theirs[command]], command
+    assert ours["THREAD REFERENCES UTF-8 DELETED"][0] == "* THREAD"

@@ -453,6 +453,17 @@ class Sort(Command):
 
 
 @dataclass(frozen=True, slots=True)
+class Thread(Command):
+    """THREAD / UID THREAD (RFC 5256): ``algorithm`` upper-case."""
+
+    NAME: ClassVar[str] = "THREAD"
+    uid: bool
+    algorithm: str
+    charset: str
+    key: SearchKey
+
+
+@dataclass(frozen=True, slots=True)
 class Fetch(Command):
     """FETCH / UID FETCH. Macros (ALL, FAST, FULL) are expanded into ``attributes``."""
 

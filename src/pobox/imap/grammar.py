@@ -55,7 +55,7 @@ from pobox.imap.lexer import (
     Reader,
     find_literal_marker,
 )
-from pobox.imap.search_grammar import parse_search, parse_sort
+from pobox.imap.search_grammar import parse_search, parse_sort, parse_thread
 
 __all__ = [
     "AppendMessageInfo",
@@ -381,6 +381,10 @@ def _sort(r: Reader, tag: str, uid: bool) -> Command:
     return parse_sort(r, tag, uid)
 
 
+def _thread(r: Reader, tag: str, uid: bool) -> Command:
+    return parse_thread(r, tag, uid)
+
+
 def _fetch(r: Reader, tag: str, uid: bool) -> Command:
     return parse_fetch(r, tag, uid)
 
@@ -412,13 +416,14 @@ _COMMANDS: dict[str, Callable[[Reader, str, bool], Command]] = {
     "EXPUNGE": _expunge,
     "SEARCH": _search,
     "SORT": _sort,
+    "THREAD": _thread,
     "FETCH": _fetch,
     "STORE": _store,
     "COPY": _copy_move(Copy),
     "MOVE": _copy_move(Move),
     "ID": _id,
 }
-_UID_COMMANDS = frozenset({"COPY", "MOVE", "FETCH", "SEARCH", "SORT", "STORE", "EXPUNGE"})
+_UID_COMMANDS = frozenset({"COPY", "MOVE", "FETCH", "SEARCH", "SORT", "THREAD", "STORE", "EXPUNGE"})
 
 
 # --------------------------------------------------------------------------- APPEND

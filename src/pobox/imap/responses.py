@@ -357,6 +357,16 @@ def _ordered_set(numbers: tuple[int, ...]) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class ThreadResponse:
+    """``* THREAD (2)(3 6 (4 23)(44 7 96))`` (RFC 5256 §4): *threads* is the rendered list."""
+
+    threads: bytes
+
+    def render(self, *, utf8: bool = False) -> bytes:
+        return (b"* THREAD " + self.threads if self.threads else b"* THREAD") + CRLF
+
+
+@dataclass(frozen=True, slots=True)
 class SortResponse:
     """``* SORT 2 3 1`` (RFC 5256 §4; ``modseq`` adds ``(MODSEQ n)``, RFC 7162 §3.1.5)."""
 

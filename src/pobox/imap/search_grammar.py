@@ -26,6 +26,7 @@ from pobox.imap.commands import (
     SearchText,
     SearchUid,
     Sort,
+    Thread,
 )
 from pobox.imap.lexer import MAX_DEPTH, ParseError, Reader
 
@@ -126,6 +127,22 @@ def parse_sort(r: Reader, tag: str, uid: bool) -> Sort:
     return Sort(
         tag, uid=uid, criteria=criteria, charset=charset, key=key, return_options=return_options
     )
+
+
+def parse_thread(r: Reader, tag: str, uid: bool) -> Thread:
+    """After ``THREAD``: ``SP thread-alg SP search-criteria`` where the criteria start with
+    the charset (RFC 5256 §5)."""
+    r.sp()
+    algorithm = r.atom("a threading algorithm").decode("ascii", "replace").upper()
+    r.sp()
+    charset = r.astring("a charset").decode("ascii", "replace").upper()
+    r.sp()
+    keys = [parse_search_key(r, 0)]
+    while r.try_sp():
+        keys.append(parse_search_key(r, 0))
+    r.end()
+    key = keys[0] if len(keys) == 1 else SearchAnd(tuple(keys))
+    return Thread(tag, uid=uid, algorithm=algorithm, charset=charset, key=key)
 
 
 def parse_search_key(r: Reader, depth: int) -> SearchKey:

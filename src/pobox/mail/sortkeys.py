@@ -45,12 +45,26 @@ def base_subject(subject: str) -> str:
 
 def base_subject_steps(subject: str) -> str:
     """RFC 5256 §2.1's steps one by one (:func:`base_subject` skips them when none applies)."""
+    return subject_and_reply(subject)[0]
+
+
+@lru_cache(maxsize=MEMO)
+def subject_and_reply(subject: str) -> tuple[str, bool]:
+    """The base subject, and whether extracting it removed a reply or forward mark (a
+    ``Re:``/``Fwd:`` leader, a ``(fwd)`` trailer or a ``[fwd: ]`` wrapper): what THREAD=REFERENCES
+    calls a reply or forward (RFC 5256 §2.2, step 6)."""
+    reply = False
     text = _WSP.sub(" ", subject)  # (1) encoded words are decoded already; runs of WSP → SP
     while True:
-        text = _TRAILER.sub("", text)  # (2) trailing "(fwd)" and white space
+        trimmed = _TRAILER.sub("", text)  # (2) trailing "(fwd)" and white space
+        reply = reply or trimmed != text.rstrip(" \t")
+        text = trimmed
         while True:
             before = text
-            text = _LEADER.sub("", text, count=1) if _LEADER.match(text) else text  # (3)
+            leader = _LEADER.match(text)
+            if leader is not None:  # (3)
+                reply = reply or bool(leader[0].strip(" \t"))
+                text = text[leader.end() :]
             blob = _LEADING_BLOB.match(text)
             if blob is not None and text[blob.end() :]:  # (4) a blob, unless all that is left
                 text = text[blob.end() :]
@@ -58,7 +72,8 @@ def base_subject_steps(subject: str) -> str:
                 break
         wrapper = _FWD_WRAPPER.match(text)  # (6) "[fwd: ...]" around the rest
         if wrapper is None:
-            return text
+            return text, reply
+        reply = True
         text = wrapper[1]
 
 

@@ -561,8 +561,9 @@ class Store(Protocol):
         self, mailbox_id: MailboxId, field: str, uids: Sequence[Uid] | None = None
     ) -> dict[Uid, str | float | None]:
         """One decoded header field of a mailbox's messages (all, or those of *uids*), for
-        SORT: *field* is "subject", "from_", "to", "cc" (text) or "sent_date" (seconds since
-        the epoch, None without a usable Date:). Lighter than ``search_fields``."""
+        SORT and THREAD: *field* is "subject", "from_", "to", "cc", "message_id" (text) or
+        "sent_date" (seconds since the epoch, None without a usable Date:). Lighter than
+        ``search_fields``."""
         ...
 
     async def reset_search_text(self, account_id: AccountId | None = None) -> int:

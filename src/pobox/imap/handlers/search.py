@@ -17,8 +17,10 @@ from pobox.imap.handlers import condstore
 from pobox.imap.objectid import email_blob
 from pobox.imap.sequences import SequenceSet, SequenceSetError
 from pobox.imap.session import SELECTED, CommandError, CommandSpec, ImapSession, Selected
+from pobox.mail.threading import render as render_threads
 from pobox.service import search as q
 from pobox.service import sort as sorting
+from pobox.service import thread as threading
 from pobox.store.api import Uid
 
 #: CHARSETs SEARCH understands (RFC 9051 §6.4.4 requires both); US-ASCII is a subset of UTF-8.
@@ -246,7 +248,33 @@ async def sort(session: ImapSession, cmd: c.Sort) -> None:
     session.tagged(cmd.tag, "OK", f"{'UID ' if cmd.uid else ''}SORT completed")
 
 
+async def thread(session: ImapSession, cmd: c.Thread) -> None:
+    """THREAD / UID THREAD (RFC 5256): REFERENCES and ORDEREDSUBJECT."""
+    selected = session.require_selected()
+    if cmd.algorithm not in threading.ALGORITHMS:
+        raise CommandError(f"unsupported threading algorithm {cmd.algorithm}", status="BAD")
+    query = _Translator(selected, _codec(cmd.charset)).key(cmd.key)
+    if condstore.uses_modseq(cmd.key):
+        session.enable_condstore()
+    view = selected.view
+    store = session.service.store
+    messages = view.search_messages()
+    matched = await q.search(
+        store, selected.mailbox_id, query, messages, recent_uids=frozenset(selected.recent)
+    )
+    roots = await threading.thread(
+        store, selected.mailbox_id, cmd.algorithm, messages, view.index.sort_cache, set(matched)
+    )
+    numbers: dict[int, int] | None = None
+    if not cmd.uid:
+        numbers = {u: n for u in matched if (n := view.msn_of(u)) is not None}
+    session.send(r.ThreadResponse(render_threads(roots, numbers)))
+    await session.announce_updates(expunge=cmd.uid)
+    session.tagged(cmd.tag, "OK", f"{'UID ' if cmd.uid else ''}THREAD completed")
+
+
 SPECS: dict[type[Any], CommandSpec] = {
     c.Search: CommandSpec(search, SELECTED, expunge_after=False),
     c.Sort: CommandSpec(sort, SELECTED, expunge_after=False),
+    c.Thread: CommandSpec(thread, SELECTED, expunge_after=False),
 }

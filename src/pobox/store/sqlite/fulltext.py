@@ -75,6 +75,7 @@ FIELD_COLUMNS = {
     "from_": "from_",
     "to": "to_",
     "cc": "cc",
+    "message_id": "message_id",
     "sent_date": "sent_date",
 }
 

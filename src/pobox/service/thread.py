@@ -1,0 +1,100 @@
+"""THREAD (RFC 5256): the threads of a view's messages, by REFERENCES or ORDEREDSUBJECT.
+
+What each message contributes (its Message-ID, References or In-Reply-To, base subject and
+sent date) is read once from the store (the decoded fields kept since delivery, and the header
+block of the stored structure) and kept in the shared mailbox index's ``sort_cache`` beside
+SORT's keys; the algorithms themselves are pobox.mail.threading.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Any
+
+from pobox.mail.sortkeys import collate, subject_and_reply
+from pobox.mail.structure import ParsedMessage
+from pobox.mail.threading import Item, Thread, message_ids, ordered_subject, references
+from pobox.service.search import ColumnRecords, Message
+from pobox.service.sort import SortCache
+from pobox.store.api import BlobId, MailboxId, Store, Uid
+
+ALGORITHMS = ("ORDEREDSUBJECT", "REFERENCES")
+#: Structures read per store call.
+BATCH = 512
+
+# (message id, references, base subject, reply, sent date)
+_Facts = tuple[str | None, tuple[str, ...], str, bool, float | None]
+
+
+async def thread(
+    store: Store,
+    mailbox: MailboxId,
+    algorithm: str,
+    messages: Sequence[Message],
+    cache: SortCache | None = None,
+    only: Collection[int] | None = None,
+) -> list[Thread]:
+    """The threads of *messages* (a view's, in sequence order), or of those whose UID is in
+    *only*."""
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"unknown threading algorithm {algorithm}")
+    cache = {} if cache is None else cache
+    if isinstance(messages, ColumnRecords):
+        cols, count = messages.columns, len(messages)
+        chosen = [
+            (p + 1, int(cols.uids[p]), int(cols.blobs[p]), float(cols.dates[p]))
+            for p in range(count)
+            if only is None or cols.uids[p] in only
+        ]
+    else:
+        chosen = [
+            (n, int(m.uid), int(m.blob), m.internal_date.timestamp())
+            for n, m in enumerate(messages, 1)
+            if only is None or m.uid in only
+        ]
+    kept: dict[int, Any] = cache.setdefault("THREAD", {})
+    missing = [(uid, blob) for _, uid, blob, _ in chosen if uid not in kept]
+    if missing:
+        await _read(store, mailbox, missing, kept)
+    items = []
+    for seq, uid, _, arrival in chosen:
+        facts: _Facts | None = kept.get(uid)
+        if facts is None:  # expunged meanwhile: nothing to thread it by
+            facts = (None, (), "", False, None)
+        message_id, refs, subject, reply, sent = facts
+        date = arrival if sent is None else sent
+        items.append(Item(uid, seq, message_id, refs, subject, reply, date))
+    if algorithm == "REFERENCES":
+        return references(items)
+    return ordered_subject(items)
+
+
+async def _read(
+    store: Store, mailbox: MailboxId, missing: list[tuple[int, int]], kept: dict[int, Any]
+) -> None:
+    uids = None if len(missing) > BATCH * 4 else [Uid(u) for u, _ in missing]
+    subjects = await store.field_values(mailbox, "subject", uids)
+    ids = await store.field_values(mailbox, "message_id", uids)
+    dates = await store.field_values(mailbox, "sent_date", uids)
+    for start in range(0, len(missing), BATCH):
+        batch = missing[start : start + BATCH]
+        structures = await store.get_structures([BlobId(b) for _, b in batch])
+        for number, blob in batch:
+            uid = Uid(number)
+            raw = structures.get(BlobId(blob))
+            if raw is None or uid not in subjects:
+                continue  # expunged meanwhile
+            parsed = ParsedMessage.cached(raw)
+            refs = tuple(message_ids(" ".join(parsed.header_values("References"))))
+            if not refs:
+                refs = tuple(message_ids(" ".join(parsed.header_values("In-Reply-To"))))[:1]
+            own = message_ids(str(ids.get(uid) or ""))
+            base, reply = subject_and_reply(str(subjects.get(uid) or ""))
+            sent = dates.get(uid)
+            kept[number] = (
+                own[0] if own else None,
+                refs,
+                collate(base),
+                reply,
+                None if sent is None else float(sent),
+            )
