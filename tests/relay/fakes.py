@@ -38,8 +38,9 @@ class ScriptedHop:
         self.rcpt_seen: list[str] = []
         #: when set, every RCPT gets this reply
         self.defer_all: str | None = None
-        #: seconds the reply to DATA takes (a slow next hop)
-        self.data_delay = 0.0
+        #: when set, the reply to DATA waits until this is set (a slow next hop)
+        self.data_gate: threading.Event | None = None
+        self.in_data = threading.Event()
         self.lock = threading.Lock()
 
     async def handle_MAIL(
@@ -66,8 +67,10 @@ class ScriptedHop:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        if self.data_delay:
-            await asyncio.sleep(self.data_delay)
+        self.in_data.set()
+        if self.data_gate is not None:
+            while not self.data_gate.is_set():
+                await asyncio.sleep(0.01)
         with self.lock:
             if self.data:
                 return self.data.pop(0)

@@ -78,7 +78,7 @@ class FakeDns:
         resolver = dns.asyncresolver.Resolver(configure=False)
         resolver.nameservers = ["127.0.0.1"]
         resolver.port = self.port
-        resolver.lifetime = 3.0
+        resolver.timeout = resolver.lifetime = 20.0  # a loaded machine answers late, not wrong
         return DnsResolver(resolver)
 
 

@@ -8,8 +8,9 @@ import asyncio
 import email
 import email.message
 import email.policy
+import threading
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import dkim as dkimpy
@@ -313,21 +314,41 @@ async def test_dkim_signature_verifies_against_the_published_key(
     assert b"DKIM-Signature" not in plain.content
 
 
-async def test_a_slow_round_keeps_its_lease(service: MailService, clock: Time) -> None:
+async def test_a_slow_round_keeps_its_lease(
+    service: MailService, clock: Time, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A round still at work renews its leases, so another node does not send the same
     message meanwhile (the lease here is 0.3 s of the test's clock, renewed every 0.1 s)."""
+    renewals: list[float] = []
+    renew = service.store.queue_renew
+
+    async def spy(owner: str, ids: Sequence[str], until: float) -> int:
+        renewals.append(until)
+        return await renew(owner, ids, until)
+
+    monkeypatch.setattr(service.store, "queue_renew", spy)
     with fake_hop() as (hop, port):
-        hop.data_delay = 1.5
+        hop.data_gate = threading.Event()
         config = smarthost(service, port)
         slow, queue = make_runner(service, config, clock, owner="slow")
         slow.lease = 0.3
         other, _ = make_runner(service, config, clock, owner="other")
         await queue.enqueue("alice@example.org", ["bob@x.example"], message("slow"))
         round_task = asyncio.ensure_future(slow.run_once())
-        await asyncio.sleep(0.2)
-        clock.now += 1  # the first lease has run out by this clock...
-        await asyncio.sleep(0.4)  # ...and has been renewed since
+        await wait_for(hop.in_data.is_set)  # the slow round is in the middle of DATA
+        clock.now += 1  # its first lease has run out by this clock...
+        await wait_for(lambda: any(until > clock.now for until in renewals))  # ...renewed
         assert await other.run_once() == 0
+        hop.data_gate.set()
         assert await round_task == 1
         assert hop.delivered_to() == ["bob@x.example"]
         assert await service.store.queue_length() == 0
+
+
+async def wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:
+    """Until *condition* holds (a behaviour, not a duration: *timeout* only ends a hang)."""
+    for _ in range(int(timeout / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition never held")
