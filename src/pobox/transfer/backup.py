@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import threading
@@ -96,33 +97,46 @@ def _locked(root: Path) -> Iterator[None]:
 
 
 class _Objects:
-    """Contents going into ``objects/``: compressed and written in worker threads."""
+    """Contents going into ``objects/``: compressed and written in worker threads.
+
+    A file is written straight under its final name, without fsync: nothing trusts it before
+    the run has flushed everything (``sync``) and recorded it in ``contents.json``. A file a
+    killed run left half-written is not recorded, so the next run writes it again (and
+    ``verify`` would find it damaged meanwhile)."""
 
     def __init__(self, root: Path, vouched: set[str]) -> None:
         self.root = root
-        self.vouched = vouched  # written by a finished run: trusted when the file is there
+        self.vouched = vouched  # recorded by an earlier run: trusted when the file is there
         self.written: set[str] = set()  # by this run
         self.lock = threading.Lock()
+        self.local = threading.local()
         self.bytes = 0
         self.stored = 0
+        for n in range(256):
+            (root / fmt.OBJECTS / f"{n:02x}").mkdir(parents=True, exist_ok=True)
+
+    def _path(self, digest: str) -> str:
+        return f"{self.root}/{fmt.OBJECTS}/{digest[:2]}/{digest}.zst"
 
     def have(self, digest: str) -> bool:
         if digest in self.written:
             return True
-        return digest in self.vouched and fmt.object_path(self.root, digest).is_file()
+        return digest in self.vouched and os.path.isfile(self._path(digest))
 
     def put(self, data: bytes) -> tuple[str, bool]:
         """Blocking: store *data* unless it is there; returns its name and whether written."""
-        digest = fmt.sha256_hex(data)
+        digest = hashlib.sha256(data).hexdigest()
         with self.lock:  # two messages of one content may be put at once
             if self.have(digest):
                 return digest, False
             self.written.add(digest)
-        path = fmt.object_path(self.root, digest)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        packed = zstandard.ZstdCompressor(level=fmt.ZSTD_LEVEL).compress(data)
+        compressor = getattr(self.local, "compressor", None)
+        if compressor is None:
+            compressor = self.local.compressor = zstandard.ZstdCompressor(level=fmt.ZSTD_LEVEL)
+        packed = compressor.compress(data)
         try:
-            fmt.write_atomically(path, packed, sync=False)  # flushed at the end of the run
+            with open(self._path(digest), "wb") as fp:
+                fp.write(packed)
         except BaseException:
             with self.lock:
                 self.written.discard(digest)
