@@ -254,3 +254,6 @@ def test_backup_refuses_a_directory_that_is_no_backup(tmp_path: Path) -> None:
     assert result.returncode == 1 and b"holds no pobox backup" in result.stderr
     none = pobox("backup", "verify", str(tmp_path / "nothing"), data=data, check=False)
     assert none.returncode == 1 and b"no pobox backup" in none.stdout
+    for args in (["verify"], ["a", "b"], ["verify", "a", "b"]):
+        usage = pobox("backup", *args, data=data, check=False)
+        assert usage.returncode == 1 and b"usage: pobox backup DEST" in usage.stderr

@@ -149,7 +149,9 @@ def run(config: Config, args: argparse.Namespace, require_store: Callable[[], No
     target: list[str] = args.target
     if target[0] == "verify" and len(target) == 2:
         return _verify(Path(target[1]), args)
-    if len(target) != 1:
-        raise PoboxError("usage: pobox backup DEST | pobox backup verify DEST")
+    if len(target) != 1 or target[0] == "verify":  # `verify` alone: its DEST is missing
+        raise PoboxError(
+            "usage: pobox backup DEST | pobox backup verify DEST (a DEST named verify: ./verify)"
+        )
     require_store()
     return asyncio.run(_backup(config, Path(target[0]), args))
