@@ -103,7 +103,7 @@ class ImapSource:
                     self.imap.starttls(_context(verify_tls))
             self.imap.login(url.user, password)
         except (OSError, imaplib.IMAP4.error) as exc:
-            raise Temporary(f"IMAP server {url.host}:{url.port}: {_text(exc)}") from None
+            raise _failure("IMAP", url, exc) from None
         self.selected: str | None = None
 
     def close(self) -> None:
@@ -214,8 +214,24 @@ def _no_single_load() -> bytes:
 
 
 def _text(exc: BaseException) -> str:
+    if isinstance(exc, OSError):
+        return str(exc)
     arg = exc.args[0] if exc.args else exc
     return arg.decode(errors="replace") if isinstance(arg, bytes) else str(arg)
+
+
+def _failure(protocol: str, url: ServerUrl, exc: BaseException) -> Exception:
+    """A refused certificate or login is the user's to fix (InvalidInput); a connection that
+    fails may work later (Temporary)."""
+    where = f"{protocol} server {url.host}:{url.port}"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return InvalidInput(
+            f"{where}: its certificate does not verify ({exc.verify_message});"
+            " --insecure-tls accepts it"
+        )
+    if isinstance(exc, (imaplib.IMAP4.error, poplib.error_proto)):
+        return InvalidInput(f"{where} refused the login of {url.user}: {_text(exc)}")
+    return Temporary(f"{where}: {_text(exc)}")
 
 
 # -- POP3 -------------------------------------------------------------------------------------
@@ -236,7 +252,7 @@ class Pop3Source:
             self.pop.user(url.user)
             self.pop.pass_(password)
         except (OSError, poplib.error_proto) as exc:
-            raise Temporary(f"POP3 server {url.host}:{url.port}: {_text(exc)}") from None
+            raise _failure("POP3", url, exc) from None
         self.lock = threading.Lock()
 
     def close(self) -> None:
