@@ -39,7 +39,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         " after an interruption goes on where it stopped.",
     )
     imp.add_argument("source", nargs="+", metavar="SOURCE", help="maildir PATH, mbox PATH or URL")
-    imp.add_argument("--to", dest="address", required=True, metavar="ADDRESS")
+    imp.add_argument(
+        "--to", dest="address", required=True, metavar="ADDRESS", help="the account (it must exist)"
+    )
     imp.add_argument(
         "--pop3-uidl-format",
         default="%08Xu%08Xv",
