@@ -850,3 +850,30 @@ async def test_restore_mailbox_creates_or_takes_over_an_unused_one(store: Store)
     assert later.uidvalidity > 1234
     with pytest.raises(NotFound):
         await store.restore_mailbox(AccountId(account.id + 999_999), image)
+
+
+async def test_seal_spools_makes_a_batch_of_contents_storable(store: Store) -> None:
+    from pobox.store.api import MailboxImage, MessageImage, RestoreContent
+
+    account = await store.create_account("batch@example.org", "h")
+    box = await store.restore_mailbox(account.id, MailboxImage("Batch", 5, 3, 2, 1, None))
+    contents = {}
+    for uid in (1, 2):
+        data = message_bytes(uid)
+        spool = store.new_spool()
+        spool.write(data)
+        template = await new_message(store, data)  # only for its parsed structure and fields
+        template.spool.discard()
+        contents[f"k{uid}"] = RestoreContent(spool, template.structure, template.fields)
+    await store.seal_spools([c.spool for c in contents.values()])
+    images = [
+        MessageImage(uid, uid, frozenset(), 1.6e9, 0, 1.7e9, len(message_bytes(uid)), f"k{uid}")
+        for uid in (1, 2)
+    ]
+    await store.restore_messages(box.id, images, contents)  # type: ignore[arg-type]
+    for uid in (1, 2):
+        content = await store.open_message(box.id, Uid(uid))
+        try:
+            assert content.read(0, content.size) == message_bytes(uid)
+        finally:
+            content.close()

@@ -588,6 +588,11 @@ class Store(Protocol):
         The store's UIDVALIDITY counter moves past every restored UIDVALIDITY."""
         ...
 
+    async def seal_spools(self, spools: Sequence[Spool]) -> None:
+        """Seal many written spools of this store at once (as ``Spool.seal`` each, in one
+        flush to disk): how a restore or import makes a batch of contents durable."""
+        ...
+
     async def restore_mailbox(self, account_id: AccountId, image: MailboxImage) -> Mailbox:
         """Create the mailbox *image* names with its UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ and
         special-use (no messages: ``restore_messages``), or give those to a mailbox of that

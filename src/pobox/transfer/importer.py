@@ -110,12 +110,12 @@ def uidl_from_format(fmt: str, uid: int, uidvalidity: int) -> str:
 
 
 def content_from_bytes(store: Store, data: bytes) -> RestoreContent:
-    """Blocking: *data* (line ends made CRLF) in a sealed spool, parsed once."""
+    """Blocking: *data* (line ends made CRLF) in a spool (for ``Store.seal_spools``), parsed
+    once."""
     spool: Spool = store.new_spool()
     try:
         data = normalize_crlf(data)
         spool.write(data)
-        spool.seal()
         parsed = parse_message(io.BytesIO(data))  # the bytes just written, from memory
     except BaseException:
         spool.discard()
@@ -222,6 +222,12 @@ async def _restore_batch(
     contents_list = await asyncio.gather(
         *(asyncio.to_thread(content_from_bytes, store, d) for d in datas)
     )
+    try:
+        await store.seal_spools([c.spool for c in contents_list])
+    except BaseException:
+        for c in contents_list:
+            c.spool.discard()
+        raise
     contents: dict[str, RestoreContent | BlobId] = {}
     images = []
     for (rank, message), content in zip(todo, contents_list, strict=True):

@@ -52,12 +52,12 @@ def load_images(root: Path, addresses: Sequence[str] | None) -> tuple[str, list[
 
 
 def _spool(store: Store, root: Path, digest: str) -> RestoreContent:
-    """Blocking: a content out of the backup (checked) into a sealed spool, parsed once."""
+    """Blocking: a content out of the backup (checked) into a spool (sealed later, a batch at
+    a time: ``Store.seal_spools``), parsed once."""
     data = fmt.read_object(root, digest)
     spool: Spool = store.new_spool()
     try:
         spool.write(data)
-        spool.seal()
         parsed = parse_message(io.BytesIO(data))  # the bytes just written, from memory
     except BaseException:
         spool.discard()
@@ -69,8 +69,7 @@ async def _contents(
     store: Store, root: Path, keys: Sequence[str], stored: dict[str, BlobId]
 ) -> dict[str, RestoreContent | BlobId]:
     """The contents *keys* name: those stored before by their blobs, the others read out of the
-    backup into spools in worker threads (the default executor's; fsync and zstandard
-    run outside the GIL)."""
+    backup into spools in worker threads (the default executor's), then sealed together."""
     contents: dict[str, RestoreContent | BlobId] = {}
     new = []
     for key in dict.fromkeys(keys):
@@ -101,11 +100,15 @@ async def _contents(
             failure = failure or result
         else:
             contents.update(zip(chunk, result, strict=True))
-    if failure is not None:
-        for item in contents.values():
-            if isinstance(item, RestoreContent):
-                item.spool.discard()
-        raise failure
+    fresh = [item.spool for item in contents.values() if isinstance(item, RestoreContent)]
+    try:
+        if failure is not None:
+            raise failure
+        await store.seal_spools(fresh)  # durable before the restore's commit names them
+    except BaseException:
+        for spool in fresh:
+            spool.discard()
+        raise
     return contents
 
 

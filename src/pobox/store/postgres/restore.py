@@ -33,6 +33,7 @@ from pobox.store.api import (
     ModSeq,
     RecoverableImage,
     RestoreContent,
+    Spool,
     Uid,
 )
 from pobox.store.postgres.content import TempSpool
@@ -510,3 +511,11 @@ async def restore_mailbox(
         return mailbox
 
     return await store._write(run)
+
+
+async def seal_spools(spools: Sequence[Spool]) -> None:
+    """Temporary files: whole once written (durability comes with the restore's commit)."""
+    for spool in spools:
+        if not isinstance(spool, TempSpool):
+            raise ValueError("seal_spools needs spools of this store")
+        spool.seal()

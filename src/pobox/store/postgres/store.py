@@ -1781,6 +1781,11 @@ class PostgresStore(PostgresQueue, PostgresFullText):
 
         return await restore.restore_account(self, image, replace)
 
+    async def seal_spools(self, spools: Sequence[Spool]) -> None:
+        from pobox.store.postgres import restore
+
+        await restore.seal_spools(spools)
+
     async def restore_mailbox(self, account_id: AccountId, image: MailboxImage) -> Mailbox:
         from pobox.store.postgres import restore
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sqlite3
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -34,6 +35,7 @@ from pobox.store.api import (
     ModSeq,
     RecoverableImage,
     RestoreContent,
+    Spool,
     Uid,
 )
 from pobox.store.rows import join_flags, keywords_text, split_flags
@@ -495,3 +497,25 @@ async def restore_mailbox(
     mailbox = await store._write(run)
     store._notify([mailbox.id])
     return mailbox
+
+
+def _seal_spools(spools: Sequence[FileSpool]) -> None:
+    """Blocking: every file closed, then one ``sync`` for all of them and their directories
+    (instead of two fsyncs per file, as ``FileSpool.seal`` does for one message)."""
+    for spool in spools:
+        if spool._fp is not None:
+            spool._fp.flush()
+            spool._fp.close()
+            spool._fp = None
+    os.sync()
+    for spool in spools:
+        spool.sealed = True
+
+
+async def seal_spools(spools: Sequence[Spool]) -> None:
+    mine = []
+    for spool in spools:
+        if not isinstance(spool, FileSpool):
+            raise ValueError("seal_spools needs spools of this store")
+        mine.append(spool)
+    await asyncio.to_thread(_seal_spools, mine)

@@ -1454,6 +1454,11 @@ class SqliteStore(SqliteQueue, SqliteFullText):
 
         return await restore.restore_account(self, image, replace)
 
+    async def seal_spools(self, spools: Sequence[Spool]) -> None:
+        from pobox.store.sqlite import restore
+
+        await restore.seal_spools(spools)
+
     async def restore_mailbox(self, account_id: AccountId, image: MailboxImage) -> Mailbox:
         from pobox.store.sqlite import restore
 
