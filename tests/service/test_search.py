@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.helpers.columns import Columns
 from tests.store.util import append
 
 from pobox.mail.text import _base64, _quoted_printable
@@ -602,26 +603,6 @@ async def test_in_memory_terms_match_the_naive_evaluator(
     assert got == want
 
 
-class _Columns:
-    """A mailbox index's columns made from a list of MessageMeta (what MailboxIndex keeps)."""
-
-    def __init__(self, metas: list[MessageMeta]) -> None:
-        self.bit: dict[str, int] = {}
-        self.uids = [m.uid for m in metas]
-        self.modseqs = [m.modseq for m in metas]
-        self.flags = [sum(1 << self._bit(f) for f in m.flags) for m in metas]
-        self.sizes = [m.size for m in metas]
-        self.dates = [m.internal_date.timestamp() for m in metas]
-        self.saved = [m.save_date.timestamp() for m in metas]
-        self.blobs = [m.blob for m in metas]
-
-    def _bit(self, flag: str) -> int:
-        return self.bit.setdefault(flag, len(self.bit))
-
-    def flag_mask(self, flag: str) -> int:
-        return sum(1 << b for f, b in self.bit.items() if f.lower() == flag.lower())
-
-
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mailboxes(), queries)
 async def test_terms_answered_from_index_columns_match_the_naive_evaluator(
@@ -634,7 +615,7 @@ async def test_terms_answered_from_index_columns_match_the_naive_evaluator(
         made.append(position)
         return metas[position]
 
-    records = ColumnRecords(_Columns(metas), len(metas), record)
+    records = ColumnRecords(Columns(metas), len(metas), record)
     no_store = cast(Store, None)  # the in-memory subset never touches the store
     got = await search(no_store, MailboxId(1), query, records, recent_uids=recent)
     want = [m.uid for i, m in enumerate(metas, 1) if naive(query, m, i, recent)]

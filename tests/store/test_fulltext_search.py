@@ -17,6 +17,7 @@ from email.policy import SMTP
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from tests.helpers.columns import column_records
 from tests.store.util import append
 
 import pobox.service.search as search_module
@@ -117,10 +118,13 @@ async def _answers(
     try:
         search_module.INDEX_MIN = 0  # ask the index even for a handful of messages
         indexed = await search(store, mailbox, query, metas)
+        # the same through the index's columns (what a session's view passes)
+        columns = await search(store, mailbox, query, column_records(metas))
         search_module.INDEX_MIN = 10**9  # scan everything
         scanned = await search(store, mailbox, query, metas)
     finally:
         search_module.INDEX_MIN = saved
+    assert columns == indexed, query
     return indexed, scanned
 
 

@@ -9,10 +9,10 @@ from email.utils import format_datetime
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.helpers.columns import column_records
 from tests.store.util import append
 
 from pobox.mail.sortkeys import base_subject, collate
-from pobox.service.search import ColumnRecords
 from pobox.service.sort import SORT_KEYS, SortKey, sort
 from pobox.store.api import MessageMeta, Store
 
@@ -83,8 +83,7 @@ async def test_sort_orders_as_the_keys_say(
     want = expected(metas, batch, order)
     assert await sort(store, inbox.id, order, metas) == want
     # the same through columns, with a cache that a second sort reads without the store
-    columns = _Columns(metas)
-    records = ColumnRecords(columns, len(metas), metas.__getitem__)
+    records = column_records(metas)
     cache: dict[str, dict[int, object]] = {}
     assert await sort(store, inbox.id, order, records, cache) == want
     real = store.field_values
@@ -97,20 +96,6 @@ async def test_sort_orders_as_the_keys_say(
         assert await sort(store, inbox.id, order, records, cache) == want
     finally:
         store.field_values = real  # type: ignore[method-assign]
-
-
-class _Columns:
-    def __init__(self, metas: list[MessageMeta]) -> None:
-        self.uids = [m.uid for m in metas]
-        self.modseqs = [m.modseq for m in metas]
-        self.flags = [0 for _ in metas]
-        self.sizes = [m.size for m in metas]
-        self.dates = [m.internal_date.timestamp() for m in metas]
-        self.saved = [m.save_date.timestamp() for m in metas]
-        self.blobs = [m.blob for m in metas]
-
-    def flag_mask(self, flag: str) -> int:
-        return 0
 
 
 async def test_field_values_reads_one_decoded_column(store: Store) -> None:

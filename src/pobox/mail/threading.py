@@ -122,12 +122,20 @@ def references(items: Sequence[Item]) -> list[Thread]:
     return roots
 
 
-def _prune(nodes: list[Thread], *, top: bool) -> list[Thread]:
-    out: list[Thread] = []
-    for node in nodes:
-        node.children = _prune(node.children, top=False)
+def _prune(roots: list[Thread], *, top: bool) -> list[Thread]:
+    """(4) Dummies go: an empty one entirely, one with children gives them its place (at the
+    top only when it holds a single child). Bottom up, without recursion: a thread may be a
+    chain of thousands of replies."""
+    for node in _post_order(roots):
+        node.children = _pruned(node.children, top=False)
         for child in node.children:
             child.parent = node
+    return _pruned(roots, top=top)
+
+
+def _pruned(nodes: list[Thread], *, top: bool) -> list[Thread]:
+    out: list[Thread] = []
+    for node in nodes:
         if node.item is not None:
             out.append(node)
         elif not node.children:
@@ -137,6 +145,18 @@ def _prune(nodes: list[Thread], *, top: bool) -> list[Thread]:
         else:
             out.extend(node.children)  # (4B) otherwise its children take its place
     return out
+
+
+def _post_order(roots: list[Thread]) -> list[Thread]:
+    """Every node below *roots* (and they), children before their parent."""
+    order: list[Thread] = []
+    stack = list(roots)
+    while stack:
+        node = stack.pop()
+        order.append(node)
+        stack.extend(node.children)
+    order.reverse()
+    return order
 
 
 def _merge_subjects(roots: list[Thread]) -> list[Thread]:
@@ -158,7 +178,8 @@ def _merge_subjects(roots: list[Thread]) -> list[Thread]:
             )
         ):
             table[item.subject] = node
-    out = list(roots)
+    out: list[Thread | None] = list(roots)
+    where = {id(node): i for i, node in enumerate(roots)}
     for node in roots:  # (6C)
         if node.parent is not None:
             continue  # merged into another thread already
@@ -171,7 +192,7 @@ def _merge_subjects(roots: list[Thread]) -> list[Thread]:
         if node.item is None and target.item is None:  # both dummies: one holds all
             for child in list(node.children):
                 _link(target, child)
-            out.remove(node)
+            out[where[id(node)]] = None
         elif target.item is None:  # the dummy takes the message
             _link(target, node)
         elif node.item is None:  # the dummy takes the message, and its place
@@ -181,17 +202,17 @@ def _merge_subjects(roots: list[Thread]) -> list[Thread]:
             _link(target, node)
         else:  # two of a kind: siblings under a new dummy, where the first was
             dummy = Thread()
-            out[out.index(target)] = dummy
+            out[where[id(target)]] = dummy
+            where[id(dummy)] = where[id(target)]
             _link(dummy, target)
             _link(dummy, node)
             table[item.subject] = dummy
-    return [n for n in out if n.parent is None]
+    return [n for n in out if n is not None and n.parent is None]
 
 
-def _sort_children(node: Thread) -> None:
-    for child in node.children:
-        _sort_children(child)
-    node.children.sort(key=Thread.key)
+def _sort_children(root: Thread) -> None:
+    for node in _post_order([root]):
+        node.children.sort(key=Thread.key)
 
 
 def ordered_subject(items: Sequence[Item]) -> list[Thread]:

@@ -62,6 +62,7 @@ from pobox.store.api import (
     ModSeq,
     SearchFields,
     Store,
+    TextMatches,
     Uid,
 )
 
@@ -559,6 +560,17 @@ class _Context:
         self.zone = zone
         self._fields: dict[Uid, SearchFields] = {}
         self._all_fields = False
+        #: the full-text index's answers in this search, by (columns, string)
+        self.text_answers: dict[tuple[tuple[str, ...], str], TextMatches] = {}
+
+    async def text_answer(self, columns: Sequence[str], needle: str) -> TextMatches:
+        key = (tuple(columns), needle)
+        found = self.text_answers.get(key)
+        if found is None:
+            found = self.text_answers[key] = await self.store.search_text(
+                self.mailbox, columns, needle
+            )
+        return found
 
     async def fields(self, metas: Sequence[Message]) -> dict[Uid, SearchFields]:
         if not self._all_fields:
@@ -668,7 +680,7 @@ async def _ask_index(
     anything about (content not indexed yet: scan them); None when a scan should do all."""
     if len(metas) < INDEX_MIN or not fulltext.usable(needle):
         return None
-    found = await ctx.store.search_text(ctx.mailbox, columns, needle)
+    found = await ctx.text_answer(columns, needle)
     unindexed = set(found.unindexed)
     return set(found.uids), [m for m in metas if m.uid in unindexed]
 
@@ -900,6 +912,20 @@ def _slices(query: SeqIn | UidIn, pos: range, cols: IndexColumns) -> list[int]:
     return out
 
 
+def _index_question(term: Query) -> tuple[tuple[str, ...], str] | None:
+    """The columns and string a term asks the full-text index, when every message it matches
+    is among the index's hits or its unindexed messages (a top-level string term)."""
+    if isinstance(term, Body | Text):
+        return (("header", "body") if isinstance(term, Text) else ("body",)), fold(term.value)
+    if isinstance(term, Header) and term.value:
+        column = _TEXT_FIELDS.get(term.name.lower())
+        if column is not None:
+            return (column,), fold(term.value)
+        if term.name.lower() not in _INDEXED:
+            return ("header",), fold(term.value)
+    return None
+
+
 async def _search_columns(query: Query, records: ColumnRecords, ctx: _Context) -> list[Uid]:
     cols, everything = records.columns, range(len(records))
     uids = cols.uids
@@ -910,8 +936,16 @@ async def _search_columns(query: Query, records: ColumnRecords, ctx: _Context) -
     if isinstance(query, And):
         cheap = [t for t in query.terms if _cost(t) == _MEMORY]
         dear = [t for t in query.terms if _cost(t) != _MEMORY]
-    # the dear terms get records, but only of the messages the cheap ones left
+    # the dear terms get records, but only of the messages the cheap ones left, and of those
+    # only the ones the full-text index leaves possible for a string term
     left = _positions(And(tuple(cheap)), everything, cols, ctx) if cheap else everything
+    if len(left) >= INDEX_MIN:
+        for term in dear:
+            asked = _index_question(term)
+            if asked is not None and fulltext.usable(asked[1]):
+                found = await ctx.text_answer(*asked)
+                possible = set(found.uids).union(found.unindexed)
+                left = [p for p in left if uids[p] in possible]
     metas = [records.record(p) for p in left]
     matched = await _filter(And(tuple(dear)), metas, ctx)
     return [m.uid for m in matched]

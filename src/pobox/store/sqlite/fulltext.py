@@ -56,7 +56,9 @@ def _unindexed(conn: sqlite3.Connection, mailbox_id: MailboxId) -> list[Uid]:
     return [
         Uid(r[0])
         for r in conn.execute(
-            "SELECT m.uid FROM blobs b JOIN messages m ON m.blob = b.id AND m.mailbox_id = ?"
+            # from the (few) unindexed contents to their messages: walking the mailbox and
+            # looking at each message's content cost 125 ms on 100,000 messages
+            "SELECT m.uid FROM blobs b CROSS JOIN messages m ON m.blob = b.id AND m.mailbox_id = ?"
             " WHERE b.text_state = 0 ORDER BY m.uid",
             (mailbox_id,),
         )
