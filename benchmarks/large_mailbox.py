@@ -153,7 +153,9 @@ def search_hits(lines: list[bytes]) -> int:
     raise BenchError("no SEARCH response")
 
 
-def operations(server: Server, imap: Imap, count: int) -> Iterator[tuple[str, Callable[[], None]]]:
+def operations(
+    server: Server, imap: Imap, count: int, text: bool = True
+) -> Iterator[tuple[str, Callable[[], None]]]:
     """(name, run-once) for each measured operation on a mailbox of about *count* messages;
     each checks its answer."""
 
@@ -188,6 +190,8 @@ def operations(server: Server, imap: Imap, count: int) -> Iterator[tuple[str, Ca
     yield "FETCH newest 50 ENVELOPE BODYSTRUCTURE", newest50
     yield "SEARCH UNSEEN (flag)", search(b"UNSEEN", lambda n: n >= count - 10)
     yield "SEARCH SINCE (date)", search(b"SINCE 1-Dec-2025", lambda n: n > 0)
+    if not text:
+        return
     yield "SEARCH FROM", search(f'FROM "{RARE_SENDER}"'.encode(), lambda n: 0 < n < 1000)
     yield "SEARCH SUBJECT", search(f'SUBJECT "{RARE_SUBJECT}"'.encode(), lambda n: 0 < n < 1000)
     yield "SEARCH BODY (10 hits)", search(f"BODY {RARE_WORD}".encode(), lambda n: n == 10)
@@ -308,7 +312,7 @@ def session_figures(server: Server, count: int, args: object) -> dict[str, float
     imap.login(server)
     results: dict[str, list[float]] = {}
     for round_ in range(1 + repeat):
-        for name, run in operations(server, imap, count):
+        for name, run in operations(server, imap, count, not getattr(args, "no_text", False)):
             results.setdefault(name, []).append(timed(run))
         results.setdefault("STATUS (another session)", []).append(status_once(server))
         if round_ == 0:
@@ -336,6 +340,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--index", action="store_true", help="with --existing: index it all first, timed"
+    )
+    parser.add_argument(
+        "--no-text", action="store_true", help="leave out the string searches (an unindexed store)"
     )
     args = parser.parse_args()
     print_environment()
