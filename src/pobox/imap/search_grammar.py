@@ -76,11 +76,7 @@ def parse_search(r: Reader, tag: str, uid: bool) -> Search:
     if r.try_expect(b"CHARSET "):
         charset = r.astring("a charset").decode("ascii", "replace").upper()
         r.sp()
-    keys = [parse_search_key(r, 0)]
-    while r.try_sp():
-        keys.append(parse_search_key(r, 0))
-    r.end()
-    key = keys[0] if len(keys) == 1 else SearchAnd(tuple(keys))
+    key = parse_search_program(r)
     return Search(tag, uid=uid, key=key, charset=charset, return_options=return_options)
 
 
@@ -119,11 +115,7 @@ def parse_sort(r: Reader, tag: str, uid: bool) -> Sort:
     r.sp()
     charset = r.astring("a charset").decode("ascii", "replace").upper()
     r.sp()
-    keys = [parse_search_key(r, 0)]
-    while r.try_sp():
-        keys.append(parse_search_key(r, 0))
-    r.end()
-    key = keys[0] if len(keys) == 1 else SearchAnd(tuple(keys))
+    key = parse_search_program(r)
     return Sort(
         tag, uid=uid, criteria=criteria, charset=charset, key=key, return_options=return_options
     )
@@ -137,12 +129,18 @@ def parse_thread(r: Reader, tag: str, uid: bool) -> Thread:
     r.sp()
     charset = r.astring("a charset").decode("ascii", "replace").upper()
     r.sp()
+    key = parse_search_program(r)
+    return Thread(tag, uid=uid, algorithm=algorithm, charset=charset, key=key)
+
+
+def parse_search_program(r: Reader) -> SearchKey:
+    """``1*(SP search-key)`` to the end of the command (the first SP already read): one key,
+    or the And of several."""
     keys = [parse_search_key(r, 0)]
     while r.try_sp():
         keys.append(parse_search_key(r, 0))
     r.end()
-    key = keys[0] if len(keys) == 1 else SearchAnd(tuple(keys))
-    return Thread(tag, uid=uid, algorithm=algorithm, charset=charset, key=key)
+    return keys[0] if len(keys) == 1 else SearchAnd(tuple(keys))
 
 
 def parse_search_key(r: Reader, depth: int) -> SearchKey:

@@ -118,3 +118,14 @@ class ColumnBuilder:
 def uidl_for(uid: int, uidvalidity: int) -> str:
     """Dovecot's default POP3 UIDL form: 8 hex digits of the UID, then 8 of UIDVALIDITY."""
     return f"{uid:08x}{uidvalidity:08x}"
+
+
+#: Columns of ``blobs`` that ``Store.field_values`` reads, by field name (both backends).
+FIELD_COLUMNS = {
+    "subject": "subject",
+    "from_": "from_",
+    "to": "to_",
+    "cc": "cc",
+    "message_id": "message_id",
+    "sent_date": "sent_date",
+}

@@ -139,7 +139,13 @@ def _saved_part(uids: list[Uid], options: tuple[str, ...]) -> list[Uid]:
 
 
 def _esearch(
-    tag: str, uid: bool, numbers: list[int], options: tuple[str, ...], modseq: int | None = None
+    tag: str,
+    uid: bool,
+    numbers: list[int],
+    options: tuple[str, ...],
+    modseq: int | None = None,
+    *,
+    ordered: bool = False,
 ) -> r.ESearchResponse:
     """``* ESEARCH (TAG "a") [UID] MIN .. MAX .. ALL .. COUNT ..`` in Dovecot's order;
     MIN, MAX and ALL are left out when nothing matched (RFC 4731 §3.1)."""
@@ -155,7 +161,7 @@ def _esearch(
         items.append(("COUNT", len(numbers)))
     if modseq is not None:
         items.append(("MODSEQ", modseq))
-    return r.ESearchResponse(tag, uid, tuple(items))
+    return r.ESearchResponse(tag, uid, tuple(items), ordered=ordered)
 
 
 async def search(session: ImapSession, cmd: c.Search) -> None:
@@ -225,25 +231,15 @@ async def sort(session: ImapSession, cmd: c.Sort) -> None:
     uids = await sorting.sort(
         store, selected.mailbox_id, keys, messages, view.index.sort_cache, only=set(matched)
     )
-    numbers = list(uids) if cmd.uid else [n for n in map(view.msn_of, uids) if n is not None]
+    numbers: list[int] = list(uids)
+    if not cmd.uid:
+        numbers = [n for n in map(view.msn_of, uids) if n is not None]
     modseq = condstore.highest_modseq(selected, uids) if modseq_asked and uids else None
     options = cmd.return_options
     if options is None:
         session.send(r.SortResponse(tuple(numbers), modseq))
-    else:
-        wanted = set(options) or {"ALL"}
-        items: list[tuple[str, int | tuple[int, ...]]] = []
-        if numbers and "MIN" in wanted:
-            items.append(("MIN", numbers[0]))
-        if numbers and "MAX" in wanted:
-            items.append(("MAX", numbers[-1]))
-        if numbers and "ALL" in wanted:
-            items.append(("ALL", tuple(numbers)))
-        if "COUNT" in wanted:
-            items.append(("COUNT", len(numbers)))
-        if modseq is not None:
-            items.append(("MODSEQ", modseq))
-        session.send(r.ESearchResponse(cmd.tag, cmd.uid, tuple(items), ordered=True))
+    else:  # the first and last in sort order are MIN and MAX, ALL keeps that order
+        session.send(_esearch(cmd.tag, cmd.uid, numbers, options, modseq, ordered=True))
     await session.announce_updates(expunge=cmd.uid)
     session.tagged(cmd.tag, "OK", f"{'UID ' if cmd.uid else ''}SORT completed")
 

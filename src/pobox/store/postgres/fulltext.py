@@ -24,6 +24,7 @@ from pobox.store.api import (
     TextMatches,
     Uid,
 )
+from pobox.store.rows import FIELD_COLUMNS
 
 if TYPE_CHECKING:
     from pobox.store.postgres.store import Tx
@@ -48,17 +49,6 @@ def like_pattern(needle: str) -> str:
 
 def _clean(text: str) -> str:
     return text.replace("\x00", SEPARATOR)
-
-
-#: Columns of ``blobs`` that ``field_values`` reads, by field name.
-FIELD_COLUMNS = {
-    "subject": "subject",
-    "from_": "from_",
-    "to": "to_",
-    "cc": "cc",
-    "message_id": "message_id",
-    "sent_date": "sent_date",
-}
 
 
 class PostgresFullText:

@@ -23,6 +23,7 @@ from pobox.store.api import (
     TextMatches,
     Uid,
 )
+from pobox.store.rows import FIELD_COLUMNS
 from pobox.store.sqlite.db import Database
 
 #: Index table and column of each SearchText attribute.
@@ -69,17 +70,6 @@ def drop_text(conn: sqlite3.Connection, blob: int) -> None:
     """Remove a content's rows from the index (the content is going)."""
     conn.execute("DELETE FROM text_index WHERE rowid = ?", (blob,))
     conn.execute("DELETE FROM field_index WHERE rowid = ?", (blob,))
-
-
-#: Columns of ``blobs`` that ``field_values`` reads, by field name.
-FIELD_COLUMNS = {
-    "subject": "subject",
-    "from_": "from_",
-    "to": "to_",
-    "cc": "cc",
-    "message_id": "message_id",
-    "sent_date": "sent_date",
-}
 
 
 class SqliteFullText:
