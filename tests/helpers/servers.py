@@ -85,8 +85,11 @@ class ServerProcess:
     ports: dict[str, int]
     log: Path
     proc: subprocess.Popen[bytes] | None = None
+    _log_from: int = 0
 
     def start(self, workers: int = 1) -> None:
+        # a restart appends to the same log: only what this run writes counts as started
+        self._log_from = self.log.stat().st_size if self.log.exists() else 0
         logf = open(self.log, "ab")  # noqa: SIM115 - handed to the child
         cmd = [*POBOX, "--data", str(self.data), "--config", str(self.config), "serve", "--init"]
         cmd += ["--workers", str(workers)]  # explicit: the default is one per core
@@ -107,8 +110,10 @@ class ServerProcess:
                 raise AssertionError(
                     f"pobox exited early with {self.proc.returncode}: {self.log.read_text()}"
                 )
-            if self.log.read_text(errors="replace").count(") serving") >= workers:
-                return
+            with self.log.open("rb") as log:
+                log.seek(self._log_from)
+                if log.read().decode(errors="replace").count(") serving") >= workers:
+                    return
             time.sleep(0.05)
         raise AssertionError(f"pobox did not start: {self.log.read_text()}")
 
