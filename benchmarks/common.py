@@ -148,7 +148,8 @@ def start_pobox(
     ports, listeners = listener_config()
     imap, pop3, lmtp = ports["imap"], ports["pop3"], ports["lmtp"]
     config = workdir / "pobox.toml"
-    config.write_text(listeners)
+    # POBOX_BENCH_CONFIG: TOML appended to pobox's configuration (e.g. "[search]\nindex = false")
+    config.write_text(listeners + os.environ.get("POBOX_BENCH_CONFIG", "").replace("\\n", "\n"))
     base = [str(exe), "--config", str(config), "--data", str(data)]
     # Only `pobox init` creates a store (other commands refuse a missing one); it is idempotent.
     subprocess.run([*base, "init"], capture_output=True, timeout=120, check=False)

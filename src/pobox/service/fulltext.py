@@ -13,7 +13,8 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from pobox.errors import NotFound, Temporary
@@ -35,6 +36,13 @@ log = logging.getLogger("pobox.fulltext")
 BATCH = 64
 #: The indexer looks for new contents this often when nothing woke it.
 POLL_SECONDS = 2.0
+#: Characters of text written to the index per transaction (one transaction holds SQLite's
+#: single writer for about 25 ms of this).
+WRITE_TEXT = 128 * 1024
+#: The running indexer writes only after this long without new mail ...
+QUIET_SECONDS = 0.5
+#: ... or after this long, so that a steady stream of mail cannot hold it off for good.
+MAX_DEFER = 30.0
 
 
 def usable(needle: str) -> bool:
@@ -75,9 +83,13 @@ class BatchResult:
 
 
 async def index_batch(
-    store: Store, limit: int = BATCH, account_id: AccountId | None = None
+    store: Store,
+    limit: int = BATCH,
+    account_id: AccountId | None = None,
+    before_write: Callable[[], Awaitable[None]] | None = None,
 ) -> BatchResult | None:
-    """Index up to *limit* contents that are not indexed yet; None when there were none."""
+    """Index up to *limit* contents that are not indexed yet; None when there were none.
+    The entries are written WRITE_TEXT characters at a time, each after *before_write*."""
     pending = await store.unindexed_contents(limit, account_id)
     if not pending:
         return None
@@ -88,8 +100,27 @@ async def index_batch(
     finally:
         for content in contents.values():
             content.close()
-    await store.set_search_text(texts)
+    chunk: dict[BlobId, SearchText] = {}
+    size = 0
+    for blob, text in texts.items():
+        chunk[blob] = text
+        size += len(text.header) + len(text.body)
+        if size >= WRITE_TEXT:
+            await _write(store, chunk, before_write)
+            chunk, size = {}, 0
+    if chunk:
+        await _write(store, chunk, before_write)
     return BatchResult(len(texts), octets)
+
+
+async def _write(
+    store: Store,
+    chunk: Mapping[BlobId, SearchText],
+    before_write: Callable[[], Awaitable[None]] | None,
+) -> None:
+    if before_write is not None:
+        await before_write()
+    await store.set_search_text(chunk)
 
 
 def _extract(
@@ -129,10 +160,23 @@ class Indexer:
         self.store = store
         self.batch = batch
         self._wake = asyncio.Event()
+        self._last_change = 0.0
         self.indexed = 0
 
     def _on_change(self, mailbox: MailboxId) -> None:
+        self._last_change = time.monotonic()
         self._wake.set()
+
+    async def _quiet(self) -> None:
+        """Wait until no mail has arrived for QUIET_SECONDS (at most MAX_DEFER): SQLite has one
+        writer, and a delivery waiting for the index's transaction is a delivery slowed down."""
+        deadline = time.monotonic() + MAX_DEFER
+        while True:
+            now = time.monotonic()
+            left = min(QUIET_SECONDS - (now - self._last_change), deadline - now)
+            if left <= 0:
+                return
+            await asyncio.sleep(left)
 
     async def run(self) -> None:
         """Index until cancelled."""
@@ -152,7 +196,7 @@ class Indexer:
 
     async def _batch(self) -> BatchResult | None:
         try:
-            return await index_batch(self.store, self.batch)
+            return await index_batch(self.store, self.batch, before_write=self._quiet)
         except Temporary as exc:  # busy, or the database is away: try again later
             log.warning("full-text indexing paused: %s", exc)
         except Exception:
