@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from pobox.errors import InvalidInput
-from pobox.store.api import SEEN, SYSTEM_FLAGS, Mailbox, MessageColumns
+from pobox.store.api import SEEN, SYSTEM_FLAGS, Mailbox, MessageColumns, SearchFields
 
 FLAG_BITS = {name: 1 << index for index, name in enumerate(SYSTEM_FLAGS)}
 _FLAG_BY_LOWER = {name.lower(): name for name in SYSTEM_FLAGS}
@@ -129,3 +129,18 @@ FIELD_COLUMNS = {
     "message_id": "message_id",
     "sent_date": "sent_date",
 }
+
+
+def search_fields(row: Sequence[Any]) -> SearchFields:
+    """A row of (key, subject, from_, to_, cc, bcc, message_id, sent_date) of ``blobs`` (the key
+    first, ignored here) as SearchFields; ``sent_date`` in UTC."""
+    sent = row[7]
+    return SearchFields(
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        row[5],
+        row[6],
+        None if sent is None else datetime.fromtimestamp(sent, UTC),
+    )

@@ -11,7 +11,6 @@ same transaction as its row, and ``ON DELETE CASCADE`` removes the row with the 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pobox.mail.text import SEPARATOR
@@ -24,7 +23,7 @@ from pobox.store.api import (
     TextMatches,
     Uid,
 )
-from pobox.store.rows import FIELD_COLUMNS
+from pobox.store.rows import FIELD_COLUMNS, search_fields
 
 if TYPE_CHECKING:
     from pobox.store.postgres.store import Tx
@@ -104,18 +103,7 @@ class PostgresFullText:
                     limit,
                     account_id,
                 )
-            return {
-                BlobId(r[0]): SearchFields(
-                    subject=r[1],
-                    from_=r[2],
-                    to=r[3],
-                    cc=r[4],
-                    bcc=r[5],
-                    message_id=r[6],
-                    sent_date=None if r[7] is None else datetime.fromtimestamp(r[7], UTC),
-                )
-                for r in rows
-            }
+            return {BlobId(r[0]): search_fields(r) for r in rows}
 
         return await self._read(run)
 

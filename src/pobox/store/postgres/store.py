@@ -83,6 +83,7 @@ from pobox.store.rows import (
     to_epoch,
     uidl_for,
 )
+from pobox.store.rows import search_fields as rows_search_fields
 
 log = logging.getLogger("pobox.store")
 T = TypeVar("T")
@@ -1753,18 +1754,7 @@ class PostgresStore(PostgresQueue, PostgresFullText):
                 rows = await conn.fetch(
                     f"{select} AND m.uid = ANY($2::bigint[])", mailbox_id, wanted
                 )
-            return {
-                Uid(r[0]): SearchFields(
-                    subject=r[1],
-                    from_=r[2],
-                    to=r[3],
-                    cc=r[4],
-                    bcc=r[5],
-                    message_id=r[6],
-                    sent_date=None if r[7] is None else datetime.fromtimestamp(r[7], UTC),
-                )
-                for r in rows
-            }
+            return {Uid(r[0]): rows_search_fields(r) for r in rows}
 
         return await self._read(run)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 
 from pobox.store.api import (
     AccountId,
@@ -23,7 +22,7 @@ from pobox.store.api import (
     TextMatches,
     Uid,
 )
-from pobox.store.rows import FIELD_COLUMNS
+from pobox.store.rows import FIELD_COLUMNS, search_fields
 from pobox.store.sqlite.db import Database
 
 #: Index table and column of each SearchText attribute.
@@ -117,18 +116,7 @@ class SqliteFullText:
             args = (account_id, limit)
 
         def run(conn: sqlite3.Connection) -> dict[BlobId, SearchFields]:
-            return {
-                BlobId(r[0]): SearchFields(
-                    r[1],
-                    r[2],
-                    r[3],
-                    r[4],
-                    r[5],
-                    r[6],
-                    None if r[7] is None else datetime.fromtimestamp(r[7], UTC),
-                )
-                for r in conn.execute(sql, args)
-            }
+            return {BlobId(r[0]): search_fields(r) for r in conn.execute(sql, args)}
 
         return await self._db.read(run)
 

@@ -60,6 +60,7 @@ from pobox.store.rows import (
     to_epoch,
     uidl_for,
 )
+from pobox.store.rows import search_fields as rows_search_fields
 from pobox.store.sqlite.db import Database, as_store_error
 from pobox.store.sqlite.files import FileContent, FileLayout, FileSpool
 from pobox.store.sqlite.fulltext import SqliteFullText, drop_text
@@ -1416,27 +1417,16 @@ class SqliteStore(SqliteQueue, SqliteFullText):
         )
         wanted = None if uids is None else sorted(set(uids))
 
-        def row_fields(row: Sequence[Any]) -> SearchFields:
-            # positional: subject, from_, to, cc, bcc, message_id, sent_date
-            sent = row[7]
-            return SearchFields(
-                row[1],
-                row[2],
-                row[3],
-                row[4],
-                row[5],
-                row[6],
-                None if sent is None else datetime.fromtimestamp(sent, UTC),
-            )
-
         def run(conn: sqlite3.Connection) -> dict[Uid, SearchFields]:
             if wanted is None:
-                return {Uid(r[0]): row_fields(r) for r in conn.execute(select, (mailbox_id,))}
+                return {
+                    Uid(r[0]): rows_search_fields(r) for r in conn.execute(select, (mailbox_id,))
+                }
             found: dict[Uid, SearchFields] = {}
             for chunk in _chunks(wanted):
                 marks = ",".join("?" * len(chunk))
                 for r in conn.execute(f"{select} AND m.uid IN ({marks})", (mailbox_id, *chunk)):
-                    found[Uid(r[0])] = row_fields(r)
+                    found[Uid(r[0])] = rows_search_fields(r)
             return found
 
         return await self._db.read(run)
