@@ -209,6 +209,26 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE blobs ADD COLUMN text_state SMALLINT NOT NULL DEFAULT 0;
     CREATE INDEX blobs_unindexed ON blobs (id) WHERE text_state = 0;
     """,
+    # 6: reserved for app passwords (logins); its owner replaces SELECT 1 with the schema
+    """
+    SELECT 1
+    """,
+    # 7: reserved for quotas; its owner replaces SELECT 1 with the schema
+    """
+    SELECT 1
+    """,
+    # 8: reserved for ACL and shared folders; its owner replaces SELECT 1 with the schema
+    """
+    SELECT 1
+    """,
+    # 9: reserved for folder policies; its owner replaces SELECT 1 with the schema
+    """
+    SELECT 1
+    """,
+    # 10: reserved for webmail sessions; its owner replaces SELECT 1 with the schema
+    """
+    SELECT 1
+    """,
 )
 
 

@@ -168,6 +168,26 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX blobs_unindexed ON blobs (id) WHERE text_state = 0;
     CREATE INDEX messages_blob ON messages (blob, mailbox_id)
     """,
+    # 6: reserved for app passwords (logins); its owner replaces SELECT 1 with the schema
+    """
+    SELECT 1
+    """,
+    # 7: reserved for quotas; its owner replaces SELECT 1 with the schema
+    """
+    SELECT 1
+    """,
+    # 8: reserved for ACL and shared folders; its owner replaces SELECT 1 with the schema
+    """
+    SELECT 1
+    """,
+    # 9: reserved for folder policies; its owner replaces SELECT 1 with the schema
+    """
+    SELECT 1
+    """,
+    # 10: reserved for webmail sessions; its owner replaces SELECT 1 with the schema
+    """
+    SELECT 1
+    """,
 )
 
 
