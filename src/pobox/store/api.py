@@ -315,6 +315,18 @@ class DkimKey:
     created: float
 
 
+@dataclass(frozen=True, slots=True)
+class WebSession:
+    """A webmail login (docs/decisions/webmail-sessions.md). *id_hash* is the hex SHA-256 of
+    the session id the browser holds; the id itself is never stored. Times are seconds since
+    the epoch."""
+
+    id_hash: str
+    account_id: AccountId
+    created: float
+    last_seen: float
+
+
 class Store(Protocol):
     """One mail store. Methods are atomic and durable on return."""
 
@@ -520,6 +532,29 @@ class Store(Protocol):
         ...
 
     async def get_dkim_key(self, domain: str) -> DkimKey | None: ...
+
+    # webmail sessions (docs/decisions/webmail-sessions.md)
+    async def web_session_add(self, session: WebSession) -> None:
+        """Record a new session (AlreadyExists when its hash is taken)."""
+        ...
+
+    async def web_session_get(self, id_hash: str) -> WebSession | None: ...
+    async def web_session_touch(self, id_hash: str, now: float) -> None:
+        """Set the session's last use to *now* (nothing when it is gone)."""
+        ...
+
+    async def web_session_delete(self, id_hash: str) -> bool:
+        """End one session; False when it was not there."""
+        ...
+
+    async def web_session_delete_account(self, account_id: AccountId) -> int:
+        """End every session of an account ("log out everywhere"); returns how many."""
+        ...
+
+    async def web_session_purge(self, idle_before: float, created_before: float) -> int:
+        """Drop sessions last used before *idle_before* or created before *created_before*;
+        returns how many."""
+        ...
 
     # coordination
     async def try_lock(self, account_id: AccountId, name: str) -> Lock | None: ...

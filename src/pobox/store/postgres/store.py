@@ -71,6 +71,7 @@ from pobox.store.postgres.content import PRELOAD_MAX, ChunkReader, PgContent, Te
 from pobox.store.postgres.fulltext import PostgresFullText
 from pobox.store.postgres.queue import PostgresQueue
 from pobox.store.postgres.schema import CHUNK_SIZE, migrate
+from pobox.store.postgres.websessions import PostgresWebSessions
 from pobox.store.rows import (
     COLUMN_PIECE,
     DELETED_BIT,
@@ -282,7 +283,7 @@ class _Listener:
                 conn.terminate()
 
 
-class PostgresStore(PostgresQueue, PostgresFullText):
+class PostgresStore(PostgresQueue, PostgresFullText, PostgresWebSessions):
     """The shared backend. See the module docstring and docs/postgresql.md."""
 
     def __init__(self, dsn: str, data_dir: Path | None = None) -> None:

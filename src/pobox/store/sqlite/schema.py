@@ -184,9 +184,16 @@ MIGRATIONS: tuple[str, ...] = (
     """
     SELECT 1
     """,
-    # 10: reserved for webmail sessions; its owner replaces SELECT 1 with the schema
+    # 10: webmail sessions (docs/decisions/webmail-sessions.md): only a SHA-256 of each session
+    # id is kept; a session goes with its account
     """
-    SELECT 1
+    CREATE TABLE web_sessions (
+        id_hash TEXT PRIMARY KEY,
+        account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        created REAL NOT NULL,
+        last_seen REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX web_sessions_account ON web_sessions (account_id)
     """,
 )
 

@@ -66,6 +66,7 @@ from pobox.store.sqlite.files import FileContent, FileLayout, FileSpool
 from pobox.store.sqlite.fulltext import SqliteFullText, drop_text
 from pobox.store.sqlite.queue import SqliteQueue
 from pobox.store.sqlite.schema import migrate
+from pobox.store.sqlite.websessions import SqliteWebSessions
 
 log = logging.getLogger("pobox.store")
 T = TypeVar("T")
@@ -123,7 +124,7 @@ class _FileLock:
             self._fd = None
 
 
-class SqliteStore(SqliteQueue, SqliteFullText):
+class SqliteStore(SqliteQueue, SqliteFullText, SqliteWebSessions):
     """The embedded backend. See docs/storage.md."""
 
     def __init__(self, root: Path) -> None:
