@@ -102,7 +102,15 @@ class SubmissionsConfig(ListenerConfig):
 
 @dataclass(frozen=True, slots=True)
 class WebConfig(ListenerConfig):
+    """The webmail (docs/webmail.md); HTTPS when a certificate is available."""
+
     port: int = 8080
+    #: seconds a webmail session lasts without a request
+    session_idle: int = 3600
+    #: seconds a webmail session lasts at most after its login
+    session_max: int = 7 * 86400
+    #: CIDR networks of reverse proxies whose X-Forwarded-For/-Proto headers are believed
+    trusted_proxies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +274,8 @@ _RANGES: dict[str, tuple[int, int]] = {
     "retry_min": (1, 86400),
     "retry_max": (1, 7 * 86400),
     "mx_port": (1, 65535),
+    "session_idle": (60, 365 * 86400),
+    "session_max": (60, 365 * 86400),
 }
 
 _CHOICES: dict[str, tuple[str, ...]] = {
@@ -355,7 +365,7 @@ def _check_value(name: str, key: str, value: Any, expected: Any, source: str) ->
     if typing.get_origin(expected) is tuple:  # a list of strings, e.g. trusted_networks
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
             raise ConfigError(f"{where} must be a list of strings, not {value!r}")
-        if name == "trusted_networks":
+        if name in ("trusted_networks", "trusted_proxies"):
             return tuple(_check_network(where, item) for item in value)
         if name == "domains":
             return tuple(_check_domain(where, item) for item in value)
