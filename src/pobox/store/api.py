@@ -250,6 +250,28 @@ class Lock(Protocol):
 ChangeListener = Callable[[MailboxId], None]
 
 
+def logins_changed(account_id: AccountId) -> MailboxId:
+    """The change a store announces (journal, NOTIFY, listeners) when a login of *account_id*
+    is deleted: the negative account id, which names no mailbox, so that every process learns
+    of a revoked app password through the change watcher it already runs."""
+    return MailboxId(-account_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Login:
+    """An app password of an account (docs/app-passwords.md): a *label* unique in the account
+    and an Argon2id hash. Times are seconds since the epoch; *last_used* and *last_address*
+    are None until its first use (recorded at most once a minute per process)."""
+
+    id: int
+    account_id: AccountId
+    label: str
+    password_hash: str
+    created: float
+    last_used: float | None = None
+    last_address: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class AuthBlock:
     """A failed-login block a server started: kept in the store so that every node lists it
@@ -446,6 +468,32 @@ class Store(Protocol):
 
     # maintenance
     async def check(self, repair: bool = False) -> list[str]: ...
+
+    # app passwords (docs/app-passwords.md)
+    async def add_login(
+        self, account_id: AccountId, label: str, password_hash: str, now: float
+    ) -> Login:
+        """A new login for the account. AlreadyExists when the account has one with *label*,
+        NotFound when there is no such account."""
+        ...
+
+    async def list_logins(self, account_id: AccountId) -> list[Login]:
+        """The account's logins, oldest first."""
+        ...
+
+    async def delete_login(self, account_id: AccountId, label: str) -> Login | None:
+        """Delete the account's login *label* and announce it (``logins_changed``) to every
+        process; returns what was deleted (None: no such login)."""
+        ...
+
+    async def get_account_logins(self, address: str) -> tuple[Account, list[Login]] | None:
+        """The account at *address* with its logins, in one read (what a login needs)."""
+        ...
+
+    async def record_login_use(self, uses: Sequence[tuple[int, float, str]]) -> None:
+        """Record (login id, time, remote address) uses; a time never moves back, and a login
+        deleted meanwhile is skipped."""
+        ...
 
     # failed-login blocks shared by every node
     async def save_auth_block(self, block: AuthBlock) -> None:

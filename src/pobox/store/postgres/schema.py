@@ -209,9 +209,19 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE blobs ADD COLUMN text_state SMALLINT NOT NULL DEFAULT 0;
     CREATE INDEX blobs_unindexed ON blobs (id) WHERE text_state = 0;
     """,
-    # 6: reserved for app passwords (logins); its owner replaces SELECT 1 with the schema
+    # 6: app passwords (docs/app-passwords.md): more credentials for one account, each with
+    # a label unique in its account
     """
-    SELECT 1
+    CREATE TABLE logins (
+        id BIGSERIAL PRIMARY KEY,
+        account_id BIGINT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        label TEXT NOT NULL,
+        password_hash TEXT NOT NULL,
+        created DOUBLE PRECISION NOT NULL,
+        last_used DOUBLE PRECISION,
+        last_address TEXT,
+        UNIQUE (account_id, label)
+    )
     """,
     # 7: reserved for quotas; its owner replaces SELECT 1 with the schema
     """

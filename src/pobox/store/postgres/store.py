@@ -69,6 +69,7 @@ from pobox.store.api import (
 )
 from pobox.store.postgres.content import PRELOAD_MAX, ChunkReader, PgContent, TempSpool
 from pobox.store.postgres.fulltext import PostgresFullText
+from pobox.store.postgres.logins import PostgresLogins
 from pobox.store.postgres.queue import PostgresQueue
 from pobox.store.postgres.schema import CHUNK_SIZE, migrate
 from pobox.store.postgres.websessions import PostgresWebSessions
@@ -283,7 +284,7 @@ class _Listener:
                 conn.terminate()
 
 
-class PostgresStore(PostgresQueue, PostgresFullText, PostgresWebSessions):
+class PostgresStore(PostgresQueue, PostgresFullText, PostgresWebSessions, PostgresLogins):
     """The shared backend. See the module docstring and docs/postgresql.md."""
 
     def __init__(self, dsn: str, data_dir: Path | None = None) -> None:

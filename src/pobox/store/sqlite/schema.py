@@ -168,9 +168,19 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX blobs_unindexed ON blobs (id) WHERE text_state = 0;
     CREATE INDEX messages_blob ON messages (blob, mailbox_id)
     """,
-    # 6: reserved for app passwords (logins); its owner replaces SELECT 1 with the schema
+    # 6: app passwords (docs/app-passwords.md): more credentials for one account, each with
+    # a label unique in its account; AUTOINCREMENT so that an id is never used twice
     """
-    SELECT 1
+    CREATE TABLE logins (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        label TEXT NOT NULL,
+        password_hash TEXT NOT NULL,
+        created REAL NOT NULL,
+        last_used REAL,
+        last_address TEXT,
+        UNIQUE (account_id, label)
+    )
     """,
     # 7: reserved for quotas; its owner replaces SELECT 1 with the schema
     """

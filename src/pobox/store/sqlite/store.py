@@ -64,6 +64,7 @@ from pobox.store.rows import search_fields as rows_search_fields
 from pobox.store.sqlite.db import Database, as_store_error
 from pobox.store.sqlite.files import FileContent, FileLayout, FileSpool
 from pobox.store.sqlite.fulltext import SqliteFullText, drop_text
+from pobox.store.sqlite.logins import SqliteLogins
 from pobox.store.sqlite.queue import SqliteQueue
 from pobox.store.sqlite.schema import migrate
 from pobox.store.sqlite.websessions import SqliteWebSessions
@@ -124,7 +125,7 @@ class _FileLock:
             self._fd = None
 
 
-class SqliteStore(SqliteQueue, SqliteFullText, SqliteWebSessions):
+class SqliteStore(SqliteQueue, SqliteFullText, SqliteWebSessions, SqliteLogins):
     """The embedded backend. See docs/storage.md."""
 
     def __init__(self, root: Path) -> None:
