@@ -50,6 +50,7 @@ from pobox.config import AuthConfig
 from pobox.errors import InvalidInput, Temporary
 from pobox.service.accounts import normalise_address
 from pobox.service.credentials import CredentialCache
+from pobox.service.logins import LoginHandle, LoginWatch, UsageRecorder, canonical
 from pobox.service.passwords import (
     argon2_executor,
     argon2_parallelism,
@@ -57,7 +58,7 @@ from pobox.service.passwords import (
     needs_rehash,
     verify_password,
 )
-from pobox.store.api import Account, AuthBlock, Store
+from pobox.store.api import Account, AuthBlock, Login, Store
 
 log = logging.getLogger("pobox.auth")
 
@@ -68,6 +69,26 @@ Sleep = Callable[[float], Awaitable[None]]
 FAMILIAR_SECONDS = 30 * 86400.0
 #: Entries kept per table before stale ones are pruned (memory stays bounded).
 MAX_ENTRIES = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticated:
+    """Who logged in: the account, and the app password used (None: the main password) with
+    the handle that tells the session when that app password is revoked."""
+
+    account: Account
+    login: Login | None = None
+    handle: LoginHandle | None = None
+
+    @property
+    def label(self) -> str | None:
+        """The app password's label, for the session log (None: the main password)."""
+        return None if self.login is None else self.login.label
+
+    @property
+    def revoked(self) -> bool:
+        """True once the app password of this session was deleted (a flag: no store call)."""
+        return self.handle is not None and self.handle.revoked
 
 
 class Blocked(Temporary):
@@ -133,6 +154,21 @@ def unblock_keys(target: str) -> list[tuple[str, str]]:
     except InvalidInput:
         keys.append(("account", target.lower()))
     return keys
+
+
+def _cache_key(login: Login) -> str:
+    """What the credentials cache keys an app password on: its id and its stored hash (a
+    deleted login has neither, so nothing remembered for it can be found again)."""
+    return f"login:{login.id}:{login.password_hash}"
+
+
+def _first_match(pairs: list[tuple[str | None, str]]) -> int | None:
+    """The index of the first (stored hash, password) pair that verifies (blocking: Argon2id
+    for each pair until one matches; run it in :func:`argon2_executor`)."""
+    for index, (stored, password) in enumerate(pairs):
+        if verify_password(stored, password):
+            return index
+    return None
 
 
 class _Table:
@@ -212,6 +248,9 @@ class Authenticator:
         self.by_account = _Table(self.config)
         self._familiar: dict[tuple[str, str], float] = {}
         self.cache = CredentialCache(self.config.cache_ttl, clock=clock)
+        #: live app-password sessions and their revocations; last uses (pobox.service.logins)
+        self.logins = LoginWatch(store)
+        self.usage = UsageRecorder(store, clock)
         # attempts wait for an Argon2id thread here, on the event loop, where they can be
         # stopped by a block that began meanwhile; the pool itself bounds the parallelism
         self._argon2_slots = asyncio.Semaphore(argon2_parallelism())
@@ -336,7 +375,16 @@ class Authenticator:
     async def authenticate(
         self, username: str, password: str, *, remote: str = ""
     ) -> Account | None:
-        """The account if the credentials are right, else None (in the same time either way).
+        """The account if the credentials are right, else None: :meth:`sign_in` without the
+        credential it tells of."""
+        result = await self.sign_in(username, password, remote=remote)
+        return None if result is None else result.account
+
+    async def sign_in(
+        self, username: str, password: str, *, remote: str = ""
+    ) -> Authenticated | None:
+        """Who logged in if the credentials are right (the main password, or an app password:
+        docs/app-passwords.md), else None.
 
         *remote* is the client's IP address. Raises :class:`Blocked` (a :class:`Temporary`)
         while the address or the account name is blocked; the password is not checked then.
@@ -355,15 +403,19 @@ class Authenticator:
         account_key = lookup.lower()
         shown = clean[:100]
         reserved = await self._reserve(ip_key, trusted, account_key, shown, remote)
+        self.logins.listen()
+        epoch = self.logins.epoch
         try:
-            account = await self._verify(
+            result = await self._verify(
                 lookup, password, valid, (ip_key, trusted, account_key, shown, remote)
             )
+            if result is not None and result.login is not None:
+                result = await self._open_login(result, epoch, remote)
             now = self.clock()
-            if account is not None:
+            if result is not None:
                 self.by_account.forget(account_key)
                 self._remember(account_key, ip_key, now)
-                return account
+                return result
             earlier = max(
                 0 if trusted else self.by_address.count(ip_key, now),
                 self.by_account.count(account_key, now),
@@ -411,33 +463,66 @@ class Authenticator:
         password: str,
         valid: bool,
         block_check: tuple[str, bool, str, str, str],
-    ) -> Account | None:
-        """The account if *password* is right (from the cache, else Argon2id), else None."""
+    ) -> Authenticated | None:
+        """Who logged in if *password* is the main password or one of the account's app
+        passwords (from the cache, else Argon2id), else None."""
         account: Account | None = None
+        logins: list[Login] = []
         if valid:
             try:
-                # read at every login: the cache is keyed on the hash stored *now*
-                account = await self.store.get_account(lookup)
+                # read at every login: the cache is keyed on the hashes stored *now*
+                found = await self.store.get_account_logins(lookup)
             except InvalidInput:
-                account = None
-        if account is not None and self.cache.verified(account.id, account.password_hash, password):
-            return account
-        stored = account.password_hash if account is not None else None
+                found = None
+            if found is not None:
+                account, logins = found
+        # (stored hash, cache key, secret, login): app passwords first for a password of
+        # their form, then the main password
+        secret = canonical(password) if logins and valid else None
+        candidates: list[tuple[str, str, str, Login | None]] = []
+        if account is not None:
+            if secret is not None:
+                candidates += [(x.password_hash, _cache_key(x), secret, x) for x in logins]
+            candidates.append((account.password_hash, account.password_hash, password, None))
+            for _stored, key, text, login in candidates:
+                if self.cache.verified(account.id, key, text):
+                    return Authenticated(account, login)
         async with self._argon2_slots:
             # waiting for a thread is a delay: a block may have begun meanwhile
             self._check_blocks(*block_check, self.clock())
             # an invalid name or password still costs one Argon2id (against the dummy hash)
-            ok = await asyncio.get_running_loop().run_in_executor(
-                argon2_executor(), verify_password, stored, password if valid else ""
+            pairs: list[tuple[str | None, str]] = [(x[0], x[2]) for x in candidates]
+            if not pairs:
+                pairs.append((None, password if valid else ""))
+            matched = await asyncio.get_running_loop().run_in_executor(
+                argon2_executor(), _first_match, pairs
             )
-        if not ok or account is None:
+        if matched is None or account is None:
             return None
-        if needs_rehash(account.password_hash):
+        _stored, key, text, login = candidates[matched]
+        if login is None and needs_rehash(account.password_hash):
             new_hash = await self._hash(password)
             await self.store.set_password_hash(account.id, new_hash)
             account = replace(account, password_hash=new_hash)
-        self.cache.remember(account.id, account.password_hash, password)
-        return account
+            key = new_hash
+        self.cache.remember(account.id, key, text)
+        return Authenticated(account, login)
+
+    async def _open_login(
+        self, result: Authenticated, epoch: int, remote: str
+    ) -> Authenticated | None:
+        """Give a session opened with an app password its revocation handle, and record the
+        use. A revocation announced while it was being verified is checked with one read."""
+        login = result.login
+        assert login is not None
+        handle = self.logins.open(result.account.id, login)
+        if self.logins.epoch != epoch:
+            alive = {x.id for x in await self.store.list_logins(result.account.id)}
+            if login.id not in alive:
+                handle.revoke()
+                return None
+        await self.usage.used(login, remote)
+        return replace(result, handle=handle)
 
     # blocks shared through the store, for every node ------------------------------------------
     async def _share(self, kind: str, key: str, table: _Table, now: float) -> None:
