@@ -190,6 +190,128 @@ class SearchConfig:
     index: bool = True
 
 
+#: The settings of a folder policy (docs/policies.md) and what each accepts.
+POLICY_KEYS = ("expunge-after", "archive-after", "archive-by")
+DURATION_HELP = "a number followed by h, d or w (e.g. 30d), or off"
+_DURATION = re.compile(r"([0-9]{1,6})([hdw])")
+_DURATION_UNITS = {"h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(value: str) -> int | None:
+    """A policy duration: '30d' -> seconds, 'off' -> None; a ValueError names the problem."""
+    text = value.strip().lower()
+    if text == "off":
+        return None
+    match = _DURATION.fullmatch(text)
+    if match is None or int(match.group(1)) == 0:
+        raise ValueError(f"{value!r} is not a duration; use {DURATION_HELP}")
+    return int(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+def check_policy_setting(key: str, value: str) -> str:
+    """The canonical spelling of one folder-policy setting; a ValueError names the problem."""
+    if key not in POLICY_KEYS:
+        raise ValueError(f"unknown policy setting {key!r}; use {', '.join(POLICY_KEYS)}")
+    if key == "archive-by":
+        if value.strip().lower() not in ("year", "none"):
+            raise ValueError(f"archive-by={value!r}: use archive-by=year or archive-by=none")
+        return value.strip().lower()
+    try:
+        parse_duration(value)
+    except ValueError as exc:
+        raise ValueError(f"{key}: {exc}") from None
+    return value.strip().lower()
+
+
+def parse_policy_rule(text: str) -> tuple[str, dict[str, str]]:
+    """``[policy] rules`` entry 'FOLDER KEY=VALUE…' (FOLDER: a name, a special-use attribute
+    such as \\Trash, or *) -> folder and settings; a ValueError names the problem."""
+    words = text.split()
+    settings: dict[str, str] = {}
+    while words and "=" in words[-1]:
+        key, _, value = words.pop().partition("=")
+        settings.setdefault(key, check_policy_setting(key, value))
+    folder = " ".join(words)
+    if not folder or not settings:
+        raise ValueError(
+            f"{text!r} is not 'FOLDER KEY=VALUE...' (e.g. '\\Sent archive-after=365d')"
+        )
+    return folder, settings
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyConfig:
+    """Folder policies (docs/policies.md): server-wide defaults and the sweeper."""
+
+    #: expunge-after for every account's Trash and Junk folders ("off": none)
+    trash_expunge_after: str = "30d"
+    junk_expunge_after: str = "30d"
+    #: more server-wide defaults, each "FOLDER KEY=VALUE…"
+    rules: tuple[str, ...] = ()
+    #: seconds between sweeps (POP3 retention and folder policies)
+    interval: float = 3600.0
+    #: messages per store transaction
+    batch: int = 500
+    #: seconds to wait between batches (0: none); slows a sweep down on a busy server
+    batch_pause: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class AclConfig:
+    """Shared folders (RFC 4314 ACL; docs/decisions/shared-folders.md)."""
+
+    #: where other accounts' shared folders appear: PREFIX/owner@domain/Folder
+    shared_prefix: str = "Shared"
+    #: owners may grant rights to "anyone" and "authenticated" (every account of the server)
+    allow_anyone: bool = False
+
+
+SIZE_HELP = "a number of octets, optionally with K, M, G or T (1024-based), e.g. 2G; 0: no limit"
+_SIZE = re.compile(r"([0-9]{1,15})\s*([KMGT]?)B?", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def parse_size(value: str) -> int | None:
+    """A quota size: '2G' -> octets, '0' (or 'unlimited') -> None; a ValueError names it."""
+    text = value.strip()
+    if text.lower() in ("unlimited", "none"):
+        return None
+    match = _SIZE.fullmatch(text)
+    if match is None:
+        raise ValueError(f"{value!r} is not a size; use {SIZE_HELP}")
+    octets = int(match.group(1)) * _SIZE_UNITS[match.group(2).upper()]
+    return octets or None
+
+
+def parse_count(value: str) -> int | None:
+    """A quota count (messages, mailboxes): '100000' -> 100000, '0' (or 'unlimited') -> None."""
+    text = value.strip()
+    if text.lower() in ("unlimited", "none"):
+        return None
+    if not text.isdigit() or len(text) > 15:
+        raise ValueError(f"{value!r} is not a count; use a whole number (0: no limit)")
+    return int(text) or None
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaConfig:
+    """Quotas (docs/quota.md): every account's limits unless ``pobox user set ADDRESS
+    quota.storage=… quota.messages=… quota.mailboxes=…`` sets its own."""
+
+    #: octets of mail per account, e.g. "2G" (SIZE_HELP); "0": unlimited
+    storage: str = "0"
+    #: messages per account (0: unlimited)
+    messages: int = 0
+    #: mailboxes per account (0: unlimited)
+    mailboxes: int = 0
+    #: a delivery over quota is refused for now (452 4.2.2), not for good (552 5.2.2)
+    over_quota_tempfail: bool = False
+    #: percentages of a limit at which the account gets a warning message, once per crossing
+    warn: tuple[int, ...] = (80, 95)
+    #: accounts that may change any account's limits with IMAP SETQUOTA
+    admins: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
     #: worker processes: a number, or "auto" for one per core
@@ -226,6 +348,7 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     imap: ImapConfig = field(default_factory=ImapConfig)
     pop3: Pop3Config = field(default_factory=Pop3Config)
+    acl: AclConfig = field(default_factory=AclConfig)
     imaps: ImapsConfig = field(default_factory=ImapsConfig)
     pop3s: Pop3sConfig = field(default_factory=Pop3sConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
@@ -240,6 +363,8 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     relay: RelayConfig = field(default_factory=RelayConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    quota: QuotaConfig = field(default_factory=QuotaConfig)
     source: str = "(defaults)"
 
     @property
@@ -274,6 +399,9 @@ _RANGES: dict[str, tuple[int, int]] = {
     "retry_min": (1, 86400),
     "retry_max": (1, 7 * 86400),
     "mx_port": (1, 65535),
+    "batch": (1, 100000),
+    "messages": (0, 10**12),
+    "mailboxes": (0, 10**9),
     "session_idle": (60, 365 * 86400),
     "session_max": (60, 365 * 86400),
 }
@@ -362,6 +490,13 @@ def _check_value(name: str, key: str, value: Any, expected: Any, source: str) ->
         if value < 0:
             raise ConfigError(f"{where} must not be negative")
         return float(value)
+    if typing.get_origin(expected) is tuple and typing.get_args(expected)[0] is int:
+        if not isinstance(value, list) or not all(  # quota.warn: percentages
+            isinstance(item, int) and not isinstance(item, bool) and 0 < item <= 100
+            for item in value
+        ):
+            raise ConfigError(f"{where} must be a list of percentages (1 to 100), not {value!r}")
+        return tuple(sorted(set(value)))
     if typing.get_origin(expected) is tuple:  # a list of strings, e.g. trusted_networks
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
             raise ConfigError(f"{where} must be a list of strings, not {value!r}")
@@ -380,6 +515,10 @@ def _check_value(name: str, key: str, value: Any, expected: Any, source: str) ->
                 parse_retention(value)
             except ValueError as exc:
                 raise ConfigError(f"{where}: {exc}") from None
+        if key == "acl.shared_prefix" and (
+            not value or "/" in value or value.upper() == "INBOX" or not value.isprintable()
+        ):
+            raise ConfigError(f"{where} must be one mailbox name without '/', not {value!r}")
         if key == "metrics.listen" and value:
             try:
                 parse_listen(value)
@@ -387,6 +526,21 @@ def _check_value(name: str, key: str, value: Any, expected: Any, source: str) ->
                 raise ConfigError(f"{where}: {exc}") from None
         return value
     raise ConfigError(f"{where} has an unsupported type")  # pragma: no cover
+
+
+def _check_policy(key: str, value: Any, source: str) -> None:
+    """The [policy] values the types alone do not check (docs/policies.md)."""
+    where = f"{source}: key {key!r}"
+    try:
+        if key in ("policy.trash_expunge_after", "policy.junk_expunge_after"):
+            parse_duration(value)
+        elif key == "policy.rules":
+            for rule in value:
+                parse_policy_rule(rule)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    if key == "policy.interval" and value < 1:
+        raise ConfigError(f"{where} must be at least 1 (seconds)")
 
 
 def _build(cls: type[Any], table: dict[str, Any], prefix: str, source: str) -> Any:
@@ -406,6 +560,13 @@ def _build(cls: type[Any], table: dict[str, Any], prefix: str, source: str) -> A
             if isinstance(expected, types.UnionType):  # workers: int | "auto"
                 expected = typing.get_args(expected)[0]
             values[key] = _check_value(key, full, value, expected, source)
+            if full.startswith("policy."):
+                _check_policy(full, values[key], source)
+            if full == "quota.storage":
+                try:
+                    parse_size(values[key])
+                except ValueError as exc:
+                    raise ConfigError(f"{source}: key {full!r}: {exc}") from None
     return cls(**values)
 
 

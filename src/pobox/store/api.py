@@ -222,6 +222,58 @@ class Recoverable:
     still_present: bool  # True when retention kept it in the mailbox (only hidden from POP3)
 
 
+@dataclass(frozen=True, slots=True)
+class SharedMailbox:
+    """A mailbox whose access control list names someone (RFC 4314): the mailbox, its owner's
+    address and the whole list as (identifier, rights) pairs."""
+
+    mailbox: Mailbox
+    owner: str
+    acl: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FolderPolicy:
+    """One stored folder-policy setting of an account (docs/policies.md). *folder* is a
+    mailbox name, a special-use attribute such as ``\\Trash``, or ``*`` (every folder);
+    *key* is ``expunge-after``, ``archive-after`` or ``archive-by``. Opaque to the store."""
+
+    account_id: AccountId
+    folder: str
+    key: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaLimits:
+    """An account's limits (None: unlimited), which the service hands to the writes that may
+    add to its usage; the store refuses such a write with OverQuota in its own transaction
+    (docs/quota.md)."""
+
+    storage: int | None = None  # octets
+    messages: int | None = None
+    mailboxes: int | None = None
+
+    def exceeded(self, storage: int, messages: int) -> bool:
+        return (self.storage is not None and storage > self.storage) or (
+            self.messages is not None and messages > self.messages
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaUsage:
+    """What an account uses: the octets and number of the messages in its mailboxes, and its
+    mailboxes; *warned* is the last warning level (percent) delivered, *low_storage* and
+    *low_messages* the lowest usage since then (docs/decisions/quota.md)."""
+
+    storage: int
+    messages: int
+    mailboxes: int
+    warned: int = 0
+    low_storage: int = 0
+    low_messages: int = 0
+
+
 class Spool(Protocol):
     """A message being received: written in chunks, then sealed (made durable)."""
 
@@ -379,12 +431,39 @@ class Store(Protocol):
     async def get_mailbox(self, account_id: AccountId, name: str) -> Mailbox | None: ...
     async def get_mailbox_by_id(self, mailbox_id: MailboxId) -> Mailbox | None: ...
     async def create_mailbox(
-        self, account_id: AccountId, name: str, special_use: str | None = None
-    ) -> Mailbox: ...
+        self,
+        account_id: AccountId,
+        name: str,
+        special_use: str | None = None,
+        *,
+        quota: QuotaLimits | None = None,
+    ) -> Mailbox:
+        """OverQuota when *quota* limits the mailboxes and the account has that many."""
+        ...
+
     async def delete_mailbox(self, mailbox_id: MailboxId) -> None: ...
     async def rename_mailbox(self, mailbox_id: MailboxId, new_name: str) -> Mailbox: ...
     async def set_subscribed(self, account_id: AccountId, name: str, subscribed: bool) -> None: ...
     async def list_subscriptions(self, account_id: AccountId) -> list[str]: ...
+
+    # access control lists (RFC 4314; pobox.service.acl decides what they mean)
+    async def get_acl(self, mailbox_id: MailboxId) -> list[tuple[str, str]]:
+        """The mailbox's (identifier, rights) pairs, by identifier."""
+        ...
+
+    async def set_acl(self, mailbox_id: MailboxId, identifier: str, rights: str | None) -> None:
+        """Set *identifier*'s rights on the mailbox; None removes the entry."""
+        ...
+
+    async def shared_mailboxes(self, identifiers: Sequence[str]) -> list[SharedMailbox]:
+        """The mailboxes whose access control list names any of *identifiers*, each with its
+        owner and its whole list."""
+        ...
+
+    async def drop_acl_identifiers(self, identifiers: Sequence[str]) -> None:
+        """Remove every entry for *identifiers* from every mailbox (an account was deleted)."""
+        ...
+
     async def mailbox_status(self, mailbox_id: MailboxId) -> MailboxStatus: ...
     async def claim_recent(self, mailbox_id: MailboxId, below: Uid | None = None) -> Uid:
         """Claim \\Recent for the messages below UID *below* (None: every message so far).
@@ -396,9 +475,19 @@ class Store(Protocol):
 
     # messages
     def new_spool(self) -> Spool: ...
-    async def append(self, mailbox_id: MailboxId, message: NewMessage) -> MessageMeta: ...
+    async def append(
+        self, mailbox_id: MailboxId, message: NewMessage, *, quota: QuotaLimits | None = None
+    ) -> MessageMeta:
+        """Append one message; with *quota*, OverQuota (and nothing stored) when the
+        account's usage would go past a limit."""
+        ...
+
     async def append_many(
-        self, mailbox_id: MailboxId, messages: Sequence[NewMessage]
+        self,
+        mailbox_id: MailboxId,
+        messages: Sequence[NewMessage],
+        *,
+        quota: QuotaLimits | None = None,
     ) -> list[MessageMeta]:
         """Append *messages* in one transaction, with consecutive UIDs in that order: all of
         them or none (IMAP MULTIAPPEND, RFC 3502)."""
@@ -424,8 +513,18 @@ class Store(Protocol):
         self, mailbox_id: MailboxId, uids: Iterable[Uid], *, keep_recoverable: bool = False
     ) -> list[Expunged]: ...
     async def copy(
-        self, src: MailboxId, uids: Iterable[Uid], dst: MailboxId, *, move: bool = False
-    ) -> list[tuple[Uid, Uid]]: ...
+        self,
+        src: MailboxId,
+        uids: Iterable[Uid],
+        dst: MailboxId,
+        *,
+        move: bool = False,
+        quota: QuotaLimits | None = None,
+    ) -> list[tuple[Uid, Uid]]:
+        """Copy (or move) messages; with *quota* (the target account's limits), OverQuota when
+        the copy adds to that account's usage and takes it past a limit."""
+        ...
+
     async def changes_since(self, mailbox_id: MailboxId, modseq: ModSeq) -> ChangeBatch: ...
     async def expunged_since(self, mailbox_id: MailboxId, modseq: ModSeq) -> list[Uid]:
         """The UIDs expunged from the mailbox with a MODSEQ above *modseq*, ascending (IMAP's
@@ -468,6 +567,44 @@ class Store(Protocol):
 
     # maintenance
     async def check(self, repair: bool = False) -> list[str]: ...
+
+    # quotas (docs/quota.md): usage is kept by every write above, in its own transaction
+    async def quota_usage(self, account_id: AccountId) -> QuotaUsage:
+        """The account's usage as of now (zero for an account without messages)."""
+        ...
+
+    async def quota_warn(
+        self,
+        account_id: AccountId,
+        seen: int,
+        level: int,
+        mailbox_id: MailboxId | None = None,
+        message: NewMessage | None = None,
+    ) -> bool:
+        """Record *level* as the last warning level (and the usage now as the lowest since),
+        only if it is still *seen* (another writer may have warned meanwhile), and in the same
+        transaction append *message* (no quota check) to *mailbox_id*. False when the level
+        was not *seen* any more: nothing was written."""
+        ...
+
+    # folder policies (docs/policies.md)
+    async def set_folder_policy(
+        self, account_id: AccountId, folder: str, key: str, value: str | None
+    ) -> None:
+        """Store one setting of *folder* (None removes it). NotFound without the account."""
+        ...
+
+    async def list_folder_policies(self, account_id: AccountId | None = None) -> list[FolderPolicy]:
+        """The stored settings of one account (None: of every account), by account, folder
+        and key."""
+        ...
+
+    async def due_messages(
+        self, mailbox_id: MailboxId, by: str, before: datetime, limit: int
+    ) -> list[tuple[Uid, datetime]]:
+        """Up to *limit* messages of a mailbox whose *by* date ("save_date" or
+        "internal_date") is before *before*, oldest first, with their internal dates (UTC)."""
+        ...
 
     # app passwords (docs/app-passwords.md)
     async def add_login(

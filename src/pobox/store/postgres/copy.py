@@ -99,6 +99,11 @@ _TABLES: tuple[tuple[str, str, str], ...] = (
         "id, account_id, name, uidvalidity, uidnext, highestmodseq, recent_floor, special_use",
     ),
     ("subscriptions", "account_id, name", "account_id, name"),
+    (
+        "quota_usage",
+        "account_id, storage, messages, warned, low_storage, low_messages",
+        "account_id, storage, messages, warned, low_storage, low_messages",
+    ),
     # the outbound queue (schema 4) without its leases: the nodes claim afresh
     (
         "outbound",

@@ -37,6 +37,7 @@ from pobox.store.api import (
     Uid,
 )
 from pobox.store.postgres.content import TempSpool
+from pobox.store.postgres.quota import change_usage
 from pobox.store.postgres.schema import CHUNK_SIZE
 from pobox.store.rows import join_flags, keywords_text, split_flags
 
@@ -398,6 +399,11 @@ async def restore_messages(
             )
         except asyncpg.exceptions.UniqueViolationError:
             raise InvalidInput("a restored UID is in the mailbox already") from None
+        if messages:
+            account_id = await conn.fetchval(
+                "SELECT account_id FROM mailboxes WHERE id = $1", mailbox_id
+            )
+            await change_usage(conn, account_id, sum(m.size for m in messages), len(messages))
         if messages:
             await tx.journal(mailbox_id)
         return {key: BlobId(blob) for key, blob in blobs.items()}

@@ -223,17 +223,47 @@ MIGRATIONS: tuple[str, ...] = (
         UNIQUE (account_id, label)
     )
     """,
-    # 7: reserved for quotas; its owner replaces SELECT 1 with the schema
+    # 7: quota usage (docs/quota.md, docs/decisions/quota.md): one row per account, kept exact
+    # in the transaction of every write; filled here from the messages there are. *warned* is
+    # the last warning level (percent) delivered, low_* the lowest usage since that warning
     """
-    SELECT 1
+    CREATE TABLE quota_usage (
+        account_id BIGINT PRIMARY KEY REFERENCES accounts(id) ON DELETE CASCADE,
+        storage BIGINT NOT NULL DEFAULT 0,
+        messages BIGINT NOT NULL DEFAULT 0,
+        warned INTEGER NOT NULL DEFAULT 0,
+        low_storage BIGINT NOT NULL DEFAULT 0,
+        low_messages BIGINT NOT NULL DEFAULT 0
+    );
+    INSERT INTO quota_usage (account_id, storage, messages, low_storage, low_messages)
+    SELECT a.id, coalesce(sum(m.size), 0), count(m.uid), coalesce(sum(m.size), 0), count(m.uid)
+    FROM accounts a LEFT JOIN mailboxes b ON b.account_id = a.id
+    LEFT JOIN messages m ON m.mailbox_id = b.id GROUP BY a.id
     """,
-    # 8: reserved for ACL and shared folders; its owner replaces SELECT 1 with the schema
+    # 8: access control lists of mailboxes (RFC 4314; docs/decisions/shared-folders.md): an
+    # identifier is an account address, "anyone", "authenticated", or one of them after "-"
+    # (negative rights); rights are RFC 4314 letters in canonical order
     """
-    SELECT 1
+    CREATE TABLE mailbox_acl (
+        mailbox_id BIGINT NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+        identifier TEXT NOT NULL,
+        rights TEXT NOT NULL,
+        PRIMARY KEY (mailbox_id, identifier)
+    );
+    CREATE INDEX mailbox_acl_identifier ON mailbox_acl (identifier)
     """,
-    # 9: reserved for folder policies; its owner replaces SELECT 1 with the schema
+    # 9: folder policies (docs/policies.md): per-account settings by folder name, special-use
+    # attribute or '*', and the date indexes the sweeper selects due messages by
     """
-    SELECT 1
+    CREATE TABLE folder_policies (
+        account_id BIGINT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        folder TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (account_id, folder, key)
+    );
+    CREATE INDEX messages_save_date ON messages (mailbox_id, save_date);
+    CREATE INDEX messages_internal_date ON messages (mailbox_id, internal_date)
     """,
     # 10: webmail sessions (docs/decisions/webmail-sessions.md): only a SHA-256 of each session
     # id is kept; a session goes with its account

@@ -57,6 +57,7 @@ from pobox.store.api import (
     MessageMeta,
     ModSeq,
     NewMessage,
+    QuotaLimits,
     Recoverable,
     RecoverableImage,
     Rendered,
@@ -67,10 +68,14 @@ from pobox.store.api import (
     StoreTotals,
     Uid,
 )
+from pobox.store.postgres import quota as _quota
+from pobox.store.postgres.acl import PostgresAcl
 from pobox.store.postgres.content import PRELOAD_MAX, ChunkReader, PgContent, TempSpool
 from pobox.store.postgres.fulltext import PostgresFullText
 from pobox.store.postgres.logins import PostgresLogins
+from pobox.store.postgres.policies import PostgresPolicies
 from pobox.store.postgres.queue import PostgresQueue
+from pobox.store.postgres.quota import PostgresQuota
 from pobox.store.postgres.schema import CHUNK_SIZE, migrate
 from pobox.store.postgres.websessions import PostgresWebSessions
 from pobox.store.rows import (
@@ -284,7 +289,15 @@ class _Listener:
                 conn.terminate()
 
 
-class PostgresStore(PostgresQueue, PostgresFullText, PostgresWebSessions, PostgresLogins):
+class PostgresStore(
+    PostgresAcl,
+    PostgresQueue,
+    PostgresFullText,
+    PostgresWebSessions,
+    PostgresPolicies,
+    PostgresLogins,
+    PostgresQuota,
+):
     """The shared backend. See the module docstring and docs/postgresql.md."""
 
     def __init__(self, dsn: str, data_dir: Path | None = None) -> None:
@@ -679,10 +692,17 @@ class PostgresStore(PostgresQueue, PostgresFullText, PostgresWebSessions, Postgr
         return {r[0]: r for r in rows}
 
     async def create_mailbox(
-        self, account_id: AccountId, name: str, special_use: str | None = None
+        self,
+        account_id: AccountId,
+        name: str,
+        special_use: str | None = None,
+        *,
+        quota: QuotaLimits | None = None,
     ) -> Mailbox:
         async def run(tx: Tx) -> Mailbox:
             try:
+                if quota is not None:
+                    await _quota.check_mailbox_count(tx.conn, account_id, quota)
                 mailbox = await self._insert_mailbox(tx.conn, account_id, name, special_use)
             except asyncpg.exceptions.ForeignKeyViolationError:
                 raise NotFound("no such account") from None
@@ -693,6 +713,7 @@ class PostgresStore(PostgresQueue, PostgresFullText, PostgresWebSessions, Postgr
 
     async def _drop_mailbox(self, tx: Tx, mailbox_id: int) -> None:
         conn = tx.conn
+        await _quota.release_mailbox(conn, mailbox_id)
         rows = await conn.fetch(
             "DELETE FROM messages WHERE mailbox_id = $1 RETURNING blob", mailbox_id
         )
@@ -867,13 +888,14 @@ class PostgresStore(PostgresQueue, PostgresFullText, PostgresWebSessions, Postgr
         count = len(items)
         row = await conn.fetchrow(
             "UPDATE mailboxes SET uidnext = uidnext + $2, highestmodseq = highestmodseq + $2"
-            " WHERE id = $1 RETURNING uidnext - $2, highestmodseq - $2 + 1",
+            " WHERE id = $1 RETURNING uidnext - $2, highestmodseq - $2 + 1, account_id",
             mailbox_id,
             count,
         )
         if row is None:
             raise NotFound("mailbox does not exist")
         first_uid, first_modseq = row[0], row[1]
+        await _quota.change_usage(conn, row[2], sum(it[1] for it in items), count)
         now = time.time()
         await conn.execute(
             f"INSERT INTO messages ({_MSG_COLUMNS})"
@@ -918,7 +940,9 @@ class PostgresStore(PostgresQueue, PostgresFullText, PostgresWebSessions, Postgr
             raise ValueError("append needs a sealed spool of this store")
         return spool
 
-    async def _append_in(self, tx: Tx, mailbox_id: MailboxId, message: NewMessage) -> MessageMeta:
+    async def _append_in(
+        self, tx: Tx, mailbox_id: MailboxId, message: NewMessage, quota: QuotaLimits | None = None
+    ) -> MessageMeta:
         """Append *message* inside the transaction *tx* (content in chunks of any size)."""
         spool = self._check_spool(message)
         bits, keywords = split_flags(message.flags)
@@ -958,18 +982,23 @@ class PostgresStore(PostgresQueue, PostgresFullText, PostgresWebSessions, Postgr
             [(blob, size, bits, keywords_text(keywords), internal, message.pop3_uidl)],
             new_blob=True,
         )
+        await _quota.enforce(conn, mailbox_id, quota)
         return meta
 
     async def append_many(
-        self, mailbox_id: MailboxId, messages: Sequence[NewMessage]
+        self,
+        mailbox_id: MailboxId,
+        messages: Sequence[NewMessage],
+        *,
+        quota: QuotaLimits | None = None,
     ) -> list[MessageMeta]:
         if len(messages) == 1:
-            return [await self.append(mailbox_id, messages[0])]
+            return [await self.append(mailbox_id, messages[0], quota=quota)]
         for message in messages:
             self._check_spool(message)
 
         async def run(tx: Tx) -> list[MessageMeta]:
-            return [await self._append_in(tx, mailbox_id, message) for message in messages]
+            return [await self._append_in(tx, mailbox_id, m, quota) for m in messages]
 
         try:
             return await self._write(run)  # one transaction: all of them or none
@@ -977,7 +1006,9 @@ class PostgresStore(PostgresQueue, PostgresFullText, PostgresWebSessions, Postgr
             for message in messages:
                 await asyncio.to_thread(message.spool.discard)
 
-    async def append(self, mailbox_id: MailboxId, message: NewMessage) -> MessageMeta:
+    async def append(
+        self, mailbox_id: MailboxId, message: NewMessage, *, quota: QuotaLimits | None = None
+    ) -> MessageMeta:
         spool = message.spool
         if not isinstance(spool, TempSpool) or not spool.sealed:
             raise ValueError("append needs a sealed spool of this store")
@@ -990,7 +1021,7 @@ class PostgresStore(PostgresQueue, PostgresFullText, PostgresWebSessions, Postgr
         rendered = message.rendered or Rendered()
 
         async def run(tx: Tx) -> MessageMeta:
-            return await self._append_in(tx, MailboxId(mailbox_id), message)
+            return await self._append_in(tx, MailboxId(mailbox_id), message, quota)
 
         async def run_small(tx: Tx) -> MessageMeta:
             # the whole append as one statement: the mailbox row first (UID, MODSEQ), then the
@@ -1000,11 +1031,12 @@ class PostgresStore(PostgresQueue, PostgresFullText, PostgresWebSessions, Postgr
             row = await tx.conn.fetchrow(
                 "WITH mb AS (UPDATE mailboxes SET uidnext = uidnext + 1,"
                 " highestmodseq = highestmodseq + 1 WHERE id = $1::bigint"
-                " RETURNING uidnext - 1 AS uid, highestmodseq AS modseq),"
+                " RETURNING uidnext - 1 AS uid, highestmodseq AS modseq, account_id),"
+                f"{_quota.SMALL_APPEND_USAGE}"
                 " b AS (INSERT INTO blobs (size, refs, structure, subject, from_, to_, cc, bcc,"
                 " message_id, sent_date, envelope, bodystructure) SELECT $2::bigint, 1,"
                 " $3::bytea, $4::text, $5::text, $6::text, $7::text, $8::text, $9::text,"
-                " $10::float8, $20::bytea, $21::bytea FROM mb RETURNING id),"
+                " $10::float8, $20::bytea, $21::bytea FROM mb, q RETURNING id),"
                 " c AS (INSERT INTO blob_chunks (blob, seq, data) SELECT id, 0, $11::bytea FROM b),"
                 f" m AS (INSERT INTO messages ({_MSG_COLUMNS}) SELECT $1::bigint, mb.uid,"
                 " mb.modseq, $12::int, $13::text, $14::float8, $15::int, $16::float8, $2::bigint,"
@@ -1034,8 +1066,11 @@ class PostgresStore(PostgresQueue, PostgresFullText, PostgresWebSessions, Postgr
                 str(mailbox_id),
                 rendered.envelope,
                 rendered.bodystructure,
+                *_quota.limit_args(quota),
             )
             if row is None:
+                if await tx.conn.fetchval("SELECT 1 FROM mailboxes WHERE id = $1", mailbox_id):
+                    raise _quota.over_quota()
                 raise NotFound("mailbox does not exist")
             tx.touched.add(mailbox_id)
             if row[3] % 10000 == 0:
@@ -1243,6 +1278,7 @@ class PostgresStore(PostgresQueue, PostgresFullText, PostgresWebSessions, Postgr
             )
         elif rest:
             await self._unref(conn, [r[1] for r in rest])
+        await _quota.change_usage(conn, mailbox[1], -sum(r[6] for r in rows), -len(rows))
         await tx.journal(mailbox_id)
         return [Expunged(Uid(u), ModSeq(modseq)) for u in gone]
 
@@ -1262,7 +1298,13 @@ class PostgresStore(PostgresQueue, PostgresFullText, PostgresWebSessions, Postgr
         return await self._write(run)
 
     async def copy(
-        self, src: MailboxId, uids: Iterable[Uid], dst: MailboxId, *, move: bool = False
+        self,
+        src: MailboxId,
+        uids: Iterable[Uid],
+        dst: MailboxId,
+        *,
+        move: bool = False,
+        quota: QuotaLimits | None = None,
     ) -> list[tuple[Uid, Uid]]:
         wanted = list(uids)
 
@@ -1282,6 +1324,8 @@ class PostgresStore(PostgresQueue, PostgresFullText, PostgresWebSessions, Postgr
             new = await self._insert_messages(tx, dst, items)
             if move:
                 await self._expunge(tx, src, [m.uid for m in metas], False, locked[src])
+            if not (move and src in locked and locked[src][1] == locked[dst][1]):
+                await _quota.enforce(conn, dst, quota, "the copy")  # a move within: adds nothing
             return [(m.uid, n.uid) for m, n in zip(metas, new, strict=True)]
 
         return await self._write(run)
@@ -1619,6 +1663,7 @@ class PostgresStore(PostgresQueue, PostgresFullText, PostgresWebSessions, Postgr
                     problems.append(f"blob {blob}: reference count {refs}, used {used} times")
                 if used == 0:
                     unused.append(blob)
+            problems.extend(await _quota.recount(conn, False))
             for blob, size, stored, count, top in await conn.fetch(
                 "SELECT b.id, b.size, coalesce(sum(length(c.data)), 0)::bigint, count(c.seq),"
                 " coalesce(max(c.seq), -1) FROM blobs b LEFT JOIN blob_chunks c ON c.blob = b.id"
@@ -1631,6 +1676,12 @@ class PostgresStore(PostgresQueue, PostgresFullText, PostgresWebSessions, Postgr
             return problems, unused
 
         problems, unused = await self._read(inspect, snapshot=True)
+        if repair and any(" quota usage " in problem for problem in problems):
+
+            async def recount(tx: Tx) -> None:
+                await _quota.recount(tx.conn, True)
+
+            await self._write(recount)
         if repair and unused:
 
             async def fix(tx: Tx) -> None:

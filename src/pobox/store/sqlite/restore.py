@@ -41,6 +41,7 @@ from pobox.store.api import (
 from pobox.store.rows import join_flags, keywords_text, split_flags
 from pobox.store.sqlite.db import as_store_error
 from pobox.store.sqlite.files import FileSpool
+from pobox.store.sqlite.quota import change_usage, usage_of
 
 if TYPE_CHECKING:
     from pobox.store.sqlite.store import SqliteStore
@@ -385,6 +386,8 @@ async def restore_messages(
         except sqlite3.IntegrityError:
             raise InvalidInput("a restored UID is in the mailbox already") from None
         if messages:
+            account_id = usage_of(conn, mailbox_id)[0]
+            change_usage(conn, account_id, sum(m.size for m in messages), len(messages))
             store._journal(conn, mailbox_id)
         return {key: BlobId(blob) for key, blob in blobs.items()}
 

@@ -38,6 +38,7 @@ from pobox.store.api import (
     MessageMeta,
     ModSeq,
     NewMessage,
+    QuotaLimits,
     Recoverable,
     RecoverableImage,
     Rendered,
@@ -61,11 +62,15 @@ from pobox.store.rows import (
     uidl_for,
 )
 from pobox.store.rows import search_fields as rows_search_fields
+from pobox.store.sqlite import quota as _quota
+from pobox.store.sqlite.acl import SqliteAcl
 from pobox.store.sqlite.db import Database, as_store_error
 from pobox.store.sqlite.files import FileContent, FileLayout, FileSpool
 from pobox.store.sqlite.fulltext import SqliteFullText, drop_text
 from pobox.store.sqlite.logins import SqliteLogins
+from pobox.store.sqlite.policies import SqlitePolicies
 from pobox.store.sqlite.queue import SqliteQueue
+from pobox.store.sqlite.quota import SqliteQuota
 from pobox.store.sqlite.schema import migrate
 from pobox.store.sqlite.websessions import SqliteWebSessions
 
@@ -125,7 +130,15 @@ class _FileLock:
             self._fd = None
 
 
-class SqliteStore(SqliteQueue, SqliteFullText, SqliteWebSessions, SqliteLogins):
+class SqliteStore(
+    SqliteAcl,
+    SqliteQueue,
+    SqliteFullText,
+    SqliteWebSessions,
+    SqlitePolicies,
+    SqliteLogins,
+    SqliteQuota,
+):
     """The embedded backend. See docs/storage.md."""
 
     def __init__(self, root: Path) -> None:
@@ -509,9 +522,16 @@ class SqliteStore(SqliteQueue, SqliteFullText, SqliteWebSessions, SqliteLogins):
         return mailbox
 
     async def create_mailbox(
-        self, account_id: AccountId, name: str, special_use: str | None = None
+        self,
+        account_id: AccountId,
+        name: str,
+        special_use: str | None = None,
+        *,
+        quota: QuotaLimits | None = None,
     ) -> Mailbox:
         def run(conn: sqlite3.Connection) -> Mailbox:
+            if quota is not None:
+                _quota.check_mailbox_count(conn, account_id, quota)
             mailbox = self._insert_mailbox(conn, account_id, name, special_use)
             self._journal(conn, mailbox.id)
             return mailbox
@@ -522,6 +542,7 @@ class SqliteStore(SqliteQueue, SqliteFullText, SqliteWebSessions, SqliteLogins):
 
     def _drop_mailbox(self, conn: sqlite3.Connection, mailbox_id: int) -> list[str]:
         doomed: list[str] = []
+        _quota.release_mailbox(conn, mailbox_id)
         blobs = conn.execute(
             "SELECT blob FROM messages WHERE mailbox_id = ?", (mailbox_id,)
         ).fetchall()
@@ -699,12 +720,13 @@ class SqliteStore(SqliteQueue, SqliteFullText, SqliteWebSessions, SqliteLogins):
     ) -> MessageMeta:
         row = conn.execute(
             "UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1"
-            " WHERE id = ? RETURNING uidnext - 1, highestmodseq",
+            " WHERE id = ? RETURNING uidnext - 1, highestmodseq, account_id",
             (mailbox_id,),
         ).fetchone()
         if row is None:
             raise NotFound("mailbox does not exist")
-        uid, modseq = row
+        uid, modseq, account_id = row
+        _quota.change_usage(conn, account_id, size, 1)
         now = time.time()
         conn.execute(
             f"INSERT INTO messages ({_MSG_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
@@ -738,7 +760,7 @@ class SqliteStore(SqliteQueue, SqliteFullText, SqliteWebSessions, SqliteLogins):
         )
 
     def _appender(
-        self, mailbox_id: MailboxId, message: NewMessage
+        self, mailbox_id: MailboxId, message: NewMessage, quota: QuotaLimits | None = None
     ) -> Callable[[sqlite3.Connection], MessageMeta]:
         """What appending *message* writes, as a function of the connection (checked here)."""
         spool = message.spool
@@ -771,7 +793,7 @@ class SqliteStore(SqliteQueue, SqliteFullText, SqliteWebSessions, SqliteLogins):
                     rendered.bodystructure,
                 ),
             )
-            return self._insert_message(
+            meta = self._insert_message(
                 conn,
                 mailbox_id,
                 cur.lastrowid or 0,
@@ -781,18 +803,26 @@ class SqliteStore(SqliteQueue, SqliteFullText, SqliteWebSessions, SqliteLogins):
                 internal,
                 message.pop3_uidl,
             )
+            _quota.enforce(conn, mailbox_id, quota)
+            return meta
 
         return run
 
-    async def append(self, mailbox_id: MailboxId, message: NewMessage) -> MessageMeta:
-        meta = await self._write(self._appender(mailbox_id, message))
+    async def append(
+        self, mailbox_id: MailboxId, message: NewMessage, *, quota: QuotaLimits | None = None
+    ) -> MessageMeta:
+        meta = await self._write(self._appender(mailbox_id, message, quota))
         self._notify([mailbox_id])
         return meta
 
     async def append_many(
-        self, mailbox_id: MailboxId, messages: Sequence[NewMessage]
+        self,
+        mailbox_id: MailboxId,
+        messages: Sequence[NewMessage],
+        *,
+        quota: QuotaLimits | None = None,
     ) -> list[MessageMeta]:
-        runs = [self._appender(mailbox_id, message) for message in messages]
+        runs = [self._appender(mailbox_id, message, quota) for message in messages]
         # one job of the group commit, inside its own savepoint: all of them or none
         metas = await self._write(lambda conn: [run(conn) for run in runs])
         self._notify([mailbox_id])
@@ -957,6 +987,7 @@ class SqliteStore(SqliteQueue, SqliteFullText, SqliteWebSessions, SqliteLogins):
                 )
                 continue
             doomed += self._unref(conn, meta.blob)
+        _quota.change_usage(conn, mailbox.account_id, -sum(m.size for m in metas), -len(metas))
         self._journal(conn, mailbox_id)
         return [Expunged(m.uid, modseq) for m in metas], doomed
 
@@ -973,12 +1004,19 @@ class SqliteStore(SqliteQueue, SqliteFullText, SqliteWebSessions, SqliteLogins):
         return gone
 
     async def copy(
-        self, src: MailboxId, uids: Iterable[Uid], dst: MailboxId, *, move: bool = False
+        self,
+        src: MailboxId,
+        uids: Iterable[Uid],
+        dst: MailboxId,
+        *,
+        move: bool = False,
+        quota: QuotaLimits | None = None,
     ) -> list[tuple[Uid, Uid]]:
         wanted = list(uids)
 
         def run(conn: sqlite3.Connection) -> tuple[list[tuple[Uid, Uid]], list[str]]:
             self._require_mailbox(conn, dst)
+            before = _quota.usage_of(conn, dst)[1:]
             pairs: list[tuple[Uid, Uid]] = []
             metas = self._select(conn, src, wanted)
             for meta in metas:
@@ -997,6 +1035,7 @@ class SqliteStore(SqliteQueue, SqliteFullText, SqliteWebSessions, SqliteLogins):
             doomed: list[str] = []
             if move and metas:
                 _, doomed = self._expunge(conn, src, [m.uid for m in metas], False)
+            _quota.enforce(conn, dst, quota, before, "the copy")
             return pairs, doomed
 
         pairs, doomed = await self._write(run)
@@ -1317,9 +1356,12 @@ class SqliteStore(SqliteQueue, SqliteFullText, SqliteWebSessions, SqliteLogins):
             ):
                 if refs != used:
                     problems.append(f"blob {blob}: reference count {refs}, used {used} times")
+            problems.extend(_quota.recount(conn, False))
             return [(r[0], r[1]) for r in conn.execute("SELECT name, size FROM blobs")]
 
         blobs = await self._db.read(inspect)
+        if repair and any(" quota usage " in problem for problem in problems):
+            await self._write(lambda conn: _quota.recount(conn, True))  # recounted under lock
 
         def files() -> set[str]:
             known = {name for name, _ in blobs}

@@ -1,0 +1,211 @@
+"""Quotas (RFC 9208; docs/quota.md): every account's limits, its usage, and the warnings.
+
+The limits come from ``[quota]`` in the configuration, each overridable per account (account
+settings ``quota.storage``, ``quota.messages``, ``quota.mailboxes``). The service hands them
+to the store's writes (append, copy, create mailbox), which refuse a write past a limit with
+OverQuota in the write's own transaction; expunging and deleting are never checked. After a
+write that added mail, :meth:`Quotas.after_write` delivers a warning into the account's INBOX
+when the usage crossed a warning level (docs/decisions/quota.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import formatdate
+
+from pobox.config import QuotaConfig, parse_count, parse_size
+from pobox.errors import InvalidInput, NotAllowed
+from pobox.service.content import chunked, spool_message
+from pobox.store.api import Account, AccountId, QuotaLimits, QuotaUsage, Store
+
+log = logging.getLogger("pobox.quota")
+
+#: The account settings that override ``[quota]``, with their validators.
+SETTINGS = {
+    "quota.storage": parse_size,
+    "quota.messages": parse_count,
+    "quota.mailboxes": parse_count,
+}
+
+#: IMAP resource names (RFC 9208 §5) and the account settings behind them.
+RESOURCES = {"STORAGE": "quota.storage", "MESSAGE": "quota.messages", "MAILBOX": "quota.mailboxes"}
+
+#: How long a process keeps an account's limits before it reads its settings again.
+LIMITS_TTL = 5.0
+
+
+def _size_text(octets: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if octets < 1024 or unit == "TB":
+            return f"{octets:.0f} {unit}" if unit == "bytes" else f"{octets:.1f} {unit}"
+        octets /= 1024
+    return f"{octets:.1f} TB"  # pragma: no cover
+
+
+def percent(storage: int, messages: int, limits: QuotaLimits) -> float:
+    """How full the account is: the larger share of a limited resource, in percent."""
+    shares = [0.0]
+    if limits.storage:
+        shares.append(100.0 * storage / limits.storage)
+    if limits.messages:
+        shares.append(100.0 * messages / limits.messages)
+    return max(shares)
+
+
+def level(storage: int, messages: int, limits: QuotaLimits, thresholds: Sequence[int]) -> int:
+    """The highest warning threshold the usage has reached (0: none)."""
+    share = percent(storage, messages, limits)
+    return max((t for t in thresholds if share >= t), default=0)
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaReport:
+    """An account's limits and usage, as GETQUOTA and ``pobox user list`` show them."""
+
+    limits: QuotaLimits
+    usage: QuotaUsage
+
+
+class Quotas:
+    def __init__(self, store: Store, config: QuotaConfig, hostname: str) -> None:
+        self.store = store
+        self.config = config
+        self.hostname = hostname
+        self._defaults = self._server_limits(config)
+        self._cache: dict[AccountId, tuple[float, QuotaLimits]] = {}
+
+    @staticmethod
+    def _server_limits(config: QuotaConfig) -> QuotaLimits:
+        return QuotaLimits(
+            storage=parse_size(config.storage),
+            messages=config.messages or None,
+            mailboxes=config.mailboxes or None,
+        )
+
+    def reconfigure(self, config: QuotaConfig, hostname: str) -> None:
+        self.config = config
+        self.hostname = hostname
+        self._defaults = self._server_limits(config)
+        self._cache.clear()
+
+    # limits -------------------------------------------------------------------------------
+    def limits(self, account: Account) -> QuotaLimits:
+        """The account's limits: its own settings, else the server's."""
+        values: dict[str, int | None] = {}
+        for field, key in (
+            ("storage", "quota.storage"),
+            ("messages", "quota.messages"),
+            ("mailboxes", "quota.mailboxes"),
+        ):
+            text = account.settings.get(key)
+            if text is None:
+                values[field] = getattr(self._defaults, field)
+                continue
+            try:
+                values[field] = SETTINGS[key](text)
+            except ValueError:  # set behind the CLI's back: the server's limit holds
+                log.warning("account %s: ignoring bad setting %s=%r", account.address, key, text)
+                values[field] = getattr(self._defaults, field)
+        return QuotaLimits(**values)
+
+    async def current_limits(self, account: Account) -> QuotaLimits:
+        """The limits with the account's settings as stored now (read again after
+        LIMITS_TTL seconds: a long IMAP session sees a changed quota)."""
+        now = time.monotonic()
+        cached = self._cache.get(account.id)
+        if cached is not None and now - cached[0] < LIMITS_TTL:
+            return cached[1]
+        fresh = await self.store.get_account_by_id(account.id)
+        limits = self.limits(fresh or account)
+        if len(self._cache) > 10000:
+            self._cache.clear()
+        self._cache[account.id] = (now, limits)
+        return limits
+
+    async def report(self, account: Account) -> QuotaReport:
+        return QuotaReport(
+            await self.current_limits(account), await self.store.quota_usage(account.id)
+        )
+
+    def is_admin(self, account: Account) -> bool:
+        return account.address.lower() in {a.lower() for a in self.config.admins}
+
+    async def set_limits(
+        self, admin: Account, target: Account, limits: dict[str, int | None]
+    ) -> None:
+        """SETQUOTA: set *target*'s limits (keys of RESOURCES; None: no limit) as its own
+        settings; resources not named go back to the server's default (RFC 9208 §4.1.3)."""
+        if not self.is_admin(admin):
+            raise NotAllowed("only a quota administrator ([quota] admins) may change quotas")
+        unknown = sorted(set(limits) - set(RESOURCES))
+        if unknown:
+            raise InvalidInput(f"unsupported resource {unknown[0]}")
+        for resource, key in RESOURCES.items():
+            value = limits.get(resource, ...)
+            if value is ...:
+                await self.store.set_account_setting(target.id, key, None)
+            elif resource == "STORAGE":
+                text = "0" if value is None else str(value * 1024)  # IMAP counts in KiB
+                await self.store.set_account_setting(target.id, key, text)
+            else:
+                await self.store.set_account_setting(target.id, key, str(value or 0))
+        self._cache.pop(target.id, None)
+
+    # warnings -----------------------------------------------------------------------------
+    async def after_write(self, account: Account, limits: QuotaLimits) -> None:
+        """After mail was added to *account*: a warning into its INBOX when the usage crossed
+        a warning level since the last one (once per crossing; docs/decisions/quota.md)."""
+        thresholds = self.config.warn
+        if not thresholds or (limits.storage is None and limits.messages is None):
+            return
+        usage = await self.store.quota_usage(account.id)
+        now = level(usage.storage, usage.messages, limits, thresholds)
+        low = level(usage.low_storage, usage.low_messages, limits, thresholds)
+        seen = min(usage.warned, low)  # fell below since the last warning: warned again
+        if now > seen:
+            inbox = await self.store.get_mailbox(account.id, "INBOX")
+            if inbox is None:
+                return
+            message = await asyncio.to_thread(
+                spool_message,
+                self.store.new_spool(),
+                chunked(self._warning(account, usage, limits, now)),
+            )
+            if await self.store.quota_warn(account.id, usage.warned, now, inbox.id, message):
+                log.info("quota warning %d%% delivered to %s", now, account.address)
+            else:
+                message.spool.discard()
+        elif seen < usage.warned:
+            await self.store.quota_warn(account.id, usage.warned, seen)
+
+    def _warning(
+        self, account: Account, usage: QuotaUsage, limits: QuotaLimits, reached: int
+    ) -> bytes:
+        share = percent(usage.storage, usage.messages, limits)
+        lines = [f"Your mailbox {account.address} is {share:.0f}% full."]
+        if limits.storage:
+            lines.append(f"Storage: {_size_text(usage.storage)} of {_size_text(limits.storage)}")
+        if limits.messages:
+            lines.append(f"Messages: {usage.messages} of {limits.messages}")
+        lines += [
+            "",
+            "When it is full, new mail for you is refused and goes back to its senders.",
+            "Delete messages you no longer need, empty the Trash, or ask your",
+            "administrator for more room.",
+        ]
+        message = EmailMessage(policy=SMTP)
+        message["From"] = f"Mail Delivery System <postmaster@{self.hostname}>"
+        message["To"] = f"<{account.address}>"
+        message["Subject"] = f"Your mailbox is {reached}% full"
+        message["Date"] = formatdate(localtime=True)
+        message["Message-ID"] = f"<quota.{secrets.token_hex(8)}@{self.hostname}>"
+        message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no automatic replies
+        message.set_content("\n".join(lines) + "\n")
+        return message.as_bytes()
