@@ -27,6 +27,10 @@ class NotAllowed(PoboxError):
     """The operation is understood but not permitted (e.g. deleting INBOX)."""
 
 
+class NoPermission(PoboxError):
+    """The access control list of a mailbox does not give the user the right (RFC 4314)."""
+
+
 class InUse(PoboxError):
     """An exclusive resource (the POP3 maildrop) is held by another session."""
 

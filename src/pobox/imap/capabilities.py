@@ -34,6 +34,9 @@ AFTER_LOGIN = (
     "OBJECTID",
     "CONDSTORE",
     "QRESYNC",
+    "ACL",
+    "RIGHTS=texk",
+    "LIST-MYRIGHTS",
 )
 
 #: What ENABLE can turn on.

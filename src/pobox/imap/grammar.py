@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pobox.imap import mutf7
+from pobox.imap.acl_grammar import ACL_COMMANDS
 from pobox.imap.commands import (
     Authenticate,
     Capability,
@@ -422,6 +423,7 @@ _COMMANDS: dict[str, Callable[[Reader, str, bool], Command]] = {
     "COPY": _copy_move(Copy),
     "MOVE": _copy_move(Move),
     "ID": _id,
+    **ACL_COMMANDS,
 }
 _UID_COMMANDS = frozenset({"COPY", "MOVE", "FETCH", "SEARCH", "SORT", "THREAD", "STORE", "EXPUNGE"})
 

@@ -460,3 +460,55 @@ class VanishedResponse:
     def render(self, *, utf8: bool = False) -> bytes:
         prefix = b"* VANISHED (EARLIER) " if self.earlier else b"* VANISHED "
         return prefix + format_uid_set(self.uids).encode() + CRLF
+
+
+# --------------------------------------------------------------------------- ACL (RFC 4314)
+
+
+def _identifier(text: str, utf8: bool) -> bytes:
+    return astring(text.encode("utf-8"), utf8=utf8)
+
+
+@dataclass(frozen=True, slots=True)
+class MyRightsResponse:
+    """``* MYRIGHTS INBOX lrswipkxteacd`` (RFC 4314 §3.8, RFC 8440)."""
+
+    name: str
+    rights: str
+
+    def render(self, *, utf8: bool = False) -> bytes:
+        rights = astring(self.rights.encode("ascii"))
+        return b"* MYRIGHTS " + mailbox_name(self.name, utf8=utf8) + b" " + rights + CRLF
+
+
+@dataclass(frozen=True, slots=True)
+class AclResponse:
+    """``* ACL INBOX fred@example.org lrswi`` (RFC 4314 §3.6)."""
+
+    name: str
+    entries: tuple[tuple[str, str], ...]
+
+    def render(self, *, utf8: bool = False) -> bytes:
+        parts = [b"* ACL " + mailbox_name(self.name, utf8=utf8)]
+        for identifier, rights in self.entries:
+            parts.append(_identifier(identifier, utf8) + b" " + astring(rights.encode("ascii")))
+        return b" ".join(parts) + CRLF
+
+
+@dataclass(frozen=True, slots=True)
+class ListRightsResponse:
+    """``* LISTRIGHTS INBOX fred@example.org "" l r s w …`` (RFC 4314 §3.7)."""
+
+    name: str
+    identifier: str
+    required: str
+    optional: tuple[str, ...]
+
+    def render(self, *, utf8: bool = False) -> bytes:
+        parts = [
+            b"* LISTRIGHTS " + mailbox_name(self.name, utf8=utf8),
+            _identifier(self.identifier, utf8),
+            astring(self.required.encode("ascii")),
+            *(astring(o.encode("ascii")) for o in self.optional),
+        ]
+        return b" ".join(parts) + CRLF

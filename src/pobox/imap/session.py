@@ -26,6 +26,7 @@ from pobox.errors import (
     Expunged,
     InUse,
     InvalidInput,
+    NoPermission,
     NotAllowed,
     NotFound,
     OverQuota,
@@ -66,6 +67,8 @@ from pobox.net.tls import (
     resume_reading,
     upgrade,
 )
+from pobox.service.acl import Access
+from pobox.service.auth import Authenticated, login_fact
 from pobox.service.mail import MailService
 from pobox.service.view import MailboxView
 from pobox.store.api import SYSTEM_FLAGS, Account, MailboxId, MessageMeta, Uid
@@ -115,6 +118,16 @@ class Selected:
     saved: list[Uid] | None = None  # SEARCHRES: the result of the last SEARCH RETURN (SAVE)
     #: the keywords the client was told of in FLAGS (at SELECT, and since)
     keywords: list[str] = field(default_factory=list)
+    #: the rights this session has on the mailbox, fixed at SELECT (RFC 4314 §5.1.1 allows
+    #: that); None: the account's own mailbox, every right
+    access: Access | None = None
+
+    def may(self, right: str) -> bool:
+        return self.access is None or self.access.has(right)
+
+    def require(self, rights: str) -> None:
+        if self.access is not None:
+            self.access.require(rights)
 
     @property
     def mailbox_id(self) -> MailboxId:
@@ -142,6 +155,8 @@ def error_code(exc: PoboxError) -> tuple[str, str | None]:
             return text, "ALREADYEXISTS"
         case NotAllowed():
             return text, "CANNOT"
+        case NoPermission():
+            return text, "NOPERM"
         case InUse():
             return text, "INUSE"
         case TooBig():
@@ -179,6 +194,8 @@ class ImapSession:
         )
         self.state = State.NOT_AUTHENTICATED
         self.account: Account | None = None
+        #: how it logged in: the app password's label and revocation flag (docs/app-passwords.md)
+        self.credential: Authenticated | None = None
         self.selected: Selected | None = None
         self.enabled: set[str] = set()
         self.peer = str(writer.get_extra_info("peername"))
@@ -592,6 +609,7 @@ class ImapSession:
             "session",
             proto="imap",
             user=self.account.address if self.account else "",
+            **login_fact(self.credential),
             ip=self.remote_ip,
             tls=self.tls,
             duration=time.monotonic() - self.started,
@@ -734,6 +752,12 @@ class ImapSession:
         from pobox.imap.handlers import COMMANDS
 
         self.commands += 1
+        if self.credential is not None and self.credential.revoked:
+            # its app password was deleted: the session ends here (docs/app-passwords.md)
+            self.end = "revoked"
+            self.send(r.bye("this app password was revoked", r.ResponseCode.plain("EXPIRED")))
+            await self.drain()
+            raise Disconnect
         self._begin(
             command.tag, "UID " + command.NAME if getattr(command, "uid", False) else command.NAME
         )

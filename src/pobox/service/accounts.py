@@ -52,6 +52,10 @@ class Accounts:
     async def delete(self, address: str) -> None:
         account = await self.require(address)
         await self.store.delete_account(account.id)
+        # its entries go from other accounts' access control lists: a new account with the
+        # same address must not inherit them (docs/decisions/shared-folders.md)
+        lowered = account.address.lower()
+        await self.store.drop_acl_identifiers([lowered, "-" + lowered])
 
     async def list(self) -> list[Account]:
         return await self.store.list_accounts()

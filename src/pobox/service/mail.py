@@ -7,13 +7,16 @@ from dataclasses import dataclass
 from pobox.config import Config
 from pobox.net.drain import Drain
 from pobox.service.accounts import Accounts, normalise_address
+from pobox.service.acl import Acl
 from pobox.service.auth import Authenticator
 from pobox.service.dates import parse_day
 from pobox.service.delivery import Delivery
+from pobox.service.folder_policy import FolderPolicies
 from pobox.service.index import MailIndex
 from pobox.service.maildrop import Maildrop
 from pobox.service.passwords import configure as configure_passwords
 from pobox.service.policy import Clock, Policies, utcnow
+from pobox.service.quota import Quotas
 from pobox.store.api import Account, Mailbox, MailboxStatus, Recoverable, Store
 from pobox.store.factory import create_store
 
@@ -34,7 +37,14 @@ class MailService:
         configure_passwords(auth.argon2_time_cost, auth.argon2_memory_kib, auth.argon2_lanes)
         self.auth = Authenticator(store, config.auth)
         self.delivery = Delivery(store, self.accounts, config.hostname)
+        #: quota limits, usage and warnings (pobox.service.quota, docs/quota.md)
+        self.quota = Quotas(store, config.quota, config.hostname)
+        self.delivery.quotas = self.quota
         self.policies = Policies(store, config.pop3, clock)
+        #: rights on mailboxes and the shared namespace (pobox.service.acl)
+        self.acl = Acl(store, config.acl)
+        #: folder policies and their sweeper (docs/policies.md)
+        self.folder_policies = FolderPolicies(store, config.policy, clock)
         #: the process's shared mailbox index (pobox.service.index)
         self.index = MailIndex(store)
         #: the open sessions, told when the server shuts down (pobox.net.drain)
@@ -48,6 +58,9 @@ class MailService:
         self.auth.reconfigure(config.auth)
         self.delivery.hostname = config.hostname
         self.policies.pop3 = config.pop3
+        self.quota.reconfigure(config.quota, config.hostname)
+        self.acl.config = config.acl
+        self.folder_policies.config = config.policy
 
     @classmethod
     async def open(cls, config: Config, clock: Clock = utcnow) -> MailService:

@@ -25,7 +25,9 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from pobox.errors import AlreadyExists, InvalidInput, NotAllowed, NotFound
+from pobox.config import AclConfig
+from pobox.errors import AlreadyExists, InvalidInput, NoPermission, NotAllowed, NotFound
+from pobox.service.acl import Acl
 from pobox.store.api import (
     DELIMITER,
     SPECIAL_USES,
@@ -219,31 +221,64 @@ def _cut_levels(names: Iterable[str], matches: Callable[[str], bool]) -> set[str
 
 
 class Mailboxes:
-    """The mailbox operations of one store; stateless and cheap to make."""
+    """The mailbox operations of one store; stateless and cheap to make.
 
-    def __init__(self, store: Store) -> None:
+    Names in the shared namespace (``Shared/owner@domain/Folder``) reach other accounts'
+    mailboxes through their access control lists (:mod:`pobox.service.acl`): every operation
+    checks the right RFC 4314 §4 asks for, and a mailbox the account may not see does not
+    exist for it."""
+
+    def __init__(self, store: Store, acl: Acl | None = None) -> None:
         self.store = store
+        self.acl = acl if acl is not None else Acl(store, AclConfig())
 
     async def get(self, account: Account, name: str) -> Mailbox:
-        mailbox = await self.store.get_mailbox(account.id, normalise_name(name))
-        if mailbox is None:
-            raise NotFound(f"mailbox {name} does not exist")
-        return mailbox
+        return (await self.acl.access(account, normalise_name(name))).mailbox
 
     async def status(self, account: Account, name: str) -> tuple[Mailbox, MailboxStatus]:
-        mailbox = await self.get(account, name)
-        return mailbox, await self.store.mailbox_status(mailbox.id)
+        """STATUS needs the ``r`` right (RFC 4314 §4)."""
+        access = await self.acl.access(account, normalise_name(name), "r")
+        return access.mailbox, await self.store.mailbox_status(access.mailbox.id)
+
+    async def _nearest_parent(self, owner: Account, name: str) -> Mailbox | None:
+        for parent in reversed(parents(name)):
+            found = await self.store.get_mailbox(owner.id, parent)
+            if found is not None:
+                return found
+        return None
 
     async def create(self, account: Account, name: str, use: Sequence[str] = ()) -> Mailbox:
-        """Create *name* and any missing parents; *use* are RFC 6154 attributes."""
+        """Create *name* and any missing parents; *use* are RFC 6154 attributes. The new
+        mailbox takes the access control list of its nearest existing parent; in another
+        account's tree that parent must give the ``k`` right."""
         name = validate_name(name, trailing_delimiter=True)
         if name == INBOX:
             raise AlreadyExists("INBOX always exists")
         attribute = special_use(use)
-        if await self.store.get_mailbox(account.id, name) is not None:
+        where = await self.acl.locate(account, name)
+        if not where.shared and self.acl.is_shared_name(name):
+            raise NotAllowed(f"{self.acl.prefix} holds other accounts' shared mailboxes")
+        owner, local = where.owner, where.local
+        if where.shared:
+            local = validate_name(local)
+        parent = await self._nearest_parent(owner, local)
+        if where.shared:
+            if parent is None:
+                raise NoPermission(f"no permission to create mailboxes in {name}")
+            shown = self.acl.shared_name(owner.address.lower(), parent.name)
+            try:
+                await self.acl.access_to(account, parent, shown, "k")
+            except NotFound:
+                raise NoPermission(f"no permission to create mailboxes in {name}") from None
+        if await self.store.get_mailbox(owner.id, local) is not None:
+            if where.shared:  # visible only with the l right
+                await self.acl.access(account, name)
             raise AlreadyExists(f"mailbox {name} already exists")
-        await self._create_parents(account, name)
-        return await self.store.create_mailbox(account.id, name, attribute)
+        await self._create_parents(owner, local)
+        mailbox = await self.store.create_mailbox(owner.id, local, attribute)
+        if parent is not None:
+            await self.acl.inherit(parent, mailbox)
+        return mailbox
 
     async def _create_parents(self, account: Account, name: str) -> None:
         for parent in parents(name):
@@ -254,13 +289,17 @@ class Mailboxes:
                     pass
 
     async def delete(self, account: Account, name: str) -> Mailbox:
-        """Delete *name* with its messages; refuses INBOX and mailboxes with children."""
+        """Delete *name* with its messages; refuses INBOX and mailboxes with children. Needs
+        the ``x`` right; the mailbox's access control list goes with it."""
         name = normalise_name(name)
         if name == INBOX:
             raise NotAllowed("INBOX cannot be deleted")
-        mailbox = await self.get(account, name)
-        existing = await self.store.list_mailboxes(account.id)
-        if any(is_below(m.name, name) for m in existing):
+        access = await self.acl.access(account, name, "x")
+        mailbox = access.mailbox
+        if mailbox.name == INBOX:
+            raise NotAllowed("INBOX cannot be deleted")
+        existing = await self.store.list_mailboxes(mailbox.account_id)
+        if any(is_below(m.name, mailbox.name) for m in existing):
             raise HasChildren(f"mailbox {name} has child mailboxes; delete them first")
         await self.store.delete_mailbox(mailbox.id)
         return mailbox
@@ -269,34 +308,55 @@ class Mailboxes:
         """Rename *old* (and everything below it) to *new*, creating missing parents of *new*.
 
         Renaming INBOX moves its messages to a new mailbox *new* and leaves INBOX empty; its
-        children stay where they are (RFC 9051 §6.3.6).
+        children stay where they are (RFC 9051 §6.3.6). In another account's tree it needs the
+        ``x`` right on *old* and ``k`` on the new parent (RFC 4314 §4); a mailbox cannot move
+        from one account to another.
         """
         old = normalise_name(old)
         new = validate_name(new)
-        source = await self.get(account, old)
-        if new == old:
+        access = await self.acl.access(account, old, "x")
+        source = access.mailbox
+        target = await self.acl.locate(account, new)
+        if not target.shared and self.acl.is_shared_name(new):
+            raise NotAllowed(f"{self.acl.prefix} holds other accounts' shared mailboxes")
+        if target.owner.id != source.account_id:
+            raise NotAllowed("a mailbox cannot move to another account")
+        owner = target.owner
+        old_local, new_local = source.name, validate_name(target.local)
+        if new_local == old_local:
             raise AlreadyExists(f"mailbox {new} already exists")
-        if new == INBOX:
+        if new_local == INBOX:
             raise AlreadyExists("INBOX always exists")
-        if old != INBOX and is_below(new, old):
+        if old_local != INBOX and is_below(new_local, old_local):
             raise InvalidInput(f"mailbox {old} cannot be moved below itself")
-        existing = {m.name: m for m in await self.store.list_mailboxes(account.id)}
-        if new in existing:
+        if target.shared:
+            parent = await self._nearest_parent(owner, new_local)
+            if parent is None:
+                raise NoPermission(f"no permission to create mailboxes for {new}")
+            shown = self.acl.shared_name(owner.address.lower(), parent.name)
+            try:
+                await self.acl.access_to(account, parent, shown, "k")
+            except NotFound:
+                raise NoPermission(f"no permission to create mailboxes for {new}") from None
+        existing = {m.name: m for m in await self.store.list_mailboxes(owner.id)}
+        if new_local in existing:
             raise AlreadyExists(f"mailbox {new} already exists")
-        if old == INBOX:
-            return await self._rename_inbox(account, source, new)
-        moving = [n for n in existing if is_below(n, old)]
+        if old_local == INBOX:
+            return await self._rename_inbox(owner, source, new_local)
+        moving = [n for n in existing if is_below(n, old_local)]
         for child in moving:
-            target = new + child[len(old) :]
-            if target in existing:
-                raise AlreadyExists(f"mailbox {target} already exists")
-            if len(target.encode("utf-8")) > MAX_NAME_OCTETS or target.count(DELIMITER) >= (
-                MAX_DEPTH
-            ):
+            renamed_child = new_local + child[len(old_local) :]
+            if renamed_child in existing:
+                raise AlreadyExists(f"mailbox {renamed_child} already exists")
+            if len(renamed_child.encode("utf-8")) > MAX_NAME_OCTETS or renamed_child.count(
+                DELIMITER
+            ) >= (MAX_DEPTH):
                 raise InvalidInput(f"the child mailbox {child} would get too long a name")
-        await self._create_parents(account, new)
-        renamed = await self.store.rename_mailbox(source.id, new)
-        await self._move_subscriptions(account, old, new)
+        await self._create_parents(owner, new_local)
+        renamed = await self.store.rename_mailbox(source.id, new_local)
+        await self._move_subscriptions(owner, old_local, new_local)
+        if target.shared:
+            await self._move_subscriptions(account, old, new)
         return renamed
 
     async def _rename_inbox(self, account: Account, inbox: Mailbox, new: str) -> Mailbox:
@@ -312,6 +372,14 @@ class Mailboxes:
             if name == old or is_below(name, old):
                 await self.store.set_subscribed(account.id, name, False)
                 await self.store.set_subscribed(account.id, new + name[len(old) :], True)
+
+    async def visible(self, account: Account) -> dict[str, Mailbox]:
+        """Every mailbox *account* may see, by the name it sees: its own, and the shared
+        mailboxes of others it has the ``l`` right on."""
+        mailboxes = {m.name: m for m in await self.store.list_mailboxes(account.id)}
+        for name, (mailbox, _rights) in (await self.acl.shared_with(account)).items():
+            mailboxes[name] = mailbox
+        return mailboxes
 
     async def subscribe(self, account: Account, name: str) -> str:
         """Subscribe to *name*; the mailbox need not exist (RFC 9051 §6.3.7)."""
@@ -342,7 +410,7 @@ class Mailboxes:
         mailboxes with a special use; ``recursive_match`` adds names that do not meet the
         criteria but have a descendant that does and that no pattern matched (CHILDINFO).
         """
-        mailboxes = {m.name: m for m in await self.store.list_mailboxes(account.id)}
+        mailboxes = await self.visible(account)
         subscriptions = set(await self.store.list_subscriptions(account.id))
         matchers = [matcher(p) for p in patterns]
 
@@ -390,7 +458,7 @@ class Mailboxes:
         selectable; a level matched by ``%`` whose descendants are subscribed is listed as not
         selectable."""
         match = matcher(pattern)
-        mailboxes = {m.name for m in await self.store.list_mailboxes(account.id)}
+        mailboxes = set(await self.visible(account))
         subscriptions = set(await self.store.list_subscriptions(account.id))
         names = {n: n in mailboxes for n in subscriptions if match(n)}
         for parent in _cut_levels(subscriptions, match) - subscriptions:

@@ -13,12 +13,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from pobox.errors import PoboxError
+from pobox.errors import NotFound, PoboxError
 from pobox.imap import responses as r
 from pobox.imap.fetch import render_kept
 from pobox.imap.protocol import AppendAborted, AppendData, AppendEnd, AppendStart
 from pobox.imap.session import AUTH, CommandError, ImapSession, error_code
 from pobox.mail.structure import ParsedMessage
+from pobox.service.acl import Access
 from pobox.service.content import IncomingMessage
 from pobox.store.api import Mailbox, NewMessage, Uid
 
@@ -34,6 +35,8 @@ class _Pending:
 class AppendState:
     tag: str
     mailbox: Mailbox | None = None
+    #: the rights on another account's mailbox (None: the account's own)
+    access: Access | None = None
     messages: list[_Pending] = field(default_factory=list)
     current: _Pending | None = None
     error: tuple[str, str, str | None] | None = None  # (status, text, code)
@@ -57,7 +60,15 @@ async def _start(session: ImapSession, event: AppendStart) -> None:
                 raise CommandError("APPEND is not allowed before login", status="BAD")
             account = session.require_account()
             name = session.mailbox_name(event.mailbox)
-            if state.mailbox is None or state.mailbox.name != name:
+            acl = session.service.acl
+            if acl.is_shared_name(name):
+                # another account's mailbox: the i right (RFC 4314 §4), every message
+                try:
+                    state.access = await acl.access(account, name, "i")
+                except NotFound:
+                    raise CommandError(f"mailbox {name} does not exist", "TRYCREATE") from None
+                state.mailbox = state.access.mailbox
+            elif state.mailbox is None or state.mailbox.name != name:
                 held = session.service.index.find(account.id, name)
                 if held is not None and not held.stale:  # open in this process: no read
                     mailbox: Mailbox | None = held.mailbox
@@ -68,6 +79,9 @@ async def _start(session: ImapSession, event: AppendStart) -> None:
                 state.mailbox = mailbox
         except CommandError as exc:
             state.error = (exc.status, exc.text, exc.code)
+        except PoboxError as exc:
+            text, code = error_code(exc)
+            state.error = ("NO", text, code)
     if state.error is not None:
         if event.sync:
             status, text, code = state.error
@@ -76,6 +90,8 @@ async def _start(session: ImapSession, event: AppendStart) -> None:
             session.send_raw(session.protocol.reject_literal(text, code, status))
         return
     flags = frozenset(f for f in event.flags if f.lower() != "\\recent")
+    if state.access is not None:  # only the flags this user may set there (RFC 4314 §4)
+        flags = state.access.allowed_flags(flags)
     if state.current is not None:  # the previous message of this MULTIAPPEND is complete
         state.messages.append(state.current)
         state.current = None

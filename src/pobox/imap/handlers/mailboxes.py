@@ -15,12 +15,13 @@ from pobox.imap import responses as r
 from pobox.imap.grammar import decode_mailbox
 from pobox.imap.objectid import mailbox_id
 from pobox.imap.session import AUTH, CommandError, CommandSpec, ImapSession
+from pobox.service.acl import ALL_RIGHTS, shown
 from pobox.service.mailboxes import BadSpecialUse, HasChildren, ListEntry, Mailboxes
 from pobox.service.mailboxes import canonical_pattern as _canonical_pattern
 from pobox.store.api import DELIMITER, Mailbox, MailboxStatus
 
 SELECTION_OPTIONS = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
-RETURN_OPTIONS = frozenset({"SUBSCRIBED", "CHILDREN", "SPECIAL-USE"})
+RETURN_OPTIONS = frozenset({"SUBSCRIBED", "CHILDREN", "SPECIAL-USE", "MYRIGHTS"})
 #: STATUS items in both revisions; RECENT is rev1 only (RFC 9051 removed it).
 STATUS_ITEMS = frozenset(
     {
@@ -38,7 +39,7 @@ STATUS_ITEMS = frozenset(
 
 
 def _service(session: ImapSession) -> Mailboxes:
-    return Mailboxes(session.service.store)
+    return Mailboxes(session.service.store, session.service.acl)
 
 
 async def _finish(session: ImapSession, tag: str, name: str) -> None:
@@ -208,11 +209,20 @@ async def list_(session: ImapSession, cmd: c.List) -> None:
         extra = b'("CHILDINFO" ("SUBSCRIBED"))' if entry.childinfo else b""
         attributes = _attributes(entry, subscribed=show_subscribed, children="CHILDREN" in returns)
         session.send(r.ListItem(attributes, DELIMITER, entry.name, extra=extra))
-        if status_items is not None and entry.mailbox is not None:
-            # RFC 5819: one STATUS after the LIST of each selectable mailbox
+        if entry.mailbox is None:
+            continue
+        rights = ALL_RIGHTS
+        if entry.mailbox.account_id != account.id:
+            rights = await session.service.acl.rights_of(account, entry.mailbox)
+        if status_items is not None and "r" in rights:
+            # RFC 5819: one STATUS after the LIST of each selectable mailbox (that the user
+            # may read: RFC 4314 §4)
             status = await session.service.store.mailbox_status(entry.mailbox.id)
             values = _status_values(session, status_items, entry.mailbox, status)
             session.send(r.StatusResponse(entry.name, values))
+        if "MYRIGHTS" in returns:
+            # RFC 8440 §3: the rights on each mailbox listed
+            session.send(r.MyRightsResponse(entry.name, shown(rights)))
     await _finish(session, cmd.tag, "LIST")
 
 
@@ -236,7 +246,10 @@ async def lsub(session: ImapSession, cmd: c.Lsub) -> None:
 
 
 async def namespace(session: ImapSession, cmd: c.Namespace) -> None:
-    session.send(r.NamespaceResponse(((("", DELIMITER),)), None, None))
+    # other accounts' shared mailboxes are named by their owner: RFC 2342's "other users'
+    # namespace" (docs/decisions/shared-folders.md)
+    other = ((session.service.acl.prefix + DELIMITER, DELIMITER),)
+    session.send(r.NamespaceResponse(((("", DELIMITER),)), other, None))
     await _finish(session, cmd.tag, "NAMESPACE")
 
 
@@ -245,7 +258,8 @@ async def status(session: ImapSession, cmd: c.Status) -> None:
     name = session.mailbox_name(cmd.mailbox)
     items = _status_items(session, cmd.items)
     mailbox, current = await _service(session).status(account, name)
-    session.send(r.StatusResponse(mailbox.name, _status_values(session, items, mailbox, current)))
+    shown_name = mailbox.name if mailbox.account_id == account.id else name
+    session.send(r.StatusResponse(shown_name, _status_values(session, items, mailbox, current)))
     await _finish(session, cmd.tag, "STATUS")
 
 

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from pobox.errors import NotFound
 from pobox.imap import commands as c
 from pobox.imap import fetch as f
 from pobox.imap import responses as r
@@ -21,6 +22,7 @@ from pobox.imap.fetch import format_flags
 from pobox.imap.handlers import condstore
 from pobox.imap.session import SELECTED, CommandError, CommandSpec, ImapSession, Selected
 from pobox.mail.structure import ParsedMessage
+from pobox.service.acl import Access, flag_right
 from pobox.service.view import MailboxView
 from pobox.store.api import (
     SEEN,
@@ -28,7 +30,6 @@ from pobox.store.api import (
     BlobId,
     Content,
     FlagOp,
-    Mailbox,
     MessageMeta,
     ModSeq,
     Rendered,
@@ -352,7 +353,8 @@ async def fetch(session: ImapSession, cmd: c.Fetch) -> None:
             # expunged meanwhile: reported as vanished, not fetched
             uids = [u for u in uids if not view.is_expunged(u)]
     seen: dict[Uid, MessageMeta] = {}
-    if uids and f.sets_seen(items) and not selected.read_only:
+    # RFC 4314 §4: without the s right, FETCH BODY[] does not set \\Seen
+    if uids and f.sets_seen(items) and not selected.read_only and selected.may("s"):
         seen = await _mark_seen(session, selected, [u for u in uids if not view.is_expunged(u)])
         if seen and session.condstore:
             # RFC 7162 §3.1: a FETCH that sets \Seen reports the new MODSEQ (with the UID under
@@ -462,6 +464,33 @@ def _apply(op: FlagOp, old: frozenset[str], flags: frozenset[str]) -> frozenset[
     return old - flags
 
 
+async def _within_rights(
+    session: ImapSession, selected: Selected, op: FlagOp, flags: frozenset[str], uids: list[int]
+) -> tuple[FlagOp, frozenset[str]]:
+    """The STORE this user may make in another account's mailbox (RFC 4314 §4): \\Seen needs
+    the s right, \\Deleted t, every other flag w. Flags without the right are left alone; the
+    STORE fails (NOPERM) only when it would change nothing it has the right to. A FLAGS
+    replacement becomes the removal of the changeable flags not named and the addition of
+    the allowed ones named."""
+    access = selected.access
+    assert access is not None
+    if all(access.has(right) for right in "swt"):
+        return op, flags
+    allowed = access.allowed_flags(flags)
+    if op is not FlagOp.REPLACE:
+        if flags and not allowed:
+            access.require("".join(sorted({flag_right(f) for f in flags})))
+        return op, allowed
+    if not any(access.has(right) for right in "swt"):
+        access.require("w")
+    changeable = access.allowed_flags({*_SYSTEM, *selected.view.index.keywords_in_use()}) - allowed
+    if changeable and uids:
+        await session.service.index.set_flags(
+            selected.mailbox_id, [Uid(u) for u in uids], FlagOp.REMOVE, changeable, None
+        )
+    return FlagOp.ADD, allowed
+
+
 async def store(session: ImapSession, cmd: c.Store) -> None:
     """STORE / UID STORE (RFC 9051 §6.4.6).
 
@@ -483,6 +512,8 @@ async def store(session: ImapSession, cmd: c.Store) -> None:
     if selected.read_only:
         raise CommandError("mailbox is read-only", "READ-ONLY")
     op = _STORE_OPS[cmd.mode]
+    if selected.access is not None:
+        op, flags = await _within_rights(session, selected, op, flags, uids)
     view = selected.view
     # what the client was told: a message with changes it has not heard of is reported
     before = {m.uid: m for m in view.metas(uids)}
@@ -541,13 +572,28 @@ async def store(session: ImapSession, cmd: c.Store) -> None:
 # --------------------------------------------------------------------------- COPY / MOVE
 
 
-async def _target(session: ImapSession, raw: bytes) -> Mailbox:
+async def _target(session: ImapSession, raw: bytes) -> Access:
+    """The target of COPY or MOVE; it needs the i right (RFC 4314 §4)."""
     account = session.require_account()
     name = session.mailbox_name(raw)
-    mailbox = await session.service.store.get_mailbox(account.id, name)
-    if mailbox is None:
-        raise CommandError(f"mailbox {name} does not exist", "TRYCREATE")
-    return mailbox
+    try:
+        return await session.service.acl.access(account, name, "i")
+    except NotFound:
+        raise CommandError(f"mailbox {name} does not exist", "TRYCREATE") from None
+
+
+async def _drop_flags(session: ImapSession, target: Access, pairs: list[tuple[Uid, Uid]]) -> None:
+    """RFC 4314 §4: a copy keeps only the flags the user may set in the target mailbox."""
+    if target.own or all(target.has(right) for right in "swt") or not pairs:
+        return
+    index = session.service.index
+    copied = [d for _, d in pairs]
+    metas = await session.service.store.get_messages(target.mailbox.id, copied)
+    doomed = frozenset(f for m in metas for f in m.flags) - target.allowed_flags(
+        {f for m in metas for f in m.flags}
+    )
+    if doomed:
+        await index.set_flags(target.mailbox.id, copied, FlagOp.REMOVE, doomed, None)
 
 
 async def _check_present(session: ImapSession, selected: Selected, uids: list[Uid]) -> None:
@@ -570,10 +616,11 @@ async def copy(session: ImapSession, cmd: c.Copy) -> None:
     text = f"{_name(cmd)} completed"
     if uids:
         await _check_present(session, selected, uids)
-        pairs = await session.service.index.copy(selected.mailbox_id, uids, target.id)
+        pairs = await session.service.index.copy(selected.mailbox_id, uids, target.mailbox.id)
+        await _drop_flags(session, target, pairs)
         if pairs:
             code = r.ResponseCode.copyuid(
-                target.uidvalidity, [s for s, _ in pairs], [d for _, d in pairs]
+                target.mailbox.uidvalidity, [s for s, _ in pairs], [d for _, d in pairs]
             )
     else:
         text = "no messages found"
@@ -589,15 +636,19 @@ async def move(session: ImapSession, cmd: c.Move) -> None:
     if selected.read_only:
         # moving expunges from the source, which EXAMINE does not allow
         raise CommandError("mailbox is read-only", "READ-ONLY")
+    selected.require("te")  # RFC 6851 §3.1 with RFC 4314: \\Deleted and EXPUNGE in the source
     if not uids:
         await session.announce_updates()
         session.tagged(cmd.tag, "OK", "no messages found")
         return
     await _check_present(session, selected, uids)
-    pairs = await session.service.index.copy(selected.mailbox_id, uids, target.id, move=True)
+    pairs = await session.service.index.copy(
+        selected.mailbox_id, uids, target.mailbox.id, move=True
+    )
+    await _drop_flags(session, target, pairs)
     if pairs:
         code = r.ResponseCode.copyuid(
-            target.uidvalidity, [s for s, _ in pairs], [d for _, d in pairs]
+            target.mailbox.uidvalidity, [s for s, _ in pairs], [d for _, d in pairs]
         )
         session.send(r.Untagged("OK", "moved UIDs", code))
     moved = [s for s, _ in pairs]

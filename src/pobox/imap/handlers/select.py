@@ -11,33 +11,44 @@ from pobox.imap import responses as r
 from pobox.imap.handlers import condstore
 from pobox.imap.objectid import mailbox_id
 from pobox.imap.session import AUTH, SELECTED, CommandError, CommandSpec, ImapSession, Selected
+from pobox.service.acl import Access
 from pobox.service.index import DELETED_BIT
 from pobox.service.view import MailboxView
 from pobox.store.api import SYSTEM_FLAGS, Uid
 
 
-async def _open_view(session: ImapSession, name: str) -> MailboxView:
-    """The session's view of the named mailbox, over the process's shared index.
+async def _open_view(session: ImapSession, name: str) -> tuple[MailboxView, Access | None]:
+    """The session's view of the named mailbox, over the process's shared index, and the
+    rights the account has on it (None: its own mailbox).
 
     The mailbox row is read from the store every time (one point read): another process (a
     second worker, a PostgreSQL node, ``pobox deliver``) may have committed changes whose
     notification has not arrived yet, and a client that selects after another client's command
     completed must see its effect. The index catches up only when the row's HIGHESTMODSEQ says
-    it is behind."""
+    it is behind. Another account's mailbox needs the ``r`` right (RFC 4314 §4)."""
     account = session.require_account()
     index = session.service.index
-    found = await session.service.store.get_mailbox(account.id, name)
-    if found is None:
-        raise CommandError(f"mailbox {name} does not exist", "NONEXISTENT")
-    mailbox = found
+    try:
+        access = await session.service.acl.access(account, name, "r")
+    except NotFound:
+        raise CommandError(f"mailbox {name} does not exist", "NONEXISTENT") from None
+    mailbox = access.mailbox
     try:
         view = await MailboxView.open(index, mailbox)
     except NotFound:
         raise CommandError(f"mailbox {name} does not exist", "NONEXISTENT") from None
-    if view.mailbox.name != name or view.mailbox.account_id != account.id:
+    if view.mailbox.name != mailbox.name or view.mailbox.account_id != mailbox.account_id:
         view.close()  # renamed meanwhile
         raise CommandError(f"mailbox {name} does not exist", "NONEXISTENT")
-    return view
+    return view, None if access.own else access
+
+
+def _permanent_flags(flags: tuple[str, ...], access: Access | None) -> tuple[str, ...]:
+    """PERMANENTFLAGS names only the flags this user may change (RFC 4314 §5.1.1)."""
+    if access is None:
+        return (*flags, "\\*")
+    allowed = tuple(f for f in flags if access.allowed_flags((f,)))
+    return (*allowed, "\\*") if access.has("w") else allowed
 
 
 async def _select(session: ImapSession, cmd: c.Select | c.Examine, read_only: bool) -> None:
@@ -51,9 +62,11 @@ async def _select(session: ImapSession, cmd: c.Select | c.Examine, read_only: bo
         session.send(r.Untagged("OK", "previous mailbox closed", r.ResponseCode.plain("CLOSED")))
     if params.condstore:
         session.enable_condstore()  # RFC 7162 §3.1: SELECT (CONDSTORE) turns it on
-    view = await _open_view(session, name)
+    view, access = await _open_view(session, name)
     mailbox = view.mailbox
-    selected = Selected(view, read_only)
+    if access is not None and not access.read_write:
+        read_only = True  # RFC 4314 §5.2: none of the rights that change the mailbox
+    selected = Selected(view, read_only, access=access)
     try:
         if not read_only and len(view):
             # \Recent: the messages no session has seen yet become this one's (RFC 3501
@@ -68,7 +81,7 @@ async def _select(session: ImapSession, cmd: c.Select | c.Examine, read_only: bo
     selected.keywords = list(view.index.keywords_in_use())
     flags = (*SYSTEM_FLAGS, *selected.keywords)
     session.send(r.Flags(flags))
-    permanent = () if read_only else (*flags, "\\*")
+    permanent = () if read_only else _permanent_flags(flags, access)
     session.send(r.Untagged("OK", "flags permitted", r.ResponseCode.permanentflags(permanent)))
     session.send(r.exists(len(view)))
     if not session.rev2:
@@ -90,7 +103,7 @@ async def _select(session: ImapSession, cmd: c.Select | c.Examine, read_only: bo
         session.send(r.Untagged("OK", "highest", code))
     if session.rev2:
         attributes = (mailbox.special_use,) if mailbox.special_use else ()
-        session.send(r.ListItem(attributes, "/", mailbox.name))
+        session.send(r.ListItem(attributes, "/", name if access is not None else mailbox.name))
     await session.select(selected)
     if params.qresync is not None:
         await condstore.qresync_select(session, selected, params.qresync)
@@ -110,6 +123,7 @@ async def _expunge_deleted(session: ImapSession, uids: set[Uid] | None, announce
     selected = session.require_selected()
     if selected.read_only:
         raise CommandError("mailbox is read-only", "READ-ONLY")
+    selected.require("e")  # RFC 4314 §4
     # current flags, including what other sessions did meanwhile: the shared index has them
     index = selected.view.index
     await index.sync()
@@ -149,7 +163,8 @@ async def expunge(session: ImapSession, cmd: c.Expunge) -> None:
 
 async def close(session: ImapSession, cmd: c.Close) -> None:
     selected = session.require_selected()
-    if not selected.read_only:
+    # RFC 4314 §4: without the e right CLOSE closes and expunges nothing
+    if not selected.read_only and selected.may("e"):
         await _expunge_deleted(session, None, announce=False)
     await session.select(None)
     session.tagged(cmd.tag, "OK", "CLOSE completed")
