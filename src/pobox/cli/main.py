@@ -403,6 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("address")
     sub.add_argument("settings", nargs="+", metavar="KEY=VALUE")
     sub.set_defaults(action=cmd_user_set)
+    from pobox.cli import logins  # `pobox user login add|list|del` (docs/app-passwords.md)
+
+    logins.add_parser(user)
 
     alias = commands.add_parser("alias", help="addresses that deliver to an account")
     alias_cmds = alias.add_subparsers(dest="alias_command", metavar="ACTION", required=True)

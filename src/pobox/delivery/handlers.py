@@ -213,6 +213,8 @@ class _LoggedSession:
 
     #: the authenticated user, for the session's log line (submission)
     _user = ""
+    #: the label of the app password it logged in with ("": the main password)
+    _login_label = ""
 
     async def push(self, status: str | bytes) -> None:
         status = self.enhanced(status)  # type: ignore[attr-defined]  # pobox.delivery.commands
@@ -293,6 +295,7 @@ class _LoggedSession:
             ip=peer_ip(self._peer),
             helo=getattr(session, "host_name", None) or "",
             **({"user": self._user} if self.protocol_name == "SUBMISSION" else {}),
+            **({"login": self._login_label} if self._login_label else {}),
             duration=time.monotonic() - self._started,
             transactions=self._transactions,
             tls=self._tls,

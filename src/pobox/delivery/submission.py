@@ -25,7 +25,7 @@ from pobox.delivery.data import WholeData
 from pobox.delivery.handlers import _LoggedSession
 from pobox.errors import PoboxError, Temporary
 from pobox.net.limits import peer_ip
-from pobox.service.auth import Authenticator, Blocked
+from pobox.service.auth import Authenticated, Authenticator, Blocked
 from pobox.service.submission import (
     BadMessage,
     NoRelay,
@@ -43,6 +43,7 @@ AUTH_NEEDS_TLS = "538 5.7.11 Encryption required for requested authentication me
 AUTH_BLOCKED = "454 4.7.0 Too many failed logins; try again later"
 AUTH_UNAVAILABLE = "454 4.7.0 Temporary authentication failure"
 AUTH_REQUIRED = "530 5.7.0 Authentication required"
+AUTH_REVOKED = "421 4.7.0 This app password was revoked; closing connection"
 
 
 def _refusal(exc: PoboxError) -> str:
@@ -136,6 +137,8 @@ class SubmissionServer(_LoggedSession, Commands, WholeData, SMTP):
     ) -> None:
         self._authenticator_service = authenticator
         self._allow_plaintext_auth = allow_plaintext_auth
+        #: how the session logged in (its app password's revocation flag: docs/app-passwords.md)
+        self._credential: Authenticated | None = None
         super().__init__(handler, *args, **kwargs)
 
     def _auth_allowed(self) -> bool:
@@ -149,6 +152,11 @@ class SubmissionServer(_LoggedSession, Commands, WholeData, SMTP):
             return False
         if self.session is None or not self.session.authenticated:
             await self.push(AUTH_REQUIRED)
+            return True
+        if self._credential is not None and self._credential.revoked:
+            self._end = "revoked"
+            await self.push(AUTH_REVOKED)
+            self.transport.close()
             return True
         return False
 
@@ -208,7 +216,7 @@ class SubmissionServer(_LoggedSession, Commands, WholeData, SMTP):
         session = self.session
         assert session is not None
         try:
-            account = await self._authenticator_service.authenticate(
+            result = await self._authenticator_service.sign_in(
                 username, password, remote=peer_ip(self._peer)
             )
         except Blocked:
@@ -219,10 +227,13 @@ class SubmissionServer(_LoggedSession, Commands, WholeData, SMTP):
             metrics.login("submission", "unavailable")
             await self.push(AUTH_UNAVAILABLE)
             return
-        metrics.login("submission", "failed" if account is None else "ok")
-        if account is None:
+        metrics.login("submission", "failed" if result is None else "ok")
+        if result is None:
             await self.push(AUTH_INVALID)
             return
+        account = result.account
+        self._credential = result
+        self._login_label = result.label or ""
         session.authenticated = True
         session.auth_data = account
         self._user = account.address

@@ -25,7 +25,7 @@ from pobox.log import log_event
 from pobox.net.limits import CommandPacer, close_stream, peer_ip
 from pobox.net.tls import is_loopback, is_tls, prepare_upgrade, resume_reading
 from pobox.pop3 import protocol as p
-from pobox.service.auth import Blocked
+from pobox.service.auth import Authenticated, Blocked, login_fact
 from pobox.service.mail import MailService
 from pobox.service.maildrop import DropMessage, Maildrop
 from pobox.service.policy import Retention
@@ -126,6 +126,8 @@ class Pop3Session:
         self.state = State.AUTHORIZATION
         self.lines = p.LineBuffer()
         self.account: Account | None = None
+        #: how it logged in: the app password's label and revocation flag (docs/app-passwords.md)
+        self.credential: Authenticated | None = None
         self.maildrop: Maildrop | None = None
         self.counters = _Counters()
         self._user: str | None = None
@@ -219,6 +221,7 @@ class Pop3Session:
                 "session",
                 proto="pop3",
                 user=self.account.address if self.account else "",
+                **login_fact(self.credential),
                 ip=self.remote_ip,
                 tls=self.tls,
                 duration=time.monotonic() - started,
@@ -315,6 +318,10 @@ class Pop3Session:
             if line is None:
                 return "eof"
             self.counters.commands += 1
+            if self.credential is not None and self.credential.revoked:
+                # its app password was deleted: end without UPDATE, nothing is deleted
+                await self._send(p.err("this app password was revoked; nothing deleted", p.AUTH))
+                raise _End("revoked")
             started = time.perf_counter()
             if isinstance(line, p.LineTooLong):
                 self._running = (metrics.INVALID, started)
@@ -517,9 +524,7 @@ class Pop3Session:
 
     async def _login(self, username: str, password: str) -> None:
         try:
-            account = await self.service.auth.authenticate(
-                username, password, remote=self.remote_ip
-            )
+            result = await self.service.auth.sign_in(username, password, remote=self.remote_ip)
         except Blocked:
             metrics.login("pop3", "blocked")
             await self._auth_failed("too many failed logins; try again later", p.SYS_TEMP)
@@ -528,10 +533,11 @@ class Pop3Session:
             metrics.login("pop3", "unavailable")
             await self._send(p.err(f"authentication unavailable: {exc}", p.SYS_TEMP))
             return
-        metrics.login("pop3", "failed" if account is None else "ok")
-        if account is None:
+        metrics.login("pop3", "failed" if result is None else "ok")
+        if result is None:
             await self._auth_failed()
             return
+        account = result.account
         try:
             maildrop = await self.service.open_maildrop(account)
         except InUse:
@@ -544,6 +550,7 @@ class Pop3Session:
             await self._send(p.err(f"cannot open the maildrop: {exc}", p.SYS_PERM))
             return
         self.account = account
+        self.credential = result
         self.maildrop = maildrop
         metrics.session_opened("pop3")
         self.state = State.TRANSACTION

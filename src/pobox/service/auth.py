@@ -91,6 +91,14 @@ class Authenticated:
         return self.handle is not None and self.handle.revoked
 
 
+def login_fact(result: Authenticated | None) -> dict[str, object]:
+    """``{"login": label}`` for a session log line when an app password was used, else
+    nothing (the line of a main-password session is unchanged)."""
+    if result is None or result.login is None:
+        return {}
+    return {"login": result.login.label}
+
+
 class Blocked(Temporary):
     """Too many failed logins from this address or for this account: try again later."""
 

@@ -19,9 +19,9 @@ MAX_FAILURES = 3
 
 async def _finish_login(session: ImapSession, tag: str, user: str, password: str) -> None:
     try:
-        account = await session.service.auth.authenticate(user, password, remote=session.remote_ip)
+        result = await session.service.auth.sign_in(user, password, remote=session.remote_ip)
     except Blocked:
-        account = None
+        result = None
         metrics.login("imap", "blocked")
         session.tagged(
             tag,
@@ -30,21 +30,22 @@ async def _finish_login(session: ImapSession, tag: str, user: str, password: str
             r.ResponseCode.plain("UNAVAILABLE"),
         )
     else:
-        metrics.login("imap", "failed" if account is None else "ok")
-        if account is None:
+        metrics.login("imap", "failed" if result is None else "ok")
+        if result is None:
             session.tagged(
                 tag,
                 "NO",
                 "invalid user name or password",
                 r.ResponseCode.plain("AUTHENTICATIONFAILED"),
             )
-    if account is None:
+    if result is None:
         session.auth_failures += 1
         if session.auth_failures >= MAX_FAILURES:
             session.send(r.bye("too many authentication failures"))
             await session.drain()
             raise Disconnect
         return
+    account = result.account
     slots = session.account_slots
     if slots is not None:
         if not slots.acquire(account.id):
@@ -57,6 +58,7 @@ async def _finish_login(session: ImapSession, tag: str, user: str, password: str
             return
         session.holds_slot = True
     session.account = account
+    session.credential = result
     metrics.session_opened("imap")
     session.state = State.AUTHENTICATED
     session.tagged(tag, "OK", "logged in", r.ResponseCode.capability(session.capabilities()))
