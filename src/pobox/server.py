@@ -24,6 +24,7 @@ import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
+from typing import TYPE_CHECKING
 
 from pobox import __version__, indexer, metrics
 from pobox.config import Config, ListenerConfig, load_config, parse_listen, reload_config
@@ -41,6 +42,9 @@ from pobox.service.domains import ServedDomains
 from pobox.service.mail import MailService
 from pobox.service.submission import Submission
 from pobox.status import StatusBoard, hold_serving_lock, memory, run_dir
+
+if TYPE_CHECKING:
+    from pobox.web.server import WebServer
 
 log = logging.getLogger("pobox.server")
 
@@ -81,6 +85,8 @@ class Running:
     domains: ServedDomains | None = None
     outbound: OutboundQueue | None = None
     submission_handler: SubmissionHandler | None = None
+    #: the webmail (pobox.web), when [web] is enabled
+    web: WebServer | None = None
 
     def port(self, name: str) -> int:
         sockets = self.servers[name].sockets
@@ -273,9 +279,32 @@ async def start(
         running.servers[name] = await _listen(
             loop, name.upper(), listener, None, limited, reuse_port, context, bound.pop(name, None)
         )
+    if config.web.enabled:
+        await _start_web(running, reuse_port, bound.pop("web", None))
     for unused in bound.values():
         unused.close()
     return running
+
+
+async def _start_web(running: Running, reuse_port: bool, sock: socket.socket | None) -> None:
+    """``[web]``: the webmail, HTTPS when a certificate is configured (docs/webmail.md)."""
+    from pobox.web.server import start_web  # Starlette and uvicorn load only when it runs
+
+    config, service = running.config, running.service
+    assert running.domains is not None
+    submission = Submission(
+        service.store,
+        service.accounts,
+        service.delivery,
+        running.domains,
+        config.hostname,
+        running.outbound,
+    )
+    if sock is None:
+        sock = _bind("WEB", config.web, reuse_port)
+    context = running.tls.context if running.tls is not None else None
+    running.web = await start_web(service, config, sock, context, submission)
+    running.servers["web"] = running.web.listener
 
 
 async def _start_submission(
@@ -362,7 +391,8 @@ def bind_sockets(config: Config, reuse_port: bool, with_tls: bool) -> dict[str, 
     asyncio would bind them: for binding privileged ports before dropping root."""
     sockets: dict[str, socket.socket] = {}
     try:
-        for name in ("smtp", "lmtp", "pop3", "imap", "pop3s", "imaps", "submission", "submissions"):
+        names = ("smtp", "lmtp", "pop3", "imap", "pop3s", "imaps", "submission", "submissions")
+        for name in (*names, "web"):
             listener: ListenerConfig = getattr(config, name)
             if not listener.enabled or (name.endswith("s") and not with_tls):
                 continue
@@ -623,6 +653,8 @@ async def stop(running: Running) -> None:
         left = drain.force()
         log.warning("%d session(s) still open after shutdown_grace=%gs; closed", left, grace)
         await drain.wait(FORCE_GRACE)
+    if running.web is not None:
+        await running.web.stop(FORCE_GRACE)
     try:
         await asyncio.wait_for(running.service.delivery.wait_idle(), FORCE_GRACE)
     except TimeoutError:
@@ -646,6 +678,7 @@ def announce(config: Config, running: Running) -> str:
         "lmtp": "LMTP",
         "submission": "SUBMISSION",
         "submissions": "SUBMISSIONS",
+        "web": "WEB",
     }
     for key, label in names.items():
         if key in running.servers:

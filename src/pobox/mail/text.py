@@ -145,16 +145,21 @@ def _decoder(charset: str | None) -> codecs.IncrementalDecoder:
     return info.incrementaldecoder(errors="replace")
 
 
-def part_text(read: Reader, part: MimePart) -> Iterator[str]:
-    """A leaf's content as text, in pieces: transfer encoding and charset undone."""
+def part_bytes(read: Reader, part: MimePart) -> Iterator[bytes]:
+    """A leaf's content in pieces, its transfer encoding (base64, quoted-printable) undone."""
     encoding = (part.content_transfer_encoding or "").strip().lower()
     chunks: Iterable[bytes] = raw_chunks(read, part)
     if encoding == "base64":
-        chunks = _base64(chunks)
-    elif encoding == "quoted-printable":
-        chunks = _quoted_printable(chunks)
+        return _base64(chunks)
+    if encoding == "quoted-printable":
+        return _quoted_printable(chunks)
+    return iter(chunks)
+
+
+def part_text(read: Reader, part: MimePart) -> Iterator[str]:
+    """A leaf's content as text, in pieces: transfer encoding and charset undone."""
     decoder = _decoder(part.charset)
-    for chunk in chunks:
+    for chunk in part_bytes(read, part):
         text = decoder.decode(chunk)
         if isinstance(text, str) and text:
             yield text
