@@ -46,7 +46,10 @@ exit codes:
 """
 
 SETTING_HELP = {
-    "pop3.retention": "what POP3 DELE + QUIT does for this account: delete, keep or keep-days:N"
+    "pop3.retention": "what POP3 DELE + QUIT does for this account: delete, keep or keep-days:N",
+    "quota.storage": "octets of mail, e.g. 2G (K, M, G, T: 1024-based); 0: no limit",
+    "quota.messages": "number of messages; 0: no limit",
+    "quota.mailboxes": "number of mailboxes; 0: no limit",
 }
 
 
@@ -475,6 +478,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     queue.add_parser(commands)
     dkim.add_parser(commands)
+
+    # `pobox policy …`: folder policies (docs/policies.md)
+    from pobox.cli import policy
+
+    policy.add_parser(commands)
     return parser
 
 

@@ -24,6 +24,7 @@ from pobox.net.limits import ConnectionLimiter, Slot, peer_ip
 from pobox.service.delivery import Delivery
 from pobox.service.delivery import Envelope as DeliveryEnvelope
 from pobox.service.domains import ServedDomains
+from pobox.store.api import Account
 
 log = logging.getLogger("pobox.delivery")
 
@@ -81,8 +82,25 @@ class DeliveryHandler:
             metrics.delivery("rejected", "unknown_recipient")
             log.info("rejected unknown recipient %s from %s", address[:200], session.peer)
             return replies.NO_SUCH_USER.format(address[:200])
+        if self.protocol != "LMTP" and await self._full(account):  # SMTP: one DATA reply
+            tempfail = self._tempfail()
+            metrics.delivery("deferred" if tempfail else "rejected", "over_quota")
+            log.info("refused %s from %s: mailbox full", address[:200], session.peer)
+            full = replies.MAILBOX_FULL_TEMPORARY if tempfail else replies.MAILBOX_FULL
+            return full.format(address[:200])
         envelope.rcpt_tos.append(address)
         return replies.RCPT_OK
+
+    async def _full(self, account: Account) -> bool:
+        try:
+            return await self.delivery.full(account)
+        except PoboxError as exc:  # DATA checks again
+            log.warning("quota lookup of %s failed: %s", account.address, exc)
+            return False
+
+    def _tempfail(self) -> bool:
+        quotas = self.delivery.quotas
+        return quotas is not None and quotas.config.over_quota_tempfail
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         content = envelope.original_content or b""

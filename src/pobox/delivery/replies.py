@@ -10,11 +10,18 @@ NO_SUCH_USER = "550 5.1.1 <{}>: no such user here"
 BAD_ADDRESS = "501 5.1.3 bad recipient address syntax"
 TOO_MANY_RECIPIENTS = "452 4.5.3 too many recipients"
 TEMPORARY = "451 4.3.0 temporary failure, please try again later"
+#: RFC 3463 X.2.2: mailbox full (docs/quota.md); 452 when [quota] over_quota_tempfail
+MAILBOX_FULL = "552 5.2.2 <{}>: mailbox full"
+MAILBOX_FULL_TEMPORARY = "452 4.2.2 <{}>: mailbox full, try again later"
 
 
 def delivered(result: DeliveryResult, queue_hint: str = "") -> str:
     if result.delivered:
         return f"250 2.0.0 <{result.recipient}> delivered{queue_hint}"
+    if result.over_quota:
+        return (MAILBOX_FULL_TEMPORARY if result.temporary else MAILBOX_FULL).format(
+            result.recipient
+        )
     if result.temporary:
         return f"451 4.3.0 <{result.recipient}> temporary failure, try again later"
     return NO_SUCH_USER.format(result.recipient)
@@ -29,8 +36,15 @@ def smtp_data(results: list[DeliveryResult]) -> str:
     """SMTP has one reply for all recipients: any temporary failure makes the client retry."""
     if all(r.delivered for r in results):
         return OK
-    if any(r.temporary for r in results):
+    if any(r.temporary and not r.over_quota for r in results):
         return TEMPORARY
+    full = [r for r in results if r.over_quota]
+    if full:
+        # some delivered, or only for now: the client tries again, and a recipient still full
+        # is refused at RCPT then (as for any temporary failure, the others get it twice)
+        if len(full) < len(results) or any(r.temporary for r in full):
+            return "452 4.2.2 mailbox full, try again later"
+        return "552 5.2.2 mailbox full"
     return "554 5.0.0 no recipient could be delivered"
 
 

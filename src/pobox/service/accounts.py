@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
-from pobox.config import parse_retention
+from pobox.config import parse_count, parse_retention, parse_size
 from pobox.errors import InvalidInput, NotFound
 from pobox.service.passwords import hash_password
 from pobox.store.api import Account, Store
@@ -13,7 +14,13 @@ from pobox.store.api import Account, Store
 _ADDRESS = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@[A-Za-z0-9.-]{1,253}$")
 
 #: Per-account settings a user or administrator may set, with their validators.
-ACCOUNT_SETTINGS = {"pop3.retention": parse_retention}
+ACCOUNT_SETTINGS: dict[str, Callable[[str], object]] = {
+    "pop3.retention": parse_retention,
+    # quotas (docs/quota.md): the account's own limits instead of [quota]'s; 0: unlimited
+    "quota.storage": parse_size,
+    "quota.messages": parse_count,
+    "quota.mailboxes": parse_count,
+}
 
 
 def normalise_address(address: str) -> str:

@@ -12,11 +12,20 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 
 from pobox import metrics
-from pobox.errors import NotFound, PoboxError, Temporary
+from pobox.errors import NotFound, OverQuota, PoboxError, Temporary
 from pobox.log import log_event
 from pobox.service.accounts import Accounts
 from pobox.service.content import describe, normalize_crlf, parse_pieces, write_spool
-from pobox.store.api import Account, AccountId, MailboxId, NewMessage, Spool, Store, Uid
+from pobox.service.quota import Quotas
+from pobox.store.api import (
+    Account,
+    AccountId,
+    MailboxId,
+    NewMessage,
+    Spool,
+    Store,
+    Uid,
+)
 
 log = logging.getLogger("pobox.delivery")
 
@@ -44,6 +53,7 @@ class DeliveryResult:
     temporary: bool = False
     reason: str = ""
     uid: Uid | None = None
+    over_quota: bool = False  # refused by the recipient's quota (temporary: [quota] says so)
 
 
 def _clean(text: str) -> str:
@@ -82,6 +92,8 @@ class Delivery:
         # (an account deleted meanwhile is noticed within RESOLVE_TTL seconds)
         self._resolved: dict[str, tuple[float, Account | None]] = {}
         self._inboxes: dict[AccountId, tuple[float, MailboxId]] = {}
+        #: the quota limits and warnings (pobox.service.quota); None: no quotas (tests)
+        self.quotas: Quotas | None = None
 
     async def resolve(self, address: str) -> Account | None:
         now = time.monotonic()
@@ -108,6 +120,16 @@ class Delivery:
             self._inboxes.clear()
         self._inboxes[account.id] = (now, inbox.id)
         return inbox.id
+
+    async def full(self, account: Account) -> bool:
+        """The account is at a limit already: no message fits (SMTP refuses it at RCPT)."""
+        if self.quotas is None:
+            return False
+        limits = self.quotas.limits(account)
+        if limits.storage is None and limits.messages is None:
+            return False
+        usage = await self.store.quota_usage(account.id)
+        return limits.exceeded(usage.storage + 1, usage.messages + 1)
 
     async def wait_idle(self) -> None:
         """Wait until no delivery is in progress (graceful shutdown)."""
@@ -147,8 +169,16 @@ class Delivery:
                 queue_id = secrets.token_hex(6)
                 trace = trace_headers(envelope, self.hostname, recipient, queue_id)
                 message = await self._spool(trace, content)
-                meta = await self.store.append(inbox, message)
+                quotas = self.quotas
+                limits = None if quotas is None else quotas.limits(account)
+                meta = await self.store.append(inbox, message, quota=limits)
                 result = DeliveryResult(recipient, True, uid=meta.uid)
+                if quotas is not None:
+                    await quotas.after_write(account, limits)
+        except OverQuota as exc:
+            kind = "over_quota"
+            tempfail = self.quotas is not None and self.quotas.config.over_quota_tempfail
+            result = DeliveryResult(recipient, False, tempfail, str(exc), over_quota=True)
         except Temporary as exc:
             log.warning("delivery to %s deferred: %s", recipient, exc)
             kind = metrics.reason_of(exc)

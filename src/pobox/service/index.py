@@ -46,6 +46,7 @@ from pobox.store.api import (
     MessageMeta,
     ModSeq,
     NewMessage,
+    QuotaLimits,
     Store,
     Uid,
 )
@@ -615,18 +616,24 @@ class MailIndex:
             )
         return gone
 
-    async def append(self, mailbox_id: MailboxId, message: NewMessage) -> MessageMeta:
-        meta = await self.store.append(mailbox_id, message)
+    async def append(
+        self, mailbox_id: MailboxId, message: NewMessage, *, quota: QuotaLimits | None = None
+    ) -> MessageMeta:
+        meta = await self.store.append(mailbox_id, message, quota=quota)
         index = self._indexes.get(mailbox_id)
         if index is not None:
             index._own(meta.modseq, meta.modseq, lambda: index._upsert(meta), ordered=True)
         return meta
 
     async def append_many(
-        self, mailbox_id: MailboxId, messages: Sequence[NewMessage]
+        self,
+        mailbox_id: MailboxId,
+        messages: Sequence[NewMessage],
+        *,
+        quota: QuotaLimits | None = None,
     ) -> list[MessageMeta]:
         """All of *messages* or none (MULTIAPPEND), in one store transaction."""
-        metas = await self.store.append_many(mailbox_id, messages)
+        metas = await self.store.append_many(mailbox_id, messages, quota=quota)
         index = self._indexes.get(mailbox_id)
         if index is not None and metas:
 
@@ -638,7 +645,13 @@ class MailIndex:
         return metas
 
     async def copy(
-        self, src: MailboxId, uids: Iterable[Uid], dst: MailboxId, *, move: bool = False
+        self,
+        src: MailboxId,
+        uids: Iterable[Uid],
+        dst: MailboxId,
+        *,
+        move: bool = False,
+        quota: QuotaLimits | None = None,
     ) -> list[tuple[Uid, Uid]]:
         # the results carry no MODSEQs: the indexes learn of it from the notification
-        return await self.store.copy(src, uids, dst, move=move)
+        return await self.store.copy(src, uids, dst, move=move, quota=quota)

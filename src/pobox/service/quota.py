@@ -21,7 +21,7 @@ from email.policy import SMTP
 from email.utils import formatdate
 
 from pobox.config import QuotaConfig, parse_count, parse_size
-from pobox.errors import InvalidInput, NotAllowed
+from pobox.errors import InvalidInput, NotAllowed, NotFound
 from pobox.service.content import chunked, spool_message
 from pobox.store.api import Account, AccountId, QuotaLimits, QuotaUsage, Store
 
@@ -115,23 +115,25 @@ class Quotas:
                 values[field] = getattr(self._defaults, field)
         return QuotaLimits(**values)
 
-    async def current_limits(self, account: Account) -> QuotaLimits:
-        """The limits with the account's settings as stored now (read again after
-        LIMITS_TTL seconds: a long IMAP session sees a changed quota)."""
+    async def current_limits(self, account_id: AccountId) -> QuotaLimits:
+        """The limits of an account (a mailbox's owner) with its settings as stored now, read
+        again after LIMITS_TTL seconds (a long IMAP session sees a changed quota)."""
         now = time.monotonic()
-        cached = self._cache.get(account.id)
+        cached = self._cache.get(account_id)
         if cached is not None and now - cached[0] < LIMITS_TTL:
             return cached[1]
-        fresh = await self.store.get_account_by_id(account.id)
-        limits = self.limits(fresh or account)
+        account = await self.store.get_account_by_id(account_id)
+        if account is None:
+            raise NotFound("no such account")
+        limits = self.limits(account)
         if len(self._cache) > 10000:
             self._cache.clear()
-        self._cache[account.id] = (now, limits)
+        self._cache[account_id] = (now, limits)
         return limits
 
     async def report(self, account: Account) -> QuotaReport:
         return QuotaReport(
-            await self.current_limits(account), await self.store.quota_usage(account.id)
+            await self.current_limits(account.id), await self.store.quota_usage(account.id)
         )
 
     def is_admin(self, account: Account) -> bool:
@@ -159,31 +161,39 @@ class Quotas:
         self._cache.pop(target.id, None)
 
     # warnings -----------------------------------------------------------------------------
-    async def after_write(self, account: Account, limits: QuotaLimits) -> None:
-        """After mail was added to *account*: a warning into its INBOX when the usage crossed
-        a warning level since the last one (once per crossing; docs/decisions/quota.md)."""
+    async def after_write(self, account: Account | AccountId, limits: QuotaLimits | None) -> None:
+        """After mail was added to an account: a warning into its INBOX when the usage crossed
+        a warning level since the last one (once per crossing; docs/decisions/quota.md). Never
+        raises: the write it follows has succeeded."""
+        try:
+            await self._after_write(account, limits)
+        except Exception:
+            log.exception("quota warning for account %s failed", account)
+
+    async def _after_write(self, who: Account | AccountId, limits: QuotaLimits | None) -> None:
         thresholds = self.config.warn
-        if not thresholds or (limits.storage is None and limits.messages is None):
+        if limits is None or not thresholds or (limits.storage is None and limits.messages is None):
             return
-        usage = await self.store.quota_usage(account.id)
+        account_id = who.id if isinstance(who, Account) else who
+        usage = await self.store.quota_usage(account_id)
         now = level(usage.storage, usage.messages, limits, thresholds)
         low = level(usage.low_storage, usage.low_messages, limits, thresholds)
         seen = min(usage.warned, low)  # fell below since the last warning: warned again
         if now > seen:
-            inbox = await self.store.get_mailbox(account.id, "INBOX")
-            if inbox is None:
+            account = who if isinstance(who, Account) else await self.store.get_account_by_id(who)
+            inbox = await self.store.get_mailbox(account_id, "INBOX")
+            if account is None or inbox is None:
                 return
             message = await asyncio.to_thread(
                 spool_message,
                 self.store.new_spool(),
                 chunked(self._warning(account, usage, limits, now)),
             )
-            if await self.store.quota_warn(account.id, usage.warned, now, inbox.id, message):
+            # the store takes the spool (a warning another writer sent first is discarded)
+            if await self.store.quota_warn(account_id, usage.warned, now, inbox.id, message):
                 log.info("quota warning %d%% delivered to %s", now, account.address)
-            else:
-                message.spool.discard()
         elif seen < usage.warned:
-            await self.store.quota_warn(account.id, usage.warned, seen)
+            await self.store.quota_warn(account_id, usage.warned, seen)
 
     def _warning(
         self, account: Account, usage: QuotaUsage, limits: QuotaLimits, reached: int

@@ -133,19 +133,24 @@ async def _end(session: ImapSession, event: AppendEnd) -> None:
     mailbox = state.mailbox
     assert mailbox is not None
     index = session.service.index
+    quota = session.service.quota
     uids: list[Uid] = []
     try:
+        # the quota of the mailbox's account (its owner's, for a shared one: RFC 9208 §3)
+        limits = await quota.current_limits(mailbox.account_id)
         ready = [await asyncio.to_thread(_finish, item) for item in state.messages]
         state.messages.clear()
         if len(ready) == 1:
-            uids.append((await index.append(mailbox.id, ready[0])).uid)
+            uids.append((await index.append(mailbox.id, ready[0], quota=limits)).uid)
         else:  # MULTIAPPEND: one transaction, all or nothing (RFC 3502 §6.3.11)
-            uids.extend(meta.uid for meta in await index.append_many(mailbox.id, ready))
+            metas = await index.append_many(mailbox.id, ready, quota=limits)
+            uids.extend(meta.uid for meta in metas)
     except PoboxError as exc:
         await state.abort()
         text, code = error_code(exc)
         session.tagged(event.tag, "NO", text, r.ResponseCode.plain(code) if code else None)
         return
+    await quota.after_write(mailbox.account_id, limits)
     if session.selected is not None:
         await session.announce_updates()
     session.tagged(

@@ -616,8 +616,13 @@ async def copy(session: ImapSession, cmd: c.Copy) -> None:
     text = f"{_name(cmd)} completed"
     if uids:
         await _check_present(session, selected, uids)
-        pairs = await session.service.index.copy(selected.mailbox_id, uids, target.mailbox.id)
+        owner = target.mailbox.account_id  # the quota of the target's account (RFC 9208 §3)
+        limits = await session.service.quota.current_limits(owner)
+        pairs = await session.service.index.copy(
+            selected.mailbox_id, uids, target.mailbox.id, quota=limits
+        )
         await _drop_flags(session, target, pairs)
+        await session.service.quota.after_write(owner, limits)
         if pairs:
             code = r.ResponseCode.copyuid(
                 target.mailbox.uidvalidity, [s for s, _ in pairs], [d for _, d in pairs]
@@ -642,10 +647,13 @@ async def move(session: ImapSession, cmd: c.Move) -> None:
         session.tagged(cmd.tag, "OK", "no messages found")
         return
     await _check_present(session, selected, uids)
+    owner = target.mailbox.account_id
+    limits = await session.service.quota.current_limits(owner)
     pairs = await session.service.index.copy(
-        selected.mailbox_id, uids, target.mailbox.id, move=True
+        selected.mailbox_id, uids, target.mailbox.id, move=True, quota=limits
     )
     await _drop_flags(session, target, pairs)
+    await session.service.quota.after_write(owner, limits)
     if pairs:
         code = r.ResponseCode.copyuid(
             target.mailbox.uidvalidity, [s for s, _ in pairs], [d for _, d in pairs]

@@ -180,7 +180,14 @@ class SqliteQuota:
                 append(conn)
             return True
 
-        done = await self._write(run)
+        try:
+            done = await self._write(run)
+        except BaseException:
+            done = False
+            raise
+        finally:
+            if message is not None and not done:
+                message.spool.discard()  # not stored: no file
         if done and mailbox_id is not None and message is not None:
             self._notify([mailbox_id])
         return done

@@ -811,7 +811,11 @@ class SqliteStore(
     async def append(
         self, mailbox_id: MailboxId, message: NewMessage, *, quota: QuotaLimits | None = None
     ) -> MessageMeta:
-        meta = await self._write(self._appender(mailbox_id, message, quota))
+        try:
+            meta = await self._write(self._appender(mailbox_id, message, quota))
+        except BaseException:
+            await asyncio.to_thread(message.spool.discard)  # refused (e.g. over quota): no file
+            raise
         self._notify([mailbox_id])
         return meta
 
@@ -824,7 +828,12 @@ class SqliteStore(
     ) -> list[MessageMeta]:
         runs = [self._appender(mailbox_id, message, quota) for message in messages]
         # one job of the group commit, inside its own savepoint: all of them or none
-        metas = await self._write(lambda conn: [run(conn) for run in runs])
+        try:
+            metas = await self._write(lambda conn: [run(conn) for run in runs])
+        except BaseException:
+            for message in messages:  # none of them stored: no files either
+                await asyncio.to_thread(message.spool.discard)
+            raise
         self._notify([mailbox_id])
         return metas
 
