@@ -49,7 +49,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("pobox.server")
 
 StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-SWEEP_INTERVAL = 3600.0
 #: Seconds between two counts of the whole store (worker 0; pobox status, metrics).
 STORE_COUNT_INTERVAL = 60.0
 #: Seconds between two updates of the metrics that are looked at rather than counted.
@@ -599,16 +598,19 @@ def reload_tls(running: Running) -> None:
     running.tls.reload()
 
 
-async def sweeper(service: MailService, interval: float = SWEEP_INTERVAL) -> None:
+async def sweeper(service: MailService, interval: float | None = None) -> None:
+    """POP3 retention, then the folder policies (docs/policies.md), every ``[policy]
+    interval`` seconds."""
     while True:
         try:
             await service.policies.sweep()
+            await service.folder_policies.sweep()
         except Exception:
             metrics.sweep("failed")
             log.exception("retention sweep failed; trying again later")
         else:
             metrics.sweep("ok")
-        await asyncio.sleep(interval)
+        await asyncio.sleep(interval or service.config.policy.interval)
 
 
 class StoreCounter:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from pobox.cli.progress import Progress
 from pobox.config import POLICY_KEYS
@@ -92,7 +93,7 @@ async def cmd_del(service: MailService, args: argparse.Namespace) -> int:
         account, _folder(args.folder), [k.lower() for k in args.keys]
     )
     if not removed:
-        print(f"pobox: {account.address} has no stored policy for {args.folder}")
+        print(f"pobox: {account.address} has no stored policy for {args.folder}", file=sys.stderr)
         return 1
     return 0
 

@@ -904,6 +904,8 @@ class AccountImage:
     subscriptions: tuple[str, ...] = ()
     mailboxes: tuple[MailboxImage, ...] = ()
     recoverable: tuple[RecoverableImage, ...] = ()
+    #: folder policies (docs/policies.md): (folder, key, value), by folder and key
+    policies: tuple[tuple[str, str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

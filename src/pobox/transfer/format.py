@@ -134,6 +134,7 @@ def account_json(image: AccountImage, digests: Mapping[str, str]) -> dict[str, A
         "password_hash": image.password_hash,
         "created": image.created,
         "settings": dict(image.settings),
+        "policies": [list(policy) for policy in image.policies],
         "aliases": list(image.aliases),
         "subscriptions": list(image.subscriptions),
         "mailboxes": [
@@ -207,6 +208,7 @@ def account_image(document: Mapping[str, Any]) -> AccountImage:
             password_hash=document["password_hash"],
             created=float(document["created"]),
             settings=dict(document.get("settings", {})),
+            policies=tuple((f, k, v) for f, k, v in document.get("policies", ())),
             aliases=tuple(document.get("aliases", ())),
             subscriptions=tuple(document.get("subscriptions", ())),
             mailboxes=tuple(mailboxes),

@@ -3,9 +3,9 @@
 Everything a client can observe is kept: account, mailbox, message and recovery ids, UIDVALIDITY,
 UIDs, UIDNEXT, HIGHESTMODSEQ, MODSEQs, flags and keywords, internal and save dates, the expunge
 log, POP3 UIDLs (stored overrides, and the computed ones, which derive from UID and UIDVALIDITY),
-POP3 hidden marks, recovery items, aliases, settings and subscriptions, the outbound queue and
-the DKIM keys. The full-text index is not copied: the target builds its own. Content shared by
-copies stays shared (same blob, same reference count).
+POP3 hidden marks, recovery items, aliases, settings, folder policies and subscriptions, the
+outbound queue and the DKIM keys. The full-text index is not copied: the target builds its own.
+Content shared by copies stays shared (same blob, same reference count).
 
 The SQLite database is read directly (read-only, one read transaction: a consistent snapshot)
 and each message file is streamed into ``blob_chunks`` one chunk at a time. The whole copy is one
@@ -99,6 +99,7 @@ _TABLES: tuple[tuple[str, str, str], ...] = (
         "id, account_id, name, uidvalidity, uidnext, highestmodseq, recent_floor, special_use",
     ),
     ("subscriptions", "account_id, name", "account_id, name"),
+    ("folder_policies", "account_id, folder, key, value", "account_id, folder, key, value"),
     (
         "quota_usage",
         "account_id, storage, messages, warned, low_storage, low_messages",

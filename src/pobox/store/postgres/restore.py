@@ -167,6 +167,14 @@ class PostgresSnapshot:
             subscriptions=subscriptions,
             mailboxes=tuple(mailboxes),
             recoverable=recoverable,
+            policies=tuple(
+                (r[0], r[1], r[2])
+                for r in await conn.fetch(
+                    "SELECT folder, key, value FROM folder_policies WHERE account_id = $1"
+                    ' ORDER BY folder COLLATE "C", key COLLATE "C"',
+                    account_id,
+                )
+            ),
         )
 
     async def read_content(self, key: str) -> bytes:
@@ -255,6 +263,12 @@ async def restore_account(store: PostgresStore, image: AccountImage, replace: bo
             await conn.executemany(
                 "INSERT INTO account_settings (account_id, key, value) VALUES ($1, $2, $3)",
                 [(account_id, k, v) for k, v in image.settings.items()],
+            )
+        if image.policies:
+            await conn.executemany(
+                "INSERT INTO folder_policies (account_id, folder, key, value)"
+                " VALUES ($1, $2, $3, $4)",
+                [(account_id, *policy) for policy in image.policies],
             )
         if image.aliases:
             await conn.executemany(

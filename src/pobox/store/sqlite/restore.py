@@ -179,6 +179,14 @@ class SqliteSnapshot:
             subscriptions=subscriptions,
             mailboxes=tuple(mailboxes),
             recoverable=recoverable,
+            policies=tuple(
+                (r[0], r[1], r[2])
+                for r in conn.execute(
+                    "SELECT folder, key, value FROM folder_policies WHERE account_id = ?"
+                    " ORDER BY folder, key",
+                    (account_id,),
+                )
+            ),
         )
 
     async def accounts(self) -> list[AccountImage]:
@@ -253,6 +261,10 @@ async def restore_account(store: SqliteStore, image: AccountImage, replace: bool
         conn.executemany(
             "INSERT INTO account_settings (account_id, key, value) VALUES (?, ?, ?)",
             [(account_id, k, v) for k, v in image.settings.items()],
+        )
+        conn.executemany(
+            "INSERT INTO folder_policies (account_id, folder, key, value) VALUES (?, ?, ?, ?)",
+            [(account_id, *policy) for policy in image.policies],
         )
         conn.executemany(
             "INSERT INTO aliases (alias, account_id) VALUES (?, ?)",
