@@ -302,6 +302,10 @@ class WebApp:
             return RedirectResponse(exc.url, status_code=303)
         except PoboxError as exc:
             return self._page_error(_status(exc), str(exc), login)
+        finally:  # uploads spooled to temporary files go now, whatever happened
+            form = getattr(request.state, "form", None)
+            if isinstance(form, FormData):
+                await form.close()
 
     async def _login(self, request: Request) -> Login | None:
         session_id = request.cookies.get(SESSION_COOKIE, "")
@@ -312,6 +316,7 @@ class WebApp:
     async def _check_csrf(self, request: Request, login: Login) -> None:
         _check_origin(request)
         form = await request.form(max_part_size=self.state.config.delivery.max_message_size)
+        request.state.form = form
         token = form.get("csrf")
         if not isinstance(token, str) or not same_token(token, login.csrf):
             raise NotAllowed("the form is stale or came from another site; reload the page")
@@ -338,7 +343,7 @@ class WebApp:
             _check_origin(request)
         except NotAllowed as exc:
             return await self.login_form(request, str(exc), 403)
-        form = await request.form()
+        form = await request.form(max_files=0)
         token = request.cookies.get(LOGIN_COOKIE, "")
         given = form.get("csrf")
         if not token or not isinstance(given, str) or not same_token(given, token):
