@@ -27,13 +27,15 @@ from dataclasses import dataclass
 
 from pobox.config import AclConfig
 from pobox.errors import AlreadyExists, InvalidInput, NoPermission, NotAllowed, NotFound
-from pobox.service.acl import Acl
+from pobox.service.acl import Acl, Location
+from pobox.service.quota import Quotas
 from pobox.store.api import (
     DELIMITER,
     SPECIAL_USES,
     Account,
     Mailbox,
     MailboxStatus,
+    QuotaLimits,
     Store,
     Uid,
 )
@@ -228,9 +230,11 @@ class Mailboxes:
     checks the right RFC 4314 §4 asks for, and a mailbox the account may not see does not
     exist for it."""
 
-    def __init__(self, store: Store, acl: Acl | None = None) -> None:
+    def __init__(self, store: Store, acl: Acl | None = None, quotas: Quotas | None = None) -> None:
         self.store = store
         self.acl = acl if acl is not None else Acl(store, AclConfig())
+        #: the mailbox-count limit of CREATE (pobox.service.quota); None: none
+        self.quotas = quotas
 
     async def get(self, account: Account, name: str) -> Mailbox:
         return (await self.acl.access(account, normalise_name(name))).mailbox
@@ -239,6 +243,14 @@ class Mailboxes:
         """STATUS needs the ``r`` right (RFC 4314 §4)."""
         access = await self.acl.access(account, normalise_name(name), "r")
         return access.mailbox, await self.store.mailbox_status(access.mailbox.id)
+
+    async def _creatable(self, account: Account, name: str) -> Location:
+        """Where a new name would go; in the shared namespace an unknown owner is refused as
+        one without the k right, so CREATE cannot tell which accounts exist."""
+        try:
+            return await self.acl.locate(account, name)
+        except NotFound:
+            raise NoPermission(f"no permission to create mailboxes in {name}") from None
 
     async def _nearest_parent(self, owner: Account, name: str) -> Mailbox | None:
         for parent in reversed(parents(name)):
@@ -255,7 +267,7 @@ class Mailboxes:
         if name == INBOX:
             raise AlreadyExists("INBOX always exists")
         attribute = special_use(use)
-        where = await self.acl.locate(account, name)
+        where = await self._creatable(account, name)
         if not where.shared and self.acl.is_shared_name(name):
             raise NotAllowed(f"{self.acl.prefix} holds other accounts' shared mailboxes")
         owner, local = where.owner, where.local
@@ -274,17 +286,20 @@ class Mailboxes:
             if where.shared:  # visible only with the l right
                 await self.acl.access(account, name)
             raise AlreadyExists(f"mailbox {name} already exists")
-        await self._create_parents(owner, local)
-        mailbox = await self.store.create_mailbox(owner.id, local, attribute)
+        limits = None if self.quotas is None else await self.quotas.current_limits(owner.id)
+        await self._create_parents(owner, local, limits)
+        mailbox = await self.store.create_mailbox(owner.id, local, attribute, quota=limits)
         if parent is not None:
             await self.acl.inherit(parent, mailbox)
         return mailbox
 
-    async def _create_parents(self, account: Account, name: str) -> None:
+    async def _create_parents(
+        self, account: Account, name: str, limits: QuotaLimits | None = None
+    ) -> None:
         for parent in parents(name):
             if await self.store.get_mailbox(account.id, parent) is None:
                 try:
-                    await self.store.create_mailbox(account.id, parent)
+                    await self.store.create_mailbox(account.id, parent, quota=limits)
                 except AlreadyExists:  # another session made it meanwhile
                     pass
 
@@ -316,7 +331,7 @@ class Mailboxes:
         new = validate_name(new)
         access = await self.acl.access(account, old, "x")
         source = access.mailbox
-        target = await self.acl.locate(account, new)
+        target = await self._creatable(account, new)
         if not target.shared and self.acl.is_shared_name(new):
             raise NotAllowed(f"{self.acl.prefix} holds other accounts' shared mailboxes")
         if target.owner.id != source.account_id:
