@@ -8,6 +8,7 @@ import dataclasses
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.conftest import FakeClock, make_config
@@ -18,7 +19,7 @@ from pobox.config import PolicyConfig
 from pobox.errors import InvalidInput
 from pobox.service.folder_policy import LOCK_NAME, Effective
 from pobox.service.mail import MailService
-from pobox.store.api import Account, AccountId, Mailbox, MessageMeta
+from pobox.store.api import Account, AccountId, Mailbox, MailboxId, MessageMeta, Uid
 from pobox.store.factory import create_store
 
 ADDRESS = "tidy@example.org"
@@ -256,3 +257,34 @@ async def test_progress_counts_every_batch(service: MailService, clock: FakeCloc
     outcome = await service.folder_policies.sweep(progress=seen.append)
     assert outcome is not None and outcome.total_archived == 8
     assert seen == [3, 3, 2]
+
+
+async def test_inbox_is_spelt_canonically(service: MailService) -> None:
+    account = await service.accounts.add(ADDRESS, "pw")
+    await service.folder_policies.set_policy(account, "inbox", {"archive-after": "1w"})
+    stored = await service.folder_policies.stored(account)
+    assert [(p.folder, p.key, p.value) for p in stored] == [("INBOX", "archive-after", "1w")]
+    assert await service.folder_policies.delete_policy(account, "Inbox") == 1
+
+
+async def test_one_failing_account_does_not_stop_the_others(
+    service: MailService, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken = await service.accounts.add("broken@example.org", "pw")
+    fine = await service.accounts.add(ADDRESS, "pw")
+    for account in (broken, fine):
+        await fill(service, await mailbox(service, account, "Trash"), [clock.now])
+    broken_trash = await mailbox(service, broken, "Trash")
+    real = service.store.due_messages
+
+    async def due(mailbox_id: MailboxId, *args: Any) -> list[tuple[Uid, datetime]]:
+        if mailbox_id == broken_trash.id:
+            raise RuntimeError("disk on fire")
+        return await real(mailbox_id, *args)
+
+    monkeypatch.setattr(service.store, "due_messages", due)
+    clock.now = datetime.now(UTC) + timedelta(days=31)
+    outcome = await service.folder_policies.sweep()
+    assert outcome is not None
+    assert outcome.failed == {"broken@example.org": "disk on fire"}
+    assert outcome.expunged == {(ADDRESS, "Trash"): 1}

@@ -142,6 +142,8 @@ def _report(outcome: Outcome, dry_run: bool) -> None:
     for (address, mailbox, target), count in sorted(outcome.archived.items()):
         print(f"{address} {mailbox}: {moved} {count} into {target}")
     print(f"{gone} {outcome.total_expunged} messages, {moved} {outcome.total_archived}")
+    for address, error in sorted(outcome.failed.items()):
+        print(f"pobox: the policies of {address} failed: {error}", file=sys.stderr)
 
 
 async def cmd_run(service: MailService, args: argparse.Namespace) -> int:
@@ -151,7 +153,7 @@ async def cmd_run(service: MailService, args: argparse.Namespace) -> int:
         planned = await policies.sweep(accounts, dry_run=True)
         assert planned is not None  # a dry run takes no lock
         _report(planned, True)
-        return 0
+        return 1 if planned.failed else 0
     with Progress("policy run", unit="messages", quiet=args.quiet) as bar:
         planned = await policies.sweep(accounts, dry_run=True)
         assert planned is not None
@@ -160,4 +162,4 @@ async def cmd_run(service: MailService, args: argparse.Namespace) -> int:
     if outcome is None:
         raise Temporary("another process is applying the folder policies; try again later")
     _report(outcome, False)
-    return 0
+    return 1 if outcome.failed else 0

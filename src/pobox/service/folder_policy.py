@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 
 from pobox.config import PolicyConfig, check_policy_setting, parse_duration, parse_policy_rule
 from pobox.errors import AlreadyExists, InvalidInput, NotFound
+from pobox.service.mailboxes import normalise_name
 from pobox.service.policy import Clock, utcnow
 from pobox.store.api import (
     DELIMITER,
@@ -98,6 +99,7 @@ class Outcome:
 
     expunged: dict[tuple[str, str], int] = field(default_factory=dict)  # (address, mailbox)
     archived: dict[tuple[str, str, str], int] = field(default_factory=dict)  # (…, target)
+    failed: dict[str, str] = field(default_factory=dict)  # address -> what went wrong
 
     @property
     def total_expunged(self) -> int:
@@ -162,6 +164,14 @@ def is_within(name: str, root: str) -> bool:
     return name == root or name.startswith(root + DELIMITER)
 
 
+def selector(folder: str) -> str:
+    """A stored folder selector: '*', a special-use attribute, or a name (INBOX spelt so)."""
+    folder = folder.strip()
+    if folder == EVERY_FOLDER or folder.startswith("\\"):
+        return folder
+    return normalise_name(folder)
+
+
 class FolderPolicies:
     """Folder policies of one store: setting them and sweeping."""
 
@@ -176,7 +186,7 @@ class FolderPolicies:
     ) -> None:
         """Store *settings* for *folder* of *account*; "off" and "none" are stored (they
         override a default), a value of None removes the setting."""
-        folder = folder.strip()
+        folder = selector(folder)
         if not folder:
             raise InvalidInput("a folder name, a special-use attribute or * is needed")
         checked: dict[str, str | None] = {}
@@ -194,7 +204,7 @@ class FolderPolicies:
         stored = [
             p
             for p in await self.store.list_folder_policies(account.id)
-            if p.folder == folder.strip() and (not keys or p.key in keys)
+            if p.folder == selector(folder) and (not keys or p.key in keys)
         ]
         for policy in stored:
             await self.store.set_folder_policy(account.id, policy.folder, policy.key, None)
@@ -231,7 +241,11 @@ class FolderPolicies:
             now = now or self.clock()
             outcome = Outcome()
             for account in accounts if accounts is not None else await self.store.list_accounts():
-                await self._sweep_account(account, now, outcome, dry_run, progress)
+                try:
+                    await self._sweep_account(account, now, outcome, dry_run, progress)
+                except Exception as exc:  # one account's trouble does not stop the others
+                    log.exception("folder policies of %s failed", account.address)
+                    outcome.failed[account.address] = str(exc) or type(exc).__name__
             return outcome
         finally:
             if lock is not None:
