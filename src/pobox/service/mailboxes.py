@@ -247,6 +247,9 @@ class Mailboxes:
     async def _creatable(self, account: Account, name: str) -> Location:
         """Where a new name would go; in the shared namespace an unknown owner is refused as
         one without the k right, so CREATE cannot tell which accounts exist."""
+        split = self.acl.split(name)
+        if split is not None and not split[1]:
+            raise NotAllowed(f"{self.acl.prefix} holds other accounts' shared mailboxes")
         try:
             return await self.acl.locate(account, name)
         except NotFound:
