@@ -35,7 +35,7 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pobox.errors import InvalidInput, NotFound
+from pobox.errors import AlreadyExists, InvalidInput, NotFound
 from pobox.service.accounts import normalise_address
 from pobox.service.passwords import argon2_executor, hash_password
 from pobox.store.api import Account, AccountId, Login, MailboxId, Store
@@ -116,7 +116,12 @@ class Logins:
         assert secret is not None
         loop = asyncio.get_running_loop()
         hashed = await loop.run_in_executor(argon2_executor(), hash_password, secret)
-        login = await self.store.add_login(account.id, label, hashed, time.time())
+        try:
+            login = await self.store.add_login(account.id, label, hashed, time.time())
+        except AlreadyExists:
+            raise AlreadyExists(
+                f"{account.address} already has an app password labelled {label!r}"
+            ) from None
         log.info("app password added user=%s login=%r", account.address, label)
         return NewLogin(login, password)
 
