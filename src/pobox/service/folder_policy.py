@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from pobox.config import PolicyConfig, check_policy_setting, parse_duration, parse_policy_rule
-from pobox.errors import AlreadyExists, InvalidInput, NotFound
+from pobox.errors import AlreadyExists, InvalidInput, NotFound, Temporary
 from pobox.service.mailboxes import normalise_name
 from pobox.service.policy import Clock, utcnow
 from pobox.store.api import (
@@ -240,9 +240,25 @@ class FolderPolicies:
         try:
             now = now or self.clock()
             outcome = Outcome()
-            for account in accounts if accounts is not None else await self.store.list_accounts():
+            everyone = accounts is None
+            if accounts is None:
+                accounts = await self.store.list_accounts()
+            # every account's stored settings in one read when sweeping them all
+            stored: dict[AccountId, list[FolderPolicy]] | None = None
+            if everyone:
+                stored = {}
+                for policy in await self.store.list_folder_policies():
+                    stored.setdefault(policy.account_id, []).append(policy)
+            for account in accounts:
                 try:
-                    await self._sweep_account(account, now, outcome, dry_run, progress)
+                    policies = (
+                        stored.get(account.id, [])
+                        if stored is not None
+                        else await self.store.list_folder_policies(account.id)
+                    )
+                    await self._sweep_account(account, policies, now, outcome, dry_run, progress)
+                except Temporary:
+                    raise  # the store is unreachable: the whole sweep waits for the next turn
                 except Exception as exc:  # one account's trouble does not stop the others
                     log.exception("folder policies of %s failed", account.address)
                     outcome.failed[account.address] = str(exc) or type(exc).__name__
@@ -254,13 +270,16 @@ class FolderPolicies:
     async def _sweep_account(
         self,
         account: Account,
+        stored: Sequence[FolderPolicy],
         now: datetime,
         outcome: Outcome,
         dry_run: bool,
         progress: ProgressFn | None,
     ) -> None:
-        rules = by_folder(await self.store.list_folder_policies(account.id))
+        rules = by_folder(stored)
         server = server_rules(self.config)
+        if not rules and not server:
+            return
         mailboxes = sorted(await self.store.list_mailboxes(account.id), key=lambda m: m.name)
         root = archive_root(mailboxes)
         for mailbox in mailboxes:
