@@ -483,6 +483,11 @@ def build_parser() -> argparse.ArgumentParser:
     from pobox.cli import policy
 
     policy.add_parser(commands)
+
+    # `pobox acl …`: shared folders (docs/sharing.md)
+    from pobox.cli import acl
+
+    acl.add_parser(commands)
     return parser
 
 
