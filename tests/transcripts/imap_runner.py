@@ -30,6 +30,10 @@ Header lines (words are split like a shell does, but backslashes are kept: ``\Se
     CRLF). The internal date defaults to 2026-01-15T12:00:00+00:00.
 ``fixture: messages ADDRESS MAILBOX COUNT [FLAG ...]``
     store COUNT small generated messages ("Subject: message N", 1-based within the line).
+``fixture: setting ADDRESS KEY=VALUE``
+    an account setting, as ``pobox user set`` makes it (``quota.storage=512K``).
+``fixture: quota-admin ADDRESS``
+    the account may change quotas with SETQUOTA (``[quota] admins``).
 ``state: authenticated ADDRESS PASSWORD`` / ``state: selected ADDRESS PASSWORD MAILBOX``
     every connection logs in (and selects) before its first line; those responses are not
     part of the transcript. Without ``state:`` connections start not authenticated.
@@ -68,6 +72,7 @@ file, as does a missing one.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -425,6 +430,13 @@ async def apply_fixture(transcript: Transcript, fixture: Fixture, running: Runni
             for number in range(1, int(count) + 1):
                 content = _message_text(address, number)
                 await _store_message(running, account, mailbox, content, options)
+        case ["setting", address, assignment]:
+            key, _, value = assignment.partition("=")
+            await service.accounts.set_setting(address, key, value or None)
+        case ["quota-admin", address]:
+            quota = service.quota
+            admins = (*quota.config.admins, address)
+            quota.reconfigure(dataclasses.replace(quota.config, admins=admins), quota.hostname)
         case _:
             raise TranscriptError(
                 f"{transcript.path.name}:{fixture.lineno}: unknown fixture {fixture.words}"

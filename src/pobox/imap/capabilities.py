@@ -37,6 +37,12 @@ AFTER_LOGIN = (
     "ACL",
     "RIGHTS=texk",
     "LIST-MYRIGHTS",
+    # RFC 9208 (docs/quota.md); SETQUOTA answers NO [NOPERM] but to [quota] admins
+    "QUOTA",
+    "QUOTA=RES-STORAGE",
+    "QUOTA=RES-MESSAGE",
+    "QUOTA=RES-MAILBOX",
+    "QUOTASET",
 )
 
 #: What ENABLE can turn on.

@@ -56,6 +56,7 @@ from pobox.imap.lexer import (
     Reader,
     find_literal_marker,
 )
+from pobox.imap.quota_grammar import QUOTA_COMMANDS
 from pobox.imap.search_grammar import parse_search, parse_sort, parse_thread
 
 __all__ = [
@@ -424,6 +425,7 @@ _COMMANDS: dict[str, Callable[[Reader, str, bool], Command]] = {
     "MOVE": _copy_move(Move),
     "ID": _id,
     **ACL_COMMANDS,
+    **QUOTA_COMMANDS,
 }
 _UID_COMMANDS = frozenset({"COPY", "MOVE", "FETCH", "SEARCH", "SORT", "THREAD", "STORE", "EXPUNGE"})
 

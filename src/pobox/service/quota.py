@@ -21,7 +21,7 @@ from email.policy import SMTP
 from email.utils import formatdate
 
 from pobox.config import QuotaConfig, parse_count, parse_size
-from pobox.errors import InvalidInput, NotAllowed, NotFound
+from pobox.errors import InvalidInput, NoPermission, NotFound
 from pobox.service.content import chunked, spool_message
 from pobox.store.api import Account, AccountId, QuotaLimits, QuotaUsage, Store
 
@@ -139,25 +139,25 @@ class Quotas:
     def is_admin(self, account: Account) -> bool:
         return account.address.lower() in {a.lower() for a in self.config.admins}
 
-    async def set_limits(
-        self, admin: Account, target: Account, limits: dict[str, int | None]
-    ) -> None:
-        """SETQUOTA: set *target*'s limits (keys of RESOURCES; None: no limit) as its own
-        settings; resources not named go back to the server's default (RFC 9208 §4.1.3)."""
+    async def set_limits(self, admin: Account, target: Account, limits: dict[str, int]) -> None:
+        """SETQUOTA (RFC 9208 §4.1.3): *target*'s limits become exactly *limits* (IMAP
+        resource names; STORAGE in units of 1024 octets), kept as its own settings; a resource
+        not named has no limit any more."""
         if not self.is_admin(admin):
-            raise NotAllowed("only a quota administrator ([quota] admins) may change quotas")
+            raise NoPermission("only a quota administrator ([quota] admins) may change quotas")
         unknown = sorted(set(limits) - set(RESOURCES))
         if unknown:
             raise InvalidInput(f"unsupported resource {unknown[0]}")
+        if any(value == 0 for value in limits.values()):
+            raise InvalidInput("a limit of 0 is not supported; leave the resource out for none")
+        settings: dict[str, int] = {}
         for resource, key in RESOURCES.items():
-            value = limits.get(resource, ...)
-            if value is ...:
-                await self.store.set_account_setting(target.id, key, None)
-            elif resource == "STORAGE":
-                text = "0" if value is None else str(value * 1024)  # IMAP counts in KiB
-                await self.store.set_account_setting(target.id, key, text)
-            else:
-                await self.store.set_account_setting(target.id, key, str(value or 0))
+            value = limits.get(resource, 0)  # 0 in a setting: no limit
+            settings[key] = value * 1024 if resource == "STORAGE" else value
+            if settings[key] >= 10**15:
+                raise InvalidInput(f"the {resource} limit {value} is too large")
+        for key, number in settings.items():
+            await self.store.set_account_setting(target.id, key, str(number))
         self._cache.pop(target.id, None)
 
     # warnings -----------------------------------------------------------------------------
@@ -187,7 +187,7 @@ class Quotas:
             message = await asyncio.to_thread(
                 spool_message,
                 self.store.new_spool(),
-                chunked(self._warning(account, usage, limits, now)),
+                chunked(self._warning(account, usage, limits)),
             )
             # the store takes the spool (a warning another writer sent first is discarded)
             if await self.store.quota_warn(account_id, usage.warned, now, inbox.id, message):
@@ -195,9 +195,7 @@ class Quotas:
         elif seen < usage.warned:
             await self.store.quota_warn(account_id, usage.warned, seen)
 
-    def _warning(
-        self, account: Account, usage: QuotaUsage, limits: QuotaLimits, reached: int
-    ) -> bytes:
+    def _warning(self, account: Account, usage: QuotaUsage, limits: QuotaLimits) -> bytes:
         share = percent(usage.storage, usage.messages, limits)
         lines = [f"Your mailbox {account.address} is {share:.0f}% full."]
         if limits.storage:
@@ -213,7 +211,7 @@ class Quotas:
         message = EmailMessage(policy=SMTP)
         message["From"] = f"Mail Delivery System <postmaster@{self.hostname}>"
         message["To"] = f"<{account.address}>"
-        message["Subject"] = f"Your mailbox is {reached}% full"
+        message["Subject"] = f"Your mailbox is {share:.0f}% full"
         message["Date"] = formatdate(localtime=True)
         message["Message-ID"] = f"<quota.{secrets.token_hex(8)}@{self.hostname}>"
         message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no automatic replies

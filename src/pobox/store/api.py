@@ -92,6 +92,7 @@ class MailboxStatus:
     highest_modseq: ModSeq
     first_unseen_uid: Uid | None
     recent: int
+    deleted_size: int = 0  # octets of the messages with \Deleted (RFC 9208 DELETED-STORAGE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -895,6 +896,17 @@ class RecoverableImage:
 
 
 @dataclass(frozen=True, slots=True)
+class LoginImage:
+    """An app password as a backup keeps it: its hash, never the password."""
+
+    label: str
+    password_hash: str
+    created: float
+    last_used: float | None = None
+    last_address: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class AccountImage:
     address: str
     password_hash: str
@@ -906,6 +918,8 @@ class AccountImage:
     recoverable: tuple[RecoverableImage, ...] = ()
     #: folder policies (docs/policies.md): (folder, key, value), by folder and key
     policies: tuple[tuple[str, str, str], ...] = ()
+    #: app passwords (docs/app-passwords.md), oldest first
+    logins: tuple[LoginImage, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

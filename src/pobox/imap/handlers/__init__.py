@@ -8,9 +8,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from pobox.imap.handlers import acl, append, auth, basic, mailboxes, messages, search, select
+from pobox.imap.handlers import (
+    acl,
+    append,
+    auth,
+    basic,
+    mailboxes,
+    messages,
+    quota,
+    search,
+    select,
+)
 from pobox.imap.session import CommandSpec
 
 COMMANDS: dict[type[Any], CommandSpec] = {}
-for _module in (basic, auth, select, append, messages, search, mailboxes, acl):
+for _module in (basic, auth, select, append, messages, search, mailboxes, acl, quota):
     COMMANDS.update(_module.SPECS)

@@ -30,6 +30,7 @@ STATUS_ITEMS = frozenset(
         "UIDVALIDITY",
         "UNSEEN",
         "DELETED",
+        "DELETED-STORAGE",
         "SIZE",
         "APPENDLIMIT",
         "HIGHESTMODSEQ",
@@ -39,7 +40,7 @@ STATUS_ITEMS = frozenset(
 
 
 def _service(session: ImapSession) -> Mailboxes:
-    return Mailboxes(session.service.store, session.service.acl)
+    return Mailboxes(session.service.store, session.service.acl, session.service.quota)
 
 
 async def _finish(session: ImapSession, tag: str, name: str) -> None:
@@ -136,6 +137,7 @@ def _status_values(
         "UIDVALIDITY": mailbox.uidvalidity,
         "UNSEEN": status.unseen,
         "DELETED": status.deleted,
+        "DELETED-STORAGE": status.deleted_size,  # RFC 9208 §4.2: the octets EXPUNGE frees
         "SIZE": status.size,
         "RECENT": status.recent + _recent_here(session, mailbox),
         "APPENDLIMIT": session.config.imap.max_literal,

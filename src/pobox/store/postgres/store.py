@@ -797,7 +797,8 @@ class PostgresStore(
                 " count(m.uid) FILTER (WHERE m.flags & $2 = 0),"
                 " count(m.uid) FILTER (WHERE m.flags & $3 <> 0),"
                 " min(m.uid) FILTER (WHERE m.flags & $2 = 0),"
-                " count(m.uid) FILTER (WHERE m.uid >= b.recent_floor)"
+                " count(m.uid) FILTER (WHERE m.uid >= b.recent_floor),"
+                " coalesce(sum(m.size) FILTER (WHERE m.flags & $3 <> 0), 0)::bigint"
                 " FROM mailboxes b LEFT JOIN messages m ON m.mailbox_id = b.id"
                 " WHERE b.id = $1 GROUP BY b.id",
                 mailbox_id,
@@ -816,6 +817,7 @@ class PostgresStore(
                 uidvalidity=row[1],
                 highest_modseq=ModSeq(row[2]),
                 recent=row[8],
+                deleted_size=row[9],
             )
 
         return await self._read(run)

@@ -625,9 +625,10 @@ class SqliteStore(
             row = conn.execute(
                 "SELECT count(*), coalesce(sum(size), 0),"
                 " coalesce(sum((flags & ?) = 0), 0), coalesce(sum((flags & ?) != 0), 0),"
-                " min(CASE WHEN (flags & ?) = 0 THEN uid END)"
+                " min(CASE WHEN (flags & ?) = 0 THEN uid END),"
+                " coalesce(sum(CASE WHEN (flags & ?) != 0 THEN size END), 0)"
                 " FROM messages WHERE mailbox_id = ?",
-                (SEEN_BIT, DELETED_BIT, SEEN_BIT, mailbox_id),
+                (SEEN_BIT, DELETED_BIT, SEEN_BIT, DELETED_BIT, mailbox_id),
             ).fetchone()
             floor = conn.execute(
                 "SELECT recent_floor FROM mailboxes WHERE id = ?", (mailbox_id,)
@@ -646,6 +647,7 @@ class SqliteStore(
                 uidvalidity=mailbox.uidvalidity,
                 highest_modseq=mailbox.highest_modseq,
                 recent=recent,
+                deleted_size=row[5],
             )
 
         return await self._db.read(run)
