@@ -879,6 +879,8 @@ class MailboxImage:
     special_use: str | None
     messages: tuple[MessageImage, ...] = ()
     expunged: tuple[Expunged, ...] = ()
+    #: the access control list (RFC 4314): (identifier, rights), by identifier
+    acl: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

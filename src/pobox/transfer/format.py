@@ -29,6 +29,7 @@ from pobox.errors import InvalidInput
 from pobox.store.api import (
     AccountImage,
     Expunged,
+    LoginImage,
     MailboxImage,
     MessageImage,
     ModSeq,
@@ -135,6 +136,16 @@ def account_json(image: AccountImage, digests: Mapping[str, str]) -> dict[str, A
         "created": image.created,
         "settings": dict(image.settings),
         "policies": [list(policy) for policy in image.policies],
+        "logins": [
+            {
+                "label": x.label,
+                "password_hash": x.password_hash,
+                "created": x.created,
+                "last_used": x.last_used,
+                "last_address": x.last_address,
+            }
+            for x in image.logins
+        ],
         "aliases": list(image.aliases),
         "subscriptions": list(image.subscriptions),
         "mailboxes": [
@@ -146,6 +157,7 @@ def account_json(image: AccountImage, digests: Mapping[str, str]) -> dict[str, A
                 "recent_floor": mb.recent_floor,
                 "special_use": mb.special_use,
                 "expunged": [[e.uid, e.modseq] for e in mb.expunged],
+                "acl": [[who, rights] for who, rights in mb.acl],
                 "message_fields": list(MESSAGE_FIELDS),
                 "messages": [message_json(m, digests[m.content]) for m in mb.messages],
             }
@@ -201,6 +213,7 @@ def account_image(document: Mapping[str, Any]) -> AccountImage:
                     special_use=mb.get("special_use"),
                     messages=tuple(_message(fields, row) for row in mb["messages"]),
                     expunged=tuple(Expunged(Uid(u), ModSeq(s)) for u, s in mb["expunged"]),
+                    acl=tuple((str(w), str(r)) for w, r in mb.get("acl", ())),
                 )
             )
         return AccountImage(
@@ -209,6 +222,16 @@ def account_image(document: Mapping[str, Any]) -> AccountImage:
             created=float(document["created"]),
             settings=dict(document.get("settings", {})),
             policies=tuple((f, k, v) for f, k, v in document.get("policies", ())),
+            logins=tuple(
+                LoginImage(
+                    label=x["label"],
+                    password_hash=x["password_hash"],
+                    created=float(x["created"]),
+                    last_used=None if x.get("last_used") is None else float(x["last_used"]),
+                    last_address=x.get("last_address"),
+                )
+                for x in document.get("logins", ())
+            ),
             aliases=tuple(document.get("aliases", ())),
             subscriptions=tuple(document.get("subscriptions", ())),
             mailboxes=tuple(mailboxes),

@@ -3,9 +3,9 @@
 Everything a client can observe is kept: account, mailbox, message and recovery ids, UIDVALIDITY,
 UIDs, UIDNEXT, HIGHESTMODSEQ, MODSEQs, flags and keywords, internal and save dates, the expunge
 log, POP3 UIDLs (stored overrides, and the computed ones, which derive from UID and UIDVALIDITY),
-POP3 hidden marks, recovery items, aliases, settings, folder policies and subscriptions, the
-outbound queue and the DKIM keys. The full-text index is not copied: the target builds its own.
-Content shared by copies stays shared (same blob, same reference count).
+POP3 hidden marks, recovery items, aliases, settings, folder policies, app passwords and
+subscriptions, the outbound queue and the DKIM keys. The full-text index is not copied: the
+target builds its own. Content shared by copies stays shared (same blob, same reference count).
 
 The SQLite database is read directly (read-only, one read transaction: a consistent snapshot)
 and each message file is streamed into ``blob_chunks`` one chunk at a time. The whole copy is one
@@ -99,7 +99,13 @@ _TABLES: tuple[tuple[str, str, str], ...] = (
         "id, account_id, name, uidvalidity, uidnext, highestmodseq, recent_floor, special_use",
     ),
     ("subscriptions", "account_id, name", "account_id, name"),
+    ("mailbox_acl", "mailbox_id, identifier, rights", "mailbox_id, identifier, rights"),
     ("folder_policies", "account_id, folder, key, value", "account_id, folder, key, value"),
+    (
+        "logins",
+        "id, account_id, label, password_hash, created, last_used, last_address",
+        "id, account_id, label, password_hash, created, last_used, last_address",
+    ),
     (
         "quota_usage",
         "account_id, storage, messages, warned, low_storage, low_messages",
@@ -142,6 +148,7 @@ _FLOAT_COLUMNS = {
     "pop3_hidden_at",
     "deleted_at",
     "next_attempt",
+    "last_used",
 }
 
 
@@ -271,7 +278,7 @@ async def _copy(source: SqliteSource, conn: Any, report: CopyReport, say: Progre
     await _copy_streamed(source, conn, "messages", _MESSAGES, report)
     await _copy_streamed(source, conn, "expunged", "mailbox_id, uid, modseq", report)
     await _copy_streamed(source, conn, "recoverable", _RECOVERABLE, report)
-    for table in ("accounts", "mailboxes", "blobs", "recoverable"):
+    for table in ("accounts", "mailboxes", "blobs", "recoverable", "logins"):
         await conn.execute(
             f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"
             f" coalesce((SELECT max(id) FROM {table}), 0) + 1, false)"

@@ -26,6 +26,7 @@ from pobox.store.api import (
     AccountImage,
     BlobId,
     Expunged,
+    LoginImage,
     Mailbox,
     MailboxId,
     MailboxImage,
@@ -136,6 +137,14 @@ class PostgresSnapshot:
                     mb[6],
                     messages,
                     expunged,
+                    tuple(
+                        (r[0], r[1])
+                        for r in await conn.fetch(
+                            "SELECT identifier, rights FROM mailbox_acl WHERE mailbox_id = $1"
+                            " ORDER BY identifier",
+                            mb[0],
+                        )
+                    ),
                 )
             )
         recoverable = tuple(
@@ -172,6 +181,14 @@ class PostgresSnapshot:
                 for r in await conn.fetch(
                     "SELECT folder, key, value FROM folder_policies WHERE account_id = $1"
                     ' ORDER BY folder COLLATE "C", key COLLATE "C"',
+                    account_id,
+                )
+            ),
+            logins=tuple(
+                LoginImage(r[0], r[1], float(r[2]), None if r[3] is None else float(r[3]), r[4])
+                for r in await conn.fetch(
+                    "SELECT label, password_hash, created, last_used, last_address FROM logins"
+                    " WHERE account_id = $1 ORDER BY id",
                     account_id,
                 )
             ),
@@ -270,6 +287,15 @@ async def restore_account(store: PostgresStore, image: AccountImage, replace: bo
                 " VALUES ($1, $2, $3, $4)",
                 [(account_id, *policy) for policy in image.policies],
             )
+        if image.logins:
+            await conn.executemany(
+                "INSERT INTO logins (account_id, label, password_hash, created, last_used,"
+                " last_address) VALUES ($1, $2, $3, $4, $5, $6)",
+                [
+                    (account_id, x.label, x.password_hash, x.created, x.last_used, x.last_address)
+                    for x in image.logins
+                ],
+            )
         if image.aliases:
             await conn.executemany(
                 "INSERT INTO aliases (alias, account_id) VALUES ($1, $2)",
@@ -296,6 +322,11 @@ async def restore_account(store: PostgresStore, image: AccountImage, replace: bo
                 await conn.executemany(
                     "INSERT INTO expunged (mailbox_id, uid, modseq) VALUES ($1, $2, $3)",
                     [(mailbox_id, e.uid, e.modseq) for e in mb.expunged],
+                )
+            if mb.acl:
+                await conn.executemany(
+                    "INSERT INTO mailbox_acl (mailbox_id, identifier, rights) VALUES ($1, $2, $3)",
+                    [(mailbox_id, who, rights) for who, rights in mb.acl],
                 )
             await tx.journal(mailbox_id)
         top = max((mb.uidvalidity for mb in image.mailboxes), default=0)

@@ -28,6 +28,7 @@ from pobox.store.api import (
     AccountImage,
     BlobId,
     Expunged,
+    LoginImage,
     Mailbox,
     MailboxId,
     MailboxImage,
@@ -146,8 +147,16 @@ class SqliteSnapshot:
                     "SELECT uid, modseq FROM expunged WHERE mailbox_id = ? ORDER BY uid", (mb[0],)
                 )
             )
+            acl = tuple(
+                (r[0], r[1])
+                for r in conn.execute(
+                    "SELECT identifier, rights FROM mailbox_acl WHERE mailbox_id = ?"
+                    " ORDER BY identifier",
+                    (mb[0],),
+                )
+            )
             mailboxes.append(
-                MailboxImage(mb[1], mb[2], mb[3], mb[4], mb[5], mb[6], messages, expunged)
+                MailboxImage(mb[1], mb[2], mb[3], mb[4], mb[5], mb[6], messages, expunged, acl)
             )
         recoverable = tuple(
             RecoverableImage(
@@ -184,6 +193,14 @@ class SqliteSnapshot:
                 for r in conn.execute(
                     "SELECT folder, key, value FROM folder_policies WHERE account_id = ?"
                     " ORDER BY folder, key",
+                    (account_id,),
+                )
+            ),
+            logins=tuple(
+                LoginImage(r[0], r[1], float(r[2]), r[3], r[4])
+                for r in conn.execute(
+                    "SELECT label, password_hash, created, last_used, last_address FROM logins"
+                    " WHERE account_id = ? ORDER BY id",
                     (account_id,),
                 )
             ),
@@ -267,6 +284,14 @@ async def restore_account(store: SqliteStore, image: AccountImage, replace: bool
             [(account_id, *policy) for policy in image.policies],
         )
         conn.executemany(
+            "INSERT INTO logins (account_id, label, password_hash, created, last_used,"
+            " last_address) VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (account_id, x.label, x.password_hash, x.created, x.last_used, x.last_address)
+                for x in image.logins
+            ],
+        )
+        conn.executemany(
             "INSERT INTO aliases (alias, account_id) VALUES (?, ?)",
             [(alias, account_id) for alias in image.aliases],
         )
@@ -292,6 +317,10 @@ async def restore_account(store: SqliteStore, image: AccountImage, replace: bool
             conn.executemany(
                 "INSERT INTO expunged (mailbox_id, uid, modseq) VALUES (?, ?, ?)",
                 [(mailbox_id, e.uid, e.modseq) for e in mb.expunged],
+            )
+            conn.executemany(
+                "INSERT INTO mailbox_acl (mailbox_id, identifier, rights) VALUES (?, ?, ?)",
+                [(mailbox_id, who, rights) for who, rights in mb.acl],
             )
             store._journal(conn, mailbox_id)
         top = max((mb.uidvalidity for mb in image.mailboxes), default=0)
