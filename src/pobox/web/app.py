@@ -110,7 +110,8 @@ class SecurityHeaders:
                     (b"content-security-policy", CSP.encode()),
                     (b"x-content-type-options", b"nosniff"),
                     (b"x-frame-options", b"DENY"),
-                    (b"referrer-policy", b"no-referrer"),
+                    # not no-referrer: Chromium then sends "Origin: null" with our own forms
+                    (b"referrer-policy", b"same-origin"),
                     (b"cross-origin-opener-policy", b"same-origin"),
                     (b"cross-origin-resource-policy", b"same-origin"),
                     (b"cache-control", b"no-store"),
@@ -248,6 +249,7 @@ class WebApp:
             Route("/settings", self.settings_form, methods=["GET"]),
             Route("/settings", self.settings, methods=["POST"]),
             Route("/events", self.events),
+            Route("/favicon.ico", lambda request: Response(status_code=204)),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ]
         self.app = SecurityHeaders(

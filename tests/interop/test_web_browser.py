@@ -1,0 +1,190 @@
+"""The webmail in real Chromium (Debian's package, driven by Playwright) against `pobox serve`
+with two workers: log in, read, flag, move, delete and undo, write; mail delivered over LMTP and
+a flag set through imaplib show in the open page within a second; hostile HTML runs nothing and
+loads nothing from another origin.
+
+POBOX_SCREENSHOTS=DIR saves the screenshots docs/webmail.md shows into DIR.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import os
+import shutil
+import smtplib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.helpers.servers import ServerProcess, server_process
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+pytestmark = pytest.mark.interop
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ALICE = "alice@example.org"
+PASSWORD = "browser test"
+#: The issue's promise: what happens elsewhere shows in an open page within one second.
+LIVE_MS = 1000
+
+
+def lmtp(server: ServerProcess, subject: str, body: str, html: bool = False) -> None:
+    kind = "text/html" if html else "text/plain"
+    message = (
+        f"From: Carol <carol@example.net>\r\nTo: {ALICE}\r\nSubject: {subject}\r\n"
+        f"Date: Mon, 7 Dec 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\n"
+        f"Content-Type: {kind}; charset=utf-8\r\n\r\n{body}\r\n"
+    )
+    with smtplib.LMTP("127.0.0.1", server.ports["lmtp"]) as client:
+        client.sendmail("carol@example.net", [ALICE], message.encode())
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail("chromium is not installed (make test installs Debian's chromium)")
+    with server_process(tmp_path, {ALICE: PASSWORD}, workers=2) as running:
+        yield running
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    with playwright_api.sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+def shoot(page: object, name: str) -> None:
+    where = os.environ.get("POBOX_SCREENSHOTS")
+    if where:
+        page.screenshot(path=str(Path(where) / f"webmail-{name}.png"))  # type: ignore[attr-defined]
+
+
+def test_the_webmail_in_chromium(server: ServerProcess, browser: object, tmp_path: Path) -> None:
+    base = f"http://127.0.0.1:{server.ports['web']}"
+    lmtp(server, "Welcome to pobox", "Your mailbox is ready.\n\nThe pobox team")
+    lmtp(server, "Agenda for Monday", "1. Webmail\n2. Quotas\n3. Lunch")
+    hostile = (
+        '<p id="greeting">Hello from HTML</p>'
+        '<img src="https://tracker.example/pixel.gif">'
+        "<script>parent.document.title = 'pwned'; alert(1)</script>"
+        '<img src="cid:none" onerror="alert(2)">'
+        '<a href="javascript:alert(3)">click me</a>'
+        '<div style="position:fixed;top:0;left:0">overlay</div>'
+    )
+    lmtp(server, "Newsletter", hostile, html=True)
+
+    context = browser.new_context(viewport={"width": 1200, "height": 800})  # type: ignore[attr-defined]
+    page = context.new_page()
+    requests: list[str] = []
+    dialogs: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+
+    # log in
+    page.goto(base + "/")
+    assert page.url.startswith(base + "/login")
+    shoot(page, "login")
+    page.fill("#address", ALICE)
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_selector("table.messages")
+    assert page.locator("tr.unseen").count() == 3
+    page.wait_for_selector("body[data-live_open='1']")
+    shoot(page, "list")
+
+    # read a text message: no longer unread
+    page.click("text=Agenda for Monday")
+    page.wait_for_selector("pre.body")
+    assert "2. Quotas" in page.inner_text("pre.body")
+    assert page.inner_text("dd.from").startswith("Carol")
+    shoot(page, "message")
+
+    # flag it, then delete it and undo
+    page.click("#flag")
+    page.wait_for_selector("#unflag")
+    page.click("#delete")
+    page.wait_for_selector("#undo")
+    assert page.locator("text=Agenda for Monday").count() == 0
+    page.click("#undo")
+    page.wait_for_selector("text=Agenda for Monday")
+    row = page.locator("tr", has_text="Agenda for Monday")
+    assert "flagged" in (row.get_attribute("class") or "")
+    assert "unseen" not in (row.get_attribute("class") or "")
+
+    # move the welcome message to Archive
+    page.click("text=Welcome to pobox")
+    page.select_option("#dest", label="Archive")
+    page.click("#move")
+    page.wait_for_selector("#undo")
+    assert page.locator("text=Welcome to pobox").count() == 0
+    page.click("nav.folders >> text=Archive")
+    page.wait_for_selector("text=Welcome to pobox")
+    page.click("nav.folders >> text=INBOX")
+    page.wait_for_selector("body[data-live_open='1']")
+
+    # hostile HTML: shown sanitised in the sandboxed frame; nothing runs, nothing leaves
+    page.click("text=Newsletter")
+    frame_element = page.wait_for_selector("iframe.body")
+    frame = frame_element.content_frame()
+    assert frame is not None
+    frame.wait_for_selector("text=Hello from HTML")
+    assert page.title() != "pwned" and dialogs == []
+    assert page.locator("text=Remote images are blocked (1)").count() == 1
+    assert frame.locator("script").count() == 0
+    assert frame.locator("[onerror]").count() == 0
+    page.goto(base + "/")
+    page.wait_for_selector("body[data-live_open='1']")
+
+    # live: a message delivered over LMTP appears within a second
+    lmtp(server, "Arrived just now", "Live!")
+    page.wait_for_selector("text=Arrived just now", timeout=LIVE_MS)
+
+    # live: a flag set by another client (imaplib) shows within a second
+    imap = imaplib.IMAP4("127.0.0.1", server.ports["imap"])
+    imap.login(ALICE, PASSWORD)
+    imap.select("INBOX")
+    status, data = imap.uid("SEARCH", "SUBJECT", "Arrived")
+    assert status == "OK"
+    uid = data[0].split()[-1].decode()
+    imap.uid("STORE", uid, "+FLAGS", "(\\Flagged)")
+    page.wait_for_selector(f"tr.flagged[data-uid='{uid}']", timeout=LIVE_MS)
+    # and what the page does shows in IMAP at once
+    page.check(f"tr[data-uid='{uid}'] input[name=uid]")
+    page.click("button[value=seen]")
+    page.wait_for_selector(f"tr[data-uid='{uid}']:not(.unseen)")
+    status, data = imap.uid("FETCH", uid, "(FLAGS)")
+    assert b"\\Seen" in data[0]
+    imap.logout()
+
+    # write a message to oneself: it arrives in the INBOX, a copy in Sent
+    page.click("text=Write")
+    page.fill("#to", ALICE)
+    page.fill("#subject", "Note to self")
+    page.fill("#body", "Remember the milk.")
+    page.set_input_files(
+        "#attachment", files=[{"name": "list.txt", "mimeType": "text/plain", "buffer": b"milk\n"}]
+    )
+    shoot(page, "compose")
+    page.click("#send")
+    page.wait_for_selector("text=message sent")
+    page.wait_for_selector("text=Note to self", timeout=LIVE_MS)
+
+    # a phone: the list still works at 360 px
+    phone = browser.new_context(
+        viewport={"width": 360, "height": 740}, storage_state=context.storage_state()
+    )  # type: ignore[attr-defined]
+    small = phone.new_page()
+    small.goto(base + "/")
+    small.wait_for_selector("table.messages")
+    assert small.evaluate("document.documentElement.scrollWidth") <= 360
+    shoot(small, "phone")
+    phone.close()
+
+    foreign = [url for url in requests if not url.startswith(base + "/")]
+    assert foreign == [], foreign
+    context.close()
