@@ -24,6 +24,7 @@ serve: $(VENV)/.installed
 	@echo "connect with: IMAP 127.0.0.1:1143  POP3 127.0.0.1:1110  SMTP 127.0.0.1:2525  LMTP 127.0.0.1:2424"
 	@echo "              IMAPS 127.0.0.1:1993  POP3S 127.0.0.1:1995 (self-signed certificate in $(DATA)/tls)"
 	@echo "              submission 127.0.0.1:2587 (STARTTLS, then AUTH)  127.0.0.1:2465 (implicit TLS)"
+	@echo "              webmail https://127.0.0.1:8080 (the same certificate)"
 	@echo "              account demo@localhost, password demo (if it was just created)"
 	$(POBOX) --data $(DATA) serve
 

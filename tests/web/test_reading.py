@@ -264,3 +264,14 @@ async def test_settings_show_and_change_the_pop3_retention(web: Web) -> None:
         "/settings", data={"csrf": token, "retention": "keep-days", "days": "0"}
     )
     assert response.status_code == 400
+
+
+async def test_messages_with_the_same_date_list_the_newest_first(web: Web) -> None:
+    for n in range(3):
+        await web.deliver(ALICE, plain(f"same {n}"))
+    await web.login()
+    inbox = await web.folder_id(ALICE, "INBOX")
+    page = await web.client.get(f"/f/{inbox}")
+    assert re.findall(r'data-uid="(\d+)"', page.text) == ["3", "2", "1"]
+    page = await web.client.get(f"/f/{inbox}?sort=date&rev=0")
+    assert re.findall(r'data-uid="(\d+)"', page.text) == ["1", "2", "3"]

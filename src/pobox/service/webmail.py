@@ -366,14 +366,16 @@ class Webmail:
         only: set[Uid] | None = None
         if query:
             only = set(await search(self.store, index.id, search_query(query, field), messages))
-        uids = await sort(
+        # descending is ascending turned round: equal keys then list the newest message first
+        ordered = await sort(
             self.store,
             index.id,
-            [SortKey(SORTS[sort_by], reverse)],
+            [SortKey(SORTS[sort_by])],
             messages,
             index.sort_cache,
             only,
         )
+        uids = ordered[::-1] if reverse else ordered
         self._orders[index.id] = (key, uids)
         return uids
 
