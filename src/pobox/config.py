@@ -612,6 +612,7 @@ RESTART_ONLY: tuple[str, ...] = (
     "server.user",
     "server.event_loop",
     "metrics.listen",
+    "web.trusted_proxies",
     *(f"{name}.{key}" for name in LISTENERS for key in ("enabled", "listen", "port")),
 )
 

@@ -52,10 +52,17 @@ class Login:
 
 
 class WebSessions:
-    def __init__(self, store: Store, config: WebConfig, clock: Clock = time.time) -> None:
+    def __init__(
+        self, store: Store, config: Callable[[], WebConfig], clock: Clock = time.time
+    ) -> None:
         self.store = store
-        self.config = config
+        #: the ``[web]`` settings in force (a reload, SIGHUP, changes them for every session)
+        self.settings = config
         self.clock = clock
+
+    @property
+    def config(self) -> WebConfig:
+        return self.settings()
 
     async def start(self, account: Account) -> str:
         """A new session for *account*; returns its id (for the cookie only)."""

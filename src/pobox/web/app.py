@@ -129,8 +129,12 @@ class WebState:
     webmail: Webmail
     sessions: WebSessions
     feed: ChangeFeed
-    config: Config
     closing: asyncio.Event
+
+    @property
+    def config(self) -> Config:
+        """The configuration in force (a reload replaces the service's)."""
+        return self.service.config
 
 
 class Redirect(Exception):
@@ -220,14 +224,12 @@ class WebApp:
         self,
         service: MailService,
         submission: Submission | None = None,
-        config: Config | None = None,
     ) -> None:
         self.state = WebState(
             service=service,
             webmail=Webmail(service, submission),
-            sessions=WebSessions(service.store, (config or service.config).web),
+            sessions=WebSessions(service.store, lambda: service.config.web),
             feed=ChangeFeed(service.store),
-            config=config or service.config,
             closing=asyncio.Event(),
         )
         self.env = _environment()

@@ -58,7 +58,7 @@ async def start_web(
     tls: ssl.SSLContext | None,
     submission: Submission | None,
 ) -> WebServer:
-    app = WebApp(service, submission, config)
+    app = WebApp(service, submission)
     uv_config = uvicorn.Config(
         app,
         http="h11",
