@@ -2,10 +2,11 @@
 
 Two people on one account, each with an app password of their own, in two imaplib sessions;
 the owner keeps using the main password. One app password is revoked with the CLI in the middle:
-a new login with it fails at once, its live session is told ``* BYE`` at its next command, and
-the other sessions go on. The same with poplib (``-ERR [AUTH]``) and submission (``421``). Run
-with two workers on SQLite, and on two nodes sharing one PostgreSQL store, with the revoked
-session on the node that did not run the CLI.
+a new login with it fails at once, its live session is told ``* BYE [EXPIRED]`` (at once while
+it waits, in IDLE or not) and its next command fails, and the other sessions go on. The same
+with poplib (``-ERR [AUTH]``) and submission (``421``). Run with two workers on SQLite, and on
+two nodes sharing one PostgreSQL store, with the revoked session on the node that did not run
+the CLI.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import imaplib
 import poplib
 import re
 import smtplib
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -171,3 +173,20 @@ def test_submission_refuses_a_revoked_session(servers: list[ServerProcess]) -> N
     with pytest.raises(smtplib.SMTPAuthenticationError):
         refused.login(OWNER, anna)
     refused.close()
+
+
+def test_an_idle_session_is_told_at_once(servers: list[ServerProcess]) -> None:
+    admin, server = servers
+    anna = _add(admin, "Anna")
+    with socket.create_connection(("127.0.0.1", server.ports["imap"]), timeout=60) as sock:
+        stream = sock.makefile("rwb")
+        assert stream.readline().startswith(b"* OK")
+        stream.write(f'a1 LOGIN {OWNER} "{anna}"\r\n'.encode())
+        stream.write(b"a2 SELECT INBOX\r\na3 IDLE\r\n")
+        stream.flush()
+        lines = []
+        while not lines or not lines[-1].startswith(b"+ "):
+            lines.append(stream.readline())
+        admin.cli("user", "login", "del", OWNER, "Anna")
+        rest = stream.read()  # until the server closes the connection
+        assert rest == b"* BYE [EXPIRED] this app password was revoked\r\n", rest

@@ -12,6 +12,7 @@ import dataclasses
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.conftest import make_config
@@ -239,3 +240,22 @@ async def test_a_revocation_in_another_process_reaches_the_session(
     finally:
         await cli.close()
         await server.close()
+
+
+async def test_a_revocation_while_the_login_is_verified_refuses_it(
+    service: MailService, auth: Authenticator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The app password is read, then deleted while Argon2id runs: the login must not open a
+    session that the revocation can no longer reach."""
+    logins = Logins(service.store)
+    made = await logins.add(ADDRESS, "phone")
+    verify = auth._verify
+
+    async def deleted_meanwhile(*args: Any) -> Any:
+        result = await verify(*args)
+        await logins.delete(ADDRESS, "phone")
+        return result
+
+    monkeypatch.setattr(auth, "_verify", deleted_meanwhile)
+    assert await auth.sign_in(ADDRESS, made.password, remote=HOME) is None
+    assert auth.logins.live(made.login.account_id) == 0

@@ -4,7 +4,7 @@ docs/app-passwords.md describes them.
 
 ``add`` prints the generated password once (it is kept only as a hash); ``list`` shows each
 label with when it was made and last used, and from where; ``del`` revokes one: new logins with
-it fail at once, and the sessions it opened end at their next command, in every worker and on
+it fail at once, and the sessions it opened end (docs/app-passwords.md), in every worker and on
 every node. These work on the store, so they work while the server runs.
 """
 

@@ -535,6 +535,12 @@ class ImapSession:
         """True once the server shuts down (a call: it changes behind the session's back)."""
         return self._stopping
 
+    def on_revoked(self) -> None:
+        """The app password of this session was deleted (docs/app-passwords.md): a session
+        waiting for a command, in IDLE or not, is told BYE now; one at work, when it is done."""
+        if self._stop is not None and not self._stop.done():
+            self._stop.set_result(None)
+
     def _on_shutdown(self, force: bool) -> None:
         """The server is shutting down: BYE at the next wait for a command (now if the session
         is waiting), or, with *force*, at once."""
@@ -630,6 +636,11 @@ class ImapSession:
                 self.send(r.bye("Server shutting down"))
                 await self.drain()
                 return None
+            if self.credential is not None and self.credential.revoked:
+                self.end = "revoked"
+                self.send(r.bye("this app password was revoked", r.ResponseCode.plain("EXPIRED")))
+                await self.drain()
+                return None
             if self._stop is None:
                 self._stop = asyncio.get_running_loop().create_future()
             if self.compression is not None and self.compression.pending:
@@ -661,7 +672,7 @@ class ImapSession:
                 await self.announce_updates()
                 await self.drain()
                 continue
-            if self.stopping():
+            if self.stopping() or (self.credential is not None and self.credential.revoked):
                 continue
             # inactivity: RFC 9051 §5.4 allows an autologout after at least 30 minutes
             self.end = "timeout"

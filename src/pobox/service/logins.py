@@ -6,7 +6,7 @@ an Argon2id hash. Each works for IMAP, POP3 and submission through the one authe
 routine (:mod:`pobox.service.auth`), which tells the front end which credential was used, so
 that the session log names its label. Deleting a login revokes it: new logins with it fail at
 once (every login reads the account's credentials from the store), and the sessions it opened
-end at their next command.
+end: IMAP sessions at once when they wait for a command, others at their next command.
 
 Generated passwords are 16 characters from ``a-z0-9`` in four groups of four (``abcd-efgh-
 ijkl-mnop``, about 82 bits). Clients are forgiving about how it is typed: spaces, hyphens and
@@ -232,8 +232,7 @@ class LoginWatch:
         for handle in list(self._handles.get(account_id, ())):
             if handle.login_id not in alive and not handle.revoked:
                 log.info(
-                    "app password revoked account=%d login=%r: its session ends at its next"
-                    " command",
+                    "app password revoked account=%d login=%r: its session ends",
                     account_id,
                     handle.label,
                 )

@@ -59,6 +59,8 @@ async def _finish_login(session: ImapSession, tag: str, user: str, password: str
         session.holds_slot = True
     session.account = account
     session.credential = result
+    if result.handle is not None:
+        result.handle.on_revoke = session.on_revoked
     metrics.session_opened("imap")
     session.state = State.AUTHENTICATED
     session.tagged(tag, "OK", "logged in", r.ResponseCode.capability(session.capabilities()))
