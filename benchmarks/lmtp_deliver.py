@@ -9,12 +9,20 @@ measures each connection count in turn (one row each; a single connection shows 
 one durable delivery, with no group commit to share it).
 
     .venv/bin/python benchmarks/lmtp_deliver.py [--target pobox|dovecot|both] [--messages 2000]
-        [--connections 4,1]
+        [--connections 4,1] [--quota]
+
+``--quota`` measures pobox twice instead, with quotas off and on (``[quota]`` limits set far
+above what the run stores, so every delivery is checked and counted but none refused), rounds
+alternating, and prints the ratio on/off (docs/quota.md).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import statistics
 import sys
+from collections.abc import Iterator
 
 from common import (
     MB,
@@ -31,6 +39,26 @@ from common import (
     target_list,
 )
 
+#: What --quota adds to POBOX_BENCH_CONFIG for the "pobox+quota" runs.
+QUOTA_CONFIG = '\n[quota]\nstorage = "1T"\nmessages = 1000000000\n'
+
+
+@contextlib.contextmanager
+def _configured(target: str) -> Iterator[str]:
+    """The server to start for *target*; "pobox+quota" is pobox with QUOTA_CONFIG."""
+    if target != "pobox+quota":
+        yield target
+        return
+    before = os.environ.get("POBOX_BENCH_CONFIG")
+    os.environ["POBOX_BENCH_CONFIG"] = (before or "") + QUOTA_CONFIG
+    try:
+        yield "pobox"
+    finally:
+        if before is None:
+            del os.environ["POBOX_BENCH_CONFIG"]
+        else:
+            os.environ["POBOX_BENCH_CONFIG"] = before
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = base_parser(__doc__.splitlines()[0] if __doc__ else "LMTP delivery benchmark")
@@ -43,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--size", type=int, default=10 * 1024, help="message size (10240)")
     parser.add_argument("--warmup", type=int, default=40, help="untimed messages first (40)")
+    parser.add_argument(
+        "--quota", action="store_true", help="pobox with quotas off and on (instead of --target)"
+    )
     add_rounds_option(parser)
     args = parser.parse_args(argv)
     try:
@@ -65,14 +96,18 @@ def main(argv: list[str] | None = None) -> int:
     ratios: list[tuple[str, dict[str, list[float]]]] = []
     for clients in counts:
         messages = [make_message(args.size, i, client=i % clients) for i in range(args.messages)]
-        rates: dict[str, list[float]] = {target: [] for target in target_list(args.target)}
+        targets = ["pobox", "pobox+quota"] if args.quota else target_list(args.target)
+        rates: dict[str, list[float]] = {target: [] for target in targets}
         speeds: dict[str, list[float]] = {target: [] for target in rates}
         for _round in range(args.rounds):
             for target in rates:
                 if target in failed:
                     continue
                 try:
-                    with running(target, keep=args.keep) as server:
+                    with (
+                        _configured(target) as kind,
+                        running(kind, keep=args.keep) as server,
+                    ):
                         if _round == 0 and clients == counts[0]:
                             print(f"{target}: {server.description}", flush=True)
                         if warmup:
@@ -110,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     print_table(["target", "connections", "messages", "rounds", "msg/s", "range", "MB/s"], rows)
     for label, rates in ratios:
         print_ratio(label, {t: v for t, v in rates.items() if v})
+        if rates.get("pobox") and rates.get("pobox+quota"):
+            on_off = statistics.median(rates["pobox+quota"]) / statistics.median(rates["pobox"])
+            print(f"ratio quotas on/off ({label}, medians): {on_off:.3f}")
     return 1 if failed else 0
 
 

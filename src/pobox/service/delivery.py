@@ -125,7 +125,7 @@ class Delivery:
         """The account is at a limit already: no message fits (SMTP refuses it at RCPT)."""
         if self.quotas is None:
             return False
-        limits = self.quotas.limits(account)
+        limits = await self.quotas.current_limits(account.id)
         if limits.storage is None and limits.messages is None:
             return False
         usage = await self.store.quota_usage(account.id)
@@ -170,11 +170,11 @@ class Delivery:
                 trace = trace_headers(envelope, self.hostname, recipient, queue_id)
                 message = await self._spool(trace, content)
                 quotas = self.quotas
-                limits = None if quotas is None else quotas.limits(account)
+                limits = None if quotas is None else await quotas.current_limits(account.id)
                 meta = await self.store.append(inbox, message, quota=limits)
                 result = DeliveryResult(recipient, True, uid=meta.uid)
                 if quotas is not None:
-                    await quotas.after_write(account, limits)
+                    await quotas.after_write(account, limits, (meta.size, 1))
         except OverQuota as exc:
             kind = "over_quota"
             tempfail = self.quotas is not None and self.quotas.config.over_quota_tempfail

@@ -39,6 +39,8 @@ RESOURCES = {"STORAGE": "quota.storage", "MESSAGE": "quota.messages", "MAILBOX":
 
 #: How long a process keeps an account's limits before it reads its settings again.
 LIMITS_TTL = 5.0
+#: How long after_write trusts a usage it read, plus what the process added since.
+USAGE_TTL = 5.0
 
 
 def _size_text(octets: float) -> str:
@@ -65,6 +67,16 @@ def level(storage: int, messages: int, limits: QuotaLimits, thresholds: Sequence
     return max((t for t in thresholds if share >= t), default=0)
 
 
+@dataclass(slots=True)
+class _Seen:
+    """An account's usage as this process last read it, plus what it added since."""
+
+    at: float  # time.monotonic() of the read
+    storage: int
+    messages: int
+    seen: int  # the warning level in force then
+
+
 @dataclass(frozen=True, slots=True)
 class QuotaReport:
     """An account's limits and usage, as GETQUOTA and ``pobox user list`` show them."""
@@ -80,6 +92,10 @@ class Quotas:
         self.hostname = hostname
         self._defaults = self._server_limits(config)
         self._cache: dict[AccountId, tuple[float, QuotaLimits]] = {}
+        self._seen: dict[AccountId, _Seen] = {}
+        #: seconds after which after_write reads the usage again even when what this process
+        #: added cannot have crossed a level (other processes' mail, expunges)
+        self.usage_ttl = USAGE_TTL
 
     @staticmethod
     def _server_limits(config: QuotaConfig) -> QuotaLimits:
@@ -94,6 +110,7 @@ class Quotas:
         self.hostname = hostname
         self._defaults = self._server_limits(config)
         self._cache.clear()
+        self._seen.clear()
 
     # limits -------------------------------------------------------------------------------
     def limits(self, account: Account) -> QuotaLimits:
@@ -161,24 +178,49 @@ class Quotas:
         self._cache.pop(target.id, None)
 
     # warnings -----------------------------------------------------------------------------
-    async def after_write(self, account: Account | AccountId, limits: QuotaLimits | None) -> None:
-        """After mail was added to an account: a warning into its INBOX when the usage crossed
-        a warning level since the last one (once per crossing; docs/decisions/quota.md). Never
-        raises: the write it follows has succeeded."""
+    async def after_write(
+        self,
+        account: Account | AccountId,
+        limits: QuotaLimits | None,
+        added: tuple[int, int] | None = None,
+    ) -> None:
+        """After mail was added to an account (*added*: its octets and messages, when known): a
+        warning into its INBOX when the usage crossed a warning level since the last one (once
+        per crossing; docs/decisions/quota.md). Never raises: the write it follows succeeded."""
         try:
-            await self._after_write(account, limits)
+            await self._after_write(account, limits, added)
         except Exception:
             log.exception("quota warning for account %s failed", account)
 
-    async def _after_write(self, who: Account | AccountId, limits: QuotaLimits | None) -> None:
+    async def _after_write(
+        self,
+        who: Account | AccountId,
+        limits: QuotaLimits | None,
+        added: tuple[int, int] | None,
+    ) -> None:
         thresholds = self.config.warn
         if limits is None or not thresholds or (limits.storage is None and limits.messages is None):
             return
         account_id = who.id if isinstance(who, Account) else who
+        clock = time.monotonic()
+        known = self._seen.get(account_id)
+        if added is not None and known is not None and clock - known.at < self.usage_ttl:
+            # what this process added since it last read the usage cannot have crossed a
+            # level: no read (other writers' mail is seen at the next read)
+            known.storage += added[0]
+            known.messages += added[1]
+            if level(known.storage, known.messages, limits, thresholds) <= known.seen:
+                return
         usage = await self.store.quota_usage(account_id)
         now = level(usage.storage, usage.messages, limits, thresholds)
         low = level(usage.low_storage, usage.low_messages, limits, thresholds)
         seen = min(usage.warned, low)  # fell below since the last warning: warned again
+        if now <= seen and seen == usage.warned:
+            if len(self._seen) > 10000:
+                self._seen.clear()
+            self._seen[account_id] = _Seen(clock, usage.storage, usage.messages, seen)
+            return
+        self._seen.pop(account_id, None)  # read again next time
         if now > seen:
             account = who if isinstance(who, Account) else await self.store.get_account_by_id(who)
             inbox = await self.store.get_mailbox(account_id, "INBOX")
@@ -192,7 +234,7 @@ class Quotas:
             # the store takes the spool (a warning another writer sent first is discarded)
             if await self.store.quota_warn(account_id, usage.warned, now, inbox.id, message):
                 log.info("quota warning %d%% delivered to %s", now, account.address)
-        elif seen < usage.warned:
+        else:
             await self.store.quota_warn(account_id, usage.warned, seen)
 
     def _warning(self, account: Account, usage: QuotaUsage, limits: QuotaLimits) -> bytes:

@@ -141,16 +141,16 @@ async def _end(session: ImapSession, event: AppendEnd) -> None:
         ready = [await asyncio.to_thread(_finish, item) for item in state.messages]
         state.messages.clear()
         if len(ready) == 1:
-            uids.append((await index.append(mailbox.id, ready[0], quota=limits)).uid)
+            metas = [await index.append(mailbox.id, ready[0], quota=limits)]
         else:  # MULTIAPPEND: one transaction, all or nothing (RFC 3502 §6.3.11)
             metas = await index.append_many(mailbox.id, ready, quota=limits)
-            uids.extend(meta.uid for meta in metas)
+        uids.extend(meta.uid for meta in metas)
     except PoboxError as exc:
         await state.abort()
         text, code = error_code(exc)
         session.tagged(event.tag, "NO", text, r.ResponseCode.plain(code) if code else None)
         return
-    await quota.after_write(mailbox.account_id, limits)
+    await quota.after_write(mailbox.account_id, limits, (sum(m.size for m in metas), len(metas)))
     if session.selected is not None:
         await session.announce_updates()
     session.tagged(

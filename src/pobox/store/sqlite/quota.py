@@ -37,10 +37,20 @@ _CHANGE = (
 )
 
 
-def change_usage(conn: sqlite3.Connection, account_id: int, octets: int, messages: int) -> None:
-    """Add (or, negative, take away) messages from an account's usage."""
-    if octets or messages:
-        conn.execute(_CHANGE, (account_id, octets, messages))
+def change_usage(
+    conn: sqlite3.Connection, account_id: int, octets: int, messages: int
+) -> tuple[int, int]:
+    """Add (or, negative, take away) messages from an account's usage; returns the usage
+    after (octets, messages)."""
+    row = conn.execute(_CHANGE + " RETURNING storage, messages", (account_id, octets, messages))
+    storage, count = row.fetchone()
+    return int(storage), int(count)
+
+
+def check(usage: tuple[int, int], quota: QuotaLimits | None, what: str = "the message") -> None:
+    """OverQuota when *usage* (after a write that added to it) is past a limit of *quota*."""
+    if quota is not None and quota.exceeded(*usage):
+        raise over_quota(what)
 
 
 def usage_of(conn: sqlite3.Connection, mailbox_id: int) -> tuple[int, int, int]:

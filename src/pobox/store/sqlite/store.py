@@ -150,6 +150,8 @@ class SqliteStore(
         self._watch_task: asyncio.Task[None] | None = None
         self._journal_seq = 0
         self._job_seqs: list[int] = []
+        #: the account's usage after the last message the writer thread inserted
+        self._usage_after = (0, 0)
         self._own_seqs: set[int] = set()
         self._opened = False
 
@@ -728,7 +730,7 @@ class SqliteStore(
         if row is None:
             raise NotFound("mailbox does not exist")
         uid, modseq, account_id = row
-        _quota.change_usage(conn, account_id, size, 1)
+        self._usage_after = _quota.change_usage(conn, account_id, size, 1)  # writer thread
         now = time.time()
         conn.execute(
             f"INSERT INTO messages ({_MSG_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
@@ -805,7 +807,7 @@ class SqliteStore(
                 internal,
                 message.pop3_uidl,
             )
-            _quota.enforce(conn, mailbox_id, quota)
+            _quota.check(self._usage_after, quota)  # the usage _insert_message left
             return meta
 
         return run
