@@ -55,6 +55,12 @@ def test_lmtp_answers_552_5_2_2_for_the_full_recipient_only(server: ServerProces
     assert roomy[0] == 250
 
 
+def test_pobox_deliver_exits_73_for_a_full_mailbox(server: ServerProcess) -> None:
+    result = server.cli("deliver", USER, stdin=MESSAGE, check=False)
+    assert result.returncode == 73, result.stderr
+    assert b"mailbox" in result.stderr and b"quota" in result.stderr
+
+
 def test_smtp_refuses_a_full_recipient_at_rcpt(server: ServerProcess) -> None:
     with smtplib.SMTP("127.0.0.1", server.ports["smtp"], timeout=30) as smtp:
         smtp.ehlo("client.test")

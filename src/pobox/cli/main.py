@@ -24,6 +24,7 @@ from pobox.service.mail import MailService
 
 # sysexits.h values, as an MTA such as Postfix reads them from `pobox deliver`
 EX_NOUSER = 67
+EX_CANTCREAT = 73
 EX_TEMPFAIL = 75
 EX_USAGE = 64
 
@@ -40,8 +41,10 @@ exit codes:
   3    status, auth blocks, auth unblock: no server is running on this store
   64   configuration error (the message names the file and the key)
   67   deliver: no such recipient (the MTA bounces the message)
+  73   deliver: the recipient's mailbox is full (quota; the MTA bounces the message)
   70   internal error (a bug: please report it; POBOX_DEBUG=1 shows the traceback)
-  75   temporary failure (store busy or unavailable, disk full; try again later)
+  75   temporary failure (store busy or unavailable, disk full, a full mailbox with
+       [quota] over_quota_tempfail; try again later)
   130  interrupted (Ctrl-C)
 """
 
@@ -254,7 +257,10 @@ async def cmd_deliver(service: MailService, args: argparse.Namespace) -> int:
     if result.delivered:
         return 0
     print(f"pobox: {args.address}: {result.reason}", file=sys.stderr)
-    return EX_TEMPFAIL if result.temporary else EX_NOUSER
+    if result.temporary:
+        return EX_TEMPFAIL
+    # over quota for good: "can't create output" (an MTA bounces it as a mailbox problem)
+    return EX_CANTCREAT if result.over_quota else EX_NOUSER
 
 
 async def cmd_pop3_deleted(service: MailService, args: argparse.Namespace) -> int:
