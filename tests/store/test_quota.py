@@ -250,3 +250,40 @@ async def _damage(store: Store, account_id: AccountId) -> None:
             )
 
         await store._write(run)
+
+
+async def test_the_migration_fills_the_usage_of_existing_mail(store: Store) -> None:
+    """Schema 7 counts what a store of an older pobox already holds."""
+    from pobox.store.postgres import schema as pg_schema
+    from pobox.store.postgres.store import PostgresStore
+    from pobox.store.sqlite import schema as sqlite_schema
+    from pobox.store.sqlite.store import SqliteStore
+
+    account = await store.create_account("old@example.org", "h")
+    other = await store.create_account("empty@example.org", "h")
+    inbox = await _inbox(store, account.id)
+    for n in range(3):
+        await append(store, inbox, message_bytes(n, 100 * n))
+    expected = await _real(store, account.id)
+    if isinstance(store, SqliteStore):
+        migration = sqlite_schema.MIGRATIONS[6]
+
+        def again(conn: object) -> None:
+            conn.execute("DROP TABLE quota_usage")  # type: ignore[attr-defined]
+            for statement in migration.split(";"):
+                conn.execute(statement)  # type: ignore[attr-defined]
+
+        await store._db.write(again)
+    else:
+        assert isinstance(store, PostgresStore)
+
+        async def again_pg(tx: object) -> None:
+            await tx.conn.execute("DROP TABLE quota_usage")  # type: ignore[attr-defined]
+            await tx.conn.execute(pg_schema.MIGRATIONS[6])  # type: ignore[attr-defined]
+
+        await store._write(again_pg)  # type: ignore[arg-type]
+    usage = await store.quota_usage(account.id)
+    assert (usage.storage, usage.messages) == expected
+    assert (usage.low_storage, usage.low_messages, usage.warned) == (*expected, 0)
+    assert await store.quota_usage(other.id) == QuotaUsage(0, 0, 6)
+    assert await store.check() == []
