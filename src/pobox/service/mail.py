@@ -70,6 +70,7 @@ class MailService:
 
     async def close(self) -> None:
         self.index.close()
+        self.auth.logins.close()
         await self.store.close()
 
     async def mailbox_summaries(self, address: str) -> list[MailboxSummary]:
