@@ -188,3 +188,92 @@ def test_the_webmail_in_chromium(server: ServerProcess, browser: object, tmp_pat
     foreign = [url for url in requests if not url.startswith(base + "/")]
     assert foreign == [], foreign
     context.close()
+
+
+def log_in(context: object, base: str) -> object:
+    page = context.new_page()  # type: ignore[attr-defined]
+    page.goto(base + "/login")
+    page.fill("#address", ALICE)
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_selector("table.messages")
+    page.wait_for_selector("body[data-live_open='1']")
+    return page
+
+
+def test_two_sessions_search_download_reply_and_forward(
+    server: ServerProcess, browser: object
+) -> None:
+    base = f"http://127.0.0.1:{server.ports['web']}"
+    with smtplib.LMTP("127.0.0.1", server.ports["lmtp"]) as client:
+        client.sendmail(
+            "carol@example.net",
+            [ALICE],
+            b"From: Carol <carol@example.net>\r\nTo: alice@example.org\r\n"
+            b"Subject: Quarterly report\r\nMessage-ID: <q1@example.net>\r\nMIME-Version: 1.0\r\n"
+            b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+            b"--b\r\nContent-Type: text/plain\r\n\r\nThe figures are attached.\r\n"
+            b"--b\r\nContent-Type: text/csv; name=figures.csv\r\n"
+            b"Content-Disposition: attachment; filename=figures.csv\r\n\r\nq1,42\r\n--b--\r\n",
+        )
+    lmtp(server, "Holiday plans", "Anyone for the mountains?")
+    first_context = browser.new_context()  # type: ignore[attr-defined]
+    second_context = browser.new_context()  # type: ignore[attr-defined]
+    first = log_in(first_context, base)
+    second = log_in(second_context, base)
+
+    # two sessions of one account stay in step: a flag set in one shows in the other
+    first.check("tr:has-text('Holiday plans') input[name=uid]")  # type: ignore[attr-defined]
+    first.click("button[value=flag]")  # type: ignore[attr-defined]
+    second.wait_for_selector("tr.flagged:has-text('Holiday plans')", timeout=LIVE_MS)  # type: ignore[attr-defined]
+    # and a message deleted in one leaves the other's list
+    first.check("tr:has-text('Holiday plans') input[name=uid]")  # type: ignore[attr-defined]
+    first.click("button[value=delete]")  # type: ignore[attr-defined]
+    second.wait_for_selector("text=Holiday plans", state="detached", timeout=LIVE_MS)  # type: ignore[attr-defined]
+
+    # search through the server's SEARCH
+    first.fill("#q", "figures")  # type: ignore[attr-defined]
+    first.select_option("#in", "body")  # type: ignore[attr-defined]
+    first.click("form.search button")  # type: ignore[attr-defined]
+    first.wait_for_selector("text=1 found")  # type: ignore[attr-defined]
+    assert first.locator("text=Quarterly report").count() == 1  # type: ignore[attr-defined]
+
+    # download the attachment: its bytes, under its name
+    first.click("text=Quarterly report")  # type: ignore[attr-defined]
+    with first.expect_download() as info:  # type: ignore[attr-defined]
+        first.click("text=figures.csv")  # type: ignore[attr-defined]
+    download = info.value
+    assert download.suggested_filename == "figures.csv"
+    assert Path(download.path()).read_bytes() == b"q1,42"
+
+    # reply: quoted, threaded; the original is marked answered
+    first.click("text=Reply")  # type: ignore[attr-defined]
+    assert first.input_value("#subject") == "Re: Quarterly report"  # type: ignore[attr-defined]
+    assert "> The figures are attached." in first.input_value("#body")  # type: ignore[attr-defined]
+    first.fill("#to", ALICE)  # type: ignore[attr-defined]
+    first.click("#send")  # type: ignore[attr-defined]
+    first.wait_for_selector("text=message sent")  # type: ignore[attr-defined]
+    first.wait_for_selector("text=Re: Quarterly report", timeout=LIVE_MS)  # type: ignore[attr-defined]
+
+    # forward: the original goes along as an attached message, viewable
+    first.click("td.subject a:text-is('Quarterly report')")  # type: ignore[attr-defined]
+    first.click("text=Forward")  # type: ignore[attr-defined]
+    first.fill("#to", ALICE)  # type: ignore[attr-defined]
+    first.click("#send")  # type: ignore[attr-defined]
+    first.wait_for_selector("text=message sent")  # type: ignore[attr-defined]
+    first.wait_for_selector("text=Fwd: Quarterly report", timeout=LIVE_MS)  # type: ignore[attr-defined]
+    first.click("td.subject a:text-is('Fwd: Quarterly report')")  # type: ignore[attr-defined]
+    first.click("ul.attachments a:text-is('view')")  # type: ignore[attr-defined]
+    first.wait_for_selector("text=The figures are attached.")  # type: ignore[attr-defined]
+
+    imap = imaplib.IMAP4("127.0.0.1", server.ports["imap"])
+    imap.login(ALICE, PASSWORD)
+    imap.select("INBOX")
+    status, data = imap.uid("SEARCH", "ANSWERED", "SUBJECT", "Quarterly")
+    assert status == "OK" and data[0].split()
+    imap.select("Sent")
+    status, data = imap.uid("SEARCH", "ALL")
+    assert len(data[0].split()) == 2  # the reply and the forward
+    imap.logout()
+    first_context.close()  # type: ignore[attr-defined]
+    second_context.close()  # type: ignore[attr-defined]

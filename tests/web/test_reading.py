@@ -224,7 +224,9 @@ async def test_send_reply_forward_and_drafts(web: Web) -> None:
     content = await service.store.open_message(bob_inbox.id, messages[-1].uid)
     forwarded = _parse(content.read(0, content.size))
     content.close()
-    assert any(p.get_content_type() == "message/rfc822" for p in forwarded.walk())
+    (attached,) = [p for p in forwarded.walk() if p.get_content_type() == "message/rfc822"]
+    assert attached["Content-Transfer-Encoding"] in (None, "7bit", "8bit")
+    assert attached.get_payload(0)["Subject"] == "Question"
 
     drafts = await web.folder_id(ALICE, "Drafts")
     response = await web.client.post(
@@ -275,3 +277,27 @@ async def test_messages_with_the_same_date_list_the_newest_first(web: Web) -> No
     assert re.findall(r'data-uid="(\d+)"', page.text) == ["3", "2", "1"]
     page = await web.client.get(f"/f/{inbox}?sort=date&rev=0")
     assert re.findall(r'data-uid="(\d+)"', page.text) == ["1", "2", "3"]
+
+
+async def test_a_forwarded_multipart_message_is_viewable(web: Web) -> None:
+    inner = WITH_ATTACHMENT
+    outer = (
+        b"From: dave@example.net\r\nTo: alice@example.org\r\nSubject: Fwd: Report\r\n"
+        b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="fw"\r\n\r\n'
+        b"--fw\r\nContent-Type: text/plain\r\n\r\nFYI\r\n"
+        b"--fw\r\nContent-Type: message/rfc822\r\nContent-Disposition: attachment\r\n\r\n"
+        + inner
+        + b"\r\n--fw--\r\n"
+    )
+    await web.deliver(ALICE, outer)
+    await web.login()
+    inbox = await web.folder_id(ALICE, "INBOX")
+    page = await web.client.get(f"/m/{inbox}/1")
+    view = re.search(r'href="/m/\d+/1\?part=(\d+)">view<', page.text)
+    assert view is not None, page.text
+    inner_page = await web.client.get(f"/m/{inbox}/1?part={view.group(1)}")
+    assert "See attached." in inner_page.text
+    assert "report.pdf" in inner_page.text
+    link = re.search(r'href="(/m/\d+/1/part/\d+)" download>report.pdf<', inner_page.text)
+    assert link is not None
+    assert (await web.client.get(link.group(1))).content == b"%PDF-1.4\n"

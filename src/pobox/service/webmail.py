@@ -618,14 +618,9 @@ class Webmail:
             message.add_attachment(
                 data, maintype=maintype, subtype=subtype, filename=_safe_filename(filename, "file")
             )
-        if forwarded is not None:
-            message.add_attachment(
-                forwarded,
-                maintype="message",
-                subtype="rfc822",
-                disposition="attachment",
-                filename="forwarded.eml",
-            )
+        if forwarded is not None:  # as a message part (RFC 2046 §5.2.1: 7bit/8bit, no base64)
+            original = email.message_from_bytes(forwarded, policy=email.policy.SMTP)
+            message.add_attachment(original, disposition="attachment", filename="forwarded.eml")
         return message.as_bytes()
 
     async def _forwarded(self, account: Account, out: Outgoing) -> bytes | None:
