@@ -241,11 +241,13 @@ async def imap(running: Running) -> AsyncIterator[tuple[Running, Counting]]:
     service.index.store = cast(Store, counting)  # what the index and handlers ask, counted
     real_store = service.store
     service.store = cast(Store, counting)
+    service.acl.store = cast(Store, counting)  # mailbox names are looked up through the ACL
     try:
         yield running, counting
     finally:
         service.store = real_store
         service.index.store = real_store
+        service.acl.store = real_store
 
 
 async def _measure(counting: Counting, step: Callable[[], Awaitable[Any]]) -> Counter[str]:
