@@ -276,6 +276,10 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX web_sessions_account ON web_sessions (account_id)
     """,
+    # 11: reserved for IMAP METADATA (RFC 5464); its owner replaces SELECT 1 with the schema
+    """
+    SELECT 1
+    """,
 )
 
 
