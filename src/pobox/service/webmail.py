@@ -27,7 +27,7 @@ from pobox.mail.headers import split_fields
 from pobox.mail.structure import MimePart, ParsedMessage, bstr
 from pobox.mail.text import part_bytes, part_text
 from pobox.service.content import chunked, spool_message
-from pobox.service.index import MailboxIndex
+from pobox.service.index import SEEN_BIT, MailboxIndex
 from pobox.service.mail import MailService
 from pobox.service.search import (
     And,
@@ -48,7 +48,6 @@ from pobox.store.api import (
     FlagOp,
     Mailbox,
     MailboxId,
-    MailboxStatus,
     MessageMeta,
     Uid,
 )
@@ -77,7 +76,8 @@ INLINE_IMAGES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"}
 @dataclass(frozen=True, slots=True)
 class Folder:
     mailbox: Mailbox
-    status: MailboxStatus
+    messages: int
+    unseen: int
 
     @property
     def id(self) -> MailboxId:
@@ -293,6 +293,8 @@ class Webmail:
         self.submission = submission
         #: one list order per mailbox: (index version, sort, reverse, search) → UIDs
         self._orders: dict[MailboxId, tuple[tuple[int, str, bool, str], list[Uid]]] = {}
+        #: unseen counts of indexed mailboxes: (index version, count)
+        self._unseen: dict[MailboxId, tuple[int, int]] = {}
 
     # ---- folders -------------------------------------------------------------------------
     async def mailbox(self, account: Account, mailbox_id: int) -> Mailbox:
@@ -306,7 +308,28 @@ class Webmail:
         mailboxes = await self.store.list_mailboxes(account.id)
         order = {"INBOX": 0}
         mailboxes.sort(key=lambda m: (order.get(m.name, 1), m.name.lower()))
-        return [Folder(m, await self.store.mailbox_status(m.id)) for m in mailboxes]
+        folders = []
+        for mailbox in mailboxes:
+            counted = self._counts(mailbox)
+            if counted is None:
+                status = await self.store.mailbox_status(mailbox.id)
+                counted = (status.messages, status.unseen)
+            folders.append(Folder(mailbox, *counted))
+        return folders
+
+    def _counts(self, mailbox: Mailbox) -> tuple[int, int] | None:
+        """Messages and unseen messages from the process's index of the mailbox, when it holds
+        a current one (no store call: a COUNT over a large mailbox costs more than the page)."""
+        index = self.service.index.find(mailbox.account_id, mailbox.name)
+        if index is None or index.stale or index.id != mailbox.id:
+            return None
+        kept = self._unseen.get(mailbox.id)
+        if kept is not None and kept[0] == index.version:
+            return len(index), kept[1]
+        flags = index.flags
+        unseen = sum(1 for p in range(len(index)) if not flags[p] & SEEN_BIT)
+        self._unseen[mailbox.id] = (index.version, unseen)
+        return len(index), unseen
 
     async def special(self, account: Account, use: str) -> Mailbox:
         for mailbox in await self.store.list_mailboxes(account.id):
