@@ -123,7 +123,7 @@ async def grant(running: Running, rights: str) -> None:
 
 #: (command, the right it needs, the answer without it). ``{m}`` is the shared folder.
 #: Selected-state commands run after ``SELECT {m}``; "select" marks them.
-MATRIX: list[tuple[str, str, str, bool]] = [
+MATRIX: list[tuple[str, str, str, bool | str]] = [
     ('SELECT "{m}"', "r", "NO [NOPERM]", False),
     ('EXAMINE "{m}"', "r", "NO [NOPERM]", False),
     ('STATUS "{m}" (MESSAGES)', "r", "NO [NOPERM]", False),
@@ -143,6 +143,9 @@ MATRIX: list[tuple[str, str, str, bool]] = [
     ("MOVE 1 INBOX", "e", "NO [NOPERM]", True),
     ("MOVE 1 INBOX", "t", "NO [NOPERM]", True),
     ("COPY 1 INBOX", "", "OK", True),  # copying out needs only r
+    # into the shared folder from the guest's own INBOX: the i right
+    ('COPY 1 "{m}"', "i", "NO [NOPERM]", "INBOX"),
+    ('MOVE 1 "{m}"', "i", "NO [NOPERM]", "INBOX"),
 ]
 
 
@@ -151,10 +154,15 @@ def _command(template: str) -> tuple[str, bytes | None]:
     return command, (MESSAGE if command.startswith("APPEND") else None)
 
 
-async def try_command(running: Running, template: str, selected: bool) -> str:
+async def try_command(running: Running, template: str, selected: bool | str) -> str:
+    """*selected*: True selects the shared folder first, a name selects that mailbox of the
+    guest (given a message to work with)."""
     client = await Client.login(running.port("imap"), GUEST)
     try:
-        if selected:
+        if isinstance(selected, str):
+            assert status(await client.run(f"APPEND {selected}", MESSAGE)) == "OK"
+            assert status(await client.run(f"SELECT {selected}")) == "OK"
+        elif selected:
             answer = await client.run(f'SELECT "{TEAM}"')
             assert status(answer) == "OK", answer
         command, literal = _command(template)
