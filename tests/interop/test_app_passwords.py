@@ -152,6 +152,11 @@ def test_a_pop3_session_ends_at_its_next_command_when_revoked(
         again.pass_(anna)
     assert failed.value.args[0].startswith(b"-ERR [AUTH]")
     again.close()
+    _wait_for_log(server, "end=revoked")
+    log = server.log.read_text(errors="replace")
+    assert re.search(
+        r"event=session proto=pop3 user=family@localhost login=Anna [^\n]* end=revoked", log
+    ), log
 
 
 def test_submission_refuses_a_revoked_session(servers: list[ServerProcess]) -> None:
@@ -173,6 +178,13 @@ def test_submission_refuses_a_revoked_session(servers: list[ServerProcess]) -> N
     with pytest.raises(smtplib.SMTPAuthenticationError):
         refused.login(OWNER, anna)
     refused.close()
+    _wait_for_log(server, "end=revoked")
+    log = server.log.read_text(errors="replace")
+    assert re.search(
+        r"event=session proto=submission [^\n]* user=family@localhost login=Anna [^\n]*"
+        r" end=revoked",
+        log,
+    ), log
 
 
 def test_an_idle_session_is_told_at_once(servers: list[ServerProcess]) -> None:
