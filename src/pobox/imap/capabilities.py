@@ -43,6 +43,7 @@ AFTER_LOGIN = (
     "QUOTA=RES-MESSAGE",
     "QUOTA=RES-MAILBOX",
     "QUOTASET",
+    "UNAUTHENTICATE",
 )
 
 #: What ENABLE can turn on.

@@ -421,6 +421,13 @@ class Unselect(Command):
 
 
 @dataclass(frozen=True, slots=True)
+class Unauthenticate(Command):
+    """RFC 8437: back to the not authenticated state."""
+
+    NAME: ClassVar[str] = "UNAUTHENTICATE"
+
+
+@dataclass(frozen=True, slots=True)
 class Expunge(Command):
     """EXPUNGE, or UID EXPUNGE when ``uid_set`` is given (RFC 4315 / RFC 9051)."""
 

@@ -45,6 +45,7 @@ from pobox.imap.commands import (
     Store,
     StoreMode,
     Subscribe,
+    Unauthenticate,
     Unselect,
     Unsubscribe,
 )
@@ -415,6 +416,7 @@ _COMMANDS: dict[str, Callable[[Reader, str, bool], Command]] = {
     "CHECK": _no_args(Check),
     "CLOSE": _no_args(Close),
     "UNSELECT": _no_args(Unselect),
+    "UNAUTHENTICATE": _no_args(Unauthenticate),
     "EXPUNGE": _expunge,
     "SEARCH": _search,
     "SORT": _sort,

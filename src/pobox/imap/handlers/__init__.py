@@ -18,9 +18,21 @@ from pobox.imap.handlers import (
     quota,
     search,
     select,
+    unauthenticate,
 )
 from pobox.imap.session import CommandSpec
 
 COMMANDS: dict[type[Any], CommandSpec] = {}
-for _module in (basic, auth, select, append, messages, search, mailboxes, acl, quota):
+for _module in (
+    basic,
+    auth,
+    select,
+    append,
+    messages,
+    search,
+    mailboxes,
+    acl,
+    quota,
+    unauthenticate,
+):
     COMMANDS.update(_module.SPECS)
