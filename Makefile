@@ -7,7 +7,7 @@ DATA   ?= ./data
 
 # Debian packages the tests drive (real clients, and Dovecot as the side-by-side anchor).
 TEST_DEBS := fetchmail getmail6 curl openssl iproute2 dovecot-imapd dovecot-pop3d dovecot-lmtpd isync offlineimap3 neomutt tmux swaks msmtp \
-             chromium chromium-driver fonts-dejavu-core
+             chromium chromium-driver fonts-dejavu-core libnet-ssleay-perl libio-socket-ssl-perl
 
 .PHONY: serve cli test test-fast lint fmt bench system-deps clean
 
