@@ -276,9 +276,20 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX web_sessions_account ON web_sessions (account_id)
     """,
-    # 11: reserved for IMAP METADATA (RFC 5464); its owner replaces SELECT 1 with the schema
+    # 11: IMAP METADATA annotations (RFC 5464; docs/decisions/metadata.md): mailbox_id NULL is
+    # a server annotation, owner_id NULL a /shared one (else /private to that account); the
+    # entry name is kept lower-case (entry names are case-insensitive); values are bytes
     """
-    SELECT 1
+    CREATE TABLE annotations (
+        id BIGSERIAL PRIMARY KEY,
+        mailbox_id BIGINT REFERENCES mailboxes(id) ON DELETE CASCADE,
+        owner_id BIGINT REFERENCES accounts(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        value BYTEA NOT NULL
+    );
+    CREATE UNIQUE INDEX annotations_key
+        ON annotations (coalesce(mailbox_id, 0), coalesce(owner_id, 0), name);
+    CREATE INDEX annotations_owner ON annotations (owner_id)
     """,
 )
 
