@@ -147,3 +147,19 @@ def test_complete_headers_adds_only_what_is_missing() -> None:
 def test_from_addresses_unfolds_and_lists_all() -> None:
     head = b'From: "A, B" <a@b.test>,\r\n\tc@d.test\r\nTo: x@y.test\r\n'
     assert from_addresses(header_fields(head)) == ["a@b.test", "c@d.test"]
+
+
+async def test_a_full_local_recipient_is_told_to_the_sender(service: MailService) -> None:
+    """The sender heard 250 for every recipient; a local one whose mailbox is full gets
+    nothing, and the sender a notice in their INBOX (docs/quota.md)."""
+    account = await _setup(service)
+    await service.accounts.set_setting(LOCAL, "quota.messages", "1")
+    submission = _submission(service, FakeQueue())
+    await submission.submit(account, ME, [LOCAL], _message())
+    await submission.submit(account, ME, [LOCAL], _message(extra="X-Second: yes\r\n"))
+    assert await _inbox_count(service, LOCAL) == 2  # the first message and the quota warning
+    inbox = await service.store.get_mailbox(account.id, "INBOX")
+    assert inbox is not None
+    (notice,) = (await service.store.search_fields(inbox.id)).values()
+    assert notice.subject == "Undelivered Mail: mailbox full"
+    assert "MAILER-DAEMON@" in notice.from_

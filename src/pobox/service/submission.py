@@ -28,6 +28,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
 from email.utils import format_datetime, getaddresses
 from typing import Literal, Protocol
 
@@ -238,11 +240,33 @@ class Submission:
             failed = [r for r in results if not r.delivered]
             if any(r.temporary for r in failed):
                 raise Temporary("a local delivery failed; try again later")
-            for result in failed:  # the account went away since RCPT: rare, and logged
+            for result in failed:  # the account went away since RCPT, or it is full: rare
                 log.warning(
                     "submission from %s: %s not delivered: %s",
                     account.address,
                     result.recipient,
                     result.reason,
                 )
+            full = [r.recipient for r in failed if r.over_quota]
+            if full:  # the sender heard 250: tell them in their INBOX (docs/quota.md)
+                await self._full_notice(account, full, head)
         return Submitted(queue_id, tuple(local), tuple(remote), message_id)
+
+    async def _full_notice(self, account: Account, recipients: list[str], head: bytes) -> None:
+        notice = EmailMessage(policy=SMTP_POLICY)
+        notice["From"] = f"Mail Delivery System <MAILER-DAEMON@{self.hostname}>"
+        notice["To"] = f"<{account.address}>"
+        notice["Subject"] = "Undelivered Mail: mailbox full"
+        notice["Date"] = format_datetime(datetime.now(UTC))
+        notice["Message-ID"] = new_message_id(self.hostname)
+        notice["Auto-Submitted"] = "auto-replied"
+        names = ", ".join(f"<{r}>" for r in recipients)
+        notice.set_content(
+            f"Your message could not be delivered to {names}: the mailbox is full "
+            "(552 5.2.2); nothing was stored for them.\n\n"
+            "The message's header:\n\n" + head.decode("utf-8", "replace").replace("\r\n", "\n")
+        )
+        envelope = Envelope("", (account.address,), protocol="local")
+        (result,) = await self.delivery.deliver(envelope, notice.as_bytes())
+        if not result.delivered:
+            log.warning("notice to %s not delivered: %s", account.address, result.reason)
