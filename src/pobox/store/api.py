@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import BinaryIO, NewType, Protocol
 
+from pobox.errors import NotAllowed
+
 AccountId = NewType("AccountId", int)
 MailboxId = NewType("MailboxId", int)
 Uid = NewType("Uid", int)
@@ -68,6 +70,26 @@ class Mailbox:
     highest_modseq: ModSeq
     special_use: str | None
     subscribed: bool
+
+
+#: Annotation names under this prefix are private to one account (RFC 5464 §3.2); the others
+#: are shared by everyone who may see the mailbox.
+PRIVATE_PREFIX = "/private/"
+
+
+@dataclass(frozen=True, slots=True)
+class AnnotationLimits:
+    """How many annotations a write may leave (None: no limit). *per_mailbox* counts what one
+    account sees on one mailbox (or on the server): the shared entries and its own private
+    ones. *per_account* counts what an account is charged with: its private entries
+    everywhere and the shared entries of its own mailboxes."""
+
+    per_mailbox: int | None = None
+    per_account: int | None = None
+
+
+class TooManyAnnotations(NotAllowed):
+    """A metadata write would take an account or a mailbox past its number of entries."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -463,6 +485,29 @@ class Store(Protocol):
 
     async def drop_acl_identifiers(self, identifiers: Sequence[str]) -> None:
         """Remove every entry for *identifiers* from every mailbox (an account was deleted)."""
+        ...
+
+    # IMAP METADATA annotations (RFC 5464; docs/decisions/metadata.md)
+    async def get_annotations(
+        self, account_id: AccountId, mailbox_ids: Sequence[MailboxId | None]
+    ) -> dict[MailboxId | None, list[tuple[str, bytes]]]:
+        """The annotations *account_id* sees on each of *mailbox_ids* (None: the server):
+        the shared ones and its own private ones (names under :data:`PRIVATE_PREFIX`), by
+        name; every id asked for has a list (empty without annotations). One read."""
+        ...
+
+    async def set_annotations(
+        self,
+        account_id: AccountId,
+        mailbox_id: MailboxId | None,
+        changes: Sequence[tuple[str, bytes | None]],
+        limits: AnnotationLimits | None = None,
+    ) -> None:
+        """Set (a value) or remove (None) entries of a mailbox (None: the server) in one
+        transaction: names under :data:`PRIVATE_PREFIX` are *account_id*'s own, the others
+        shared. Names are lower-case. With *limits*, :class:`TooManyAnnotations` (and
+        nothing written) when the changes add entries past a limit. NotFound without the
+        mailbox."""
         ...
 
     async def mailbox_status(self, mailbox_id: MailboxId) -> MailboxStatus: ...

@@ -73,6 +73,7 @@ from pobox.store.postgres.acl import PostgresAcl
 from pobox.store.postgres.content import PRELOAD_MAX, ChunkReader, PgContent, TempSpool
 from pobox.store.postgres.fulltext import PostgresFullText
 from pobox.store.postgres.logins import PostgresLogins
+from pobox.store.postgres.metadata import PostgresMetadata
 from pobox.store.postgres.policies import PostgresPolicies
 from pobox.store.postgres.queue import PostgresQueue
 from pobox.store.postgres.quota import PostgresQuota
@@ -291,6 +292,7 @@ class _Listener:
 
 class PostgresStore(
     PostgresAcl,
+    PostgresMetadata,
     PostgresQueue,
     PostgresFullText,
     PostgresWebSessions,

@@ -68,6 +68,7 @@ from pobox.store.sqlite.db import Database, as_store_error
 from pobox.store.sqlite.files import FileContent, FileLayout, FileSpool
 from pobox.store.sqlite.fulltext import SqliteFullText, drop_text
 from pobox.store.sqlite.logins import SqliteLogins
+from pobox.store.sqlite.metadata import SqliteMetadata
 from pobox.store.sqlite.policies import SqlitePolicies
 from pobox.store.sqlite.queue import SqliteQueue
 from pobox.store.sqlite.quota import SqliteQuota
@@ -132,6 +133,7 @@ class _FileLock:
 
 class SqliteStore(
     SqliteAcl,
+    SqliteMetadata,
     SqliteQueue,
     SqliteFullText,
     SqliteWebSessions,

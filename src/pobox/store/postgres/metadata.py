@@ -1,0 +1,153 @@
+"""IMAP METADATA annotations of the PostgreSQL backend (RFC 5464; docs/decisions/metadata.md).
+
+One ``annotations`` row per (mailbox or server, owner or shared, entry name); the foreign keys
+cascade when a mailbox or an account goes, a rename keeps the rows. A write that checks limits
+first takes transaction-scoped advisory locks on the mailbox (or the server) and on each
+account it charges, in that order, so that two nodes cannot both add the last entry allowed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pobox.errors import NotFound
+from pobox.store.api import (
+    PRIVATE_PREFIX,
+    AccountId,
+    AnnotationLimits,
+    MailboxId,
+    TooManyAnnotations,
+)
+
+if TYPE_CHECKING:
+    from pobox.store.postgres.store import Tx
+
+T = TypeVar("T")
+
+#: advisory lock classes (pg_advisory_xact_lock(int, int)): a mailbox's (0: the server's)
+#: annotations, and an account's
+_LOCK_MAILBOX = 0x4D44
+_LOCK_ACCOUNT = 0x4D45
+
+
+def _key(mailbox_id: MailboxId | None) -> int:
+    return 0 if mailbox_id is None else int(mailbox_id)
+
+
+class PostgresMetadata:
+    """The annotation methods of :class:`~pobox.store.postgres.store.PostgresStore` (a mixin)."""
+
+    if TYPE_CHECKING:
+
+        async def _write(self, fn: Callable[[Tx], Awaitable[T]], *, single: bool = False) -> T: ...
+        async def _read(
+            self, fn: Callable[[Any], Awaitable[T]], *, snapshot: bool = False
+        ) -> T: ...
+
+    async def get_annotations(
+        self, account_id: AccountId, mailbox_ids: Sequence[MailboxId | None]
+    ) -> dict[MailboxId | None, list[tuple[str, bytes]]]:
+        wanted = list(dict.fromkeys(mailbox_ids))
+        out: dict[MailboxId | None, list[tuple[str, bytes]]] = {m: [] for m in wanted}
+        if not wanted:
+            return out
+        by_key = {_key(m): m for m in wanted}
+
+        async def run(conn: Any) -> list[Any]:
+            rows: list[Any] = await conn.fetch(
+                "SELECT coalesce(mailbox_id, 0), name, value FROM annotations"
+                " WHERE coalesce(mailbox_id, 0) = ANY($1::bigint[])"
+                " AND (owner_id IS NULL OR owner_id = $2) ORDER BY name",
+                list(by_key),
+                account_id,
+            )
+            return rows
+
+        for key, name, value in await self._read(run):
+            out[by_key[key]].append((name, bytes(value)))
+        return out
+
+    async def set_annotations(
+        self,
+        account_id: AccountId,
+        mailbox_id: MailboxId | None,
+        changes: Sequence[tuple[str, bytes | None]],
+        limits: AnnotationLimits | None = None,
+    ) -> None:
+        todo = list(changes)
+        key = _key(mailbox_id)
+
+        async def counts(conn: Any, charged: list[int]) -> tuple[int, list[int]]:
+            seen = await conn.fetchval(
+                "SELECT count(*) FROM annotations WHERE coalesce(mailbox_id, 0) = $1"
+                " AND (owner_id IS NULL OR owner_id = $2)",
+                key,
+                account_id,
+            )
+            per_account = [
+                await conn.fetchval(
+                    "SELECT (SELECT count(*) FROM annotations WHERE owner_id = $1)"
+                    " + (SELECT count(*) FROM annotations a JOIN mailboxes m"
+                    " ON m.id = a.mailbox_id WHERE a.owner_id IS NULL AND m.account_id = $1)",
+                    who,
+                )
+                for who in charged
+            ]
+            return int(seen), [int(n) for n in per_account]
+
+        async def run(tx: Tx) -> None:
+            conn = tx.conn
+            mailbox_owner: int | None = None
+            if mailbox_id is not None:
+                found = await conn.fetchval(
+                    "SELECT account_id FROM mailboxes WHERE id = $1", mailbox_id
+                )
+                if found is None:
+                    raise NotFound(f"mailbox {mailbox_id} does not exist")
+                mailbox_owner = int(found)
+            charged: list[int] = []
+            if any(name.startswith(PRIVATE_PREFIX) for name, _ in todo):
+                charged.append(int(account_id))
+            shared = any(not name.startswith(PRIVATE_PREFIX) for name, _ in todo)
+            if shared and mailbox_owner is not None and mailbox_owner not in charged:
+                charged.append(mailbox_owner)
+            before = None
+            if limits is not None:
+                await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", _LOCK_MAILBOX, key)
+                for who in sorted(charged):
+                    await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", _LOCK_ACCOUNT, who)
+                before = await counts(conn, charged)
+            for name, value in todo:
+                owner = account_id if name.startswith(PRIVATE_PREFIX) else None
+                await conn.execute(
+                    "DELETE FROM annotations WHERE coalesce(mailbox_id, 0) = $1"
+                    " AND coalesce(owner_id, 0) = $2 AND name = $3",
+                    key,
+                    owner or 0,
+                    name,
+                )
+                if value is not None:
+                    await conn.execute(
+                        "INSERT INTO annotations (mailbox_id, owner_id, name, value)"
+                        " VALUES ($1, $2, $3, $4)",
+                        mailbox_id,
+                        owner,
+                        name,
+                        value,
+                    )
+            if limits is None or before is None:
+                return
+            seen, per_account = await counts(conn, charged)
+            if limits.per_mailbox is not None and limits.per_mailbox < seen > before[0]:
+                raise TooManyAnnotations(
+                    f"at most {limits.per_mailbox} metadata entries per mailbox"
+                )
+            if limits.per_account is not None:
+                for now, was in zip(per_account, before[1], strict=True):
+                    if limits.per_account < now > was:
+                        raise TooManyAnnotations(
+                            f"at most {limits.per_account} metadata entries per account"
+                        )
+
+        await self._write(run)

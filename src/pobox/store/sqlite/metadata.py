@@ -1,0 +1,130 @@
+"""IMAP METADATA annotations of the embedded store (RFC 5464; docs/decisions/metadata.md).
+
+One ``annotations`` row per (mailbox or server, owner or shared, entry name). Deleting a
+mailbox deletes its rows and deleting an account its private rows (the foreign keys cascade);
+renaming a mailbox keeps them (the id does not change). What the entries mean is
+:mod:`pobox.service.metadata`'s business.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+
+from pobox.errors import NotFound
+from pobox.store.api import (
+    PRIVATE_PREFIX,
+    AccountId,
+    AnnotationLimits,
+    MailboxId,
+    TooManyAnnotations,
+)
+from pobox.store.sqlite.db import Database
+
+
+def _key(mailbox_id: MailboxId | None) -> int:
+    return 0 if mailbox_id is None else int(mailbox_id)
+
+
+class SqliteMetadata:
+    """The annotation methods of :class:`~pobox.store.sqlite.store.SqliteStore` (a mixin)."""
+
+    _db: Database
+
+    async def get_annotations(
+        self, account_id: AccountId, mailbox_ids: Sequence[MailboxId | None]
+    ) -> dict[MailboxId | None, list[tuple[str, bytes]]]:
+        wanted = list(dict.fromkeys(mailbox_ids))
+        out: dict[MailboxId | None, list[tuple[str, bytes]]] = {m: [] for m in wanted}
+        if not wanted:
+            return out
+        by_key = {_key(m): m for m in wanted}
+
+        def run(conn: sqlite3.Connection) -> None:
+            keys = list(by_key)
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                marks = ", ".join("?" * len(chunk))
+                rows = conn.execute(
+                    "SELECT coalesce(mailbox_id, 0), name, value FROM annotations"
+                    f" WHERE coalesce(mailbox_id, 0) IN ({marks})"
+                    " AND (owner_id IS NULL OR owner_id = ?) ORDER BY name",
+                    (*chunk, account_id),
+                )
+                for key, name, value in rows:
+                    out[by_key[key]].append((name, bytes(value)))
+
+        await self._db.read(run)
+        return out
+
+    async def set_annotations(
+        self,
+        account_id: AccountId,
+        mailbox_id: MailboxId | None,
+        changes: Sequence[tuple[str, bytes | None]],
+        limits: AnnotationLimits | None = None,
+    ) -> None:
+        todo = list(changes)
+        key = _key(mailbox_id)
+
+        def counts(conn: sqlite3.Connection, charged: list[int]) -> tuple[int, list[int]]:
+            seen = conn.execute(
+                "SELECT count(*) FROM annotations WHERE coalesce(mailbox_id, 0) = ?"
+                " AND (owner_id IS NULL OR owner_id = ?)",
+                (key, account_id),
+            ).fetchone()[0]
+            per_account = [
+                conn.execute(
+                    "SELECT (SELECT count(*) FROM annotations WHERE owner_id = ?)"
+                    " + (SELECT count(*) FROM annotations a JOIN mailboxes m"
+                    " ON m.id = a.mailbox_id WHERE a.owner_id IS NULL AND m.account_id = ?)",
+                    (who, who),
+                ).fetchone()[0]
+                for who in charged
+            ]
+            return int(seen), [int(n) for n in per_account]
+
+        def run(conn: sqlite3.Connection) -> None:
+            mailbox_owner: int | None = None
+            if mailbox_id is not None:
+                row = conn.execute(
+                    "SELECT account_id FROM mailboxes WHERE id = ?", (mailbox_id,)
+                ).fetchone()
+                if row is None:
+                    raise NotFound(f"mailbox {mailbox_id} does not exist")
+                mailbox_owner = int(row[0])
+            charged: list[int] = []
+            if any(name.startswith(PRIVATE_PREFIX) for name, _ in todo):
+                charged.append(int(account_id))
+            shared = any(not name.startswith(PRIVATE_PREFIX) for name, _ in todo)
+            if shared and mailbox_owner is not None and mailbox_owner not in charged:
+                charged.append(mailbox_owner)
+            before = counts(conn, charged) if limits is not None else None
+            for name, value in todo:
+                owner = account_id if name.startswith(PRIVATE_PREFIX) else None
+                conn.execute(
+                    "DELETE FROM annotations WHERE coalesce(mailbox_id, 0) = ?"
+                    " AND coalesce(owner_id, 0) = ? AND name = ?",
+                    (key, owner or 0, name),
+                )
+                if value is not None:
+                    conn.execute(
+                        "INSERT INTO annotations (mailbox_id, owner_id, name, value)"
+                        " VALUES (?, ?, ?, ?)",
+                        (mailbox_id, owner, name, value),
+                    )
+            if limits is None or before is None:
+                return
+            seen, per_account = counts(conn, charged)
+            if limits.per_mailbox is not None and limits.per_mailbox < seen > before[0]:
+                raise TooManyAnnotations(
+                    f"at most {limits.per_mailbox} metadata entries per mailbox"
+                )
+            if limits.per_account is not None:
+                for now, was in zip(per_account, before[1], strict=True):
+                    if limits.per_account < now > was:
+                        raise TooManyAnnotations(
+                            f"at most {limits.per_account} metadata entries per account"
+                        )
+
+        await self._db.write(run)
