@@ -44,6 +44,7 @@ AFTER_LOGIN = (
     "QUOTA=RES-MAILBOX",
     "QUOTASET",
     "UNAUTHENTICATE",
+    "PREVIEW",
 )
 
 #: What ENABLE can turn on.

@@ -46,9 +46,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from pobox.imap import responses as r
 from pobox.imap.bodystructure import _find as find_part
 from pobox.imap.bodystructure import render_bodystructure, render_envelope, section_range
 from pobox.imap.objectid import email_id
+from pobox.mail.preview import preview_text
 from pobox.mail.structure import MimePart, ParsedMessage
 from pobox.store.api import Content, MessageMeta, Rendered
 
@@ -153,6 +155,7 @@ _SIMPLE = frozenset(
         "SAVEDATE",
         "EMAILID",
         "THREADID",
+        "PREVIEW",
     }
 )
 _SECTIONED = frozenset({"BODY", "BINARY", "BINARY.SIZE"})
@@ -698,6 +701,10 @@ def _simple(
         return [b"BODYSTRUCTURE " + render_bodystructure(parsed, True)]
     if name == "BODY":
         return [b"BODY " + render_bodystructure(parsed, False)]
+    if name == "PREVIEW":  # RFC 8970; text that is not ASCII goes as a literal (as Dovecot's)
+        if content is None:
+            raise ValueError("PREVIEW needs the message content")
+        return [b"PREVIEW " + r.string(preview_text(parsed, content.read).encode("utf-8"))]
     if name == "RFC822.HEADER":
         root = parsed.root
         return [b"RFC822.HEADER ", _range_piece(content, root.header_offset, root.header_size)]

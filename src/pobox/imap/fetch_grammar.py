@@ -92,9 +92,30 @@ def parse_fetch_att(r: Reader) -> FetchAttribute:
         return FetchBinary(
             peek=name == "BINARY.PEEK", part=part, partial=_partial(r), section=section
         )
+    if name == "PREVIEW":  # RFC 8970: PREVIEW [SP "(" "LAZY" ")"]
+        _preview_modifiers(r)
+        return FetchSimple(name)
     if name in _SIMPLE:
         return FetchSimple(name)
     raise ParseError(f"unknown FETCH attribute {name}")
+
+
+def _preview_modifiers(r: Reader) -> None:
+    """RFC 8970 §5: ``SP "(" preview-mod *(SP preview-mod) ")"`` with LAZY the only modifier.
+    pobox always makes the preview (it is quick), so LAZY changes nothing."""
+    mark = r.mark()
+    if not r.try_sp() or r.peek() != 0x28:
+        r.index, r.pos = mark
+        return
+    r.pos += 1
+    if not r.try_expect(b"LAZY"):
+        r.index, r.pos = mark  # a fetch modifier such as (CHANGEDSINCE 5), not PREVIEW's
+        return
+    while r.try_sp():
+        word = r.word()
+        if word != "LAZY":
+            raise ParseError(f"unknown PREVIEW modifier {word}")
+    r.expect(b")")
 
 
 def _part_numbers(r: Reader) -> tuple[int, ...]:

@@ -72,6 +72,7 @@ _SIMPLE_ITEMS = frozenset(
         "SAVEDATE",
         "EMAILID",
         "THREADID",
+        "PREVIEW",
     }
 )
 #: Octets of a streamed literal read and written at a time.
