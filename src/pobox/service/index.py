@@ -529,6 +529,14 @@ class MailIndex:
         another process committed something whose notification has not arrived yet, and the
         index catches up before it is handed out."""
         index = self._indexes.get(mailbox.id)
+        if index is not None and index.mailbox.uidvalidity != mailbox.uidvalidity:
+            # another mailbox under the same id (a store that handed out a deleted mailbox's
+            # id again): what the index holds is the deleted mailbox's; its views learn that
+            index.gone = True
+            index.stale = False
+            self._forget(index)
+            index._wake_views()
+            index = None
         if index is None or index.gone:
             index = MailboxIndex(self, mailbox)
             self._indexes[mailbox.id] = index

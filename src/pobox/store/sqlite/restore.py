@@ -42,6 +42,7 @@ from pobox.store.api import (
 from pobox.store.rows import join_flags, keywords_text, split_flags
 from pobox.store.sqlite.db import as_store_error
 from pobox.store.sqlite.files import FileSpool
+from pobox.store.sqlite.ids import next_mailbox_id
 from pobox.store.sqlite.quota import change_usage, usage_of
 
 if TYPE_CHECKING:
@@ -300,10 +301,12 @@ async def restore_account(store: SqliteStore, image: AccountImage, replace: bool
             [(account_id, name) for name in image.subscriptions],
         )
         for mb in image.mailboxes:
-            cur = conn.execute(
-                "INSERT INTO mailboxes (account_id, name, uidvalidity, uidnext, highestmodseq,"
-                " recent_floor, special_use) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            mailbox_id = next_mailbox_id(conn)
+            conn.execute(
+                "INSERT INTO mailboxes (id, account_id, name, uidvalidity, uidnext, highestmodseq,"
+                " recent_floor, special_use) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
+                    mailbox_id,
                     account_id,
                     mb.name,
                     mb.uidvalidity,
@@ -313,7 +316,6 @@ async def restore_account(store: SqliteStore, image: AccountImage, replace: bool
                     mb.special_use,
                 ),
             )
-            mailbox_id = cur.lastrowid or 0
             conn.executemany(
                 "INSERT INTO expunged (mailbox_id, uid, modseq) VALUES (?, ?, ?)",
                 [(mailbox_id, e.uid, e.modseq) for e in mb.expunged],
@@ -508,12 +510,12 @@ async def restore_mailbox(
                 is None
             ):
                 raise NotFound("no such account")
-            cur = conn.execute(
-                "INSERT INTO mailboxes (account_id, name, uidvalidity, uidnext, highestmodseq,"
-                " recent_floor, special_use) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (account_id, image.name, *values, image.special_use),
+            mailbox_id = next_mailbox_id(conn)
+            conn.execute(
+                "INSERT INTO mailboxes (id, account_id, name, uidvalidity, uidnext, highestmodseq,"
+                " recent_floor, special_use) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (mailbox_id, account_id, image.name, *values, image.special_use),
             )
-            mailbox_id = cur.lastrowid or 0
         elif row[1] != 1:
             raise AlreadyExists(f"mailbox {image.name!r} has held messages")
         else:

@@ -67,6 +67,7 @@ from pobox.store.sqlite.acl import SqliteAcl
 from pobox.store.sqlite.db import Database, as_store_error
 from pobox.store.sqlite.files import FileContent, FileLayout, FileSpool
 from pobox.store.sqlite.fulltext import SqliteFullText, drop_text
+from pobox.store.sqlite.ids import next_mailbox_id
 from pobox.store.sqlite.logins import SqliteLogins
 from pobox.store.sqlite.metadata import SqliteMetadata
 from pobox.store.sqlite.policies import SqlitePolicies
@@ -308,13 +309,14 @@ class SqliteStore(
         if exists:
             raise AlreadyExists(f"mailbox {name!r} already exists")
         uidvalidity = self._next_uidvalidity(conn)
-        cur = conn.execute(
-            "INSERT INTO mailboxes (account_id, name, uidvalidity, special_use)"
-            " VALUES (?, ?, ?, ?)",
-            (account_id, name, uidvalidity, special_use),
+        mailbox_id = next_mailbox_id(conn)
+        conn.execute(
+            "INSERT INTO mailboxes (id, account_id, name, uidvalidity, special_use)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (mailbox_id, account_id, name, uidvalidity, special_use),
         )
         return Mailbox(
-            MailboxId(cur.lastrowid or 0),
+            MailboxId(mailbox_id),
             AccountId(account_id),
             name,
             uidvalidity,
@@ -842,6 +844,33 @@ class SqliteStore(
             raise
         self._notify([mailbox_id])
         return metas
+
+    async def replace(
+        self,
+        mailbox_id: MailboxId,
+        message: NewMessage,
+        src: MailboxId,
+        uid: Uid,
+        *,
+        quota: QuotaLimits | None = None,
+    ) -> tuple[MessageMeta, Expunged]:
+        append = self._appender(mailbox_id, message, quota)
+
+        def run(conn: sqlite3.Connection) -> tuple[MessageMeta, Expunged, list[str]]:
+            # the old one goes first, so that the quota is checked on what is left after both
+            gone, doomed = self._expunge(conn, src, [uid], False)
+            if not gone:
+                raise NotFound("the message to replace no longer exists")
+            return append(conn), gone[0], doomed
+
+        try:
+            meta, expunged, doomed = await self._write(run)  # one savepoint: both or neither
+        except BaseException:
+            await asyncio.to_thread(message.spool.discard)
+            raise
+        await self._unlink_later(doomed)
+        self._notify(sorted({src, mailbox_id}))
+        return meta, expunged
 
     async def list_messages(self, mailbox_id: MailboxId) -> list[MessageMeta]:
         return await self._db.read(
