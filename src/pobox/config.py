@@ -266,6 +266,27 @@ class AclConfig:
     allow_anyone: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class MetadataConfig:
+    """IMAP METADATA annotations (RFC 5464; docs/imap.md, docs/decisions/metadata.md)."""
+
+    #: the largest value of one entry, in octets (SETMETADATA answers [METADATA MAXSIZE n])
+    max_value_size: int = 65536
+    #: entries one account may see on one mailbox, or on the server: the shared ones and its
+    #: own private ones ([METADATA TOOMANY] past it)
+    max_entries_per_mailbox: int = 100
+    #: entries charged to one account: its private entries everywhere and the shared entries
+    #: of its own mailboxes ([METADATA TOOMANY] past it)
+    max_entries_per_account: int = 2000
+    #: private (/private) entries are offered; false answers [METADATA NOPRIVATE]
+    private_entries: bool = True
+    #: the server's /shared/admin entry: how to reach the administrator (a mailto: or tel:
+    #: URI); empty: no such entry
+    admin: str = ""
+    #: accounts that may set the server's /shared entries with SETMETADATA ""
+    admins: tuple[str, ...] = ()
+
+
 SIZE_HELP = "a number of octets, optionally with K, M, G or T (1024-based), e.g. 2G; 0: no limit"
 _SIZE = re.compile(r"([0-9]{1,15})\s*([KMGT]?)B?", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
@@ -365,6 +386,7 @@ class Config:
     relay: RelayConfig = field(default_factory=RelayConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     quota: QuotaConfig = field(default_factory=QuotaConfig)
+    metadata: MetadataConfig = field(default_factory=MetadataConfig)
     source: str = "(defaults)"
 
     @property
@@ -404,6 +426,9 @@ _RANGES: dict[str, tuple[int, int]] = {
     "mailboxes": (0, 10**9),
     "session_idle": (60, 365 * 86400),
     "session_max": (60, 365 * 86400),
+    "max_value_size": (1024, 16 * 1024 * 1024),
+    "max_entries_per_mailbox": (10, 1000000),
+    "max_entries_per_account": (10, 100000000),
 }
 
 _CHOICES: dict[str, tuple[str, ...]] = {

@@ -14,6 +14,7 @@ from pobox.service.delivery import Delivery
 from pobox.service.folder_policy import FolderPolicies
 from pobox.service.index import MailIndex
 from pobox.service.maildrop import Maildrop
+from pobox.service.metadata import Metadata
 from pobox.service.passwords import configure as configure_passwords
 from pobox.service.policy import Clock, Policies, utcnow
 from pobox.service.quota import Quotas
@@ -43,6 +44,8 @@ class MailService:
         self.policies = Policies(store, config.pop3, clock)
         #: rights on mailboxes and the shared namespace (pobox.service.acl)
         self.acl = Acl(store, config.acl)
+        #: IMAP METADATA annotations (pobox.service.metadata, RFC 5464)
+        self.metadata = Metadata(store, self.acl, config.metadata)
         #: folder policies and their sweeper (docs/policies.md)
         self.folder_policies = FolderPolicies(store, config.policy, clock)
         #: the process's shared mailbox index (pobox.service.index)
@@ -60,6 +63,7 @@ class MailService:
         self.policies.pop3 = config.pop3
         self.quota.reconfigure(config.quota, config.hostname)
         self.acl.config = config.acl
+        self.metadata.config = config.metadata
         self.folder_policies.config = config.policy
 
     @classmethod

@@ -510,6 +510,10 @@ class Store(Protocol):
         mailbox."""
         ...
 
+    async def set_special_use(self, mailbox_id: MailboxId, special_use: str | None) -> Mailbox:
+        """Give the mailbox this RFC 6154 attribute (None: none); NotFound without it."""
+        ...
+
     async def mailbox_status(self, mailbox_id: MailboxId) -> MailboxStatus: ...
     async def claim_recent(self, mailbox_id: MailboxId, below: Uid | None = None) -> Uid:
         """Claim \\Recent for the messages below UID *below* (None: every message so far).

@@ -16,6 +16,7 @@ from pobox.store.api import (
     PRIVATE_PREFIX,
     AccountId,
     AnnotationLimits,
+    Mailbox,
     MailboxId,
     TooManyAnnotations,
 )
@@ -44,6 +45,7 @@ class PostgresMetadata:
         async def _read(
             self, fn: Callable[[Any], Awaitable[T]], *, snapshot: bool = False
         ) -> T: ...
+        async def get_mailbox_by_id(self, mailbox_id: MailboxId) -> Mailbox | None: ...
 
     async def get_annotations(
         self, account_id: AccountId, mailbox_ids: Sequence[MailboxId | None]
@@ -151,3 +153,17 @@ class PostgresMetadata:
                         )
 
         await self._write(run)
+
+    async def set_special_use(self, mailbox_id: MailboxId, special_use: str | None) -> Mailbox:
+        async def run(tx: Tx) -> str:
+            result: str = await tx.conn.execute(
+                "UPDATE mailboxes SET special_use = $1 WHERE id = $2", special_use, mailbox_id
+            )
+            return result
+
+        if await self._write(run, single=True) == "UPDATE 0":
+            raise NotFound(f"mailbox {mailbox_id} does not exist")
+        mailbox = await self.get_mailbox_by_id(mailbox_id)
+        if mailbox is None:
+            raise NotFound(f"mailbox {mailbox_id} does not exist")
+        return mailbox

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from pobox.errors import NotFound
 from pobox.store.api import (
     PRIVATE_PREFIX,
     AccountId,
     AnnotationLimits,
+    Mailbox,
     MailboxId,
     TooManyAnnotations,
 )
@@ -128,3 +130,21 @@ class SqliteMetadata:
                         )
 
         await self._db.write(run)
+
+    async def set_special_use(self, mailbox_id: MailboxId, special_use: str | None) -> Mailbox:
+        def run(conn: sqlite3.Connection) -> None:
+            cur = conn.execute(
+                "UPDATE mailboxes SET special_use = ? WHERE id = ?", (special_use, mailbox_id)
+            )
+            if cur.rowcount == 0:
+                raise NotFound(f"mailbox {mailbox_id} does not exist")
+
+        await self._db.write(run)
+        mailbox = await self.get_mailbox_by_id(mailbox_id)
+        if mailbox is None:
+            raise NotFound(f"mailbox {mailbox_id} does not exist")
+        return mailbox
+
+    if TYPE_CHECKING:
+
+        async def get_mailbox_by_id(self, mailbox_id: MailboxId) -> Mailbox | None: ...
