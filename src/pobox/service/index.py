@@ -652,6 +652,19 @@ class MailIndex:
             index._own(metas[0].modseq, metas[-1].modseq, upsert, ordered=True)
         return metas
 
+    async def replace(
+        self,
+        mailbox_id: MailboxId,
+        message: NewMessage,
+        src: MailboxId,
+        uid: Uid,
+        *,
+        quota: QuotaLimits | None = None,
+    ) -> tuple[MessageMeta, Expunged]:
+        """IMAP REPLACE (RFC 8508): *message* into *mailbox_id* and *uid* out of *src*, in one
+        store transaction; the indexes learn of both from the notification (as of a copy)."""
+        return await self.store.replace(mailbox_id, message, src, uid, quota=quota)
+
     async def copy(
         self,
         src: MailboxId,

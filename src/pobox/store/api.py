@@ -543,6 +543,20 @@ class Store(Protocol):
         them or none (IMAP MULTIAPPEND, RFC 3502)."""
         ...
 
+    async def replace(
+        self,
+        mailbox_id: MailboxId,
+        message: NewMessage,
+        src: MailboxId,
+        uid: Uid,
+        *,
+        quota: QuotaLimits | None = None,
+    ) -> tuple[MessageMeta, Expunged]:
+        """Append *message* to *mailbox_id* and expunge *uid* from *src*, in one transaction
+        (IMAP REPLACE, RFC 8508): both or neither. NotFound (and nothing stored) when *uid* is
+        no longer in *src*; with *quota*, the limits are checked after both."""
+        ...
+
     async def list_messages(self, mailbox_id: MailboxId) -> list[MessageMeta]: ...
     async def message_columns(self, mailbox_id: MailboxId) -> MessageColumns:
         """The mailbox and its messages in one snapshot, as columns (NotFound without it)."""

@@ -1010,6 +1010,32 @@ class PostgresStore(
             for message in messages:
                 await asyncio.to_thread(message.spool.discard)
 
+    async def replace(
+        self,
+        mailbox_id: MailboxId,
+        message: NewMessage,
+        src: MailboxId,
+        uid: Uid,
+        *,
+        quota: QuotaLimits | None = None,
+    ) -> tuple[MessageMeta, Expunged]:
+        self._check_spool(message)
+
+        async def run(tx: Tx) -> tuple[MessageMeta, Expunged]:
+            # both rows locked first, in id order (as a move does): no deadlock with one
+            locked = await self._lock_mailboxes(tx.conn, src, mailbox_id)
+            if src not in locked or mailbox_id not in locked:
+                raise NotFound("no such mailbox")
+            gone = await self._expunge(tx, src, [uid], False, locked[src])
+            if not gone:
+                raise NotFound("the message to replace no longer exists")
+            return await self._append_in(tx, mailbox_id, message, quota), gone[0]
+
+        try:
+            return await self._write(run)  # one transaction: both or neither
+        finally:
+            await asyncio.to_thread(message.spool.discard)
+
     async def append(
         self, mailbox_id: MailboxId, message: NewMessage, *, quota: QuotaLimits | None = None
     ) -> MessageMeta:
