@@ -18,7 +18,7 @@ MESSAGE = (
 
 async def test_pages_need_a_login(web: Web) -> None:
     inbox = await web.folder_id(ALICE, "INBOX")
-    for path in ("/", f"/f/{inbox}", f"/m/{inbox}/1", "/compose", "/settings"):
+    for path in ("/", f"/f/{inbox}", f"/m/{inbox}/1", "/compose", "/settings", "/folders"):
         response = await web.client.get(path)
         assert response.status_code == 303, path
         assert response.headers["location"].startswith("/login?next="), path
@@ -100,6 +100,7 @@ async def test_every_post_needs_the_csrf_token(web: Web) -> None:
         "/undo": {"src": str(inbox), "dst": str(trash), "uids": "1"},
         "/compose": {"action": "save", "to": BOB, "subject": "x", "body": "y"},
         "/settings": {"retention": "keep"},
+        "/folders": {"action": "create", "name": "Sneaky"},
     }
     for path, data in posts.items():
         missing = await web.client.post(path, data=data)

@@ -29,6 +29,7 @@ from pobox.mail.text import part_bytes, part_text
 from pobox.service.content import chunked, spool_message
 from pobox.service.index import SEEN_BIT, MailboxIndex
 from pobox.service.mail import MailService
+from pobox.service.mailboxes import Mailboxes
 from pobox.service.search import (
     And,
     Body,
@@ -330,6 +331,44 @@ class Webmail:
         unseen = sum(1 for p in range(len(index)) if not flags[p] & SEEN_BIT)
         self._unseen[mailbox.id] = (index.version, unseen)
         return len(index), unseen
+
+    def _mailboxes(self) -> Mailboxes:
+        service = self.service
+        return Mailboxes(service.store, service.acl, service.quota)
+
+    async def create_folder(self, account: Account, name: str) -> Mailbox:
+        """A new folder of the account's own (parents made as IMAP CREATE makes them)."""
+        name = name.strip()
+        if not name:
+            raise InvalidInput("the folder needs a name")
+        if self.service.acl.is_shared_name(name):
+            raise NotAllowed(f"{name}: that name is for other accounts' shared folders")
+        return await self._mailboxes().create(account, name)
+
+    async def rename_folder(self, account: Account, mailbox_id: int, new: str) -> Mailbox:
+        mailbox = await self.mailbox(account, mailbox_id)
+        if mailbox.name == "INBOX" or mailbox.special_use is not None:
+            raise NotAllowed(f"{mailbox.name} keeps its name")
+        new = new.strip()
+        if self.service.acl.is_shared_name(new):
+            raise NotAllowed(f"{new}: that name is for other accounts' shared folders")
+        return await self._mailboxes().rename(account, mailbox.name, new)
+
+    async def delete_folder(self, account: Account, mailbox_id: int) -> Mailbox:
+        """Delete an empty folder (INBOX and the special-use folders stay)."""
+        mailbox = await self.mailbox(account, mailbox_id)
+        if mailbox.name == "INBOX" or mailbox.special_use is not None:
+            raise NotAllowed(f"{mailbox.name} cannot be deleted")
+        if (await self.store.mailbox_status(mailbox.id)).messages:
+            raise NotAllowed(f"{mailbox.name} is not empty: move or delete its messages first")
+        return await self._mailboxes().delete(account, mailbox.name)
+
+    async def quota(self, account: Account) -> tuple[int, int] | None:
+        """Octets used and the storage limit, when the account has one."""
+        report = await self.service.quota.report(account)
+        if report.limits.storage is None:
+            return None
+        return report.usage.storage, report.limits.storage
 
     async def special(self, account: Account, use: str) -> Mailbox:
         for mailbox in await self.store.list_mailboxes(account.id):

@@ -39,6 +39,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pobox.config import Config
 from pobox.errors import (
+    AlreadyExists,
     InvalidInput,
     NotAllowed,
     NotFound,
@@ -242,6 +243,8 @@ class WebApp:
             Route("/f/{folder:int}", self.folder),
             Route("/f/{folder:int}/act", self.act, methods=["POST"]),
             Route("/undo", self.undo, methods=["POST"]),
+            Route("/folders", self.manage_folders, methods=["GET"]),
+            Route("/folders", self.change_folders, methods=["POST"]),
             Route("/m/{folder:int}/{uid:int}", self.message),
             Route("/m/{folder:int}/{uid:int}/body", self.body),
             Route("/m/{folder:int}/{uid:int}/part/{part:int}", self.download),
@@ -324,6 +327,14 @@ class WebApp:
         token = form.get("csrf")
         if not isinstance(token, str) or not same_token(token, login.csrf):
             raise NotAllowed("the form is stale or came from another site; reload the page")
+
+    async def _sidebar(self, login: Login) -> dict[str, Any]:
+        """What every page's side shows: the folders and the quota."""
+        webmail = self.state.webmail
+        return {
+            "folders": await webmail.folders(login.account),
+            "quota": await webmail.quota(login.account),
+        }
 
     # ---- login ---------------------------------------------------------------------------
     async def home(self, request: Request) -> Response:
@@ -441,13 +452,13 @@ class WebApp:
                 query=query,
                 field=field,
             )
-            folders = await self.state.webmail.folders(login.account)
+            sidebar = await self._sidebar(login)
             undo = _undo_from(params)
             base = {"sort": sort_by, "rev": reverse, "q": query, "in": field}
             return self.render(
                 "list.html",
                 login=login,
-                folders=folders,
+                **sidebar,
                 current=page.mailbox,
                 page=page,
                 query=query,
@@ -513,6 +524,46 @@ class WebApp:
 
         return await self._guard(request, run)
 
+    async def manage_folders(self, request: Request) -> Response:
+        async def run(login: Login) -> Response:
+            notice = request.query_params.get("notice", "")[:200]
+            return self.render(
+                "folders.html", login=login, current=None, notice=notice, error="",
+                **await self._sidebar(login),
+            )  # fmt: skip
+
+        return await self._guard(request, run)
+
+    async def change_folders(self, request: Request) -> Response:
+        async def run(login: Login) -> Response:
+            form = await request.form()
+            webmail = self.state.webmail
+            action = _field(form, "action")
+            try:
+                if action == "create":
+                    made = await webmail.create_folder(login.account, _field(form, "name"))
+                    notice = f"{made.name} created"
+                elif action == "rename":
+                    folder = _int(_field(form, "folder"), "folder")
+                    renamed = await webmail.rename_folder(
+                        login.account, folder, _field(form, "name")
+                    )
+                    notice = f"renamed to {renamed.name}"
+                elif action == "delete":
+                    folder = _int(_field(form, "folder"), "folder")
+                    gone = await webmail.delete_folder(login.account, folder)
+                    notice = f"{gone.name} deleted"
+                else:
+                    raise InvalidInput(f"unknown action {action!r}")
+            except (InvalidInput, NotAllowed, AlreadyExists) as exc:
+                return self.render(
+                    "folders.html", 400, login=login, current=None, notice="", error=str(exc),
+                    **await self._sidebar(login),
+                )  # fmt: skip
+            raise Redirect(f"/folders?{urlencode({'notice': notice})}")
+
+        return await self._guard(request, run)
+
     # ---- reading -------------------------------------------------------------------------
     async def message(self, request: Request) -> Response:
         async def run(login: Login) -> Response:
@@ -534,7 +585,7 @@ class WebApp:
             return self.render(
                 "message.html",
                 login=login,
-                folders=await webmail.folders(login.account),
+                **await self._sidebar(login),
                 current=view.mailbox,
                 view=view,
                 blocked=blocked,
@@ -633,7 +684,7 @@ class WebApp:
             return self.render(
                 "compose.html",
                 login=login,
-                folders=await webmail.folders(login.account),
+                **await self._sidebar(login),
                 current=None,
                 out=out,
                 mode=mode,
@@ -699,7 +750,7 @@ class WebApp:
                     "compose.html",
                     400,
                     login=login,
-                    folders=await webmail.folders(login.account),
+                    **await self._sidebar(login),
                     current=None,
                     out=out,
                     mode=mode,
@@ -733,7 +784,7 @@ class WebApp:
             "settings.html",
             status,
             login=login,
-            folders=await self.state.webmail.folders(login.account),
+            **await self._sidebar(login),
             current=None,
             retention=retention,
             own="pop3.retention" in login.account.settings,

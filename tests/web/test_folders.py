@@ -1,0 +1,95 @@
+"""Folders in the webmail: create, rename, delete; the quota bar."""
+
+from __future__ import annotations
+
+import re
+
+from tests.web.conftest import ALICE, BOB, Web
+
+
+async def names(web: Web, address: str) -> list[str]:
+    account = await web.service.accounts.require(address)
+    return sorted(m.name for m in await web.service.store.list_mailboxes(account.id))
+
+
+async def test_create_rename_and_delete_a_folder(web: Web) -> None:
+    await web.login()
+    token = await web.csrf("/folders")
+    response = await web.client.post(
+        "/folders", data={"csrf": token, "action": "create", "name": "Projects/2027"}
+    )
+    assert response.status_code == 303
+    assert {"Projects", "Projects/2027"} <= set(await names(web, ALICE))
+    page = await web.client.get(response.headers["location"])
+    assert "Projects/2027 created" in page.text
+    assert ">Projects/2027</a>" in page.text  # in the side list too
+    folder = await web.folder_id(ALICE, "Projects/2027")
+    response = await web.client.post(
+        "/folders", data={"csrf": token, "action": "rename", "folder": str(folder), "name": "Done"}
+    )
+    assert response.status_code == 303
+    assert "Done" in await names(web, ALICE) and "Projects/2027" not in await names(web, ALICE)
+    response = await web.client.post(
+        "/folders", data={"csrf": token, "action": "delete", "folder": str(folder)}
+    )
+    assert response.status_code == 303
+    assert "Done" not in await names(web, ALICE)
+
+
+async def test_what_cannot_be_done_to_folders_is_said_on_the_page(web: Web) -> None:
+    await web.deliver(ALICE, b"Subject: keep\r\n\r\nx\r\n")
+    await web.login()
+    token = await web.csrf("/folders")
+    inbox = await web.folder_id(ALICE, "INBOX")
+    trash = await web.folder_id(ALICE, "Trash")
+    cases = [
+        ({"action": "delete", "folder": str(inbox)}, "INBOX cannot be deleted"),
+        ({"action": "delete", "folder": str(trash)}, "Trash cannot be deleted"),
+        ({"action": "rename", "folder": str(trash), "name": "Bin"}, "Trash keeps its name"),
+        ({"action": "create", "name": "Trash"}, "already exists"),
+        ({"action": "create", "name": ""}, "needs a name"),
+    ]
+    for data, text in cases:
+        response = await web.client.post("/folders", data={"csrf": token, **data})
+        assert response.status_code in (400, 403), data
+        assert text in response.text, (data, response.text)
+    await web.client.post("/folders", data={"csrf": token, "action": "create", "name": "Full"})
+    full = await web.folder_id(ALICE, "Full")
+    await web.client.post(
+        f"/f/{inbox}/act", data={"csrf": token, "action": "move", "uid": "1", "dest": str(full)}
+    )
+    response = await web.client.post(
+        "/folders", data={"csrf": token, "action": "delete", "folder": str(full)}
+    )
+    assert "is not empty" in response.text
+    assert "Full" in await names(web, ALICE)
+
+
+async def test_another_accounts_folders_cannot_be_renamed_or_deleted(web: Web) -> None:
+    bob_folder = await web.service.store.create_mailbox(
+        (await web.service.accounts.require(BOB)).id, "Private"
+    )
+    await web.login()
+    token = await web.csrf("/folders")
+    for data in (
+        {"action": "rename", "folder": str(bob_folder.id), "name": "Mine"},
+        {"action": "delete", "folder": str(bob_folder.id)},
+    ):
+        response = await web.client.post("/folders", data={"csrf": token, **data})
+        assert response.status_code == 404
+    assert "Private" in await names(web, BOB)
+    missing = await web.client.post("/folders", data={"action": "create", "name": "X"})
+    assert missing.status_code == 403  # no CSRF token
+
+
+async def test_the_quota_bar_shows_use_against_the_limit(web: Web) -> None:
+    await web.login(BOB)
+    page = await web.client.get("/folders")
+    assert "quota-meter" not in page.text  # no limit, no bar
+    account = await web.service.accounts.require(ALICE)
+    await web.service.store.set_account_setting(account.id, "quota.storage", "1048576")
+    await web.deliver(ALICE, b"Subject: some\r\n\r\n" + b"x" * 2000 + b"\r\n")
+    await web.login(ALICE)
+    page = await web.client.get("/folders")
+    assert re.search(r'<meter id="quota-meter" min="0" max="1048576"', page.text), page.text
+    assert "of 1.0 MB used" in page.text
