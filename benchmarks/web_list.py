@@ -80,6 +80,9 @@ def main() -> None:
         try:
             port = tomllib.loads((workdir / "pobox.toml").read_text())["web"]["port"]
             base = f"http://{common.HOST}:{port}"
+            deadline = time.monotonic() + 60  # the web listener opens after IMAP's
+            while not common.port_open(port) and time.monotonic() < deadline:
+                time.sleep(0.1)
             client = login(base)
             inbox = client.get("/").headers["location"]
             rows = [

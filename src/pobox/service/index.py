@@ -447,7 +447,9 @@ class MailboxIndex:
     async def sync(self) -> None:
         """Bring the index up to date with the store if a change was notified; raises
         :class:`NotFound` when the mailbox was deleted."""
-        while self.stale and not self.gone:
+        # a catch-up under way (stale is cleared as it starts) is waited for too: the first
+        # load of a mailbox must not look empty to a second session that asks meanwhile
+        while (self.stale or self._sync is not None) and not self.gone:
             if self._sync is None:
                 self._sync = asyncio.ensure_future(self._catch_up())
             await asyncio.shield(self._sync)
