@@ -444,6 +444,8 @@ class Search(Command):
     key: SearchKey
     charset: str | None = None
     return_options: tuple[str, ...] | None = None
+    #: RETURN (PARTIAL first:last), RFC 9394: signed, smaller magnitude first
+    partial: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -457,6 +459,7 @@ class Sort(Command):
     charset: str
     key: SearchKey
     return_options: tuple[str, ...] | None = None
+    partial: tuple[int, int] | None = None  # RETURN (PARTIAL first:last), RFC 9394
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,6 +49,7 @@ from pobox.imap.commands import (
     Unselect,
     Unsubscribe,
 )
+from pobox.imap.context_grammar import CONTEXT_COMMANDS
 from pobox.imap.fetch_grammar import parse_fetch
 from pobox.imap.lexer import (
     LiteralMarker,
@@ -428,6 +429,7 @@ _COMMANDS: dict[str, Callable[[Reader, str, bool], Command]] = {
     "ID": _id,
     **ACL_COMMANDS,
     **QUOTA_COMMANDS,
+    **CONTEXT_COMMANDS,
 }
 _UID_COMMANDS = frozenset({"COPY", "MOVE", "FETCH", "SEARCH", "SORT", "THREAD", "STORE", "EXPUNGE"})
 

@@ -318,12 +318,13 @@ class SearchResponse:
 class ESearchResponse:
     """``* ESEARCH (TAG "a1") UID MIN 1 COUNT 4`` (RFC 4731).
 
-    ``items`` values: an int, or a list of numbers rendered as a compressed set (ALL).
+    ``items`` values: an int, a list of numbers rendered as a compressed set (ALL), or bytes
+    written as they are (PARTIAL, ADDTO and REMOVEFROM of RFC 5267 and RFC 9394).
     """
 
     tag: str | None
     uid: bool
-    items: tuple[tuple[str, int | tuple[int, ...]], ...] = field(default=())
+    items: tuple[tuple[str, int | tuple[int, ...] | bytes], ...] = field(default=())
     #: ALL in the order given (ESORT, RFC 5267 §3): ascending runs shortened to ranges only
     ordered: bool = False
 
@@ -336,13 +337,15 @@ class ESearchResponse:
         for name, value in self.items:
             if isinstance(value, int):
                 out += b" %s %d" % (name.encode("ascii"), value)
+            elif isinstance(value, bytes):
+                out += b" %s %s" % (name.encode("ascii"), value)
             elif value:
-                text = _ordered_set(value) if self.ordered else format_uid_set(sorted(value))
+                text = ordered_set(value) if self.ordered else format_uid_set(sorted(value))
                 out += b" %s %s" % (name.encode("ascii"), text.encode())
         return out + CRLF
 
 
-def _ordered_set(numbers: tuple[int, ...]) -> str:
+def ordered_set(numbers: tuple[int, ...]) -> str:
     """Numbers in their order, each run n, n+1, … m written ``n:m``."""
     parts: list[str] = []
     start = prev = numbers[0]

@@ -28,6 +28,7 @@ from pobox.imap.commands import (
     Sort,
     Thread,
 )
+from pobox.imap.context_grammar import parse_partial
 from pobox.imap.lexer import MAX_DEPTH, ParseError, Reader
 
 __all__ = ["parse_search"]
@@ -57,7 +58,8 @@ _DATE_KEYS = {
 }
 _OBJECTID_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 _SAVED_KEYS = {"SAVEDBEFORE": "BEFORE", "SAVEDON": "ON", "SAVEDSINCE": "SINCE"}
-_RETURN_OPTIONS = frozenset({"MIN", "MAX", "ALL", "COUNT", "SAVE"})
+#: RFC 4731, RFC 5182 SAVE, RFC 5267 UPDATE and CONTEXT (PARTIAL takes a range: parsed apart)
+_RETURN_OPTIONS = frozenset({"MIN", "MAX", "ALL", "COUNT", "SAVE", "UPDATE", "CONTEXT"})
 _ENTRY_TYPES = frozenset({"PRIV", "SHARED", "ALL"})
 
 
@@ -65,19 +67,43 @@ def parse_search(r: Reader, tag: str, uid: bool) -> Search:
     """After ``SEARCH``: ``[SP "RETURN" SP "(" opts ")"] [SP "CHARSET" SP astring] 1*(SP key)``."""
     r.sp()
     return_options: tuple[str, ...] | None = None
+    partial: tuple[int, int] | None = None
     if r.try_expect(b"RETURN "):
-        opts = r.paren_list(lambda: r.keyword("a RETURN option"), allow_empty=True)
-        for opt in opts:
-            if opt not in _RETURN_OPTIONS:
-                raise ParseError(f"unknown SEARCH RETURN option {opt}")
-        return_options = tuple(opts)
+        return_options, partial = _return_options(r, _RETURN_OPTIONS, "SEARCH")
         r.sp()
     charset: str | None = None
     if r.try_expect(b"CHARSET "):
         charset = r.astring("a charset").decode("ascii", "replace").upper()
         r.sp()
     key = parse_search_program(r)
-    return Search(tag, uid=uid, key=key, charset=charset, return_options=return_options)
+    return Search(
+        tag, uid=uid, key=key, charset=charset, return_options=return_options, partial=partial
+    )
+
+
+def _return_options(
+    r: Reader, known: frozenset[str], command: str
+) -> tuple[tuple[str, ...], tuple[int, int] | None]:
+    """``"(" [opt *(SP opt)] ")"``: RFC 4731 options, RFC 5267's UPDATE and CONTEXT, and
+    ``PARTIAL range`` (RFC 9394 §4). Each at most once; PARTIAL and ALL exclude each other."""
+    partial: tuple[int, int] | None = None
+
+    def option() -> str:
+        nonlocal partial
+        name = r.keyword("a RETURN option")
+        if name == "PARTIAL":
+            r.sp()
+            partial = parse_partial(r)
+        elif name not in known:
+            raise ParseError(f"unknown {command} RETURN option {name}")
+        return name
+
+    opts = r.paren_list(option, allow_empty=True)
+    if len(set(opts)) != len(opts):
+        raise ParseError(f"a {command} RETURN option is repeated")
+    if partial is not None and "ALL" in opts:
+        raise ParseError("PARTIAL conflicts with ALL")
+    return tuple(opts), partial
 
 
 #: RFC 5256 §3 sort keys and RFC 5957's DISPLAYFROM / DISPLAYTO.
@@ -85,7 +111,7 @@ SORT_KEYS = frozenset(
     {"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM", "DISPLAYTO"}
 )
 #: ESORT (RFC 5267 §3): the RETURN options of SORT.
-_SORT_RETURN_OPTIONS = frozenset({"MIN", "MAX", "ALL", "COUNT"})
+_SORT_RETURN_OPTIONS = frozenset({"MIN", "MAX", "ALL", "COUNT", "UPDATE", "CONTEXT"})
 
 
 def parse_sort(r: Reader, tag: str, uid: bool) -> Sort:
@@ -93,12 +119,9 @@ def parse_sort(r: Reader, tag: str, uid: bool) -> Sort:
     1*(SP search-key)`` (RFC 5256 §5, RFC 5267 §3)."""
     r.sp()
     return_options: tuple[str, ...] | None = None
+    partial: tuple[int, int] | None = None
     if r.try_expect(b"RETURN "):
-        opts = r.paren_list(lambda: r.keyword("a RETURN option"), allow_empty=True)
-        for opt in opts:
-            if opt not in _SORT_RETURN_OPTIONS:
-                raise ParseError(f"unknown SORT RETURN option {opt}")
-        return_options = tuple(opts)
+        return_options, partial = _return_options(r, _SORT_RETURN_OPTIONS, "SORT")
         r.sp()
 
     def criterion() -> tuple[str, bool]:
@@ -117,7 +140,13 @@ def parse_sort(r: Reader, tag: str, uid: bool) -> Sort:
     r.sp()
     key = parse_search_program(r)
     return Sort(
-        tag, uid=uid, criteria=criteria, charset=charset, key=key, return_options=return_options
+        tag,
+        uid=uid,
+        criteria=criteria,
+        charset=charset,
+        key=key,
+        return_options=return_options,
+        partial=partial,
     )
 
 

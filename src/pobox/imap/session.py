@@ -121,6 +121,8 @@ class Selected:
     #: the rights this session has on the mailbox, fixed at SELECT (RFC 4314 §5.1.1 allows
     #: that); None: the account's own mailbox, every right
     access: Access | None = None
+    #: searches kept up to date, by tag (RFC 5267: pobox.imap.handlers.context)
+    contexts: dict[str, Any] = field(default_factory=dict)
 
     def may(self, right: str) -> bool:
         return self.access is None or self.access.has(right)
@@ -382,6 +384,15 @@ class ImapSession:
             selected.view.on_change = self._on_change
 
     async def announce_updates(self, *, expunge: bool = True) -> None:
+        """Tell the client what changed (:meth:`_announce_view`), then what that changed in
+        the searches it asked to keep up to date (RFC 5267 CONTEXT)."""
+        await self._announce_view(expunge=expunge)
+        if self.selected is not None and self.selected.contexts:
+            from pobox.imap.handlers.context import refresh
+
+            await refresh(self)
+
+    async def _announce_view(self, *, expunge: bool = True) -> None:
         """Tell the client what others changed (RFC 9051 §7): EXPUNGE, EXISTS, FETCH FLAGS.
 
         Nothing changed (the usual case) costs no store call: the view compares versions with
@@ -424,6 +435,10 @@ class ImapSession:
         valid: EXPUNGE per message, or under QRESYNC one VANISHED (RFC 7162 §3.2.10)."""
         if not gone:
             return
+        if self.selected is not None and self.selected.contexts:
+            from pobox.imap.handlers.context import before_expunge
+
+            before_expunge(self, gone)  # RFC 5267: REMOVEFROM while the numbers are valid
         if self.qresync:
             self.send(r.VanishedResponse(tuple(sorted(uid for _, uid in gone))))
             self._vanished = True

@@ -13,6 +13,7 @@ from pobox.imap.handlers import (
     append,
     auth,
     basic,
+    context,
     mailboxes,
     messages,
     quota,
@@ -34,5 +35,6 @@ for _module in (
     acl,
     quota,
     unauthenticate,
+    context,
 ):
     COMMANDS.update(_module.SPECS)

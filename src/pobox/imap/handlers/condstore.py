@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 from pobox.imap import commands as c
 from pobox.imap import responses as r
+from pobox.imap.context_grammar import partial_from_text
+from pobox.imap.lexer import ParseError
 from pobox.imap.sequences import SequenceSet, SequenceSetError, format_uid_set
 from pobox.imap.session import CommandError, ImapSession, Selected
 from pobox.store.api import ModSeq
@@ -183,18 +185,25 @@ async def qresync_select(session: ImapSession, selected: Selected, params: Qresy
 class FetchModifiers:
     changed_since: int | None = None
     vanished: bool = False
+    partial: tuple[int, int] | None = None  # RFC 9394 §3.3: PARTIAL first:last
 
 
 def fetch_modifiers(session: ImapSession, cmd: c.Fetch) -> FetchModifiers:
     """FETCH modifiers (RFC 7162 §3.1.4, §3.2.6): CHANGEDSINCE, and VANISHED with it in UID
-    FETCH once QRESYNC is enabled; anything else is BAD."""
+    FETCH once QRESYNC is enabled; PARTIAL (RFC 9394 §3.3); anything else is BAD."""
     changed_since: int | None = None
     vanished = False
+    partial: tuple[int, int] | None = None
     for p in cmd.modifiers:
         if p.name == "CHANGEDSINCE" and changed_since is None:
             changed_since = modseq_value(p.value, "CHANGEDSINCE")
         elif p.name == "VANISHED" and p.value is None and not vanished:
             vanished = True
+        elif p.name == "PARTIAL" and partial is None and isinstance(p.value, bytes):
+            try:
+                partial = partial_from_text(p.value)
+            except ParseError as exc:
+                raise CommandError(str(exc), status="BAD") from None
         else:
             raise CommandError(f"unknown FETCH modifier {p.name}", status="BAD")
     if vanished:
@@ -206,7 +215,7 @@ def fetch_modifiers(session: ImapSession, cmd: c.Fetch) -> FetchModifiers:
             raise CommandError("VANISHED needs CHANGEDSINCE", status="BAD")
     if changed_since is not None:
         session.enable_condstore()
-    return FetchModifiers(changed_since, vanished)
+    return FetchModifiers(changed_since, vanished, partial)
 
 
 def changed_uids(selected: Selected, uids: Sequence[int], since: int) -> list[int]:

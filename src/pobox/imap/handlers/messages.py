@@ -18,6 +18,7 @@ from pobox.errors import NotFound
 from pobox.imap import commands as c
 from pobox.imap import fetch as f
 from pobox.imap import responses as r
+from pobox.imap.context_grammar import apply_partial
 from pobox.imap.fetch import format_flags
 from pobox.imap.handlers import condstore
 from pobox.imap.session import SELECTED, CommandError, CommandSpec, ImapSession, Selected
@@ -353,6 +354,9 @@ async def fetch(session: ImapSession, cmd: c.Fetch) -> None:
         if modifiers.vanished:
             # expunged meanwhile: reported as vanished, not fetched
             uids = [u for u in uids if not view.is_expunged(u)]
+    if modifiers.partial is not None:
+        # RFC 9394 §3.3: only the messages at these positions of the set (after CHANGEDSINCE)
+        uids = apply_partial(uids, modifiers.partial)
     seen: dict[Uid, MessageMeta] = {}
     # RFC 4314 §4: without the s right, FETCH BODY[] does not set \\Seen
     if uids and f.sets_seen(items) and not selected.read_only and selected.may("s"):

@@ -13,9 +13,10 @@ from typing import Any
 
 from pobox.imap import commands as c
 from pobox.imap import responses as r
-from pobox.imap.handlers import condstore
+from pobox.imap.context_grammar import apply_partial, format_partial
+from pobox.imap.handlers import condstore, context
 from pobox.imap.objectid import email_blob
-from pobox.imap.sequences import SequenceSet, SequenceSetError
+from pobox.imap.sequences import SequenceSet, SequenceSetError, format_uid_set
 from pobox.imap.session import SELECTED, CommandError, CommandSpec, ImapSession, Selected
 from pobox.mail.threading import render as render_threads
 from pobox.service import search as q
@@ -126,16 +127,34 @@ class _Translator:
         raise CommandError("unsupported search key", status="BAD")  # pragma: no cover
 
 
-def _saved_part(uids: list[Uid], options: tuple[str, ...]) -> list[Uid]:
-    """RFC 5182 §2.4: SAVE with MIN and/or MAX (but not ALL or COUNT) keeps just those."""
+def _saved_part(
+    uids: list[Uid], options: tuple[str, ...], partial: tuple[int, int] | None = None
+) -> list[Uid]:
+    """RFC 5182 §2.4: SAVE with MIN and/or MAX (but not ALL or COUNT) keeps just those; with
+    PARTIAL (RFC 9394), the messages of the range (and MIN/MAX if asked for too)."""
     if not uids or "ALL" in options or "COUNT" in options:
         return uids
-    if "MIN" in options or "MAX" in options:
+    if "MIN" in options or "MAX" in options or partial is not None:
         kept = {uids[0]} if "MIN" in options else set()
         if "MAX" in options:
             kept.add(uids[-1])
+        if partial is not None:
+            kept.update(apply_partial(uids, partial))
         return sorted(kept)
     return uids
+
+
+#: RETURN options that ask for no result data of their own
+_NO_DATA = frozenset({"SAVE", "CONTEXT", "UPDATE"})
+
+
+def _wanted(options: tuple[str, ...]) -> set[str]:
+    """The result items a RETURN list asks for: an empty list (or CONTEXT alone, a mere hint)
+    means ALL (RFC 4731 §3.1); UPDATE and SAVE alone ask for none (as Dovecot answers)."""
+    wanted = set(options) - {"SAVE", "CONTEXT"}
+    if not wanted and "SAVE" not in options:
+        wanted = {"ALL"}
+    return wanted - _NO_DATA
 
 
 def _esearch(
@@ -146,22 +165,47 @@ def _esearch(
     modseq: int | None = None,
     *,
     ordered: bool = False,
+    partial: tuple[int, int] | None = None,
 ) -> r.ESearchResponse:
-    """``* ESEARCH (TAG "a") [UID] MIN .. MAX .. ALL .. COUNT ..`` in Dovecot's order;
-    MIN, MAX and ALL are left out when nothing matched (RFC 4731 §3.1)."""
-    wanted = set(options) - {"SAVE"} if options else {"ALL"}
-    items: list[tuple[str, int | tuple[int, ...]]] = []
+    """``* ESEARCH (TAG "a") [UID] MIN .. MAX .. ALL .. PARTIAL (..) COUNT ..`` in Dovecot's
+    order; MIN, MAX and ALL are left out when nothing matched (RFC 4731 §3.1), PARTIAL says NIL
+    (RFC 9394 §3.1)."""
+    wanted = _wanted(options) if options else {"ALL"}
+    items: list[tuple[str, int | tuple[int, ...] | bytes]] = []
     if numbers and "MIN" in wanted:
         items.append(("MIN", numbers[0]))
     if numbers and "MAX" in wanted:
         items.append(("MAX", numbers[-1]))
     if numbers and "ALL" in wanted:
         items.append(("ALL", tuple(numbers)))
+    if partial is not None:
+        window = apply_partial(numbers, partial)
+        text = (
+            (r.ordered_set(tuple(window)) if ordered else format_uid_set(window))
+            if window
+            else "NIL"
+        )
+        items.append(("PARTIAL", f"({format_partial(partial)} {text})".encode("ascii")))
     if "COUNT" in wanted:
         items.append(("COUNT", len(numbers)))
     if modseq is not None:
         items.append(("MODSEQ", modseq))
     return r.ESearchResponse(tag, uid, tuple(items), ordered=ordered)
+
+
+def _shown(
+    uids: list[Uid], options: tuple[str, ...] | None, partial: tuple[int, int] | None
+) -> list[Uid]:
+    """The messages an ESEARCH shows data of (for its MODSEQ, RFC 7162 §3.1.5 and RFC 4731
+    §3.2): all of them, unless only MIN, MAX and PARTIAL were asked for."""
+    wanted = _wanted(options or ())
+    if not wanted or not wanted <= {"MIN", "MAX", "PARTIAL"}:
+        return uids
+    shown: list[Uid] = [uids[0]] if "MIN" in wanted else []
+    shown += [uids[-1]] if "MAX" in wanted else []
+    if partial is not None:
+        shown += apply_partial(uids, partial)
+    return shown
 
 
 async def search(session: ImapSession, cmd: c.Search) -> None:
@@ -187,7 +231,7 @@ async def search(session: ImapSession, cmd: c.Search) -> None:
     )
     if save:
         assert options is not None
-        selected.saved = _saved_part(uids, options)
+        selected.saved = _saved_part(uids, options, cmd.partial)
     if cmd.uid:
         numbers: list[int] = list(uids)
     else:
@@ -196,18 +240,19 @@ async def search(session: ImapSession, cmd: c.Search) -> None:
     if modseq_asked and uids:
         # RFC 7162 §3.1.5: the highest MODSEQ of the messages returned (with MIN and/or MAX
         # alone, of those: RFC 4731 §3.2)
-        shown: list[Uid] = uids
-        wanted = set(options or ()) - {"SAVE"}
-        if wanted and wanted <= {"MIN", "MAX"}:
-            shown = [uids[0]] if "MIN" in wanted else []
-            shown += [uids[-1]] if "MAX" in wanted else []
-        modseq = condstore.highest_modseq(selected, shown)
+        modseq = condstore.highest_modseq(selected, _shown(uids, options, cmd.partial))
     if options is None and not session.rev2:
         session.send(r.SearchResponse(tuple(numbers), modseq))
     elif options is None or set(options) != {"SAVE"}:
         # RFC 9051 §6.4.4: an IMAP4rev2 client always gets ESEARCH; RFC 5182 §2.4: with
         # RETURN (SAVE) alone there is no ESEARCH at all
-        session.send(_esearch(cmd.tag, cmd.uid, numbers, options or (), modseq))
+        session.send(
+            _esearch(cmd.tag, cmd.uid, numbers, options or (), modseq, partial=cmd.partial)
+        )
+    if options is not None and "UPDATE" in options:
+        context.register(
+            session, selected, tag=cmd.tag, uid=cmd.uid, query=query, keys=None, result=uids
+        )
     await session.announce_updates(expunge=cmd.uid)
     session.tagged(cmd.tag, "OK", f"{'UID ' if cmd.uid else ''}SEARCH completed")
 
@@ -227,19 +272,27 @@ async def sort(session: ImapSession, cmd: c.Sort) -> None:
     matched = await q.search(
         store, selected.mailbox_id, query, messages, recent_uids=frozenset(selected.recent)
     )
-    keys = [sorting.SortKey(name, reverse) for name, reverse in cmd.criteria]
+    keys = tuple(sorting.SortKey(name, reverse) for name, reverse in cmd.criteria)
     uids = await sorting.sort(
         store, selected.mailbox_id, keys, messages, view.index.sort_cache, only=set(matched)
     )
     numbers: list[int] = list(uids)
     if not cmd.uid:
         numbers = [n for n in map(view.msn_of, uids) if n is not None]
-    modseq = condstore.highest_modseq(selected, uids) if modseq_asked and uids else None
     options = cmd.return_options
+    modseq: int | None = None
+    if modseq_asked and uids:
+        modseq = condstore.highest_modseq(selected, _shown(uids, options, cmd.partial))
     if options is None:
         session.send(r.SortResponse(tuple(numbers), modseq))
     else:  # the first and last in sort order are MIN and MAX, ALL keeps that order
-        session.send(_esearch(cmd.tag, cmd.uid, numbers, options, modseq, ordered=True))
+        session.send(
+            _esearch(cmd.tag, cmd.uid, numbers, options, modseq, ordered=True, partial=cmd.partial)
+        )
+        if "UPDATE" in options:
+            context.register(
+                session, selected, tag=cmd.tag, uid=cmd.uid, query=query, keys=keys, result=uids
+            )
     await session.announce_updates(expunge=cmd.uid)
     session.tagged(cmd.tag, "OK", f"{'UID ' if cmd.uid else ''}SORT completed")
 
