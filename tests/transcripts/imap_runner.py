@@ -34,6 +34,8 @@ Header lines (words are split like a shell does, but backslashes are kept: ``\Se
     an account setting, as ``pobox user set`` makes it (``quota.storage=512K``).
 ``fixture: quota-admin ADDRESS``
     the account may change quotas with SETQUOTA (``[quota] admins``).
+``fixture: metadata KEY=VALUE``
+    a ``[metadata]`` setting (``max_entries_per_mailbox=10``; ``admins=ADDRESS`` adds one).
 ``state: authenticated ADDRESS PASSWORD`` / ``state: selected ADDRESS PASSWORD MAILBOX``
     every connection logs in (and selects) before its first line; those responses are not
     part of the transcript. Without ``state:`` connections start not authenticated.
@@ -437,6 +439,18 @@ async def apply_fixture(transcript: Transcript, fixture: Fixture, running: Runni
             quota = service.quota
             admins = (*quota.config.admins, address)
             quota.reconfigure(dataclasses.replace(quota.config, admins=admins), quota.hostname)
+        case ["metadata", assignment]:
+            # a [metadata] setting (admins: one more address)
+            key, _, value = assignment.partition("=")
+            current = service.metadata.config
+            wanted: object = value
+            if key == "admins":
+                wanted = (*current.admins, value)
+            elif isinstance(getattr(current, key), bool):
+                wanted = value == "true"
+            elif isinstance(getattr(current, key), int):
+                wanted = int(value)
+            service.metadata.config = dataclasses.replace(current, **{key: wanted})
         case _:
             raise TranscriptError(
                 f"{transcript.path.name}:{fixture.lineno}: unknown fixture {fixture.words}"

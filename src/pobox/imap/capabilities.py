@@ -41,6 +41,9 @@ AFTER_LOGIN = (
     "ACL",
     "RIGHTS=texk",
     "LIST-MYRIGHTS",
+    # RFC 5464 (server and mailbox annotations) and RFC 9590 (docs/imap.md)
+    "METADATA",
+    "LIST-METADATA",
     # RFC 9208 (docs/quota.md); SETQUOTA answers NO [NOPERM] but to [quota] admins
     "QUOTA",
     "QUOTA=RES-STORAGE",

@@ -22,9 +22,12 @@ from __future__ import annotations
 import datetime as _dt
 import enum
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from pobox.imap.sequences import SequenceSet
+
+if TYPE_CHECKING:
+    from pobox.imap.metadata_grammar import ListMetadata
 
 # --------------------------------------------------------------------------- parameters
 
@@ -377,6 +380,8 @@ class List(Command):
     return_options: tuple[str, ...] = ()
     status_items: tuple[str, ...] | None = None
     extended: bool = False
+    #: ``RETURN (METADATA (...))`` (RFC 9590)
+    metadata: ListMetadata | None = None
 
 
 @dataclass(frozen=True, slots=True)

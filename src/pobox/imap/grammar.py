@@ -58,6 +58,7 @@ from pobox.imap.lexer import (
     Reader,
     find_literal_marker,
 )
+from pobox.imap.metadata_grammar import METADATA_COMMANDS, ListMetadata, parse_list_metadata
 from pobox.imap.quota_grammar import QUOTA_COMMANDS
 from pobox.imap.search_grammar import parse_search, parse_sort, parse_thread
 
@@ -263,18 +264,22 @@ def _list(r: Reader, tag: str, uid: bool) -> Command:
         patterns = (r.list_mailbox(),)
     return_options: list[str] = []
     status_items: tuple[str, ...] | None = None
+    metadata: ListMetadata | None = None
     if r.try_sp():
         r.expect(b"RETURN")
         r.sp()
         extended = True
         r.expect(b"(")
         while r.peek() != 0x29:
-            if return_options or status_items is not None:
+            if return_options or status_items is not None or metadata is not None:
                 r.sp()
             option = r.keyword("a return option")
             if option == "STATUS":
                 r.sp()
                 status_items = tuple(r.paren_list(lambda: r.keyword("a status item")))
+            elif option == "METADATA" and metadata is None:  # RFC 9590
+                r.sp()
+                metadata = parse_list_metadata(r)
             else:
                 return_options.append(option)
         r.pos += 1
@@ -287,6 +292,7 @@ def _list(r: Reader, tag: str, uid: bool) -> Command:
         return_options=tuple(return_options),
         status_items=status_items,
         extended=extended,
+        metadata=metadata,
     )
 
 
@@ -429,6 +435,7 @@ _COMMANDS: dict[str, Callable[[Reader, str, bool], Command]] = {
     "ID": _id,
     **ACL_COMMANDS,
     **QUOTA_COMMANDS,
+    **METADATA_COMMANDS,
     **CONTEXT_COMMANDS,
 }
 _UID_COMMANDS = frozenset({"COPY", "MOVE", "FETCH", "SEARCH", "SORT", "THREAD", "STORE", "EXPUNGE"})

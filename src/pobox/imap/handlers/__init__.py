@@ -16,6 +16,7 @@ from pobox.imap.handlers import (
     context,
     mailboxes,
     messages,
+    metadata,
     quota,
     search,
     select,
@@ -34,6 +35,7 @@ for _module in (
     mailboxes,
     acl,
     quota,
+    metadata,
     unauthenticate,
     context,
 ):

@@ -8,17 +8,21 @@ STATUS=SIZE (RFC 8438). The rules about names and hierarchy live in
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from pobox.imap import commands as c
 from pobox.imap import responses as r
 from pobox.imap.grammar import decode_mailbox
+from pobox.imap.handlers.metadata import MetadataResponse
+from pobox.imap.handlers.metadata import for_list as metadata_for_list
+from pobox.imap.metadata_grammar import ListMetadata
 from pobox.imap.objectid import mailbox_id
 from pobox.imap.session import AUTH, CommandError, CommandSpec, ImapSession
 from pobox.service.acl import ALL_RIGHTS, shown
 from pobox.service.mailboxes import BadSpecialUse, HasChildren, ListEntry, Mailboxes
 from pobox.service.mailboxes import canonical_pattern as _canonical_pattern
-from pobox.store.api import DELIMITER, Mailbox, MailboxStatus
+from pobox.store.api import DELIMITER, Account, Mailbox, MailboxId, MailboxStatus
 
 SELECTION_OPTIONS = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
 RETURN_OPTIONS = frozenset({"SUBSCRIBED", "CHILDREN", "SPECIAL-USE", "MYRIGHTS"})
@@ -43,9 +47,11 @@ def _service(session: ImapSession) -> Mailboxes:
     return Mailboxes(session.service.store, session.service.acl, session.service.quota)
 
 
-async def _finish(session: ImapSession, tag: str, name: str) -> None:
+async def _finish(
+    session: ImapSession, tag: str, name: str, code: r.ResponseCode | None = None
+) -> None:
     await session.announce_updates()
-    session.tagged(tag, "OK", f"{name} completed")
+    session.tagged(tag, "OK", f"{name} completed", code)
 
 
 # --------------------------------------------------------------------------- CREATE/DELETE/RENAME
@@ -207,12 +213,17 @@ async def list_(session: ImapSession, cmd: c.List) -> None:
             recursive_match="RECURSIVEMATCH" in selection,
         )
     show_subscribed = "SUBSCRIBED" in selection or "SUBSCRIBED" in returns
+    metadata, metadata_code = None, None
+    if cmd.metadata is not None:  # RFC 9590: one read for every mailbox listed
+        metadata, metadata_code = await _list_metadata(session, account, cmd.metadata, entries)
     for entry in entries:
         extra = b'("CHILDINFO" ("SUBSCRIBED"))' if entry.childinfo else b""
         attributes = _attributes(entry, subscribed=show_subscribed, children="CHILDREN" in returns)
         session.send(r.ListItem(attributes, DELIMITER, entry.name, extra=extra))
         if entry.mailbox is None:
             continue
+        if metadata is not None and entry.mailbox.id in metadata:
+            session.send(MetadataResponse(entry.name, metadata[entry.mailbox.id]))
         rights = ALL_RIGHTS
         if entry.mailbox.account_id != account.id:
             rights = await session.service.acl.rights_of(account, entry.mailbox)
@@ -225,7 +236,21 @@ async def list_(session: ImapSession, cmd: c.List) -> None:
         if "MYRIGHTS" in returns:
             # RFC 8440 §3: the rights on each mailbox listed
             session.send(r.MyRightsResponse(entry.name, shown(rights)))
-    await _finish(session, cmd.tag, "LIST")
+    await _finish(session, cmd.tag, "LIST", metadata_code)
+
+
+async def _list_metadata(
+    session: ImapSession, account: Account, request: ListMetadata, entries: list[ListEntry]
+) -> tuple[dict[MailboxId, Sequence[tuple[str, bytes | None]]], r.ResponseCode | None]:
+    listed: list[tuple[Mailbox, str]] = []
+    for entry in entries:
+        if entry.mailbox is None:
+            continue
+        rights = ALL_RIGHTS
+        if entry.mailbox.account_id != account.id:
+            rights = await session.service.acl.rights_of(account, entry.mailbox)
+        listed.append((entry.mailbox, rights))
+    return await metadata_for_list(session, account, request, listed)
 
 
 async def lsub(session: ImapSession, cmd: c.Lsub) -> None:
