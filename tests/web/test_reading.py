@@ -301,3 +301,24 @@ async def test_a_forwarded_multipart_message_is_viewable(web: Web) -> None:
     link = re.search(r'href="(/m/\d+/1/part/\d+)" download>report.pdf<', inner_page.text)
     assert link is not None
     assert (await web.client.get(link.group(1))).content == b"%PDF-1.4\n"
+
+
+async def test_search_all_folders(web: Web) -> None:
+    await web.deliver(ALICE, plain("Invoice March", "pay by Friday"))
+    await web.deliver(ALICE, plain("Invoice April", "pay by Monday"))
+    await web.deliver(ALICE, plain("Lunch", "pizza"))
+    await web.deliver(BOB, plain("Invoice for Bob", "his own"))
+    await web.login()
+    inbox = await web.folder_id(ALICE, "INBOX")
+    archive = await web.folder_id(ALICE, "Archive")
+    token = await web.csrf(f"/f/{inbox}")
+    await web.client.post(
+        f"/f/{inbox}/act", data={"csrf": token, "action": "move", "uid": "1", "dest": str(archive)}
+    )
+    page = await web.client.get(f"/f/{inbox}?q=invoice&in=subject&scope=all")
+    assert page.status_code == 200
+    assert "2 found" in page.text
+    rows = re.findall(r'<a href="/f/\d+">(\w+)</a></td>\s*<td class="from">', page.text)
+    assert sorted(rows) == ["Archive", "INBOX"]
+    assert "Invoice for Bob" not in page.text and "Lunch" not in page.text
+    assert f'href="/m/{archive}/1"' in page.text

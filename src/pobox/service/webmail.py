@@ -441,6 +441,39 @@ class Webmail:
         self._orders[index.id] = (key, uids)
         return uids
 
+    async def search_all(
+        self, account: Account, query: str, field: str = "all", limit: int = 200
+    ) -> list[tuple[Mailbox, ListItem]]:
+        """Messages of every folder of the account matching *query* (as :meth:`page` finds
+        them in one), newest first, at most *limit*."""
+        program = search_query(query, field)
+        found: list[tuple[float, int, Mailbox, MessageMeta]] = []
+        for mailbox in await self.store.list_mailboxes(account.id):
+            index = await self.service.index.acquire(mailbox)
+            try:
+                messages = ColumnRecords(index, len(index), index.record_at)
+                for uid in await search(self.store, index.id, program, messages):
+                    meta = index.meta(uid)
+                    if meta is not None:
+                        found.append((meta.internal_date.timestamp(), uid, mailbox, meta))
+            finally:
+                self.service.index.release(index)
+        found.sort(key=lambda item: (item[0], item[1]), reverse=True)
+        chosen = found[:limit]
+        out: list[tuple[Mailbox, ListItem]] = []
+        by_mailbox: dict[MailboxId, list[MessageMeta]] = {}
+        boxes: dict[MailboxId, Mailbox] = {}
+        for _, _, mailbox, meta in chosen:
+            by_mailbox.setdefault(mailbox.id, []).append(meta)
+            boxes[mailbox.id] = mailbox
+        items: dict[tuple[MailboxId, Uid], ListItem] = {}
+        for mailbox_id, metas in by_mailbox.items():
+            for item in await self._items(boxes[mailbox_id], metas):
+                items[(mailbox_id, item.uid)] = item
+        for _, _, mailbox, meta in chosen:
+            out.append((mailbox, items[(mailbox.id, meta.uid)]))
+        return out
+
     async def _items(self, mailbox: Mailbox, metas: Sequence[MessageMeta]) -> list[ListItem]:
         if not metas:
             return []

@@ -442,6 +442,13 @@ class WebApp:
             reverse = params.get("rev", "1" if sort_by in ("date", "arrival", "size") else "0")
             query = params.get("q", "")[:200]
             field = params.get("in", "all")
+            if params.get("scope") == "all" and query.strip():
+                results = await self.state.webmail.search_all(login.account, query, field)
+                return self.render(
+                    "search.html", login=login, current=None, query=query, field=field,
+                    scope="all", results=results, folder=folder_id,
+                    **await self._sidebar(login),
+                )  # fmt: skip
             page = await self.state.webmail.page(
                 login.account,
                 folder_id,
