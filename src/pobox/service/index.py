@@ -588,6 +588,19 @@ class MailIndex:
         index.recent_floor = max(index.recent_floor, floor, below)
         return floor
 
+    async def recent_floor(self, index: MailboxIndex) -> int:
+        """The first UID of *index* that no session has claimed as \\Recent, claiming nothing
+        (a read-only session: RFC 3501 §6.3.2, EXAMINE must not take \\Recent away).
+        When this process knows every indexed message to be claimed, no store call."""
+        if not index.uids or index.recent_floor > index.uids[-1]:
+            return index.recent_floor
+        try:
+            floor = await self.store.claim_recent(index.id, Uid(1))  # never moves the floor
+        except NotFound:
+            return index.mailbox.uidnext  # deleted meanwhile: nothing is recent
+        index.recent_floor = max(index.recent_floor, floor)
+        return floor
+
     # ---- writes that keep the index current ---------------------------------------------------
     async def set_flags(
         self,

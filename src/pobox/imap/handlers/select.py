@@ -68,10 +68,16 @@ async def _select(session: ImapSession, cmd: c.Select | c.Examine, read_only: bo
         read_only = True  # RFC 4314 §5.2: none of the rights that change the mailbox
     selected = Selected(view, read_only, access=access)
     try:
-        if not read_only and len(view):
+        if len(view):
             # \Recent: the messages no session has seen yet become this one's (RFC 3501
-            # §2.3.2); the store decides, so two sessions never both have a message as recent
-            floor = await session.service.index.claim_recent(view.index, view.last_uid() + 1)
+            # §2.3.2); the store decides, so two sessions never both have a message as recent.
+            # A read-only session sees them as \Recent without taking them (§6.3.2: EXAMINE
+            # MUST NOT cause messages to lose \Recent): it only reads where the floor is.
+            index = session.service.index
+            if read_only:
+                floor = await index.recent_floor(view.index)
+            else:
+                floor = await index.claim_recent(view.index, view.last_uid() + 1)
             uids = view.uids
             start = bisect.bisect_left(uids, floor, 0, len(view))
             selected.recent = {Uid(u) for u in uids[start : len(view)]}
