@@ -52,6 +52,7 @@ AFTER_LOGIN = (
     "QUOTASET",
     "UNAUTHENTICATE",
     "PREVIEW",
+    "REPLACE",
 )
 
 #: What ENABLE can turn on.

@@ -9,6 +9,7 @@ argument; :func:`parse_append_continuation` reads what follows each message (MUL
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -134,12 +135,14 @@ def parse_command(lines: Sequence[bytes], literals: Sequence[bytes]) -> Command:
             uid = True
             r.sp()
             name = r.word()
+            if name == "REPLACE":
+                raise ParseError("UID REPLACE needs a message literal")
             if name not in _UID_COMMANDS:
                 raise ParseError(f"UID {name} is not a command")
         parser = _COMMANDS.get(name)
         if parser is None:
-            if name == "APPEND":
-                raise ParseError("APPEND needs a message literal")
+            if name in ("APPEND", "REPLACE"):
+                raise ParseError(f"{name} needs a message literal")
             raise ParseError(f"unknown command {name}")
         return parser(r, tag, uid)
     except ParseError as exc:
@@ -454,6 +457,9 @@ class AppendMessageInfo:
     internal_date: _dt.datetime | None
     marker: LiteralMarker
     utf8: bool  # inside ``UTF8 (~{n}...)`` (RFC 6855): a ")" follows the literal
+    #: REPLACE (RFC 8508): the message to replace, digits or "*" (None: an APPEND)
+    replace: str | None = None
+    uid: bool = False  # UID REPLACE
 
 
 @dataclass(frozen=True, slots=True)
@@ -490,6 +496,16 @@ def _append_message(r: Reader, tag: str, mailbox: bytes) -> AppendMessageInfo:
     raise ParseError("APPEND message literal must end the line")
 
 
+def _replace(r: Reader, tag: str, *, uid: bool) -> AppendMessageInfo:
+    """RFC 8508: ``REPLACE SP seq-number SP mailbox [SP flag-list] [SP date-time] SP
+    append-data``, after ``REPLACE`` (or ``UID REPLACE``)."""
+    r.sp()
+    target = "*" if r.try_expect(b"*") else str(r.nz_number())
+    r.sp()
+    mailbox = _mailbox(r)
+    return dataclasses.replace(_append_message(r, tag, mailbox), replace=target, uid=uid)
+
+
 def classify_literal(
     lines: Sequence[bytes], literals: Sequence[bytes]
 ) -> OrdinaryLiteral | AppendMessageInfo:
@@ -501,6 +517,11 @@ def classify_literal(
         tag = r.tag()
         r.sp()
         name = r.word()
+        if name == "REPLACE":
+            return _replace(r, tag, uid=False)
+        if name == "UID" and r.try_expect(b" REPLACE "):
+            r.pos -= 1
+            return _replace(r, tag, uid=True)
         if name != "APPEND":
             if name != "UID" and name not in _COMMANDS:
                 # refuse before the client sends (possibly large) literal data
@@ -535,6 +556,8 @@ def parse_append_continuation(
             r.expect(b")")
         if r.at_end():
             return AppendEndOfCommand()
+        if previous.replace is not None:
+            raise r.fail("REPLACE takes one message")
         if find_literal_marker(line) is None:
             raise r.fail("expected another message or the end of APPEND")
         return _append_message(r, previous.tag, previous.mailbox)

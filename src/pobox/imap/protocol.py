@@ -142,6 +142,16 @@ class AppendStart:
     binary: bool  # literal8 (``~{n}``)
     utf8: bool  # ``UTF8 (~{n})`` of RFC 6855
     sync: bool
+    #: REPLACE / UID REPLACE (RFC 8508): the message to replace, digits or "*"
+    replace: str | None = None
+    uid: bool = False
+
+    @property
+    def command(self) -> str:
+        """The command's name: APPEND, REPLACE or UID REPLACE."""
+        if self.replace is None:
+            return "APPEND"
+        return "UID REPLACE" if self.uid else "REPLACE"
 
 
 @dataclass(frozen=True, slots=True)
@@ -493,6 +503,8 @@ class ImapServerProtocol:
             binary=marker.binary,
             utf8=info.utf8,
             sync=marker.sync,
+            replace=info.replace,
+            uid=info.uid,
         )
 
     def _consume(self, limit: int) -> bytes:

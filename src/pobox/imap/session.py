@@ -743,7 +743,7 @@ class ImapSession:
                     from pobox.imap.handlers.append import append_event
 
                     if isinstance(event, AppendStart):
-                        self._begin(event.tag, "APPEND")
+                        self._begin(event.tag, event.command)
                     await append_event(self, event)
                 case IdleDone(ok=ok):
                     tag, self.idle_tag = self.idle_tag, None

@@ -677,8 +677,15 @@ class MailIndex:
         quota: QuotaLimits | None = None,
     ) -> tuple[MessageMeta, Expunged]:
         """IMAP REPLACE (RFC 8508): *message* into *mailbox_id* and *uid* out of *src*, in one
-        store transaction; the indexes learn of both from the notification (as of a copy)."""
-        return await self.store.replace(mailbox_id, message, src, uid, quota=quota)
+        store transaction (the expunge's MODSEQ first, then the append's)."""
+        meta, gone = await self.store.replace(mailbox_id, message, src, uid, quota=quota)
+        old = self._indexes.get(src)
+        if old is not None:
+            old._own(gone.modseq, gone.modseq, lambda: old._remove([gone.uid]), ordered=False)
+        new = self._indexes.get(mailbox_id)
+        if new is not None:
+            new._own(meta.modseq, meta.modseq, lambda: new._upsert(meta), ordered=True)
+        return meta, gone
 
     async def copy(
         self,

@@ -17,11 +17,12 @@ from pobox.errors import NotFound, PoboxError
 from pobox.imap import responses as r
 from pobox.imap.fetch import render_kept
 from pobox.imap.protocol import AppendAborted, AppendData, AppendEnd, AppendStart
+from pobox.imap.sequences import SequenceSet
 from pobox.imap.session import AUTH, CommandError, ImapSession, error_code
 from pobox.mail.structure import ParsedMessage
 from pobox.service.acl import Access
 from pobox.service.content import IncomingMessage
-from pobox.store.api import Mailbox, NewMessage, Uid
+from pobox.store.api import Mailbox, MailboxId, NewMessage, Uid
 
 
 @dataclass
@@ -40,6 +41,10 @@ class AppendState:
     messages: list[_Pending] = field(default_factory=list)
     current: _Pending | None = None
     error: tuple[str, str, str | None] | None = None  # (status, text, code)
+    #: APPEND, REPLACE or UID REPLACE (RFC 8508)
+    command: str = "APPEND"
+    #: REPLACE: the message it replaces, in the selected mailbox
+    replaces: tuple[MailboxId, Uid] | None = None
 
     async def abort(self) -> None:
         pending = [*self.messages, *([self.current] if self.current else [])]
@@ -52,12 +57,14 @@ class AppendState:
 async def _start(session: ImapSession, event: AppendStart) -> None:
     state: AppendState = session.append
     if state is None or state.tag != event.tag:
-        state = AppendState(event.tag)
+        state = AppendState(event.tag, command=event.command)
         session.append = state
     if state.error is None:
         try:
             if session.state not in AUTH:
-                raise CommandError("APPEND is not allowed before login", status="BAD")
+                raise CommandError(f"{state.command} is not allowed before login", status="BAD")
+            if event.replace is not None:
+                state.replaces = _replaced(session, event)
             account = session.require_account()
             name = session.mailbox_name(event.mailbox)
             acl = session.service.acl
@@ -101,6 +108,25 @@ async def _start(session: ImapSession, event: AppendStart) -> None:
         session.send_raw(session.protocol.accept_literal())
 
 
+def _replaced(session: ImapSession, event: AppendStart) -> tuple[MailboxId, Uid]:
+    """RFC 8508 §3: the message REPLACE names in the selected mailbox, which the client must
+    be allowed to expunge (RFC 4314: t and e; §3.5 of RFC 8508)."""
+    assert event.replace is not None
+    selected = session.selected
+    if selected is None:
+        raise CommandError(f"{event.command} needs a selected mailbox", status="BAD")
+    uids = session.resolve(SequenceSet.parse(event.replace), uid=event.uid)
+    if not uids:
+        if event.replace == "*":
+            raise CommandError("the mailbox is empty: no message to replace", status="BAD")
+        raise CommandError("no message with that UID to replace")
+    if selected.read_only:
+        raise CommandError("mailbox is read-only", "READ-ONLY")
+    if not (selected.may("t") and selected.may("e")):
+        raise CommandError("no right to expunge messages of the selected mailbox", "NOPERM")
+    return selected.mailbox_id, Uid(uids[-1])
+
+
 async def _data(session: ImapSession, event: AppendData) -> None:
     state: AppendState | None = session.append
     if state is None or state.current is None or state.error is not None:
@@ -122,6 +148,8 @@ async def _end(session: ImapSession, event: AppendEnd) -> None:
     if state is None:
         session.tagged(event.tag, "BAD", "APPEND without a message")
         return
+    if state.replaces is not None and state.error is None and len(state.messages) > 1:
+        state.error = ("BAD", "REPLACE takes one message", None)
     if state.current is not None:
         state.messages.append(state.current)
         state.current = None
@@ -140,7 +168,11 @@ async def _end(session: ImapSession, event: AppendEnd) -> None:
         limits = await quota.current_limits(mailbox.account_id)
         ready = [await asyncio.to_thread(_finish, item) for item in state.messages]
         state.messages.clear()
-        if len(ready) == 1:
+        if state.replaces is not None:  # REPLACE: both in one transaction (RFC 8508 §3.4)
+            src, old = state.replaces
+            meta, _ = await index.replace(mailbox.id, ready[0], src, old, quota=limits)
+            metas = [meta]
+        elif len(ready) == 1:
             metas = [await index.append(mailbox.id, ready[0], quota=limits)]
         else:  # MULTIAPPEND: one transaction, all or nothing (RFC 3502 §6.3.11)
             metas = await index.append_many(mailbox.id, ready, quota=limits)
@@ -151,11 +183,17 @@ async def _end(session: ImapSession, event: AppendEnd) -> None:
         session.tagged(event.tag, "NO", text, r.ResponseCode.plain(code) if code else None)
         return
     await quota.after_write(mailbox.account_id, limits, (sum(m.size for m in metas), len(metas)))
+    appenduid = r.ResponseCode.appenduid(mailbox.uidvalidity, uids)
+    if state.replaces is not None:
+        # RFC 8508 §3.3: APPENDUID in an untagged OK, then the EXPUNGE (VANISHED under
+        # QRESYNC) of the old message and, into the selected mailbox, the new one's EXISTS
+        session.send(r.Untagged("OK", "Replacement Message ready", appenduid))
+        await session.announce_updates()
+        session.tagged(event.tag, "OK", f"{state.command} completed")
+        return
     if session.selected is not None:
         await session.announce_updates()
-    session.tagged(
-        event.tag, "OK", "APPEND completed", r.ResponseCode.appenduid(mailbox.uidvalidity, uids)
-    )
+    session.tagged(event.tag, "OK", "APPEND completed", appenduid)
 
 
 def _finish(item: _Pending) -> NewMessage:
