@@ -322,3 +322,18 @@ async def test_search_all_folders(web: Web) -> None:
     assert sorted(rows) == ["Archive", "INBOX"]
     assert "Invoice for Bob" not in page.text and "Lunch" not in page.text
     assert f'href="/m/{archive}/1"' in page.text
+
+
+async def test_a_form_larger_than_a_message_may_be_is_refused_before_it_is_read(
+    web: Web,
+) -> None:
+    await web.login()
+    token = await web.csrf("/compose")
+    limit = web.service.config.delivery.max_message_size
+    response = await web.client.post(
+        "/compose",
+        data={"csrf": token, "action": "save", "to": BOB},
+        headers={"content-length": str(limit * 2)},
+    )
+    assert response.status_code == 413
+    assert "larger than" in response.text

@@ -219,3 +219,19 @@ async def test_unknown_paths_are_404_pages_not_tracebacks(web: Web, path: str) -
     response = await web.client.get(path)
     assert response.status_code == 404
     assert "Traceback" not in response.text
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["https://evil.example/", "//evil.example/", "/\t/evil.example/", "/\\evil.example", "\n//x"],
+)
+async def test_the_login_redirect_stays_on_this_site(web: Web, target: str) -> None:
+    form = await web.client.get("/login", params={"next": target})
+    token = re.search(r'name="csrf" value="([^"]+)"', form.text)
+    assert token is not None
+    response = await web.client.post(
+        "/login",
+        data={"csrf": token.group(1), "address": ALICE, "password": PASSWORD, "next": target},
+    )
+    assert response.status_code == 303
+    assert response.headers["location"] == "/"

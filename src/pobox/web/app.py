@@ -64,6 +64,8 @@ HERE = Path(__file__).parent
 SESSION_COOKIE = "pobox_session"
 LOGIN_COOKIE = "pobox_login"
 PAGE_SIZE = 50
+#: Octets a form may have beyond the attachments it carries.
+FORM_MARGIN = 1024 * 1024
 _MIME_TYPE = re.compile(r"[a-z0-9.+-]+/[a-z0-9.+-]+")
 #: Seconds between the comment lines that keep an idle event stream open.
 HEARTBEAT = 15.0
@@ -322,7 +324,12 @@ class WebApp:
 
     async def _check_csrf(self, request: Request, login: Login) -> None:
         _check_origin(request)
-        form = await request.form(max_part_size=self.state.config.delivery.max_message_size)
+        limit = self.state.config.delivery.max_message_size
+        length = request.headers.get("content-length", "")
+        # attachments arrive as they are and leave base64-encoded: a third more, and the form
+        if length.isdigit() and int(length) > limit * 3 // 4 + FORM_MARGIN:
+            raise TooBig(f"the form is larger than the {_size(limit)} a message may have")
+        form = await request.form(max_part_size=limit)
         request.state.form = form
         token = form.get("csrf")
         if not isinstance(token, str) or not same_token(token, login.csrf):
@@ -883,8 +890,10 @@ def _with(out: Outgoing, name: str, value: str) -> Outgoing:
 
 def _local_target(target: str) -> str:
     """A redirect target from a form or query: a path on this site, nothing else."""
+    # browsers drop tabs and newlines from URLs: "/\t/evil.example" is "//evil.example"
+    target = "".join(ch for ch in target if ch.isprintable() and not ch.isspace())[:2000]
     if target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return "".join(ch for ch in target if ch.isprintable())[:2000]
+        return target
     return ""
 
 
