@@ -131,7 +131,7 @@ def parse_list_metadata(r: Reader) -> ListMetadata:
     r.expect(b"(")
     seen: dict[str, int] = {}
     entries: list[str] = []
-    while True:
+    while r.peek() != 0x29:
         start = r.pos
         word = ""
         if r.peek() not in (0x22, 0x2F, 0x7B, 0x7E):
@@ -141,10 +141,9 @@ def parse_list_metadata(r: Reader) -> ListMetadata:
         else:
             r.pos = start
             entries.append(_entry(r))
-        if r.peek() == 0x29:
-            r.pos += 1
-            break
-        r.sp()
+        if r.peek() != 0x29:
+            r.sp()
+    r.pos += 1
     if not entries:
         raise ParseError("METADATA needs at least one entry name")
     return ListMetadata(tuple(entries), _options(seen))

@@ -56,11 +56,14 @@ class NoPrivate(NotAllowed):
     """Private entries are switched off (``[METADATA NOPRIVATE]``)."""
 
 
-def entry_name(text: str) -> str:
-    """A client's entry name, checked (§3.2) and in lower case."""
+def entry_name(text: str, *, scope: bool = False) -> str:
+    """A client's entry name, checked (§3.2) and in lower case; with *scope*, ``/private``
+    and ``/shared`` themselves are names too (GETMETADATA with DEPTH asks for what is below)."""
     if not text.startswith("/") or not text.isascii():
         raise BadEntry(f"{_shown(text)} is not a metadata entry name")
     lowered = text.lower()
+    if scope and lowered in (PRIVATE_PREFIX[:-1], SHARED_PREFIX[:-1]):
+        return lowered
     if not lowered.startswith((PRIVATE_PREFIX, SHARED_PREFIX)):
         raise BadEntry(f"{_shown(text)}: an entry name begins with /private/ or /shared/")
     if any(c in "*%" or ord(c) <= 0x19 for c in lowered):
@@ -174,7 +177,7 @@ class Metadata:
         maxsize: int | None = None,
     ) -> Found:
         """GETMETADATA of a mailbox (*name* ``""``: the server)."""
-        wanted = [entry_name(e) for e in entries]
+        wanted = [entry_name(e, scope=True) for e in entries]
         mailbox = None if name == "" else (await self._mailbox(account, name)).mailbox
         key: MailboxId | None = None if mailbox is None else mailbox.id
         stored = (await self.store.get_annotations(account.id, [key]))[key]
@@ -192,7 +195,7 @@ class Metadata:
         """LIST RETURN (METADATA ...) (RFC 9590): for each mailbox (given with the account's
         rights on it) whose entries the account may read, every entry asked for, one the
         mailbox does not have with the value None (NIL); one store read for all."""
-        wanted = [entry_name(e) for e in entries]
+        wanted = [entry_name(e, scope=True) for e in entries]
         readable = [m for m, rights in mailboxes if self.may_access(rights)]
         stored = await self.store.get_annotations(account.id, [m.id for m in readable])
         out: dict[MailboxId, Found] = {}

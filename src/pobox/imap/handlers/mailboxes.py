@@ -222,7 +222,8 @@ async def list_(session: ImapSession, cmd: c.List) -> None:
         session.send(r.ListItem(attributes, DELIMITER, entry.name, extra=extra))
         if entry.mailbox is None:
             continue
-        if metadata is not None and entry.mailbox.id in metadata:
+        if metadata is not None and metadata.get(entry.mailbox.id):
+            # nothing when MAXSIZE left every value out: a METADATA response lists one at least
             session.send(MetadataResponse(entry.name, metadata[entry.mailbox.id]))
         rights = ALL_RIGHTS
         if entry.mailbox.account_id != account.id:
