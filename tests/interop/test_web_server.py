@@ -8,7 +8,6 @@ import contextlib
 import re
 import ssl
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -155,9 +154,8 @@ def test_sigterm_ends_open_event_streams(tmp_path: Path) -> None:
         reader = threading.Thread(target=_stream, args=(server, cookies, opened), daemon=True)
         reader.start()
         assert opened.wait(20)
-        started = time.monotonic()
         assert server.stop() == 0
         reader.join(20)
         assert not reader.is_alive()
-        # the stream ended with the server's shutdown, not after a timeout of its own
-        assert time.monotonic() - started < 30
+        # the stream ended when asked to, not cut off when shutdown_grace ran out
+        assert "still open after shutdown_grace" not in server.log.read_text()

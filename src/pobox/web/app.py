@@ -69,6 +69,8 @@ FORM_MARGIN = 1024 * 1024
 _MIME_TYPE = re.compile(r"[a-z0-9.+-]+/[a-z0-9.+-]+")
 #: Seconds between the comment lines that keep an idle event stream open.
 HEARTBEAT = 15.0
+#: Put into an event stream's queue to wake it (no mailbox has id 0).
+WAKE = 0
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -275,6 +277,7 @@ class WebApp:
     def close(self) -> None:
         """Stop the event streams (the server is shutting down)."""
         self.state.closing.set()
+        self.state.feed.wake(WAKE)
         self.state.feed.close()
 
     # ---- rendering and errors ------------------------------------------------------------
@@ -835,7 +838,13 @@ class WebApp:
             drain = self.state.service.drain
             key = object()
             ended = asyncio.Event()
-            drain.register(key, lambda force: ended.set())
+
+            def end(force: bool) -> None:  # the server is shutting down: wake the stream
+                ended.set()
+                with contextlib.suppress(asyncio.QueueFull):
+                    queue.put_nowait(WAKE)
+
+            drain.register(key, end)
 
             async def stream() -> AsyncIterator[bytes]:
                 try:
@@ -849,6 +858,7 @@ class WebApp:
                         changed = {first}
                         while not queue.empty():
                             changed.add(queue.get_nowait())
+                        changed.discard(WAKE)
                         for mailbox_id in sorted(changed):
                             yield f"event: change\ndata: {mailbox_id}\n\n".encode()
                 finally:

@@ -74,6 +74,13 @@ class ChangeFeed:
             self.store.remove_listener(self._on_change)
             self._listening = False
 
+    def wake(self, token: int) -> None:
+        """Put *token* into every stream's queue (the streams look whether to end)."""
+        for queues in self._streams.values():
+            for queue in queues:
+                with contextlib.suppress(asyncio.QueueFull):
+                    queue.put_nowait(token)
+
     def close(self) -> None:
         if self._listening:
             self.store.remove_listener(self._on_change)
