@@ -159,6 +159,21 @@ def test_the_webmail_in_chromium(server: ServerProcess, browser: object, tmp_pat
     page.wait_for_selector(f"tr[data-uid='{uid}']:not(.unseen)")
     status, data = imap.uid("FETCH", uid, "(FLAGS)")
     assert b"\\Seen" in data[0]
+    # ... and in IMAP IDLE within a second
+    imap.send(b"i1 IDLE\r\n")
+    assert imap.readline().startswith(b"+")
+    page.check(f"tr[data-uid='{uid}'] input[name=uid]")
+    page.click("button[value=unflag]")
+    assert imap.sock is not None
+    imap.sock.settimeout(LIVE_MS / 1000)
+    line = imap.readline()
+    while b"FETCH" not in line:
+        line = imap.readline()
+    assert b"\\Flagged" not in line and b"\\Seen" in line
+    imap.sock.settimeout(30)
+    imap.send(b"DONE\r\n")
+    while not imap.readline().startswith(b"i1 OK"):
+        pass
     imap.logout()
 
     # write a message to oneself: it arrives in the INBOX, a copy in Sent
