@@ -78,13 +78,22 @@ def subject_and_reply(subject: str) -> tuple[str, bool]:
 
 
 _SIMPLE = re.compile(r'"?([^"<>,@]*?)"?\s*<([^<>,"\s]+)>|([^<>,"\s]+@[^<>,"\s]+)')
+# a group first (``name: a@b, c@d;`` or ``name:;``, as the store writes address fields out)
+_GROUP = re.compile(r"\s*([^<>@,:;\"]*?)\s*:[^;:]*;")
 
 
 @lru_cache(maxsize=MEMO)
 def _first(field: str) -> tuple[str, str]:
-    """(display name, addr-spec) of the first address in a decoded address header."""
+    """(display name, addr-spec) of the first address in a decoded address header.
+
+    When the field starts with a group, its first address is the group's start, whose only
+    name is the group name (in an ENVELOPE it is the mailbox name of that entry, RFC 3501
+    §7.4.2): it stands for both, as in Dovecot."""
     if not field:
         return "", ""
+    group = _GROUP.match(field)
+    if group is not None:
+        return group[1], group[1]
     simple = _SIMPLE.fullmatch(field.strip())
     if simple is not None:  # the usual one address, `Name <a@b>` or `a@b`: no full parse
         if simple[3] is not None:
