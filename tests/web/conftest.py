@@ -3,12 +3,16 @@ own event loop (the store's threads answer to that loop)."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
+from tests.conftest import make_config
+from tests.helpers.postgres import session_database
 
 from pobox.service.delivery import Envelope
 from pobox.service.mail import MailService
@@ -61,13 +65,25 @@ class Web:
         )
 
 
-@pytest.fixture
-async def web(service: MailService) -> AsyncIterator[Web]:
-    await service.accounts.add(ALICE, PASSWORD)
-    await service.accounts.add(BOB, PASSWORD)
-    app = WebApp(service)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
-    ) as client:
-        yield Web(service, app, client)
-    app.close()
+@pytest.fixture(params=["sqlite", "postgres"])
+async def web(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Web]:
+    """The webmail on a fresh store of each backend, with ALICE and BOB."""
+    config = make_config(tmp_path / "data")
+    schema = None
+    if request.param == "postgres":
+        schema, dsn = session_database().new_schema()
+        config = dataclasses.replace(config, store=dsn)
+    service = await MailService.open(config)
+    try:
+        await service.accounts.add(ALICE, PASSWORD)
+        await service.accounts.add(BOB, PASSWORD)
+        app = WebApp(service)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+        ) as client:
+            yield Web(service, app, client)
+        app.close()
+    finally:
+        await service.close()
+        if schema is not None:
+            session_database().drop_schema(schema)
