@@ -31,6 +31,9 @@ Observed Dovecot 2.3 behaviour reproduced here (tests/interop/test_dovecot_fetch
   MIME-Version/Content-Type (the stored structure ignores it there; Dovecot's BINARY doesn't).
 * BINARY data goes out as literal8 ``~{n}`` when it has NUL octets (and when streamed unseen);
   Dovecot uses literal8 more often, which is equally valid.
+* a literal of any other item never carries a NUL octet (RFC 9051's ``CHAR8`` excludes it; a
+  message can hold one, e.g. in a binary part): each is sent as 0x80, as Dovecot does, so
+  the length and every other octet stay as stored (:func:`no_nul`).
 
 Known divergences: for base64 parts Dovecot's BINARY.SIZE can differ from the length of its own
 BINARY answer (755 vs 768 octets in the corpus); we answer the exact decoded length. A QP body
@@ -74,6 +77,7 @@ __all__ = [
     "materialize",
     "needs_content",
     "needs_structure",
+    "no_nul",
     "render_fetch",
     "render_kept",
     "sets_seen",
@@ -225,6 +229,11 @@ class Literal:
 Piece = bytes | Literal
 
 
+def no_nul(data: bytes) -> bytes:
+    """*data* fit for a literal that is not literal8: NUL octets become 0x80 (same length)."""
+    return data.replace(b"\x00", b"\x80") if b"\x00" in data else data
+
+
 def materialize(pieces: Iterable[Piece], content: Content | None) -> bytes:
     """The pieces as one byte string (reading the literals from ``content``)."""
     out = bytearray()
@@ -237,7 +246,7 @@ def materialize(pieces: Iterable[Piece], content: Content | None) -> bytes:
                 data = content.read(p.offset, p.length)
                 if len(data) != p.length:
                     raise ValueError("stored message is shorter than its structure says")
-                out += data
+                out += data if p.binary else no_nul(data)
         else:
             out += p
     return bytes(out)
@@ -389,7 +398,7 @@ def _range_piece(content: Content | None, offset: int, length: int) -> Piece:
         return Literal(offset, length)
     if content is None:
         raise ValueError("section data needs the message content")
-    return _inline(content.read(offset, length))
+    return _inline(no_nul(content.read(offset, length)))
 
 
 def _clip(length: int, partial: tuple[int, int] | None) -> tuple[int, int]:
@@ -466,7 +475,7 @@ def _body_section(
             raise ValueError("HEADER.FIELDS needs the message content")
         data = filter_header(content.read(offset, length), section.fields, kind == "HEADER.FIELDS")
         skip, n = _clip(len(data), section.partial)
-        return [label + _inline(data[skip : skip + n])]
+        return [label + _inline(no_nul(data[skip : skip + n]))]
     skip, n = _clip(length, section.partial)
     return [label, _range_piece(content, offset + skip, n)]
 

@@ -140,7 +140,7 @@ async def _write_pieces(
             if not chunk:
                 # the response is half written: nothing to do but drop the connection
                 raise RuntimeError(f"stored message {msn} is shorter than its structure says")
-            session.send_raw(chunk)
+            session.send_raw(chunk if piece.binary else f.no_nul(chunk))
             offset += len(chunk)
             await session.drain()
     session.send_raw(b")\r\n")
