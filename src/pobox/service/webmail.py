@@ -17,7 +17,7 @@ import email.utils
 import logging
 import mimetypes
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
 
@@ -41,7 +41,6 @@ from pobox.service.search import (
 )
 from pobox.service.sort import SortKey, sort
 from pobox.service.submission import Submission, Submitted
-from pobox.service.thread import thread
 from pobox.store.api import (
     DELETED,
     SEEN,
@@ -62,16 +61,7 @@ DRAFT = "\\Draft"
 #: The flags a user sets from the list and the message page.
 SETTABLE = {"seen": SEEN, "flagged": FLAGGED}
 #: List orders: name → index sort key.
-SORTS = {
-    "date": "DATE",
-    "arrival": "ARRIVAL",
-    "from": "FROM",
-    "subject": "SUBJECT",
-    "size": "SIZE",
-    "thread": "THREAD",  # conversations (RFC 5256 REFERENCES), the newest conversation first
-}
-#: Deepest indentation a threaded list shows.
-MAX_DEPTH = 6
+SORTS = {"date": "DATE", "arrival": "ARRIVAL", "from": "FROM", "subject": "SUBJECT", "size": "SIZE"}
 #: Search fields: name → terms.
 SEARCH_FIELDS = ("all", "subject", "from", "to", "body")
 #: Most messages one action names.
@@ -112,7 +102,6 @@ class ListItem:
     sender: str
     subject: str
     attachment: bool
-    depth: int = 0  # in a threaded list: how far below its conversation's first message
 
     @property
     def seen(self) -> bool:
@@ -305,8 +294,6 @@ class Webmail:
         self.submission = submission
         #: one list order per mailbox: (index version, sort, reverse, search) → UIDs
         self._orders: dict[MailboxId, tuple[tuple[int, str, bool, str], list[Uid]]] = {}
-        #: depths of the messages of a threaded order, by mailbox
-        self._depths: dict[MailboxId, dict[int, int]] = {}
         #: unseen counts of indexed mailboxes: (index version, count)
         self._unseen: dict[MailboxId, tuple[int, int]] = {}
 
@@ -428,9 +415,6 @@ class Webmail:
         finally:
             self.service.index.release(index)
         items = await self._items(mailbox, metas)
-        if sort_by == "thread":
-            depths = self._depths.get(mailbox.id, {})
-            items = [replace(item, depth=depths.get(item.uid, 0)) for item in items]
         return ListPage(mailbox, items, page, pages, total, sort_by, reverse)
 
     async def _order(
@@ -444,11 +428,6 @@ class Webmail:
         only: set[Uid] | None = None
         if query:
             only = set(await search(self.store, index.id, search_query(query, field), messages))
-        if sort_by == "thread":
-            uids, depths = await self._threads(index, messages, only, reverse)
-            self._orders[index.id] = (key, uids)
-            self._depths[index.id] = depths
-            return uids
         # descending is ascending turned round: equal keys then list the newest message first
         ordered = await sort(
             self.store,
@@ -494,34 +473,6 @@ class Webmail:
         for _, _, mailbox, meta in chosen:
             out.append((mailbox, items[(mailbox.id, meta.uid)]))
         return out
-
-    async def _threads(
-        self,
-        index: MailboxIndex,
-        messages: ColumnRecords,
-        only: set[Uid] | None,
-        newest_first: bool,
-    ) -> tuple[list[Uid], dict[int, int]]:
-        """The messages conversation by conversation (each in reply order, its first message
-        first), conversations by their newest message; and each message's depth."""
-        roots = await thread(self.store, index.id, "REFERENCES", messages, index.sort_cache, only)
-        flattened: list[tuple[float, list[tuple[int, int]]]] = []
-        for root in roots:
-            rows: list[tuple[int, int]] = []
-            latest = 0.0
-            stack = [(root, 0)]
-            while stack:
-                node, depth = stack.pop()
-                if node.item is not None:
-                    rows.append((node.item.uid, min(depth, MAX_DEPTH)))
-                    latest = max(latest, node.item.date)
-                    depth += 1
-                stack.extend((child, depth) for child in reversed(node.children))
-            flattened.append((latest, rows))
-        flattened.sort(key=lambda t: t[0], reverse=newest_first)
-        uids = [Uid(uid) for _, rows in flattened for uid, _ in rows]
-        depths = {uid: depth for _, rows in flattened for uid, depth in rows if depth}
-        return uids, depths
 
     async def _items(self, mailbox: Mailbox, metas: Sequence[MessageMeta]) -> list[ListItem]:
         if not metas:

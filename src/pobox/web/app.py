@@ -449,9 +449,7 @@ class WebApp:
             sort_by = params.get("sort", "date")
             if sort_by not in SORTS:
                 raise InvalidInput(f"unknown order {sort_by!r}")
-            reverse = params.get(
-                "rev", "1" if sort_by in ("date", "arrival", "size", "thread") else "0"
-            )
+            reverse = params.get("rev", "1" if sort_by in ("date", "arrival", "size") else "0")
             query = params.get("q", "")[:200]
             field = params.get("in", "all")
             if params.get("scope") == "all" and query.strip():
