@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from tests.web.conftest import ALICE, BOB, Web
+from tests.web.conftest import ALICE, BOB, PASSWORD, Web
 
 
 async def names(web: Web, address: str) -> list[str]:
@@ -93,3 +93,46 @@ async def test_the_quota_bar_shows_use_against_the_limit(web: Web) -> None:
     page = await web.client.get("/folders")
     assert re.search(r'<meter id="quota-meter" min="0" max="1048576"', page.text), page.text
     assert "of 1.0 MB used" in page.text
+
+
+async def test_app_passwords_in_settings(web: Web) -> None:
+    await web.login()
+    token = await web.csrf()
+    wrong = await web.client.post(
+        "/settings/app-passwords",
+        data={"csrf": token, "action": "add", "new_label": "Phone", "password": "nope"},
+    )
+    assert wrong.status_code == 400 and "not the account" in wrong.text
+    made = await web.client.post(
+        "/settings/app-passwords",
+        data={"csrf": token, "action": "add", "new_label": "Phone", "password": PASSWORD},
+    )
+    assert made.status_code == 200
+    shown = re.search(r'<code id="new-app-password">([^<]+)</code>', made.text)
+    assert shown is not None
+    # it logs in (the webmail too), and the list names it, never its password
+    async with web.other_client() as other:
+        assert (await web.login(password=shown.group(1), client=other)).status_code == 303
+    page = await web.client.get("/settings")
+    assert "<td>Phone</td>" in page.text and shown.group(1) not in page.text
+    # an app password cannot make another one
+    async with web.other_client() as other:
+        await web.login(password=shown.group(1), client=other)
+        other_token = await web.csrf(client=other)
+        refused = await other.post(
+            "/settings/app-passwords",
+            data={"csrf": other_token, "action": "add", "new_label": "Laptop",
+                  "password": shown.group(1)},
+        )  # fmt: skip
+        assert refused.status_code == 400
+    deleted = await web.client.post(
+        "/settings/app-passwords", data={"csrf": token, "delete": "Phone"}
+    )
+    assert deleted.status_code == 200 and "deleted" in deleted.text
+    assert await web.service.auth.authenticate(ALICE, shown.group(1)) is None
+    missing = await web.client.post(
+        "/settings/app-passwords", data={"csrf": token, "delete": "Phone"}
+    )
+    assert missing.status_code == 404
+    no_token = await web.client.post("/settings/app-passwords", data={"delete": "x"})
+    assert no_token.status_code == 403

@@ -337,3 +337,29 @@ async def test_a_form_larger_than_a_message_may_be_is_refused_before_it_is_read(
     )
     assert response.status_code == 413
     assert "larger than" in response.text
+
+
+def reply_to(subject: str, mid: str, parent: str | None, date: str) -> bytes:
+    refs = f"In-Reply-To: <{parent}>\r\nReferences: <{parent}>\r\n" if parent else ""
+    return (
+        f"From: carol@example.net\r\nTo: {ALICE}\r\nSubject: {subject}\r\n"
+        f"Message-ID: <{mid}>\r\n{refs}Date: {date}\r\n\r\nx\r\n"
+    ).encode()
+
+
+async def test_conversations_list_replies_under_their_message(web: Web) -> None:
+    await web.deliver(ALICE, reply_to("Plan", "a@x", None, "Mon, 7 Dec 2026 09:00:00 +0000"))
+    await web.deliver(ALICE, reply_to("Other", "b@x", None, "Mon, 7 Dec 2026 10:00:00 +0000"))
+    await web.deliver(ALICE, reply_to("Re: Plan", "c@x", "a@x", "Mon, 7 Dec 2026 11:00:00 +0000"))
+    await web.deliver(
+        ALICE, reply_to("Re: Re: Plan", "d@x", "c@x", "Mon, 7 Dec 2026 12:00:00 +0000")
+    )
+    await web.login()
+    inbox = await web.folder_id(ALICE, "INBOX")
+    page = await web.client.get(f"/f/{inbox}?sort=thread")
+    assert page.status_code == 200
+    rows = re.findall(r'<td class="subject( depth-\d)?"><a [^>]*>([^<]*)<', page.text)
+    # the conversation with the newest message first, its messages in reply order
+    assert rows == [("", "Plan"), (" depth-1", "Re: Plan"), (" depth-2", "Re: Re: Plan"),
+                    ("", "Other")]  # fmt: skip
+    assert 'id="threads-off"' in page.text

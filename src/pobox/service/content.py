@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import BinaryIO, cast
 
 from pobox.errors import Temporary
+from pobox.mail.binary import encode_binary_parts
 from pobox.mail.parse import parse_message
 from pobox.mail.structure import ParsedMessage
 from pobox.store.api import NewMessage, SearchFields, Spool
@@ -56,13 +57,21 @@ def fields_of(parsed: ParsedMessage) -> SearchFields:
 
 
 class IncomingMessage:
-    """A message arriving in pieces (IMAP APPEND): blocking methods, call them in a thread."""
+    """A message arriving in pieces (IMAP APPEND): blocking methods, call them in a thread.
 
-    def __init__(self, spool: Spool) -> None:
+    With *binary* (a literal8, RFC 3516) the octets are kept as sent until :meth:`finish`,
+    which base64-encodes the parts declared ``binary`` before the message is stored
+    (:func:`pobox.mail.binary.encode_binary_parts`); at most the APPEND limit is held."""
+
+    def __init__(self, spool: Spool, *, binary: bool = False) -> None:
         self.spool = spool
         self._writer = CrlfWriter(spool)
+        self._raw: bytearray | None = bytearray() if binary else None
 
     def write(self, data: bytes) -> None:
+        if self._raw is not None:
+            self._raw += data
+            return
         try:
             self._writer.write(data)
         except OSError as exc:
@@ -78,6 +87,9 @@ class IncomingMessage:
     ) -> NewMessage:
         """fsync the content, parse it once, and describe it for the store."""
         try:
+            if self._raw is not None:
+                raw, self._raw = bytes(self._raw), None
+                self._writer.write(encode_binary_parts(raw) or raw)
             self.spool.seal()
             with self.spool.open() as fp:
                 parsed = parse_message(fp)

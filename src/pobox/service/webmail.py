@@ -17,7 +17,7 @@ import email.utils
 import logging
 import mimetypes
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.message import EmailMessage
 
@@ -28,6 +28,7 @@ from pobox.mail.structure import MimePart, ParsedMessage, bstr
 from pobox.mail.text import part_bytes, part_text
 from pobox.service.content import chunked, spool_message
 from pobox.service.index import SEEN_BIT, MailboxIndex
+from pobox.service.logins import Logins, NewLogin
 from pobox.service.mail import MailService
 from pobox.service.mailboxes import Mailboxes
 from pobox.service.search import (
@@ -41,12 +42,14 @@ from pobox.service.search import (
 )
 from pobox.service.sort import SortKey, sort
 from pobox.service.submission import Submission, Submitted
+from pobox.service.thread import thread
 from pobox.store.api import (
     DELETED,
     SEEN,
     Account,
     Content,
     FlagOp,
+    Login,
     Mailbox,
     MailboxId,
     MessageMeta,
@@ -61,7 +64,16 @@ DRAFT = "\\Draft"
 #: The flags a user sets from the list and the message page.
 SETTABLE = {"seen": SEEN, "flagged": FLAGGED}
 #: List orders: name → index sort key.
-SORTS = {"date": "DATE", "arrival": "ARRIVAL", "from": "FROM", "subject": "SUBJECT", "size": "SIZE"}
+SORTS = {
+    "date": "DATE",
+    "arrival": "ARRIVAL",
+    "from": "FROM",
+    "subject": "SUBJECT",
+    "size": "SIZE",
+    "thread": "THREAD",  # conversations (RFC 5256 REFERENCES), the newest conversation first
+}
+#: Deepest indentation a threaded list shows.
+MAX_DEPTH = 6
 #: Search fields: name → terms.
 SEARCH_FIELDS = ("all", "subject", "from", "to", "body")
 #: Most messages one action names.
@@ -102,6 +114,7 @@ class ListItem:
     sender: str
     subject: str
     attachment: bool
+    depth: int = 0  # in a threaded list: how far below its conversation's first message
 
     @property
     def seen(self) -> bool:
@@ -294,6 +307,8 @@ class Webmail:
         self.submission = submission
         #: one list order per mailbox: (index version, sort, reverse, search) → UIDs
         self._orders: dict[MailboxId, tuple[tuple[int, str, bool, str], list[Uid]]] = {}
+        #: depths of the messages of a threaded order, by mailbox
+        self._depths: dict[MailboxId, dict[int, int]] = {}
         #: unseen counts of indexed mailboxes: (index version, count)
         self._unseen: dict[MailboxId, tuple[int, int]] = {}
 
@@ -363,6 +378,23 @@ class Webmail:
             raise NotAllowed(f"{mailbox.name} is not empty: move or delete its messages first")
         return await self._mailboxes().delete(account, mailbox.name)
 
+    # ---- app passwords (docs/app-passwords.md) -----------------------------------------------
+    async def app_passwords(self, account: Account) -> list[Login]:
+        return await Logins(self.store).list(account.address)
+
+    async def add_app_password(
+        self, account: Account, label: str, password: str, remote: str
+    ) -> NewLogin:
+        """A new app password, once the account's main password is given again (a session
+        alone, perhaps left open somewhere, must not mint lasting credentials)."""
+        signed = await self.service.auth.sign_in(account.address, password, remote=remote)
+        if signed is None or signed.account.id != account.id or signed.login is not None:
+            raise NotAllowed("that is not the account's password")
+        return await Logins(self.store).add(account.address, label)
+
+    async def delete_app_password(self, account: Account, label: str) -> Login:
+        return await Logins(self.store).delete(account.address, label)
+
     async def quota(self, account: Account) -> tuple[int, int] | None:
         """Octets used and the storage limit, when the account has one."""
         report = await self.service.quota.report(account)
@@ -415,6 +447,9 @@ class Webmail:
         finally:
             self.service.index.release(index)
         items = await self._items(mailbox, metas)
+        if sort_by == "thread":
+            depths = self._depths.get(mailbox.id, {})
+            items = [replace(item, depth=depths.get(item.uid, 0)) for item in items]
         return ListPage(mailbox, items, page, pages, total, sort_by, reverse)
 
     async def _order(
@@ -428,6 +463,11 @@ class Webmail:
         only: set[Uid] | None = None
         if query:
             only = set(await search(self.store, index.id, search_query(query, field), messages))
+        if sort_by == "thread":
+            uids, depths = await self._threads(index, messages, only, reverse)
+            self._orders[index.id] = (key, uids)
+            self._depths[index.id] = depths
+            return uids
         # descending is ascending turned round: equal keys then list the newest message first
         ordered = await sort(
             self.store,
@@ -473,6 +513,34 @@ class Webmail:
         for _, _, mailbox, meta in chosen:
             out.append((mailbox, items[(mailbox.id, meta.uid)]))
         return out
+
+    async def _threads(
+        self,
+        index: MailboxIndex,
+        messages: ColumnRecords,
+        only: set[Uid] | None,
+        newest_first: bool,
+    ) -> tuple[list[Uid], dict[int, int]]:
+        """The messages conversation by conversation (each in reply order, its first message
+        first), conversations by their newest message; and each message's depth."""
+        roots = await thread(self.store, index.id, "REFERENCES", messages, index.sort_cache, only)
+        flattened: list[tuple[float, list[tuple[int, int]]]] = []
+        for root in roots:
+            rows: list[tuple[int, int]] = []
+            latest = 0.0
+            stack = [(root, 0)]
+            while stack:
+                node, depth = stack.pop()
+                if node.item is not None:
+                    rows.append((node.item.uid, min(depth, MAX_DEPTH)))
+                    latest = max(latest, node.item.date)
+                    depth += 1
+                stack.extend((child, depth) for child in reversed(node.children))
+            flattened.append((latest, rows))
+        flattened.sort(key=lambda t: t[0], reverse=newest_first)
+        uids = [Uid(uid) for _, rows in flattened for uid, _ in rows]
+        depths = {uid: depth for _, rows in flattened for uid, depth in rows if depth}
+        return uids, depths
 
     async def _items(self, mailbox: Mailbox, metas: Sequence[MessageMeta]) -> list[ListItem]:
         if not metas:

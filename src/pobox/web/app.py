@@ -49,6 +49,7 @@ from pobox.errors import (
     TooBig,
 )
 from pobox.service.auth import Blocked
+from pobox.service.logins import NewLogin
 from pobox.service.mail import MailService
 from pobox.service.policy import Retention
 from pobox.service.submission import Submission
@@ -217,6 +218,9 @@ def _environment() -> Environment:
     )
     env.filters["size"] = _size
     env.filters["when"] = _when
+    env.filters["epoch"] = lambda t: datetime.fromtimestamp(float(t), UTC).strftime(
+        "%Y-%m-%d %H:%M UTC"
+    )
     env.filters["icon"] = _icon
     env.filters["urlquote"] = lambda s: quote(str(s), safe="")
     return env
@@ -257,6 +261,7 @@ class WebApp:
             Route("/compose", self.compose, methods=["POST"]),
             Route("/settings", self.settings_form, methods=["GET"]),
             Route("/settings", self.settings, methods=["POST"]),
+            Route("/settings/app-passwords", self.app_passwords, methods=["POST"]),
             Route("/events", self.events),
             Route("/favicon.ico", lambda request: Response(status_code=204)),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
@@ -449,7 +454,9 @@ class WebApp:
             sort_by = params.get("sort", "date")
             if sort_by not in SORTS:
                 raise InvalidInput(f"unknown order {sort_by!r}")
-            reverse = params.get("rev", "1" if sort_by in ("date", "arrival", "size") else "0")
+            reverse = params.get(
+                "rev", "1" if sort_by in ("date", "arrival", "size", "thread") else "0"
+            )
             query = params.get("q", "")[:200]
             field = params.get("in", "all")
             if params.get("scope") == "all" and query.strip():
@@ -794,7 +801,14 @@ class WebApp:
 
         return await self._guard(request, run)
 
-    async def _settings_page(self, login: Login, notice: str, status: int = 200) -> Response:
+    async def _settings_page(
+        self,
+        login: Login,
+        notice: str,
+        status: int = 200,
+        error: str = "",
+        new_password: NewLogin | None = None,
+    ) -> Response:
         service = self.state.service
         retention = service.policies.retention(login.account)
         return self.render(
@@ -806,7 +820,34 @@ class WebApp:
             retention=retention,
             own="pop3.retention" in login.account.settings,
             notice=notice,
+            error=error,
+            app_passwords=await self.state.webmail.app_passwords(login.account),
+            new_password=new_password,
         )
+
+    async def app_passwords(self, request: Request) -> Response:
+        async def run(login: Login) -> Response:
+            form = await request.form()
+            webmail = self.state.webmail
+            if _field(form, "delete"):
+                gone = await webmail.delete_app_password(login.account, _field(form, "delete"))
+                return await self._settings_page(login, f"App password {gone.label!r} deleted.")
+            if _field(form, "action") != "add":
+                raise InvalidInput("unknown action")
+            remote = request.client.host if request.client else ""
+            try:
+                made = await webmail.add_app_password(
+                    login.account, _field(form, "new_label"), _field(form, "password"), remote
+                )
+            except Blocked:
+                return await self._settings_page(
+                    login, "", 429, "Too many failed logins. Please try again later."
+                )
+            except (InvalidInput, NotAllowed, AlreadyExists) as exc:
+                return await self._settings_page(login, "", 400, str(exc))
+            return await self._settings_page(login, "", new_password=made)
+
+        return await self._guard(request, run)
 
     async def settings(self, request: Request) -> Response:
         async def run(login: Login) -> Response:

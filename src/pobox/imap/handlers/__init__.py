@@ -17,7 +17,6 @@ from pobox.imap.handlers import (
     mailboxes,
     messages,
     metadata,
-    notify,
     quota,
     search,
     select,
@@ -39,6 +38,5 @@ for _module in (
     metadata,
     unauthenticate,
     context,
-    notify,
 ):
     COMMANDS.update(_module.SPECS)
