@@ -26,6 +26,7 @@ AFTER_LOGIN = (
     "CONTEXT=SEARCH",
     "CONTEXT=SORT",
     "PARTIAL",
+    "NOTIFY",  # RFC 5465 (docs/imap.md)
     "THREAD=ORDEREDSUBJECT",
     "THREAD=REFERENCES",
     "STATUS=SIZE",

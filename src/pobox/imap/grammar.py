@@ -60,6 +60,7 @@ from pobox.imap.lexer import (
     find_literal_marker,
 )
 from pobox.imap.metadata_grammar import METADATA_COMMANDS, ListMetadata, parse_list_metadata
+from pobox.imap.notify_grammar import NOTIFY_COMMANDS
 from pobox.imap.quota_grammar import QUOTA_COMMANDS
 from pobox.imap.search_grammar import parse_search, parse_sort, parse_thread
 
@@ -440,6 +441,7 @@ _COMMANDS: dict[str, Callable[[Reader, str, bool], Command]] = {
     **QUOTA_COMMANDS,
     **METADATA_COMMANDS,
     **CONTEXT_COMMANDS,
+    **NOTIFY_COMMANDS,
 }
 _UID_COMMANDS = frozenset({"COPY", "MOVE", "FETCH", "SEARCH", "SORT", "THREAD", "STORE", "EXPUNGE"})
 

@@ -213,6 +213,8 @@ class ImapSession:
         self.auth_tag: str | None = None
         self.auth_failures = 0
         self.append: Any = None  # the APPEND in progress (pobox.imap.handlers.append)
+        #: NOTIFY SET in force (pobox.imap.handlers.notify.NotifyState), RFC 5465
+        self.notify: Any = None
         self.wake = asyncio.Event()
         self._read_task: asyncio.Task[bytes] | None = None
         #: COMPRESS=DEFLATE once the client asked for it (RFC 4978)
@@ -385,12 +387,18 @@ class ImapSession:
 
     async def announce_updates(self, *, expunge: bool = True) -> None:
         """Tell the client what changed (:meth:`_announce_view`), then what that changed in
-        the searches it asked to keep up to date (RFC 5267 CONTEXT)."""
+        the searches it asked to keep up to date (RFC 5267 CONTEXT), and, under NOTIFY, the
+        new messages' fetch attributes and what changed elsewhere (RFC 5465)."""
+        last_uid = self.selected.view.last_uid() if self.selected is not None else 0
         await self._announce_view(expunge=expunge)
         if self.selected is not None and self.selected.contexts:
             from pobox.imap.handlers.context import refresh
 
             await refresh(self)
+        if self.notify is not None:
+            from pobox.imap.handlers.notify import after_announce
+
+            await after_announce(self, last_uid)
 
     async def _announce_view(self, *, expunge: bool = True) -> None:
         """Tell the client what others changed (RFC 9051 §7): EXPUNGE, EXISTS, FETCH FLAGS.
@@ -611,6 +619,10 @@ class ImapSession:
             self.end = "logout" if self.state is State.LOGOUT else "eof"
         if self.selected is not None:
             await self.select(None)
+        if self.notify is not None:
+            from pobox.imap.handlers.notify import close
+
+            close(self)
         if self.holds_slot and self.account_slots is not None and self.account is not None:
             self.account_slots.release(self.account.id)
             self.holds_slot = False
@@ -666,7 +678,7 @@ class ImapSession:
                 self._read_task = asyncio.ensure_future(self.reader.read(READ_SIZE))
             waiters: set[asyncio.Future[Any]] = {self._read_task, self._stop}
             wake_task: asyncio.Task[Any] | None = None
-            if self.idle_tag is not None:
+            if self.idle_tag is not None or self.notify is not None:
                 wake_task = asyncio.ensure_future(self.wake.wait())
                 waiters.add(wake_task)
             remaining = deadline - time.monotonic()
@@ -684,7 +696,12 @@ class ImapSession:
                         continue  # the middle of a compressed block: read on
                 return data
             if wake_task is not None and wake_task in done:
-                await self.announce_updates()
+                if self.idle_tag is None and self.notify is not None:
+                    from pobox.imap.handlers.notify import on_wake
+
+                    await on_wake(self)  # RFC 5465: no need to wait for a command
+                else:
+                    await self.announce_updates()
                 await self.drain()
                 continue
             if self.stopping() or (self.credential is not None and self.credential.revoked):

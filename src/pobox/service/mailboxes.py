@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from pobox.config import AclConfig
 from pobox.errors import AlreadyExists, InvalidInput, NoPermission, NotAllowed, NotFound
+from pobox.service import notify
 from pobox.service.acl import Acl, Location
 from pobox.service.quota import Quotas
 from pobox.store.api import (
@@ -403,12 +404,14 @@ class Mailboxes:
         """Subscribe to *name*; the mailbox need not exist (RFC 9051 §6.3.7)."""
         name = validate_name(name)
         await self.store.set_subscribed(account.id, name, True)
+        notify.subscriptions_changed(self.store, account.id)  # IMAP NOTIFY SubscriptionChange
         return name
 
     async def unsubscribe(self, account: Account, name: str) -> str:
         """Remove *name* from the subscriptions; not being subscribed is no error."""
         name = normalise_name(name)
         await self.store.set_subscribed(account.id, name, False)
+        notify.subscriptions_changed(self.store, account.id)
         return name
 
     async def matching(

@@ -17,6 +17,7 @@ from pobox.imap.handlers import (
     mailboxes,
     messages,
     metadata,
+    notify,
     quota,
     search,
     select,
@@ -38,5 +39,6 @@ for _module in (
     metadata,
     unauthenticate,
     context,
+    notify,
 ):
     COMMANDS.update(_module.SPECS)

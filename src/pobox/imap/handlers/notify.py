@@ -1,0 +1,349 @@
+"""NOTIFY (RFC 5465): what changes in which mailboxes the client hears of, without asking.
+
+After ``NOTIFY SET`` the session hears of changes through the process's
+:class:`~pobox.service.notify.ChangeHub` (one store listener for the whole process; nothing is
+polled) and, for the selected mailbox, through its view as before. It sends them as soon as it
+may: while it waits for the next command (IDLE or not) and at the end of every command.
+
+* The selected mailbox (filter ``SELECTED``; ``SELECTED-DELAYED`` keeps expunges until a command
+  that may announce them): EXISTS, EXPUNGE and FETCH FLAGS as IMAP has them, but without waiting
+  for a command; MessageNew's fetch attributes are sent for each new message, as a UID FETCH
+  would (tagged response left out).
+* Other mailboxes: ``* STATUS`` with what changed among MESSAGES, UIDNEXT and UNSEEN (and
+  HIGHESTMODSEQ once CONDSTORE is on); a change of flags alone only with FlagChange.
+  ``NOTIFY SET STATUS`` first sends the STATUS of every mailbox it covers (RFC 5465 §3.1).
+* MailboxName: ``* LIST`` for a mailbox made, renamed (``("OLDNAME" (old))``) or deleted
+  (``\\NonExistent``); SubscriptionChange: ``* LIST`` with or without ``\\Subscribed``.
+
+Mailboxes of others (``Shared/owner/...``) count when the account may see them (the l right)
+and read their status (r), as for LIST and STATUS. AnnotationChange, MailboxMetadataChange and
+ServerMetadataChange are refused with ``NO [BADEVENT (...)]`` naming the events pobox sends.
+When the client stops reading, so that more than :data:`OVERFLOW_BYTES` wait to be written,
+the session sends ``* OK [NOTIFICATIONOVERFLOW]`` and notifies nothing more until the next
+NOTIFY SET (RFC 5465 §5.8).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from pobox.errors import PoboxError
+from pobox.imap import commands as c
+from pobox.imap import responses as r
+from pobox.imap.notify_grammar import SELECTED_FILTERS, EventGroup, Notify
+from pobox.imap.sequences import SequenceSet
+from pobox.imap.session import AUTH, CommandError, CommandSpec, ImapSession
+from pobox.service import notify as hub
+from pobox.service.mailboxes import Mailboxes
+from pobox.store.api import DELIMITER, AccountId, Mailbox, MailboxId
+
+#: The events pobox sends (BADEVENT names them).
+SUPPORTED = ("MessageNew", "MessageExpunge", "FlagChange", "MailboxName", "SubscriptionChange")
+#: Octets waiting for a client that stops reading before notifications stop (overflow).
+OVERFLOW_BYTES = 1 << 20
+_ORDER = ("MESSAGES", "UIDNEXT", "UNSEEN", "HIGHESTMODSEQ")
+
+
+@dataclasses.dataclass(slots=True)
+class _Group:
+    filter: str
+    names: tuple[str, ...]
+    events: frozenset[str]
+    fetch: tuple[c.FetchAttribute, ...] | None
+
+
+class NotifyState:
+    """One session's NOTIFY SET."""
+
+    def __init__(self, session: ImapSession, selected: _Group | None, others: list[_Group]):
+        self.session = session
+        self.selected = selected
+        self.others = others
+        self.names: dict[str, MailboxId] = {}  # every mailbox the account sees, by its name
+        self.subscriptions: set[str] = set()
+        self.watched: dict[MailboxId, tuple[str, dict[str, int]]] = {}
+        self.pending: set[MailboxId] = set()
+        self.subscriptions_changed = False
+        self.busy = False
+        self.handle = 0
+        self.cares_for_new = any(g.events for g in others)
+
+    # ---- which group a mailbox falls in -----------------------------------------------------
+    def group_for(self, name: str) -> _Group | None:
+        """The first group (other than the selected filter) that covers *name*."""
+        shared = self.session.service.acl.is_shared_name(name)
+        for group in self.others:
+            match group.filter:
+                case "INBOXES":
+                    hit = name == "INBOX"
+                case "PERSONAL":
+                    hit = not shared
+                case "SUBSCRIBED":
+                    hit = name in self.subscriptions
+                case "SUBTREE":
+                    hit = any(name == n or name.startswith(n + DELIMITER) for n in group.names)
+                case _:  # MAILBOXES
+                    hit = name in group.names
+            if hit:
+                return group
+        return None
+
+    # ---- callbacks from the hub (synchronous: only note and wake) ---------------------------
+    def on_mailbox(self, mailbox_id: MailboxId) -> None:
+        if mailbox_id in self.watched or (
+            self.cares_for_new and mailbox_id not in self.names.values()
+        ):
+            self.pending.add(mailbox_id)
+            self.session.wake.set()
+        elif mailbox_id in self.names.values() and self._wants_names():
+            self.pending.add(mailbox_id)  # renamed or deleted
+            self.session.wake.set()
+
+    def on_subscriptions(self, account_id: AccountId) -> None:
+        if any("SubscriptionChange" in g.events for g in self.others):
+            self.subscriptions_changed = True
+            self.session.wake.set()
+
+    def _wants_names(self) -> bool:
+        return any("MailboxName" in g.events for g in self.others)
+
+    # ---- reading the account -----------------------------------------------------------------
+    def _service(self) -> Mailboxes:
+        service = self.session.service
+        return Mailboxes(service.store, service.acl, service.quota)
+
+    async def _listing(self) -> dict[str, Mailbox]:
+        account = self.session.require_account()
+        self.subscriptions = set(await self.session.service.store.list_subscriptions(account.id))
+        return await self._service().visible(account)
+
+    async def _values(self, name: str) -> dict[str, int] | None:
+        try:
+            _, status = await self._service().status(self.session.require_account(), name)
+        except PoboxError:
+            return None  # gone, or no r right
+        values = {"MESSAGES": status.messages, "UIDNEXT": status.uidnext, "UNSEEN": status.unseen}
+        if self.session.condstore:
+            values["HIGHESTMODSEQ"] = status.highest_modseq
+        return values
+
+    def _selected_id(self) -> MailboxId | None:
+        selected = self.session.selected
+        return None if selected is None else selected.mailbox_id
+
+    async def start(self, send_status: bool) -> None:
+        visible = await self._listing()
+        self.names = {name: m.id for name, m in visible.items()}
+        for name in sorted(visible):
+            group = self.group_for(name)
+            if group is None or "MessageNew" not in group.events:
+                continue
+            values = await self._values(name)
+            if values is None:
+                continue
+            mailbox = visible[name]
+            self.watched[mailbox.id] = (name, values)
+            if send_status and mailbox.id != self._selected_id():
+                items: list[tuple[str, int | str]] = [
+                    ("MESSAGES", values["MESSAGES"]),
+                    ("UIDNEXT", values["UIDNEXT"]),
+                    ("UIDVALIDITY", mailbox.uidvalidity),
+                    ("UNSEEN", values["UNSEEN"]),
+                ]
+                if "HIGHESTMODSEQ" in values:
+                    items.append(("HIGHESTMODSEQ", values["HIGHESTMODSEQ"]))
+                self.session.send(r.StatusResponse(name, tuple(items)))
+
+    # ---- sending -----------------------------------------------------------------------------
+    async def deliver(self) -> None:
+        """Send what changed in other mailboxes and in the mailbox list."""
+        if self.busy or (not self.pending and not self.subscriptions_changed):
+            return
+        session = self.session
+        if session.writer.transport.get_write_buffer_size() > OVERFLOW_BYTES:
+            overflow(session)
+            return
+        self.busy = True
+        try:
+            pending, self.pending = self.pending, set()
+            self.subscriptions_changed = False
+            before_subs = set(self.subscriptions)
+            old = {mid: name for name, mid in self.names.items()}
+            visible = await self._listing()
+            new = {m.id: name for name, m in visible.items()}
+            self._mailbox_names(old, new)
+            self._subscriptions(before_subs)
+            self.names = {name: m.id for name, m in visible.items()}
+            await self._statuses(pending, new)
+        finally:
+            self.busy = False
+
+    def _mailbox_names(self, old: dict[MailboxId, str], new: dict[MailboxId, str]) -> None:
+        send = self.session.send
+        for mid in sorted(old.keys() - new.keys(), key=old.__getitem__):
+            group = self.group_for(old[mid])
+            if group is not None and "MailboxName" in group.events:
+                send(r.ListItem(("\\NonExistent",), DELIMITER, old[mid]))
+        for mid in sorted(new.keys(), key=new.__getitem__):
+            name = new[mid]
+            group = self.group_for(name)
+            if group is None or "MailboxName" not in group.events:
+                continue
+            if mid not in old:
+                send(r.ListItem((), DELIMITER, name))
+            elif old[mid] != name:
+                extra = b'("OLDNAME" (' + r.mailbox_name(old[mid], utf8=self.session.utf8) + b"))"
+                send(r.ListItem((), DELIMITER, name, extra=extra))
+
+    def _subscriptions(self, before: set[str]) -> None:
+        for name in sorted(self.subscriptions ^ before):
+            group = self.group_for(name)
+            if group is None or "SubscriptionChange" not in group.events:
+                continue
+            attributes = ("\\Subscribed",) if name in self.subscriptions else ()
+            self.session.send(r.ListItem(attributes, DELIMITER, name))
+
+    async def _statuses(self, pending: set[MailboxId], names: dict[MailboxId, str]) -> None:
+        selected = self._selected_id()
+        # what is watched follows the mailbox list: new and renamed mailboxes, gone ones
+        for mid in list(self.watched):
+            if mid not in names:
+                del self.watched[mid]
+        for mid, name in sorted(names.items(), key=lambda item: item[1]):
+            group = self.group_for(name)
+            watching = group is not None and "MessageNew" in group.events
+            if not watching:
+                self.watched.pop(mid, None)
+                continue
+            assert group is not None
+            known = self.watched.get(mid)
+            if known is not None and mid not in pending and known[0] == name:
+                continue
+            values = await self._values(name)
+            if values is None:
+                self.watched.pop(mid, None)
+                continue
+            self.watched[mid] = (name, values)
+            if known is None or mid == selected:
+                continue
+            changed = [k for k in _ORDER if k in values and values[k] != known[1].get(k)]
+            flags_only = not {"MESSAGES", "UIDNEXT"} & set(changed)
+            if not changed or (flags_only and "FlagChange" not in group.events):
+                continue
+            self.session.send(r.StatusResponse(name, tuple((k, values[k]) for k in changed)))
+
+    async def new_messages(self, last_uid: int) -> None:
+        """MessageNew's fetch attributes for the selected mailbox's messages above *last_uid*."""
+        group = self.selected
+        selected = self.session.selected
+        if group is None or group.fetch is None or selected is None or self.busy:
+            return
+        if selected.view.last_uid() <= last_uid:
+            return
+        from pobox.imap.handlers.messages import fetch
+
+        cmd = c.Fetch(
+            "*",
+            uid=True,
+            sequence_set=SequenceSet.parse(f"{last_uid + 1}:*"),
+            attributes=group.fetch,
+        )
+        session: Any = self.session
+        self.busy = True
+        session.tagged = _untagged_only  # the FETCH is the client's event, not a command
+        try:
+            await fetch(self.session, cmd)
+        finally:
+            del session.tagged
+            self.busy = False
+
+    def stop(self) -> None:
+        if self.handle:
+            hub.hub(self.session.service.store).unwatch(self.handle)
+            self.handle = 0
+
+
+def _untagged_only(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
+def overflow(session: ImapSession) -> None:
+    """RFC 5465 §5.8: too much to tell; the client must look for itself (NOTIFY is off)."""
+    state = session.notify
+    if isinstance(state, NotifyState):
+        state.stop()
+    session.notify = None
+    code = r.ResponseCode.plain("NOTIFICATIONOVERFLOW")
+    session.send(r.Untagged("OK", "too many notifications: NOTIFY is off", code))
+
+
+async def on_wake(session: ImapSession) -> None:
+    """Something changed while the session waits for a command (not in IDLE)."""
+    state = session.notify
+    if not isinstance(state, NotifyState):
+        return
+    group = state.selected
+    if session.selected is not None and group is not None and group.events:
+        await session.announce_updates(expunge=group.filter == "SELECTED")
+    else:
+        session.wake.clear()
+        await state.deliver()
+
+
+async def after_announce(session: ImapSession, last_uid: int) -> None:
+    """Called by :meth:`ImapSession.announce_updates` once the selected mailbox is told."""
+    state = session.notify
+    if isinstance(state, NotifyState):
+        await state.new_messages(last_uid)
+        await state.deliver()
+
+
+def _decode(session: ImapSession, group: EventGroup) -> _Group:
+    names = tuple(session.mailbox_name(raw) for raw in group.mailboxes)
+    return _Group(group.filter, names, frozenset(group.events), group.fetch)
+
+
+async def notify(session: ImapSession, cmd: Notify) -> None:
+    account = session.require_account()
+    old = session.notify
+    if cmd.groups is None:  # NOTIFY NONE
+        if isinstance(old, NotifyState):
+            old.stop()
+        session.notify = None
+        await session.announce_updates()
+        session.tagged(cmd.tag, "OK", "NOTIFY completed")
+        return
+    unsupported = [e for g in cmd.groups for e in g.events if e not in SUPPORTED]
+    if unsupported:
+        code = r.ResponseCode("BADEVENT", b"(" + " ".join(SUPPORTED).encode("ascii") + b")")
+        session.tagged(cmd.tag, "NO", f"{unsupported[0]} is not supported", code)
+        return
+    groups = [_decode(session, g) for g in cmd.groups]
+    selected = next((g for g in groups if g.filter in SELECTED_FILTERS), None)
+    others = [g for g in groups if g.filter not in SELECTED_FILTERS]
+    if isinstance(old, NotifyState):
+        old.stop()
+    session.notify = None
+    state = NotifyState(session, selected, others)
+    try:
+        await state.start(cmd.status)
+    except PoboxError as exc:
+        raise CommandError(str(exc)) from None
+    state.handle = hub.hub(session.service.store).watch(
+        account.id, state.on_mailbox, state.on_subscriptions
+    )
+    session.notify = state
+    await session.announce_updates()
+    session.tagged(cmd.tag, "OK", "NOTIFY completed")
+
+
+def close(session: ImapSession) -> None:
+    """The session ends: stop watching."""
+    state = session.notify
+    if isinstance(state, NotifyState):
+        state.stop()
+    session.notify = None
+
+
+SPECS: dict[type[Any], CommandSpec] = {Notify: CommandSpec(notify, AUTH)}
