@@ -34,6 +34,7 @@ AFTER_LOGIN = (
     "UTF8=ACCEPT",
     "COMPRESS=DEFLATE",
     "MULTIAPPEND",
+    "CATENATE",
     "WITHIN",
     "SAVEDATE",
     "OBJECTID",

@@ -9,13 +9,18 @@ argument; :func:`parse_append_continuation` reads what follows each message (MUL
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as _dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from pobox.imap import mutf7
+from pobox.imap import append_grammar, mutf7
 from pobox.imap.acl_grammar import ACL_COMMANDS
+from pobox.imap.append_grammar import (
+    AppendContext,
+    AppendEndOfCommand,
+    AppendItem,
+    AppendMessageInfo,
+    AppendPosition,
+)
 from pobox.imap.commands import (
     Authenticate,
     Capability,
@@ -53,11 +58,9 @@ from pobox.imap.commands import (
 from pobox.imap.context_grammar import CONTEXT_COMMANDS
 from pobox.imap.fetch_grammar import parse_fetch
 from pobox.imap.lexer import (
-    LiteralMarker,
     ParseError,
     PendingLiteral,
     Reader,
-    find_literal_marker,
 )
 from pobox.imap.metadata_grammar import METADATA_COMMANDS, ListMetadata, parse_list_metadata
 from pobox.imap.notify_grammar import NOTIFY_COMMANDS
@@ -65,11 +68,14 @@ from pobox.imap.quota_grammar import QUOTA_COMMANDS
 from pobox.imap.search_grammar import parse_search, parse_sort, parse_thread
 
 __all__ = [
+    "AppendEndOfCommand",
     "AppendMessageInfo",
+    "AppendScan",
     "CommandError",
     "OrdinaryLiteral",
     "classify_literal",
     "command_tag",
+    "complete_append",
     "decode_mailbox",
     "parse_append_continuation",
     "parse_command",
@@ -447,21 +453,7 @@ _UID_COMMANDS = frozenset({"COPY", "MOVE", "FETCH", "SEARCH", "SORT", "THREAD", 
 
 
 # --------------------------------------------------------------------------- APPEND
-
-
-@dataclass(frozen=True, slots=True)
-class AppendMessageInfo:
-    """One message of an APPEND, known when its literal is announced."""
-
-    tag: str
-    mailbox: bytes
-    flags: tuple[str, ...]
-    internal_date: _dt.datetime | None
-    marker: LiteralMarker
-    utf8: bool  # inside ``UTF8 (~{n}...)`` (RFC 6855): a ")" follows the literal
-    #: REPLACE (RFC 8508): the message to replace, digits or "*" (None: an APPEND)
-    replace: str | None = None
-    uid: bool = False  # UID REPLACE
+# (the messages themselves: pobox.imap.append_grammar)
 
 
 @dataclass(frozen=True, slots=True)
@@ -470,47 +462,36 @@ class OrdinaryLiteral:
 
 
 @dataclass(frozen=True, slots=True)
-class AppendEndOfCommand:
-    pass
+class AppendScan:
+    """The announced literal belongs to APPEND or REPLACE: what the command holds up to it
+    (ending with the message or TEXT literal), and where the next line goes on."""
+
+    items: list[AppendItem]
+    position: AppendPosition
 
 
-def _append_message(r: Reader, tag: str, mailbox: bytes) -> AppendMessageInfo:
-    """``[SP flag-list] [SP date-time] SP (literal / "UTF8" SP "(" literal8 ")")``; the reader
-    must stop on the pending message literal."""
+def _append_start(r: Reader, tag: str, name: str) -> AppendPosition | None:
+    """After the command name: the context of APPEND, REPLACE or UID REPLACE (RFC 8508:
+    ``SP seq-number SP mailbox``), or None for any other command."""
+    replace: str | None = None
+    uid = False
+    if name == "UID":
+        if not r.try_expect(b" REPLACE "):
+            return None
+        r.pos -= 1
+        name, uid = "REPLACE", True
+    if name not in ("APPEND", "REPLACE"):
+        return None
     r.sp()
-    flags: tuple[str, ...] = ()
-    date: _dt.datetime | None = None
-    if r.peek() == 0x28:
-        flags = r.flag_list()
+    if name == "REPLACE":
+        replace = "*" if r.try_expect(b"*") else str(r.nz_number())
         r.sp()
-    if r.peek() == 0x22:
-        date = r.date_time()
-        r.sp()
-    utf8 = False
-    if r.try_expect(b"UTF8 ("):
-        utf8 = True
-    try:
-        r.literal()
-    except PendingLiteral as pending:
-        if utf8 and not pending.marker.binary:
-            raise ParseError("UTF8 APPEND data must be a literal8") from None
-        return AppendMessageInfo(tag, mailbox, flags, date, pending.marker, utf8)
-    raise ParseError("APPEND message literal must end the line")
-
-
-def _replace(r: Reader, tag: str, *, uid: bool) -> AppendMessageInfo:
-    """RFC 8508: ``REPLACE SP seq-number SP mailbox [SP flag-list] [SP date-time] SP
-    append-data``, after ``REPLACE`` (or ``UID REPLACE``)."""
-    r.sp()
-    target = "*" if r.try_expect(b"*") else str(r.nz_number())
-    r.sp()
-    mailbox = _mailbox(r)
-    return dataclasses.replace(_append_message(r, tag, mailbox), replace=target, uid=uid)
+    return AppendPosition(AppendContext(tag, _mailbox(r), replace, uid))
 
 
 def classify_literal(
     lines: Sequence[bytes], literals: Sequence[bytes]
-) -> OrdinaryLiteral | AppendMessageInfo:
+) -> OrdinaryLiteral | AppendScan:
     """What the literal announced at the end of ``lines[-1]`` is. Raises :class:`CommandError`
     when an APPEND is malformed before its message literal."""
     r = Reader(lines, literals)
@@ -519,49 +500,53 @@ def classify_literal(
         tag = r.tag()
         r.sp()
         name = r.word()
-        if name == "REPLACE":
-            return _replace(r, tag, uid=False)
-        if name == "UID" and r.try_expect(b" REPLACE "):
-            r.pos -= 1
-            return _replace(r, tag, uid=True)
-        if name != "APPEND":
+        try:
+            start = _append_start(r, tag, name)
+        except PendingLiteral:
+            return OrdinaryLiteral()  # the mailbox name is the literal
+        if start is None:
             if name != "UID" and name not in _COMMANDS:
                 # refuse before the client sends (possibly large) literal data
                 raise ParseError(f"unknown command {name}")
             return OrdinaryLiteral()
-        r.sp()
-        try:
-            mailbox = _mailbox(r)
-        except PendingLiteral:
-            return OrdinaryLiteral()
-        return _append_message(r, tag, mailbox)
+        items, position = append_grammar.scan(r, start)
+        return AppendScan(items, position)
     except ParseError as exc:
         raise CommandError(tag, exc.text, exc.code) from None
     except PendingLiteral:
         return OrdinaryLiteral()
 
 
-def parse_append_continuation(
-    line: bytes, previous: AppendMessageInfo
-) -> AppendMessageInfo | AppendEndOfCommand:
-    """The line after an APPEND message literal: the end of the command, or the next message
-    of a MULTIAPPEND (RFC 3502). Raises :class:`CommandError`."""
-    # imapclient's multiappend() puts two spaces before each further message; Dovecot takes
-    # that, and so does pobox (one space is what RFC 3502's grammar has)
-    head = b")" if previous.utf8 and line.startswith(b")") else b""
-    rest = line[len(head) :]
-    if rest.startswith(b"  "):
-        line = head + b" " + rest.lstrip(b" ")
-    r = Reader([line], [])
+def complete_append(lines: Sequence[bytes], literals: Sequence[bytes]) -> AppendScan | None:
+    """A whole command without a message literal that is an APPEND or REPLACE all of whose
+    messages are CATENATE lists of URLs; None for any other command."""
+    r = Reader(lines, literals)
+    tag: str | None = None
     try:
-        if previous.utf8:
-            r.expect(b")")
-        if r.at_end():
-            return AppendEndOfCommand()
-        if previous.replace is not None:
-            raise r.fail("REPLACE takes one message")
-        if find_literal_marker(line) is None:
-            raise r.fail("expected another message or the end of APPEND")
-        return _append_message(r, previous.tag, previous.mailbox)
+        tag = r.tag()
+        if not r.try_sp():
+            return None
+        name = r.word()
+        start = _append_start(r, tag, name)
+        if start is None:
+            return None
+        items, position = append_grammar.scan(r, start)
+        if not isinstance(items[-1], AppendEndOfCommand):  # pragma: no cover (no marker)
+            raise ParseError("a message literal must end the line")
+        return AppendScan(items, position)
     except ParseError as exc:
-        raise CommandError(previous.tag, exc.text, exc.code) from None
+        if tag is not None and exc.text == "expected a message":
+            raise CommandError(tag, f"{name} needs a message literal") from None
+        raise CommandError(tag, exc.text, exc.code) from None
+    except PendingLiteral:
+        return None
+
+
+def parse_append_continuation(line: bytes, at: AppendPosition) -> AppendScan:
+    """The line after a message or TEXT literal: more of the CATENATE list, the next message of
+    a MULTIAPPEND (RFC 3502), or the end of the command. Raises :class:`CommandError`."""
+    try:
+        items, position = append_grammar.continuation(line, at)
+    except ParseError as exc:
+        raise CommandError(at.context.tag, exc.text, exc.code) from None
+    return AppendScan(items, position)

@@ -28,13 +28,22 @@ import datetime as _dt
 import enum
 from dataclasses import dataclass
 
+from pobox.imap.append_grammar import (
+    AppendEndOfCommand,
+    AppendItem,
+    AppendMessageInfo,
+    AppendPosition,
+    CatenateStart,
+    CatenateText,
+    CatenateUrl,
+)
 from pobox.imap.commands import Authenticate, Command, Compress, Idle, StartTls
 from pobox.imap.grammar import (
-    AppendEndOfCommand,
-    AppendMessageInfo,
+    AppendScan,
     CommandError,
     classify_literal,
     command_tag,
+    complete_append,
     parse_append_continuation,
     parse_command,
 )
@@ -49,6 +58,7 @@ __all__ = [
     "AppendStart",
     "AuthenticateResponse",
     "BadCommand",
+    "CatenatePart",
     "CommandReceived",
     "ConnectionClosed",
     "ContinuationNeeded",
@@ -145,6 +155,9 @@ class AppendStart:
     #: REPLACE / UID REPLACE (RFC 8508): the message to replace, digits or "*"
     replace: str | None = None
     uid: bool = False
+    #: CATENATE (RFC 4469): no literal follows; the message comes as CatenatePart events
+    #: (each TEXT part's octets as AppendData after its part)
+    catenate: bool = False
 
     @property
     def command(self) -> str:
@@ -152,6 +165,17 @@ class AppendStart:
         if self.replace is None:
             return "APPEND"
         return "UID REPLACE" if self.uid else "REPLACE"
+
+
+@dataclass(frozen=True, slots=True)
+class CatenatePart:
+    """One part of a CATENATE message (RFC 4469): a URL, or a TEXT literal of ``size`` octets
+    that follows as AppendData (when ``sync``, call accept_literal()/reject_literal())."""
+
+    url: bytes | None = None
+    size: int = 0
+    binary: bool = False
+    sync: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +223,7 @@ Event = (
     | ContinuationNeeded
     | LiteralTooBig
     | AppendStart
+    | CatenatePart
     | AppendData
     | AppendEnd
     | AppendAborted
@@ -245,7 +270,8 @@ class ImapServerProtocol:
         self._remaining = 0  # literal / append / skip octets still expected
         self._after_decide = _S.LINE
         self._decide_tag: str | None = None
-        self._append: AppendMessageInfo | None = None
+        self._append: AppendPosition | None = None
+        self._queued: list[Event] = []  # events of one line beyond the first (CATENATE)
         self._tail = b""
         self._paused_tag: str | None = None
         self._scan = 0  # buf[pos:scan] is known to hold no LF (no rescans byte by byte)
@@ -270,6 +296,8 @@ class ImapServerProtocol:
         return len(self._buf) - self._pos
 
     def next_event(self) -> Event:
+        if self._queued:
+            return self._queued.pop(0)
         if self._state is _S.DECIDE:
             raise ProtocolUsageError("call accept_literal() or reject_literal() first")
         if self._state is _S.PAUSED:
@@ -297,6 +325,7 @@ class ImapServerProtocol:
             raise ProtocolUsageError("no literal is waiting for a decision")
         self._reset_command()
         self._append = None
+        self._queued.clear()
         self._state = _S.LINE
         rcode = None if code is None else ResponseCode.plain(code)
         return Tagged(self._decide_tag, status, text, rcode).render(utf8=self.utf8)
@@ -430,6 +459,9 @@ class ImapServerProtocol:
             lines, literals = self._lines, self._literals
             self._reset_command()
             try:
+                whole = complete_append(lines, literals)  # CATENATE with URLs only
+                if whole is not None:
+                    return self._append_events(whole)
                 command = parse_command(lines, literals)
             except CommandError as exc:
                 return BadCommand(exc.tag, exc.text, exc.code)
@@ -443,9 +475,9 @@ class ImapServerProtocol:
             self._reset_command()
             self._discard_after(line)
             return BadCommand(exc.tag, exc.text, exc.code)
-        if isinstance(role, AppendMessageInfo):
+        if isinstance(role, AppendScan):
             self._reset_command()
-            return self._start_append(role)
+            return self._append_events(role)
         return self._announce_literal(marker)
 
     def _literal_limit(self, marker: LiteralMarker, limit: int) -> int:
@@ -481,31 +513,81 @@ class ImapServerProtocol:
         self._state = _S.LITERAL
         return None
 
-    def _start_append(self, info: AppendMessageInfo) -> Event:
-        marker = info.marker
+    def _append_events(self, scan: AppendScan) -> Event:
+        """The events of what an APPEND line held; the last item (a literal, or the end of the
+        command) sets the state. The first event is returned, the others queued."""
+        events: list[Event] = []
+        for item in scan.items:
+            event = self._append_event(item, scan.position)
+            if event is not None:
+                events.append(event)
+            if isinstance(event, LiteralTooBig):
+                break
+        self._queued.extend(events[1:])
+        return events[0]
+
+    def _append_event(self, item: AppendItem, position: AppendPosition) -> Event | None:
+        context = position.context
+        match item:
+            case CatenateStart():
+                return AppendStart(
+                    tag=context.tag,
+                    mailbox=context.mailbox,
+                    flags=item.flags,
+                    internal_date=item.internal_date,
+                    size=0,
+                    binary=False,
+                    utf8=False,
+                    sync=False,
+                    replace=context.replace,
+                    uid=context.uid,
+                    catenate=True,
+                )
+            case CatenateUrl():
+                return CatenatePart(url=item.url)
+            case CatenateText():
+                marker = item.marker
+                too_big = self._stream(context.tag, marker, position)
+                if too_big is not None:
+                    return too_big
+                return CatenatePart(size=marker.size, binary=marker.binary, sync=marker.sync)
+            case AppendMessageInfo():
+                marker = item.marker
+                too_big = self._stream(context.tag, marker, position)
+                if too_big is not None:
+                    return too_big
+                return AppendStart(
+                    tag=item.tag,
+                    mailbox=item.mailbox,
+                    flags=item.flags,
+                    internal_date=item.internal_date,
+                    size=marker.size,
+                    binary=marker.binary,
+                    utf8=item.utf8,
+                    sync=marker.sync,
+                    replace=item.replace,
+                    uid=item.uid,
+                )
+            case AppendEndOfCommand():
+                self._append = None
+                self._state = _S.LINE
+                return AppendEnd(context.tag)
+        return None  # CatenateEnd: the next message or the end says as much
+
+    def _stream(self, tag: str, marker: LiteralMarker, position: AppendPosition) -> Event | None:
+        """Get ready to stream a message or TEXT literal (None), or refuse it (LiteralTooBig)."""
         limit = self._literal_limit(marker, self.limits.max_literal)
         if marker.size > limit:
-            return self._too_big(info.tag, marker, limit, append=True)
-        self._append = info
+            return self._too_big(tag, marker, limit, append=True)
+        self._append = position
         self._remaining = marker.size
         if marker.sync:
             self._state = _S.DECIDE
             self._after_decide = _S.APPEND_DATA
-            self._decide_tag = info.tag
+            self._decide_tag = tag
         else:
             self._state = _S.APPEND_DATA
-        return AppendStart(
-            tag=info.tag,
-            mailbox=info.mailbox,
-            flags=info.flags,
-            internal_date=info.internal_date,
-            size=marker.size,
-            binary=marker.binary,
-            utf8=info.utf8,
-            sync=marker.sync,
-            replace=info.replace,
-            uid=info.uid,
-        )
+        return None
 
     def _consume(self, limit: int) -> bytes:
         n = min(limit, len(self._buf) - self._pos)
@@ -538,25 +620,22 @@ class ImapServerProtocol:
         return AppendData(chunk)
 
     def _step_append_next(self) -> Event | None:
-        info = self._append
-        assert info is not None
+        position = self._append
+        assert position is not None
+        tag = position.context.tag
         got = self._take_line()
         if got is None:
             return self._need()
         if isinstance(got, _Overflow):
             self._overflowed()
-            return AppendAborted(info.tag, "command line too long", "TOOBIG")
+            return AppendAborted(tag, "command line too long", "TOOBIG")
         try:
-            nxt = parse_append_continuation(got, info)
+            scan = parse_append_continuation(got, position)
         except CommandError as exc:
             self._append = None
             self._discard_after(got)
             return AppendAborted(exc.tag, exc.text, exc.code)
-        if isinstance(nxt, AppendEndOfCommand):
-            self._append = None
-            self._state = _S.LINE
-            return AppendEnd(info.tag)
-        return self._start_append(nxt)
+        return self._append_events(scan)
 
     def _step_skip(self) -> Event | None:
         if self._remaining:

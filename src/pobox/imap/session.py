@@ -46,6 +46,7 @@ from pobox.imap.protocol import (
     AppendStart,
     AuthenticateResponse,
     BadCommand,
+    CatenatePart,
     CommandReceived,
     ConnectionClosed,
     ContinuationNeeded,
@@ -756,7 +757,7 @@ class ImapSession:
                     toobig = r.ResponseCode.plain("TOOBIG")
                     status = "NO" if append else "BAD"
                     self.send(r.Tagged(tag, status, f"literal larger than {limit} octets", toobig))
-                case AppendStart() | AppendData() | AppendEnd() | AppendAborted():
+                case AppendStart() | CatenatePart() | AppendData() | AppendEnd() | AppendAborted():
                     from pobox.imap.handlers.append import append_event
 
                     if isinstance(event, AppendStart):

@@ -16,7 +16,8 @@ from typing import Any
 from pobox.errors import NotFound, PoboxError
 from pobox.imap import responses as r
 from pobox.imap.fetch import render_kept
-from pobox.imap.protocol import AppendAborted, AppendData, AppendEnd, AppendStart
+from pobox.imap.handlers.catenate import CatenateError, copy_url
+from pobox.imap.protocol import AppendAborted, AppendData, AppendEnd, AppendStart, CatenatePart
 from pobox.imap.sequences import SequenceSet
 from pobox.imap.session import AUTH, CommandError, ImapSession, error_code
 from pobox.mail.structure import ParsedMessage
@@ -30,6 +31,7 @@ class _Pending:
     incoming: IncomingMessage
     flags: frozenset[str]
     internal_date: Any
+    written: int = 0  # octets so far (CATENATE: the parts add up, RFC 4469 §5 TOOBIG)
 
 
 @dataclass
@@ -127,9 +129,46 @@ def _replaced(session: ImapSession, event: AppendStart) -> tuple[MailboxId, Uid]
     return selected.mailbox_id, Uid(uids[-1])
 
 
+async def _part(session: ImapSession, event: CatenatePart) -> None:
+    """A part of a CATENATE message (RFC 4469 §5): a URL is copied at once; a TEXT literal's
+    octets follow as AppendData. A synchronizing TEXT literal is refused when the command has
+    already failed (the client then sends no data)."""
+    state: AppendState | None = session.append
+    if state is None:
+        return
+    current = state.current
+    if event.url is not None:
+        if state.error is None and current is not None:
+            limit = session.config.imap.max_literal
+            try:
+                current.written = await copy_url(
+                    session, current.incoming, event.url, current.written, limit
+                )
+            except CatenateError as exc:
+                state.error = ("NO", exc.text, exc.code)
+            except OSError as exc:
+                state.error = ("NO", f"cannot store the message: {exc.strerror}", "SERVERBUG")
+        return
+    if not event.sync:
+        return
+    if state.error is not None:
+        status, text, code = state.error
+        session.append = None
+        await state.abort()
+        session.send_raw(session.protocol.reject_literal(text, code, status))
+        return
+    session.send_raw(session.protocol.accept_literal())
+
+
 async def _data(session: ImapSession, event: AppendData) -> None:
     state: AppendState | None = session.append
     if state is None or state.current is None or state.error is not None:
+        return
+    current = state.current
+    current.written += len(event.data)
+    limit = session.config.imap.max_literal
+    if current.written > limit:
+        state.error = ("NO", f"the message would be larger than {limit} octets", "TOOBIG")
         return
     try:
         await asyncio.to_thread(state.current.incoming.write, event.data)
@@ -213,11 +252,14 @@ async def _aborted(session: ImapSession, event: AppendAborted) -> None:
 
 
 async def append_event(
-    session: ImapSession, event: AppendStart | AppendData | AppendEnd | AppendAborted
+    session: ImapSession,
+    event: AppendStart | CatenatePart | AppendData | AppendEnd | AppendAborted,
 ) -> None:
     match event:
         case AppendStart():
             await _start(session, event)
+        case CatenatePart():
+            await _part(session, event)
         case AppendData():
             await _data(session, event)
         case AppendEnd():
