@@ -363,3 +363,23 @@ async def test_conversations_list_replies_under_their_message(web: Web) -> None:
     assert rows == [("", "Plan"), (" depth-1", "Re: Plan"), (" depth-2", "Re: Re: Plan"),
                     ("", "Other")]  # fmt: skip
     assert 'id="threads-off"' in page.text
+
+
+async def test_mark_unread_from_the_message_page_stays_unread(web: Web) -> None:
+    await web.deliver(ALICE, plain("Later"))
+    await web.login()
+    inbox = await web.folder_id(ALICE, "INBOX")
+    await web.client.get(f"/m/{inbox}/1")  # read: \Seen
+    token = await web.csrf(f"/m/{inbox}/1")
+    response = await web.client.post(
+        f"/f/{inbox}/act",
+        data={"csrf": token, "action": "unseen", "uid": "1", "back": f"/m/{inbox}/1"},
+        follow_redirects=True,
+    )
+    assert response.status_code == 200
+    (meta,) = await web.service.store.get_messages(MailboxId(inbox), [Uid(1)])
+    assert "\\Seen" not in meta.flags
+    # the page refreshing itself (live updates) does not read it either
+    await web.client.get(f"/m/{inbox}/1", headers={"x-requested-with": "live"})
+    (meta,) = await web.service.store.get_messages(MailboxId(inbox), [Uid(1)])
+    assert "\\Seen" not in meta.flags

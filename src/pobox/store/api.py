@@ -944,6 +944,9 @@ class MailboxImage:
     expunged: tuple[Expunged, ...] = ()
     #: the access control list (RFC 4314): (identifier, rights), by identifier
     acl: tuple[tuple[str, str], ...] = ()
+    #: METADATA entries (RFC 5464): (name, value), by name: the shared ones and the owner's
+    #: private ones (other accounts' private entries stay out)
+    annotations: tuple[tuple[str, bytes], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -985,6 +988,8 @@ class AccountImage:
     policies: tuple[tuple[str, str, str], ...] = ()
     #: app passwords (docs/app-passwords.md), oldest first
     logins: tuple[LoginImage, ...] = ()
+    #: the account's private METADATA entries of the server (RFC 5464): (name, value)
+    annotations: tuple[tuple[str, bytes], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

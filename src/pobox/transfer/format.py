@@ -16,6 +16,8 @@ breaking older backups; an incompatible change raises ``version``.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import hashlib
 import json
@@ -148,6 +150,7 @@ def account_json(image: AccountImage, digests: Mapping[str, str]) -> dict[str, A
         ],
         "aliases": list(image.aliases),
         "subscriptions": list(image.subscriptions),
+        "annotations": _annotations_json(image.annotations),
         "mailboxes": [
             {
                 "name": mb.name,
@@ -158,6 +161,7 @@ def account_json(image: AccountImage, digests: Mapping[str, str]) -> dict[str, A
                 "special_use": mb.special_use,
                 "expunged": [[e.uid, e.modseq] for e in mb.expunged],
                 "acl": [[who, rights] for who, rights in mb.acl],
+                "annotations": _annotations_json(mb.annotations),
                 "message_fields": list(MESSAGE_FIELDS),
                 "messages": [message_json(m, digests[m.content]) for m in mb.messages],
             }
@@ -179,6 +183,15 @@ def account_json(image: AccountImage, digests: Mapping[str, str]) -> dict[str, A
             for r in image.recoverable
         ],
     }
+
+
+def _annotations_json(entries: tuple[tuple[str, bytes], ...]) -> list[list[str]]:
+    """METADATA entries as [name, base64 of the value] (values are bytes, NUL included)."""
+    return [[name, base64.b64encode(value).decode("ascii")] for name, value in entries]
+
+
+def _annotations(rows: Any) -> tuple[tuple[str, bytes], ...]:
+    return tuple((str(name), base64.b64decode(value, validate=True)) for name, value in rows)
 
 
 def _message(fields: list[str], row: list[Any]) -> MessageImage:
@@ -214,6 +227,7 @@ def account_image(document: Mapping[str, Any]) -> AccountImage:
                     messages=tuple(_message(fields, row) for row in mb["messages"]),
                     expunged=tuple(Expunged(Uid(u), ModSeq(s)) for u, s in mb["expunged"]),
                     acl=tuple((str(w), str(r)) for w, r in mb.get("acl", ())),
+                    annotations=_annotations(mb.get("annotations", ())),
                 )
             )
         return AccountImage(
@@ -234,6 +248,7 @@ def account_image(document: Mapping[str, Any]) -> AccountImage:
             ),
             aliases=tuple(document.get("aliases", ())),
             subscriptions=tuple(document.get("subscriptions", ())),
+            annotations=_annotations(document.get("annotations", ())),
             mailboxes=tuple(mailboxes),
             recoverable=tuple(
                 RecoverableImage(
@@ -251,7 +266,7 @@ def account_image(document: Mapping[str, Any]) -> AccountImage:
                 for r in document.get("recoverable", ())
             ),
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, binascii.Error) as exc:
         raise InvalidInput(f"the backup index has a malformed account: {exc!r}") from None
 
 

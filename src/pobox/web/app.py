@@ -510,6 +510,8 @@ class WebApp:
                 await webmail.set_flag(
                     login.account, folder_id, uids, flag, not action.startswith("un")
                 )
+                if action == "unseen" and back.startswith("/m/"):
+                    back = f"/f/{folder_id}"  # opening the message again would read it again
                 raise Redirect(back)
             if action == "delete":
                 moved = await webmail.delete(login.account, folder_id, uids)
@@ -597,7 +599,8 @@ class WebApp:
             part = None if part_text is None else _int(part_text, "part")
             webmail = self.state.webmail
             view = await webmail.message(login.account, folder_id, uid, part)
-            if part is None and "\\Seen" not in view.flags:
+            live = request.headers.get("x-requested-with") == "live"  # the page refreshing
+            if part is None and "\\Seen" not in view.flags and not live:
                 await webmail.set_flag(login.account, folder_id, [uid], "seen", True)
             remote = request.query_params.get("remote") == "1"
             blocked = 0

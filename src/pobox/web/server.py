@@ -58,6 +58,8 @@ async def start_web(
     tls: ssl.SSLContext | None,
     submission: Submission | None,
 ) -> WebServer:
+    # uvicorn's own log: its errors, not its "Shutting down" (pobox says when it stops)
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
     app = WebApp(service, submission)
     uv_config = uvicorn.Config(
         app,

@@ -100,6 +100,12 @@ _TABLES: tuple[tuple[str, str, str], ...] = (
     ),
     ("subscriptions", "account_id, name", "account_id, name"),
     ("mailbox_acl", "mailbox_id, identifier, rights", "mailbox_id, identifier, rights"),
+    # METADATA entries (schema 11)
+    (
+        "annotations",
+        "id, mailbox_id, owner_id, name, value",
+        "id, mailbox_id, owner_id, name, value",
+    ),
     ("folder_policies", "account_id, folder, key, value", "account_id, folder, key, value"),
     (
         "logins",
@@ -278,7 +284,7 @@ async def _copy(source: SqliteSource, conn: Any, report: CopyReport, say: Progre
     await _copy_streamed(source, conn, "messages", _MESSAGES, report)
     await _copy_streamed(source, conn, "expunged", "mailbox_id, uid, modseq", report)
     await _copy_streamed(source, conn, "recoverable", _RECOVERABLE, report)
-    for table in ("accounts", "mailboxes", "blobs", "recoverable", "logins"):
+    for table in ("accounts", "mailboxes", "blobs", "recoverable", "logins", "annotations"):
         await conn.execute(
             f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"
             f" coalesce((SELECT max(id) FROM {table}), 0) + 1, false)"

@@ -145,6 +145,15 @@ class PostgresSnapshot:
                             mb[0],
                         )
                     ),
+                    tuple(
+                        (r[0], bytes(r[1]))
+                        for r in await conn.fetch(
+                            "SELECT name, value FROM annotations WHERE mailbox_id = $1"
+                            ' AND (owner_id IS NULL OR owner_id = $2) ORDER BY name COLLATE "C"',
+                            mb[0],
+                            account_id,
+                        )
+                    ),
                 )
             )
         recoverable = tuple(
@@ -181,6 +190,14 @@ class PostgresSnapshot:
                 for r in await conn.fetch(
                     "SELECT folder, key, value FROM folder_policies WHERE account_id = $1"
                     ' ORDER BY folder COLLATE "C", key COLLATE "C"',
+                    account_id,
+                )
+            ),
+            annotations=tuple(
+                (r[0], bytes(r[1]))
+                for r in await conn.fetch(
+                    "SELECT name, value FROM annotations WHERE mailbox_id IS NULL"
+                    ' AND owner_id = $1 ORDER BY name COLLATE "C"',
                     account_id,
                 )
             ),
@@ -301,6 +318,12 @@ async def restore_account(store: PostgresStore, image: AccountImage, replace: bo
                 "INSERT INTO aliases (alias, account_id) VALUES ($1, $2)",
                 [(alias, account_id) for alias in image.aliases],
             )
+        if image.annotations:
+            await conn.executemany(
+                "INSERT INTO annotations (mailbox_id, owner_id, name, value)"
+                " VALUES (NULL, $1, $2, $3)",
+                [(account_id, name, value) for name, value in image.annotations],
+            )
         if image.subscriptions:
             await conn.executemany(
                 "INSERT INTO subscriptions (account_id, name) VALUES ($1, $2)",
@@ -327,6 +350,15 @@ async def restore_account(store: PostgresStore, image: AccountImage, replace: bo
                 await conn.executemany(
                     "INSERT INTO mailbox_acl (mailbox_id, identifier, rights) VALUES ($1, $2, $3)",
                     [(mailbox_id, who, rights) for who, rights in mb.acl],
+                )
+            if mb.annotations:
+                await conn.executemany(
+                    "INSERT INTO annotations (mailbox_id, owner_id, name, value)"
+                    " VALUES ($1, $2, $3, $4)",
+                    [
+                        (mailbox_id, account_id if n.startswith("/private/") else None, n, v)
+                        for n, v in mb.annotations
+                    ],
                 )
             await tx.journal(mailbox_id)
         top = max((mb.uidvalidity for mb in image.mailboxes), default=0)

@@ -156,8 +156,18 @@ class SqliteSnapshot:
                     (mb[0],),
                 )
             )
+            annotations = tuple(
+                (r[0], bytes(r[1]))
+                for r in conn.execute(
+                    "SELECT name, value FROM annotations WHERE mailbox_id = ?"
+                    " AND (owner_id IS NULL OR owner_id = ?) ORDER BY name",
+                    (mb[0], account_id),
+                )
+            )
             mailboxes.append(
-                MailboxImage(mb[1], mb[2], mb[3], mb[4], mb[5], mb[6], messages, expunged, acl)
+                MailboxImage(
+                    mb[1], mb[2], mb[3], mb[4], mb[5], mb[6], messages, expunged, acl, annotations
+                )
             )
         recoverable = tuple(
             RecoverableImage(
@@ -194,6 +204,14 @@ class SqliteSnapshot:
                 for r in conn.execute(
                     "SELECT folder, key, value FROM folder_policies WHERE account_id = ?"
                     " ORDER BY folder, key",
+                    (account_id,),
+                )
+            ),
+            annotations=tuple(
+                (r[0], bytes(r[1]))
+                for r in conn.execute(
+                    "SELECT name, value FROM annotations WHERE mailbox_id IS NULL"
+                    " AND owner_id = ? ORDER BY name",
                     (account_id,),
                 )
             ),
@@ -297,6 +315,10 @@ async def restore_account(store: SqliteStore, image: AccountImage, replace: bool
             [(alias, account_id) for alias in image.aliases],
         )
         conn.executemany(
+            "INSERT INTO annotations (mailbox_id, owner_id, name, value) VALUES (NULL, ?, ?, ?)",
+            [(account_id, name, value) for name, value in image.annotations],
+        )
+        conn.executemany(
             "INSERT INTO subscriptions (account_id, name) VALUES (?, ?)",
             [(account_id, name) for name in image.subscriptions],
         )
@@ -323,6 +345,13 @@ async def restore_account(store: SqliteStore, image: AccountImage, replace: bool
             conn.executemany(
                 "INSERT INTO mailbox_acl (mailbox_id, identifier, rights) VALUES (?, ?, ?)",
                 [(mailbox_id, who, rights) for who, rights in mb.acl],
+            )
+            conn.executemany(
+                "INSERT INTO annotations (mailbox_id, owner_id, name, value) VALUES (?, ?, ?, ?)",
+                [
+                    (mailbox_id, account_id if name.startswith("/private/") else None, name, value)
+                    for name, value in mb.annotations
+                ],
             )
             store._journal(conn, mailbox_id)
         top = max((mb.uidvalidity for mb in image.mailboxes), default=0)
