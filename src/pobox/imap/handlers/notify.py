@@ -9,8 +9,9 @@ may: while it waits for the next command (IDLE or not) and at the end of every c
   that may announce them): EXISTS, EXPUNGE and FETCH FLAGS as IMAP has them, but without waiting
   for a command; MessageNew's fetch attributes are sent for each new message, as a UID FETCH
   would (tagged response left out).
-* Other mailboxes: ``* STATUS`` with what changed among MESSAGES, UIDNEXT and UNSEEN (and
-  HIGHESTMODSEQ once CONDSTORE is on); a change of flags alone only with FlagChange.
+* Other mailboxes: ``* STATUS``: MESSAGES, UIDNEXT, UIDVALIDITY and UNSEEN after new messages,
+  MESSAGES, UIDNEXT and UNSEEN after expunges, UNSEEN after a change of flags (only with
+  FlagChange); HIGHESTMODSEQ too once CONDSTORE is on (the items Dovecot sends).
   ``NOTIFY SET STATUS`` first sends the STATUS of every mailbox it covers (RFC 5465 §3.1).
 * MailboxName: ``* LIST`` for a mailbox made, renamed (``("OLDNAME" (old))``) or deleted
   (``\\NonExistent``); SubscriptionChange: ``* LIST`` with or without ``\\Subscribed``.
@@ -42,7 +43,11 @@ from pobox.store.api import DELIMITER, AccountId, Mailbox, MailboxId
 SUPPORTED = ("MessageNew", "MessageExpunge", "FlagChange", "MailboxName", "SubscriptionChange")
 #: Octets waiting for a client that stops reading before notifications stop (overflow).
 OVERFLOW_BYTES = 1 << 20
-_ORDER = ("MESSAGES", "UIDNEXT", "UNSEEN", "HIGHESTMODSEQ")
+#: The STATUS items sent for new messages, for expunges, for flag changes (HIGHESTMODSEQ only
+#: once CONDSTORE is on)
+_NEW = ("MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ")
+_GONE = ("MESSAGES", "UIDNEXT", "UNSEEN", "HIGHESTMODSEQ")
+_FLAGS = ("UNSEEN", "HIGHESTMODSEQ")
 
 
 @dataclasses.dataclass(slots=True)
@@ -61,6 +66,7 @@ class NotifyState:
         self.selected = selected
         self.others = others
         self.names: dict[str, MailboxId] = {}  # every mailbox the account sees, by its name
+        self.ids: set[MailboxId] = set()  # the same mailboxes' ids
         self.subscriptions: set[str] = set()
         self.watched: dict[MailboxId, tuple[str, dict[str, int]]] = {}
         self.pending: set[MailboxId] = set()
@@ -91,12 +97,10 @@ class NotifyState:
 
     # ---- callbacks from the hub (synchronous: only note and wake) ---------------------------
     def on_mailbox(self, mailbox_id: MailboxId) -> None:
-        if mailbox_id in self.watched or (
-            self.cares_for_new and mailbox_id not in self.names.values()
-        ):
+        if mailbox_id in self.watched or (self.cares_for_new and mailbox_id not in self.ids):
             self.pending.add(mailbox_id)
             self.session.wake.set()
-        elif mailbox_id in self.names.values() and self._wants_names():
+        elif mailbox_id in self.ids and self._wants_names():
             self.pending.add(mailbox_id)  # renamed or deleted
             self.session.wake.set()
 
@@ -120,10 +124,15 @@ class NotifyState:
 
     async def _values(self, name: str) -> dict[str, int] | None:
         try:
-            _, status = await self._service().status(self.session.require_account(), name)
+            mailbox, status = await self._service().status(self.session.require_account(), name)
         except PoboxError:
             return None  # gone, or no r right
-        values = {"MESSAGES": status.messages, "UIDNEXT": status.uidnext, "UNSEEN": status.unseen}
+        values = {
+            "MESSAGES": status.messages,
+            "UIDNEXT": status.uidnext,
+            "UIDVALIDITY": mailbox.uidvalidity,
+            "UNSEEN": status.unseen,
+        }
         if self.session.condstore:
             values["HIGHESTMODSEQ"] = status.highest_modseq
         return values
@@ -135,6 +144,7 @@ class NotifyState:
     async def start(self, send_status: bool) -> None:
         visible = await self._listing()
         self.names = {name: m.id for name, m in visible.items()}
+        self.ids = set(self.names.values())
         for name in sorted(visible):
             group = self.group_for(name)
             if group is None or "MessageNew" not in group.events:
@@ -145,15 +155,8 @@ class NotifyState:
             mailbox = visible[name]
             self.watched[mailbox.id] = (name, values)
             if send_status and mailbox.id != self._selected_id():
-                items: list[tuple[str, int | str]] = [
-                    ("MESSAGES", values["MESSAGES"]),
-                    ("UIDNEXT", values["UIDNEXT"]),
-                    ("UIDVALIDITY", mailbox.uidvalidity),
-                    ("UNSEEN", values["UNSEEN"]),
-                ]
-                if "HIGHESTMODSEQ" in values:
-                    items.append(("HIGHESTMODSEQ", values["HIGHESTMODSEQ"]))
-                self.session.send(r.StatusResponse(name, tuple(items)))
+                items = tuple((k, values[k]) for k in _NEW if k in values)
+                self.session.send(r.StatusResponse(name, items))
 
     # ---- sending -----------------------------------------------------------------------------
     async def deliver(self) -> None:
@@ -175,6 +178,7 @@ class NotifyState:
             self._mailbox_names(old, new)
             self._subscriptions(before_subs)
             self.names = {name: m.id for name, m in visible.items()}
+            self.ids = set(self.names.values())
             await self._statuses(pending, new)
         finally:
             self.busy = False
@@ -227,11 +231,21 @@ class NotifyState:
             self.watched[mid] = (name, values)
             if known is None or mid == selected:
                 continue
-            changed = [k for k in _ORDER if k in values and values[k] != known[1].get(k)]
-            flags_only = not {"MESSAGES", "UIDNEXT"} & set(changed)
-            if not changed or (flags_only and "FlagChange" not in group.events):
+            before = known[1]
+            shown: tuple[str, ...]
+            if values["UIDNEXT"] != before["UIDNEXT"]:  # MessageNew (as Dovecot reports it)
+                shown = _NEW
+            elif values["MESSAGES"] != before["MESSAGES"]:  # MessageExpunge
+                shown = _GONE
+            elif "FlagChange" in group.events and (
+                values["UNSEEN"] != before["UNSEEN"]
+                or values.get("HIGHESTMODSEQ") != before.get("HIGHESTMODSEQ")
+            ):
+                shown = _FLAGS
+            else:
                 continue
-            self.session.send(r.StatusResponse(name, tuple((k, values[k]) for k in changed)))
+            items = tuple((k, values[k]) for k in shown if k in values)
+            self.session.send(r.StatusResponse(name, items))
 
     async def new_messages(self, last_uid: int) -> None:
         """MessageNew's fetch attributes for the selected mailbox's messages above *last_uid*."""
@@ -278,10 +292,22 @@ def overflow(session: ImapSession) -> None:
     session.send(r.Untagged("OK", "too many notifications: NOTIFY is off", code))
 
 
-async def on_wake(session: ImapSession) -> None:
-    """Something changed while the session waits for a command (not in IDLE)."""
+def _current(session: ImapSession) -> NotifyState | None:
+    """The session's NOTIFY, if any (ended once the session has no account: UNAUTHENTICATE)."""
     state = session.notify
     if not isinstance(state, NotifyState):
+        return None
+    if session.account is None:
+        close(session)
+        return None
+    return state
+
+
+async def on_wake(session: ImapSession) -> None:
+    """Something changed while the session waits for a command (not in IDLE)."""
+    state = _current(session)
+    if state is None:
+        session.wake.clear()
         return
     group = state.selected
     if session.selected is not None and group is not None and group.events:
@@ -293,8 +319,8 @@ async def on_wake(session: ImapSession) -> None:
 
 async def after_announce(session: ImapSession, last_uid: int) -> None:
     """Called by :meth:`ImapSession.announce_updates` once the selected mailbox is told."""
-    state = session.notify
-    if isinstance(state, NotifyState):
+    state = _current(session)
+    if state is not None:
         await state.new_messages(last_uid)
         await state.deliver()
 
