@@ -135,6 +135,7 @@ def start_dovecot(
     fsync: bool = True,
     scheme: str = "PLAIN",
     auth_cache: bool = False,
+    extra_config: tuple[str, ...] = (),
 ) -> DovecotInstance:
     """Write a configuration into *workdir*, start Dovecot and wait until it serves.
 
@@ -143,7 +144,8 @@ def start_dovecot(
     own default, ``optimized``, which makes every delivery durable. *scheme* is how the passwords
     are stored: ``PLAIN`` (no hashing cost), or ``ARGON2ID`` (hashed by ``doveadm pw``, the
     scheme pobox uses, for login benchmarks that compare like with like); *auth_cache* turns on
-    Dovecot's auth cache (off by default, as in Dovecot).
+    Dovecot's auth cache (off by default, as in Dovecot). *extra_config* lines are appended to
+    the configuration (``imap_metadata = yes`` and a ``mail_attribute_dict`` for METADATA).
     """
     binary = dovecot_binary()
     if binary is None:
@@ -209,7 +211,7 @@ def start_dovecot(
             auth_cache=auth_cache,
         )
     config_path = workdir / "dovecot.conf"
-    config_path.write_text(config)
+    config_path.write_text(config + "".join(line + "\n" for line in extra_config))
 
     log_path = workdir / "dovecot.log"
     with contextlib.suppress(FileNotFoundError):
