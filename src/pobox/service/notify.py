@@ -4,20 +4,28 @@ The store already tells each process of every change, once: its own writes right
 commit, other processes' through its one watcher (SQLite's journal poll, PostgreSQL's
 LISTEN/NOTIFY). :class:`ChangeHub` is one listener on that per process and store, shared by
 every watcher in the process; nothing here polls. A watcher registers two callbacks: one for a
-changed mailbox (an id: the watcher decides whether it cares, and looks at the mailbox only when
-it next may send something), one for a changed subscription list of an account (subscriptions
-change without a mailbox change, so :class:`~pobox.service.mailboxes.Mailboxes` calls
-:func:`subscriptions_changed`; other processes' subscription changes are not seen).
+changed mailbox (an id and whether it is new to the hub: the watcher decides whether it cares,
+and looks at the mailbox only when it next may send something), one for a changed subscription
+list of an account (subscriptions change without a mailbox change, so
+:class:`~pobox.service.mailboxes.Mailboxes` calls :func:`subscriptions_changed`; other
+processes' subscription changes are not seen).
+
+The hub knows the owner of every mailbox its watchers listed (:meth:`ChangeHub.learn`). A change
+of a mailbox it does not know (a new one, or one of an account nobody watches) is looked up once
+per process (one ``get_mailbox_by_id``) and then handed, as new, to the watchers of its owner
+only: a delivery to another account costs a watcher nothing.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from pobox.store.api import AccountId, MailboxId, Store
 
-MailboxCallback = Callable[[MailboxId], None]
+MailboxCallback = Callable[[MailboxId, bool], None]
 AccountCallback = Callable[[AccountId], None]
 
 
@@ -28,6 +36,8 @@ class ChangeHub:
         self._account: dict[int, tuple[AccountId, AccountCallback]] = {}
         self._listening = False
         self._next = 0
+        self._owner: dict[int, AccountId] = {}  # mailbox id -> owning account
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def watch(
         self, account_id: AccountId, on_mailbox: MailboxCallback, on_subscriptions: AccountCallback
@@ -49,11 +59,31 @@ class ChangeHub:
             self.store.remove_listener(self._dispatch)
             self._listening = False
 
+    def learn(self, mailboxes: Iterable[tuple[MailboxId, AccountId]]) -> None:
+        """Mailboxes (id, owner) a watcher listed."""
+        self._owner.update(mailboxes)
+
     def _dispatch(self, mailbox_id: MailboxId) -> None:
         if mailbox_id <= 0:  # logins_changed(): no mailbox
             return
-        for callback in list(self._mailbox.values()):
-            callback(mailbox_id)
+        if mailbox_id in self._owner:
+            for callback in list(self._mailbox.values()):
+                callback(mailbox_id, False)
+            return
+        with contextlib.suppress(RuntimeError):  # no loop: nobody to tell
+            task = asyncio.get_running_loop().create_task(self._resolve(mailbox_id))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _resolve(self, mailbox_id: MailboxId) -> None:
+        mailbox = await self.store.get_mailbox_by_id(mailbox_id)
+        if mailbox is None:
+            return  # deleted before anyone here knew it
+        self._owner[mailbox_id] = mailbox.account_id
+        for handle, (owner, _) in list(self._account.items()):
+            callback = self._mailbox.get(handle)
+            if owner == mailbox.account_id and callback is not None:
+                callback(mailbox_id, True)
 
     def subscriptions_changed(self, account_id: AccountId) -> None:
         for owner, callback in list(self._account.values()):

@@ -96,12 +96,14 @@ class NotifyState:
         return None
 
     # ---- callbacks from the hub (synchronous: only note and wake) ---------------------------
-    def on_mailbox(self, mailbox_id: MailboxId) -> None:
-        if mailbox_id in self.watched or (self.cares_for_new and mailbox_id not in self.ids):
+    def on_mailbox(self, mailbox_id: MailboxId, new: bool) -> None:
+        """*new*: a mailbox of this account the process had not seen (made elsewhere)."""
+        if (
+            mailbox_id in self.watched
+            or (new and self.cares_for_new and mailbox_id not in self.ids)
+            or (mailbox_id in self.ids and self._wants_names())  # renamed or deleted
+        ):
             self.pending.add(mailbox_id)
-            self.session.wake.set()
-        elif mailbox_id in self.ids and self._wants_names():
-            self.pending.add(mailbox_id)  # renamed or deleted
             self.session.wake.set()
 
     def on_subscriptions(self, account_id: AccountId) -> None:
@@ -120,7 +122,9 @@ class NotifyState:
     async def _listing(self) -> dict[str, Mailbox]:
         account = self.session.require_account()
         self.subscriptions = set(await self.session.service.store.list_subscriptions(account.id))
-        return await self._service().visible(account)
+        visible = await self._service().visible(account)
+        hub.hub(self.session.service.store).learn((m.id, m.account_id) for m in visible.values())
+        return visible
 
     async def _values(self, name: str) -> dict[str, int] | None:
         try:
