@@ -696,7 +696,9 @@ class Webmail:
             content.close()
 
     # ---- acting --------------------------------------------------------------------------
-    async def _uids(self, mailbox: Mailbox, uids: Iterable[int]) -> list[Uid]:
+    @staticmethod
+    def _uids(uids: Iterable[int]) -> list[Uid]:
+        """The UIDs an action names (each once); more than MAX_ACTION is refused."""
         wanted = sorted({Uid(u) for u in uids if 0 < u < 2**32})
         if len(wanted) > MAX_ACTION:
             raise InvalidInput(f"at most {MAX_ACTION} messages at once")
@@ -708,7 +710,7 @@ class Webmail:
         if flag not in SETTABLE:
             raise InvalidInput(f"unknown flag {flag!r}")
         mailbox = await self.mailbox(account, mailbox_id)
-        wanted = await self._uids(mailbox, uids)
+        wanted = self._uids(uids)
         if not wanted:
             return 0
         op = FlagOp.ADD if on else FlagOp.REMOVE
@@ -724,7 +726,7 @@ class Webmail:
         dst = await self.mailbox(account, dest_id)
         if src.id == dst.id:
             raise InvalidInput("the messages are in that folder already")
-        wanted = await self._uids(src, uids)
+        wanted = self._uids(uids)
         pairs = await self.service.index.copy(src.id, wanted, dst.id, move=True) if wanted else []
         return Moved(src.id, dst.id, tuple(new for _, new in pairs))
 
@@ -732,7 +734,7 @@ class Webmail:
         """Into Trash; in Trash (and Junk), for good. Returns what an undo needs (None: gone)."""
         mailbox = await self.mailbox(account, mailbox_id)
         if mailbox.special_use in ("\\Trash", "\\Junk"):
-            wanted = await self._uids(mailbox, uids)
+            wanted = self._uids(uids)
             if wanted:
                 await self.service.index.set_flags(
                     mailbox.id, wanted, FlagOp.ADD, frozenset({DELETED})
