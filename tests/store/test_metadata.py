@@ -169,3 +169,22 @@ async def test_many_mailboxes_in_one_read(store: Store) -> None:
     assert len(found) == 600
     assert found[ids[599]] == [("/shared/comment", b"last")]
     assert found[ids[0]] == []
+
+
+async def test_the_special_use_is_set_and_announced(store: Store) -> None:
+    anna = await store.create_account("anna@example.org", "h")
+    old = await store.create_mailbox(anna.id, "Old")
+    heard: list[MailboxId] = []
+    store.add_listener(heard.append)
+    try:
+        changed = await store.set_special_use(old.id, "\\Archive")
+        assert changed.special_use == "\\Archive"
+        assert old.id in heard
+        again = await store.get_mailbox(anna.id, "Old")
+        assert again is not None and again.special_use == "\\Archive"
+        assert (await store.set_special_use(old.id, None)).special_use is None
+    finally:
+        store.remove_listener(heard.append)
+    await store.delete_mailbox(old.id)
+    with pytest.raises(NotFound):
+        await store.set_special_use(old.id, "\\Trash")

@@ -155,14 +155,15 @@ class PostgresMetadata:
         await self._write(run)
 
     async def set_special_use(self, mailbox_id: MailboxId, special_use: str | None) -> Mailbox:
-        async def run(tx: Tx) -> str:
+        async def run(tx: Tx) -> None:
             result: str = await tx.conn.execute(
                 "UPDATE mailboxes SET special_use = $1 WHERE id = $2", special_use, mailbox_id
             )
-            return result
+            if result == "UPDATE 0":
+                raise NotFound(f"mailbox {mailbox_id} does not exist")
+            await tx.journal(mailbox_id)  # other nodes learn of the change
 
-        if await self._write(run, single=True) == "UPDATE 0":
-            raise NotFound(f"mailbox {mailbox_id} does not exist")
+        await self._write(run)
         mailbox = await self.get_mailbox_by_id(mailbox_id)
         if mailbox is None:
             raise NotFound(f"mailbox {mailbox_id} does not exist")

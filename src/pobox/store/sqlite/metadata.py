@@ -9,8 +9,8 @@ renaming a mailbox keeps them (the id does not change). What the entries mean is
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 from pobox.errors import NotFound
 from pobox.store.api import (
@@ -22,6 +22,8 @@ from pobox.store.api import (
     TooManyAnnotations,
 )
 from pobox.store.sqlite.db import Database
+
+T = TypeVar("T")
 
 
 def _key(mailbox_id: MailboxId | None) -> int:
@@ -138,8 +140,10 @@ class SqliteMetadata:
             )
             if cur.rowcount == 0:
                 raise NotFound(f"mailbox {mailbox_id} does not exist")
+            self._journal(conn, mailbox_id)  # other processes learn of the change
 
-        await self._db.write(run)
+        await self._write(run)
+        self._notify([mailbox_id])
         mailbox = await self.get_mailbox_by_id(mailbox_id)
         if mailbox is None:
             raise NotFound(f"mailbox {mailbox_id} does not exist")
@@ -148,3 +152,6 @@ class SqliteMetadata:
     if TYPE_CHECKING:
 
         async def get_mailbox_by_id(self, mailbox_id: MailboxId) -> Mailbox | None: ...
+        async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
+        def _journal(self, conn: sqlite3.Connection, mailbox_id: int) -> None: ...
+        def _notify(self, mailbox_ids: Iterable[MailboxId]) -> None: ...
