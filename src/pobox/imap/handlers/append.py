@@ -105,7 +105,9 @@ async def _start(session: ImapSession, event: AppendStart) -> None:
         state.messages.append(state.current)
         state.current = None
     spool = await asyncio.to_thread(session.service.store.new_spool)
-    state.current = _Pending(IncomingMessage(spool), flags, event.internal_date)
+    # a literal8 may carry binary parts: stored base64-encoded (docs/decisions/binary-content.md)
+    incoming = IncomingMessage(spool, binary=event.binary)
+    state.current = _Pending(incoming, flags, event.internal_date)
     if event.sync:
         session.send_raw(session.protocol.accept_literal())
 
