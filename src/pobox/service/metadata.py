@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from pobox.config import MetadataConfig
 from pobox.errors import InvalidInput, NoPermission, NotAllowed, TooBig
+from pobox.service import notify
 from pobox.service.acl import Access, Acl
 from pobox.service.mailboxes import special_use
 from pobox.store.api import PRIVATE_PREFIX, Account, AnnotationLimits, Mailbox, MailboxId, Store
@@ -251,3 +252,5 @@ class Metadata:
             await self.store.set_annotations(account.id, key, list(todo.items()), self.limits)
         if use_change[0] and mailbox is not None:
             await self.store.set_special_use(mailbox.id, use_change[1])
+        changed = (*todo, *((SPECIALUSE,) if use_change[0] else ()))
+        notify.metadata_changed(self.store, account.id, key, changed)  # IMAP NOTIFY (RFC 5465)

@@ -8,7 +8,8 @@ changed mailbox (an id and whether it is new to the hub: the watcher decides whe
 and looks at the mailbox only when it next may send something), one for a changed subscription
 list of an account (subscriptions change without a mailbox change, so
 :class:`~pobox.service.mailboxes.Mailboxes` calls :func:`subscriptions_changed`; other
-processes' subscription changes are not seen).
+processes' subscription changes are not seen). METADATA changes (RFC 5464) reach watchers the
+same way, from :mod:`pobox.service.metadata`, and also only within the process.
 
 The hub knows the owner of every mailbox its watchers listed (:meth:`ChangeHub.learn`). A change
 of a mailbox it does not know (a new one, or one of an account nobody watches) is looked up once
@@ -26,6 +27,8 @@ from collections.abc import Callable, Iterable
 from pobox.store.api import AccountId, MailboxId, Store
 
 MailboxCallback = Callable[[MailboxId, bool], None]
+#: (account that changed them, mailbox or None for the server's, entry names)
+MetadataCallback = Callable[[AccountId, MailboxId | None, tuple[str, ...]], None]
 AccountCallback = Callable[[AccountId], None]
 
 
@@ -38,6 +41,7 @@ class ChangeHub:
         self._next = 0
         self._owner: dict[int, AccountId] = {}  # mailbox id -> owning account
         self._tasks: set[asyncio.Task[None]] = set()
+        self._metadata: dict[int, MetadataCallback] = {}
 
     def watch(
         self, account_id: AccountId, on_mailbox: MailboxCallback, on_subscriptions: AccountCallback
@@ -55,9 +59,20 @@ class ChangeHub:
     def unwatch(self, handle: int) -> None:
         self._mailbox.pop(handle, None)
         self._account.pop(handle, None)
+        self._metadata.pop(handle, None)
         if not self._mailbox and self._listening:
             self.store.remove_listener(self._dispatch)
             self._listening = False
+
+    def watch_metadata(self, handle: int, callback: MetadataCallback) -> None:
+        """Also tell the watcher *handle* of METADATA changes (RFC 5464) made in this process."""
+        self._metadata[handle] = callback
+
+    def metadata_changed(
+        self, account_id: AccountId, mailbox_id: MailboxId | None, entries: tuple[str, ...]
+    ) -> None:
+        for callback in list(self._metadata.values()):
+            callback(account_id, mailbox_id, entries)
 
     def learn(self, mailboxes: Iterable[tuple[MailboxId, AccountId]]) -> None:
         """Mailboxes (id, owner) a watcher listed."""
@@ -111,3 +126,13 @@ def subscriptions_changed(store: Store, account_id: AccountId) -> None:
     found = _HUBS.get(store)
     if found is not None:
         found.subscriptions_changed(account_id)
+
+
+def metadata_changed(
+    store: Store, account_id: AccountId, mailbox_id: MailboxId | None, entries: tuple[str, ...]
+) -> None:
+    """Tell this process's watchers that *account_id* set or removed these METADATA entries of
+    a mailbox (None: of the server)."""
+    found = _HUBS.get(store)
+    if found is not None:
+        found.metadata_changed(account_id, mailbox_id, entries)

@@ -16,9 +16,14 @@ may: while it waits for the next command (IDLE or not) and at the end of every c
 * MailboxName: ``* LIST`` for a mailbox made, renamed (``("OLDNAME" (old))``) or deleted
   (``\\NonExistent``); SubscriptionChange: ``* LIST`` with or without ``\\Subscribed``.
 
+* MailboxMetadataChange and ServerMetadataChange: ``* METADATA mailbox entry ...`` (RFC 5464
+  §4.4.2, names without values) when an entry of a covered mailbox, or of the server, is set or
+  removed in this process (another account's /private entries are not told).
+
 Mailboxes of others (``Shared/owner/...``) count when the account may see them (the l right)
-and read their status (r), as for LIST and STATUS. AnnotationChange, MailboxMetadataChange and
-ServerMetadataChange are refused with ``NO [BADEVENT (...)]`` naming the events pobox sends.
+and read their status (r), as for LIST and STATUS. AnnotationChange (per-message annotations,
+RFC 5257, which pobox does not have) is refused with ``NO [BADEVENT (...)]`` naming the events
+pobox sends.
 When the client stops reading, so that more than :data:`OVERFLOW_BYTES` wait to be written,
 the session sends ``* OK [NOTIFICATIONOVERFLOW]`` and notifies nothing more until the next
 NOTIFY SET (RFC 5465 §5.8).
@@ -40,7 +45,15 @@ from pobox.service.mailboxes import Mailboxes
 from pobox.store.api import DELIMITER, AccountId, Mailbox, MailboxId
 
 #: The events pobox sends (BADEVENT names them).
-SUPPORTED = ("MessageNew", "MessageExpunge", "FlagChange", "MailboxName", "SubscriptionChange")
+SUPPORTED = (
+    "MessageNew",
+    "MessageExpunge",
+    "FlagChange",
+    "MailboxName",
+    "SubscriptionChange",
+    "MailboxMetadataChange",
+    "ServerMetadataChange",
+)
 #: Octets waiting for a client that stops reading before notifications stop (overflow).
 OVERFLOW_BYTES = 1 << 20
 #: The STATUS items sent for new messages, for expunges, for flag changes (HIGHESTMODSEQ only
@@ -71,6 +84,7 @@ class NotifyState:
         self.watched: dict[MailboxId, tuple[str, dict[str, int]]] = {}
         self.pending: set[MailboxId] = set()
         self.subscriptions_changed = False
+        self.metadata: list[tuple[MailboxId | None, tuple[str, ...]]] = []
         self.busy = False
         self.handle = 0
         self.cares_for_new = any(g.events for g in others)
@@ -109,6 +123,19 @@ class NotifyState:
     def on_subscriptions(self, account_id: AccountId) -> None:
         if any("SubscriptionChange" in g.events for g in self.others):
             self.subscriptions_changed = True
+            self.session.wake.set()
+
+    def on_metadata(
+        self, changer: AccountId, mailbox_id: MailboxId | None, entries: tuple[str, ...]
+    ) -> None:
+        """METADATA set or removed (RFC 5464); another account's /private entries are its own."""
+        account = self.session.account
+        if account is None:
+            return
+        if changer != account.id:
+            entries = tuple(e for e in entries if not e.lower().startswith("/private/"))
+        if entries:
+            self.metadata.append((mailbox_id, entries))
             self.session.wake.set()
 
     def _wants_names(self) -> bool:
@@ -165,7 +192,7 @@ class NotifyState:
     # ---- sending -----------------------------------------------------------------------------
     async def deliver(self) -> None:
         """Send what changed in other mailboxes and in the mailbox list."""
-        if self.busy or (not self.pending and not self.subscriptions_changed):
+        if self.busy or not (self.pending or self.subscriptions_changed or self.metadata):
             return
         session = self.session
         if session.writer.transport.get_write_buffer_size() > OVERFLOW_BYTES:
@@ -184,6 +211,7 @@ class NotifyState:
             self.names = {name: m.id for name, m in visible.items()}
             self.ids = set(self.names.values())
             await self._statuses(pending, new)
+            self._metadata(new)
         finally:
             self.busy = False
 
@@ -203,6 +231,23 @@ class NotifyState:
             elif old[mid] != name:
                 extra = b'("OLDNAME" (' + r.mailbox_name(old[mid], utf8=self.session.utf8) + b"))"
                 send(r.ListItem((), DELIMITER, name, extra=extra))
+
+    def _metadata(self, names: dict[MailboxId, str]) -> None:
+        """``* METADATA mailbox entry ...`` (RFC 5464 §4.4.2: names, no values)."""
+        changes, self.metadata = self.metadata, []
+        selected = self._selected_id()
+        for mailbox_id, entries in changes:
+            if mailbox_id is None:
+                groups = [*self.others, *((self.selected,) if self.selected else ())]
+                if any("ServerMetadataChange" in g.events for g in groups):
+                    self.session.send(_MetadataNames("", entries))
+                continue
+            name = names.get(mailbox_id)
+            if name is None:
+                continue
+            group = self.selected if mailbox_id == selected else self.group_for(name)
+            if group is not None and "MailboxMetadataChange" in group.events:
+                self.session.send(_MetadataNames(name, entries))
 
     def _subscriptions(self, before: set[str]) -> None:
         for name in sorted(self.subscriptions ^ before):
@@ -280,6 +325,18 @@ class NotifyState:
         if self.handle:
             hub.hub(self.session.service.store).unwatch(self.handle)
             self.handle = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _MetadataNames:
+    """The unsolicited ``* METADATA mailbox entry *(SP entry)`` of RFC 5464 §4.4.2."""
+
+    mailbox: str
+    entries: tuple[str, ...]
+
+    def render(self, *, utf8: bool = False) -> bytes:
+        names = b" ".join(r.astring(e.encode("utf-8")) for e in self.entries)
+        return b"* METADATA " + r.mailbox_name(self.mailbox, utf8=utf8) + b" " + names + b"\r\n"
 
 
 def _untagged_only(*args: Any, **kwargs: Any) -> None:
@@ -360,9 +417,9 @@ async def notify(session: ImapSession, cmd: Notify) -> None:
         await state.start(cmd.status)
     except PoboxError as exc:
         raise CommandError(str(exc)) from None
-    state.handle = hub.hub(session.service.store).watch(
-        account.id, state.on_mailbox, state.on_subscriptions
-    )
+    changes = hub.hub(session.service.store)
+    state.handle = changes.watch(account.id, state.on_mailbox, state.on_subscriptions)
+    changes.watch_metadata(state.handle, state.on_metadata)
     session.notify = state
     await session.announce_updates()
     session.tagged(cmd.tag, "OK", "NOTIFY completed")
