@@ -188,3 +188,11 @@ async def test_the_special_use_is_set_and_announced(store: Store) -> None:
     await store.delete_mailbox(old.id)
     with pytest.raises(NotFound):
         await store.set_special_use(old.id, "\\Trash")
+
+
+async def test_entries_come_in_byte_order_of_their_names(store: Store) -> None:
+    anna = await store.create_account("anna@example.org", "h")
+    names = ["/shared/ab", "/shared/a_b", "/shared/a-b", "/shared/a/b", "/shared/a.b"]
+    await store.set_annotations(anna.id, None, [(n, b"v") for n in names])
+    found = (await store.get_annotations(anna.id, [None]))[None]
+    assert [n for n, _ in found] == sorted(names)

@@ -60,7 +60,7 @@ class PostgresMetadata:
             rows: list[Any] = await conn.fetch(
                 "SELECT coalesce(mailbox_id, 0), name, value FROM annotations"
                 " WHERE coalesce(mailbox_id, 0) = ANY($1::bigint[])"
-                " AND (owner_id IS NULL OR owner_id = $2) ORDER BY name",
+                ' AND (owner_id IS NULL OR owner_id = $2) ORDER BY name COLLATE "C"',
                 list(by_key),
                 account_id,
             )
