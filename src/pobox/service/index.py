@@ -588,6 +588,19 @@ class MailIndex:
         index.recent_floor = max(index.recent_floor, floor, below)
         return floor
 
+    async def poll(self, index: MailboxIndex) -> None:
+        """An explicit poll (IMAP NOOP, CHECK): one point read of the mailbox row, so that what
+        another process committed before the poll is seen now, not when its notification
+        arrives (SQLite's journal poll runs every 200 ms). Marks the index stale when the store
+        is ahead of it or the mailbox is gone; the caller's refresh then catches up."""
+        mailbox = await self.store.get_mailbox_by_id(index.id)
+        if mailbox is not None and mailbox.uidvalidity != index.mailbox.uidvalidity:
+            mailbox = None  # another mailbox under a reused id: this one is gone
+            index.gone = True
+            self._forget(index)
+        if mailbox is None or (index.loaded and mailbox.highest_modseq > index.modseq):
+            index._note()  # a deleted mailbox: the sync raises NotFound
+
     async def recent_floor(self, index: MailboxIndex) -> int:
         """The first UID of *index* that no session has claimed as \\Recent, claiming nothing
         (a read-only session: RFC 3501 §6.3.2, EXAMINE must not take \\Recent away).

@@ -26,6 +26,9 @@ async def capability(session: ImapSession, cmd: c.Capability) -> None:
 
 
 async def noop(session: ImapSession, cmd: c.Noop | c.Check) -> None:
+    if session.selected is not None:
+        # a poll sees what another worker or node committed before it (RFC 9051 §6.1.2)
+        await session.service.index.poll(session.selected.view.index)
     await session.announce_updates()
     session.tagged(cmd.tag, "OK", f"{cmd.NAME} completed")
 

@@ -1,0 +1,87 @@
+"""NOOP and CHECK are explicit polls (RFC 9051 §6.1.2): what another worker or node committed
+before the poll is announced by it, not only once the store's change notification arrives
+(SQLite's journal watcher looks every 200 ms). MailIndex.poll reads the mailbox row once."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from typing import Any, cast
+
+import pytest
+from tests.service.test_index import (  # noqa: F401 (fixtures)
+    Client,
+    Counting,
+    _measure,
+    imap,
+    inbox_of,
+    nodes,
+)
+from tests.store.util import append, message_bytes
+
+from pobox.errors import NotFound
+from pobox.server import Running
+from pobox.service.index import MailIndex
+from pobox.service.view import MailboxView
+from pobox.store.api import FlagOp, Store
+
+
+class _Deaf:
+    """A store whose change notifications never arrive (as if the watcher were late)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def add_listener(self, listener: Callable[..., Any]) -> None:
+        pass
+
+    def remove_listener(self, listener: Callable[..., Any]) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+async def test_a_poll_sees_what_another_worker_committed(nodes: list[Store]) -> None:  # noqa: F811
+    here, there = nodes
+    inbox = await inbox_of(here)
+    first = await append(there, inbox.id, message_bytes(1))
+    index = MailIndex(cast(Store, _Deaf(here)))
+    view = await MailboxView.open(index, inbox)
+    assert len(view) == 1
+
+    await append(there, inbox.id, message_bytes(2))
+    assert not view.changed()  # no notification: without a poll nothing is known
+    await index.poll(view.index)
+    update = await view.refresh()
+    assert update.exists == 2
+
+    await there.set_flags(inbox.id, [first.uid], FlagOp.ADD, frozenset({"\\Deleted"}))
+    await there.expunge(inbox.id, [first.uid])
+    await index.poll(view.index)
+    update = await view.refresh()
+    assert update.expunged == [1] and len(view) == 1
+
+    await index.poll(view.index)  # nothing new: nothing to do
+    assert not view.changed()
+
+    await there.delete_mailbox(inbox.id)
+    await index.poll(view.index)
+    with pytest.raises(NotFound):
+        await view.refresh()
+    view.close()
+
+
+async def test_noop_and_check_read_the_mailbox_row_once(imap: tuple[Running, Counting]) -> None:  # noqa: F811
+    running, counting = imap
+    a = await Client.connect(running)
+    try:
+        await a.command("SELECT INBOX")
+        for command in ("NOOP", "CHECK"):
+            calls = await _measure(counting, lambda c=command: a.command(c))  # type: ignore[misc]
+            assert calls == Counter({"get_mailbox_by_id": 1}), (command, calls)
+        await a.command("UNSELECT")
+        calls = await _measure(counting, lambda: a.command("NOOP"))
+        assert calls == Counter(), calls  # nothing selected: nothing to poll
+    finally:
+        await a.close()
