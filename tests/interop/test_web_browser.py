@@ -280,14 +280,32 @@ def test_two_sessions_search_download_reply_and_forward(
     first.click("ul.attachments a:text-is('view')")  # type: ignore[attr-defined]
     first.wait_for_selector("text=The figures are attached.")  # type: ignore[attr-defined]
 
+    # a draft saves itself while it is written (one draft, replaced), and goes when sent
+    first.click("text=Write")  # type: ignore[attr-defined]
+    first.fill("#to", ALICE)  # type: ignore[attr-defined]
+    first.fill("#subject", "Thinking aloud")  # type: ignore[attr-defined]
+    first.wait_for_selector("#autosaved:has-text('Draft saved')")  # type: ignore[attr-defined]
+    first.fill("#body", "First thoughts, then more.")  # type: ignore[attr-defined]
+    first.wait_for_function(  # type: ignore[attr-defined]
+        "document.querySelector('input[name=draft]').value !== ''"
+    )
+
     imap = imaplib.IMAP4("127.0.0.1", server.ports["imap"])
     imap.login(ALICE, PASSWORD)
+    imap.select("Drafts")
+    status, data = imap.uid("SEARCH", "SUBJECT", '"Thinking aloud"')
+    assert status == "OK" and len(data[0].split()) == 1
+    first.click("#send")  # type: ignore[attr-defined]
+    first.wait_for_selector("text=message sent")  # type: ignore[attr-defined]
+    imap.select("Drafts")
+    status, data = imap.uid("SEARCH", "ALL")
+    assert data[0].split() == []
     imap.select("INBOX")
     status, data = imap.uid("SEARCH", "ANSWERED", "SUBJECT", "Quarterly")
     assert status == "OK" and data[0].split()
     imap.select("Sent")
     status, data = imap.uid("SEARCH", "ALL")
-    assert len(data[0].split()) == 2  # the reply and the forward
+    assert len(data[0].split()) == 3  # the reply, the forward and the finished draft
     imap.logout()
     first_context.close()  # type: ignore[attr-defined]
     second_context.close()  # type: ignore[attr-defined]

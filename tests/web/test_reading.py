@@ -383,3 +383,23 @@ async def test_mark_unread_from_the_message_page_stays_unread(web: Web) -> None:
     await web.client.get(f"/m/{inbox}/1", headers={"x-requested-with": "live"})
     (meta,) = await web.service.store.get_messages(MailboxId(inbox), [Uid(1)])
     assert "\\Seen" not in meta.flags
+
+
+async def test_autosave_keeps_one_draft_and_sending_removes_it(web: Web) -> None:
+    await web.login()
+    token = await web.csrf("/compose")
+    drafts = await web.folder_id(ALICE, "Drafts")
+    first = await web.client.post(
+        "/compose", data={"csrf": token, "action": "autosave", "to": BOB, "subject": "Dra"}
+    )
+    assert first.status_code == 200
+    draft = first.json()["draft"]
+    assert draft.startswith(f"{drafts}:")
+    second = await web.client.post(
+        "/compose",
+        data={"csrf": token, "action": "autosave", "to": BOB, "subject": "Draft", "draft": draft},
+    )
+    metas = await web.service.store.list_messages(MailboxId(drafts))
+    assert [f"{drafts}:{m.uid}" for m in metas] == [second.json()["draft"]]
+    missing = await web.client.post("/compose", data={"action": "autosave", "subject": "x"})
+    assert missing.status_code == 403

@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import (
     HTMLResponse,
+    JSONResponse,
     PlainTextResponse,
     RedirectResponse,
     Response,
@@ -766,6 +767,10 @@ class WebApp:
             if draft_text:
                 folder_text, _, uid_text = draft_text.partition(":")
                 draft = (_int(folder_text, "folder"), _int(uid_text, "message"))
+            if _field(form, "action") == "autosave":  # the page's script, as the user writes
+                uid = await webmail.save_draft(login.account, out, draft)
+                drafts = await webmail.special(login.account, "\\Drafts")
+                return JSONResponse({"draft": f"{drafts.id}:{uid}"})
             if _field(form, "action") == "save":
                 await webmail.save_draft(login.account, out, draft)
                 drafts = await webmail.special(login.account, "\\Drafts")

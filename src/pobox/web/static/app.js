@@ -93,7 +93,49 @@
     });
   }
 
+  // drafts save themselves: a few seconds after the last change, into Drafts (the server
+  // answers with the draft's folder:uid, which the next save replaces)
+  function autosave() {
+    const form = document.querySelector("form.compose[data-autosave]");
+    if (!form || !window.fetch || !window.FormData) return;
+    const wait = Number(form.dataset.autosave) || 3000;
+    let timer = null;
+    let saving = false;
+    function save() {
+      if (saving) {
+        timer = setTimeout(save, wait);
+        return;
+      }
+      saving = true;
+      const data = new FormData(form);
+      data.set("action", "autosave");
+      // form.action would be the buttons named "action": the attribute is meant
+      fetch(form.getAttribute("action"), { method: "POST", body: data, credentials: "same-origin" })
+        .then(function (response) {
+          return response.ok ? response.json() : null;
+        })
+        .then(function (answer) {
+          saving = false;
+          if (!answer) return;
+          form.querySelector('input[name="draft"]').value = answer.draft;
+          const status = document.getElementById("autosaved");
+          if (status) status.textContent = "Draft saved " + new Date().toLocaleTimeString();
+        })
+        .catch(function () {
+          saving = false;
+        });
+    }
+    form.addEventListener("input", function () {
+      if (timer) clearTimeout(timer);
+      timer = setTimeout(save, wait);
+    });
+    form.addEventListener("submit", function () {
+      if (timer) clearTimeout(timer);
+    });
+  }
+
   wireSelectAll();
+  autosave();
   live();
   keys();
 })();
