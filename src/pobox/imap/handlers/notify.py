@@ -32,6 +32,7 @@ NOTIFY SET (RFC 5465 §5.8).
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any
 
 from pobox.errors import PoboxError
@@ -43,6 +44,8 @@ from pobox.imap.session import AUTH, CommandError, CommandSpec, ImapSession
 from pobox.service import notify as hub
 from pobox.service.mailboxes import Mailboxes
 from pobox.store.api import DELIMITER, AccountId, Mailbox, MailboxId
+
+log = logging.getLogger("pobox.imap")
 
 #: The events pobox sends (BADEVENT names them).
 SUPPORTED = (
@@ -317,6 +320,8 @@ class NotifyState:
         session.tagged = _untagged_only  # the FETCH is the client's event, not a command
         try:
             await fetch(self.session, cmd)
+        except (CommandError, PoboxError) as exc:  # a message went meanwhile: no event for it
+            log.info("NOTIFY MessageNew fetch failed: %s", exc)
         finally:
             del session.tagged
             self.busy = False
@@ -375,7 +380,7 @@ async def on_wake(session: ImapSession) -> None:
         await session.announce_updates(expunge=group.filter == "SELECTED")
     else:
         session.wake.clear()
-        await state.deliver()
+        await _deliver(state)
 
 
 async def after_announce(session: ImapSession, last_uid: int) -> None:
@@ -383,7 +388,14 @@ async def after_announce(session: ImapSession, last_uid: int) -> None:
     state = _current(session)
     if state is not None:
         await state.new_messages(last_uid)
+        await _deliver(state)
+
+
+async def _deliver(state: NotifyState) -> None:
+    try:
         await state.deliver()
+    except PoboxError as exc:  # the store failed: the next change tries again
+        log.warning("NOTIFY delivery failed: %s", exc)
 
 
 def _decode(session: ImapSession, group: EventGroup) -> _Group:
