@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from tests.store.util import append, message_bytes, new_message
 
-from pobox.errors import NotFound, OverQuota
+from pobox.errors import Expunged, OverQuota
 from pobox.store.api import MailboxId, QuotaLimits, Store, Uid
 
 
@@ -51,9 +51,9 @@ async def test_replace_of_a_message_gone_stores_nothing(store: Store) -> None:
     _, inbox = await _inbox(store, "r@example.org")
     old = await append(store, inbox, message_bytes(1))
     await store.expunge(inbox, [old.uid])
-    with pytest.raises(NotFound):
+    with pytest.raises(Expunged):
         await store.replace(inbox, await new_message(store, message_bytes(2)), inbox, old.uid)
-    with pytest.raises(NotFound):
+    with pytest.raises(Expunged):
         await store.replace(inbox, await new_message(store, message_bytes(2)), inbox, Uid(99))
     assert await store.list_messages(inbox) == []
 

@@ -553,7 +553,7 @@ class Store(Protocol):
         quota: QuotaLimits | None = None,
     ) -> tuple[MessageMeta, Expunged]:
         """Append *message* to *mailbox_id* and expunge *uid* from *src*, in one transaction
-        (IMAP REPLACE, RFC 8508): both or neither. NotFound (and nothing stored) when *uid* is
+        (IMAP REPLACE, RFC 8508): both or neither. Expunged (and nothing stored) when *uid* is
         no longer in *src*; with *quota*, the limits are checked after both."""
         ...
 

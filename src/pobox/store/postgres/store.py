@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from pobox.errors import AlreadyExists, ConfigError, InvalidInput, NotFound, PoboxError, Temporary
+from pobox.errors import Expunged as ExpungedError
 from pobox.store.api import (
     DEFAULT_MAILBOXES,
     Account,
@@ -1028,7 +1029,7 @@ class PostgresStore(
                 raise NotFound("no such mailbox")
             gone = await self._expunge(tx, src, [uid], False, locked[src])
             if not gone:
-                raise NotFound("the message to replace no longer exists")
+                raise ExpungedError("the message to replace was expunged")
             return await self._append_in(tx, mailbox_id, message, quota), gone[0]
 
         try:

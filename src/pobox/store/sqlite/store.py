@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pobox.errors import AlreadyExists, InvalidInput, NotFound
+from pobox.errors import Expunged as ExpungedError
 from pobox.store.api import (
     DEFAULT_MAILBOXES,
     Account,
@@ -860,7 +861,7 @@ class SqliteStore(
             # the old one goes first, so that the quota is checked on what is left after both
             gone, doomed = self._expunge(conn, src, [uid], False)
             if not gone:
-                raise NotFound("the message to replace no longer exists")
+                raise ExpungedError("the message to replace was expunged")
             return append(conn), gone[0], doomed
 
         try:
