@@ -494,6 +494,11 @@ def build_parser() -> argparse.ArgumentParser:
     from pobox.cli import acl
 
     acl.add_parser(commands)
+
+    # `pobox metadata …`: IMAP METADATA entries (docs/imap.md)
+    from pobox.cli import metadata
+
+    metadata.add_parser(commands)
     return parser
 
 

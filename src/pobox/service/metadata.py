@@ -217,10 +217,16 @@ class Metadata:
 
     # -- writing ----------------------------------------------------------------------------
     async def set(
-        self, account: Account, name: str, changes: Sequence[tuple[str, bytes | None]]
+        self,
+        account: Account,
+        name: str,
+        changes: Sequence[tuple[str, bytes | None]],
+        *,
+        admin: bool = False,
     ) -> None:
         """SETMETADATA: all of *changes* or none (§4.3). A later value for the same entry
-        wins."""
+        wins. *admin*: the server's administrator acts (``pobox metadata``), who may set the
+        server's ``/shared`` entries as ``[metadata] admins`` may."""
         todo: dict[str, bytes | None] = {}
         for entry, value in changes:
             todo[entry_name(entry)] = value
@@ -232,7 +238,8 @@ class Metadata:
         use_change: tuple[bool, str | None] = (False, None)
         mailbox: Mailbox | None = None
         if name == "":
-            if any(not _is_private(e) for e in todo) and not self._is_admin(account):
+            shared = any(not _is_private(e) for e in todo)
+            if shared and not (admin or self._is_admin(account)):
                 raise NoPermission("only the server's administrators set its /shared entries")
             if SERVER_ADMIN in todo and self.config.admin:
                 raise NotAllowed(f"{SERVER_ADMIN} is set by [metadata] admin in the configuration")
