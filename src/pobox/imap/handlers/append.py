@@ -78,11 +78,10 @@ async def _start(session: ImapSession, event: AppendStart) -> None:
                     raise CommandError(f"mailbox {name} does not exist", "TRYCREATE") from None
                 state.mailbox = state.access.mailbox
             elif state.mailbox is None or state.mailbox.name != name:
-                held = session.service.index.find(account.id, name)
-                if held is not None and not held.stale:  # open in this process: no read
-                    mailbox: Mailbox | None = held.mailbox
-                else:
-                    mailbox = await session.service.store.get_mailbox(account.id, name)
+                # always the store's row: an index this process holds may be of a mailbox that
+                # another worker deleted (and maybe created again under the same name) before
+                # its notification arrived here
+                mailbox = await session.service.store.get_mailbox(account.id, name)
                 if mailbox is None:
                     raise CommandError(f"mailbox {name} does not exist", "TRYCREATE")
                 state.mailbox = mailbox
@@ -221,6 +220,8 @@ async def _end(session: ImapSession, event: AppendEnd) -> None:
     except PoboxError as exc:
         await state.abort()
         text, code = error_code(exc)
+        if session.selected is not None:  # e.g. the expunge that failed a REPLACE
+            await session.announce_updates()
         session.tagged(event.tag, "NO", text, r.ResponseCode.plain(code) if code else None)
         return
     await quota.after_write(mailbox.account_id, limits, (sum(m.size for m in metas), len(metas)))
