@@ -46,3 +46,20 @@ async def test_log_out_everywhere_and_purge(store: Store) -> None:
     await store.web_session_add(WebSession("o" * 64, alice.id, 1.0, 500.0))  # too old
     assert await store.web_session_purge(idle_before=50.0, created_before=50.0) == 2
     assert await store.web_session_get("b" * 64) is not None
+
+
+async def test_a_session_goes_with_the_app_password_it_logged_in_with(store: Store) -> None:
+    alice = await store.create_account("alice@example.org", "h")
+    phone = await store.add_login(alice.id, "Phone", "hash", 1.0)
+    laptop = await store.add_login(alice.id, "Laptop", "hash", 1.0)
+    await store.web_session_add(WebSession("p" * 64, alice.id, 1.0, 1.0, phone.id))
+    await store.web_session_add(WebSession("l" * 64, alice.id, 1.0, 1.0, laptop.id))
+    await store.web_session_add(WebSession("m" * 64, alice.id, 1.0, 1.0))
+    got = await store.web_session_get("p" * 64)
+    assert got is not None and got.login_id == phone.id
+    await store.delete_login(alice.id, "Phone")
+    assert await store.web_session_get("p" * 64) is None
+    assert await store.web_session_get("l" * 64) is not None
+    assert await store.web_session_get("m" * 64) is not None
+    with pytest.raises(AlreadyExists):  # an app password that is gone logs nobody in
+        await store.web_session_add(WebSession("q" * 64, alice.id, 1.0, 1.0, phone.id))

@@ -136,3 +136,16 @@ async def test_app_passwords_in_settings(web: Web) -> None:
     assert missing.status_code == 404
     no_token = await web.client.post("/settings/app-passwords", data={"delete": "x"})
     assert no_token.status_code == 403
+
+
+async def test_deleting_an_app_password_ends_the_web_sessions_it_opened(web: Web) -> None:
+    from pobox.service.logins import Logins
+
+    made = await Logins(web.service.store).add(ALICE, "Tablet")
+    await web.login()  # with the account's password
+    async with web.other_client() as tablet:
+        assert (await web.login(password=made.password, client=tablet)).status_code == 303
+        assert (await tablet.get("/settings")).status_code == 200
+        await Logins(web.service.store).delete(ALICE, "Tablet")
+        assert (await tablet.get("/settings")).status_code == 303  # to the login page
+    assert (await web.client.get("/settings")).status_code == 200  # the other session goes on

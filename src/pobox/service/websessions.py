@@ -64,16 +64,17 @@ class WebSessions:
     def config(self) -> WebConfig:
         return self.settings()
 
-    async def start(self, account: Account) -> str:
-        """A new session for *account*; returns its id (for the cookie only)."""
+    async def start(self, account: Account, login_id: int | None = None) -> str:
+        """A new session for *account* (logged in with the app password *login_id*, None: with
+        the account's password); returns its id (for the cookie only)."""
         now = self.clock()
         for _ in range(3):
             session_id = secrets.token_urlsafe(32)
             try:
                 await self.store.web_session_add(
-                    WebSession(session_hash(session_id), account.id, now, now)
+                    WebSession(session_hash(session_id), account.id, now, now, login_id)
                 )
-            except AlreadyExists:  # a collision (never), or the account was deleted meanwhile
+            except AlreadyExists:  # a collision (never), or the account or app password went
                 continue
             return session_id
         raise AlreadyExists("no session could be started for this account")

@@ -422,6 +422,9 @@ class WebSession:
     account_id: AccountId
     created: float
     last_seen: float
+    #: the app password the session logged in with (None: the account's password); deleting
+    #: the app password ends the session
+    login_id: int | None = None
 
 
 class Store(Protocol):

@@ -386,19 +386,23 @@ class WebApp:
             return await self.login_form(request, "Enter your address and password.", 400)
         remote = request.client.host if request.client else ""
         try:
-            account = await self.state.service.auth.authenticate(
-                address.strip(), password, remote=remote
-            )
+            signed = await self.state.service.auth.sign_in(address.strip(), password, remote=remote)
         except Blocked:
             return await self.login_form(
                 request, "Too many failed logins. Please try again later.", 429
             )
-        if account is None:
+        if signed is None:
             return await self.login_form(request, "Wrong address or password.", 401)
+        account = signed.account
         old = request.cookies.get(SESSION_COOKIE)
         if old:  # a new id at every login (no session fixation)
             await self.state.sessions.end(old)
-        session_id = await self.state.sessions.start(account)
+        try:  # deleting the app password it logged in with ends the session (the store's)
+            session_id = await self.state.sessions.start(
+                account, None if signed.login is None else signed.login.id
+            )
+        except AlreadyExists:  # the app password was deleted a moment ago
+            return await self.login_form(request, "Wrong address or password.", 401)
         target = form.get("next")
         response = RedirectResponse(
             _local_target(target if isinstance(target, str) else "") or "/", status_code=303

@@ -266,14 +266,16 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX messages_internal_date ON messages (mailbox_id, internal_date)
     """,
     # 10: webmail sessions (docs/decisions/webmail-sessions.md): only a SHA-256 of each session
-    # id is kept; a session goes with its account
+    # id is kept; a session goes with its account, and with the app password it logged in with
     """
     CREATE TABLE web_sessions (
         id_hash TEXT PRIMARY KEY,
         account_id BIGINT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        login_id BIGINT REFERENCES logins(id) ON DELETE CASCADE,
         created DOUBLE PRECISION NOT NULL,
         last_seen DOUBLE PRECISION NOT NULL
     );
+    CREATE INDEX web_sessions_login ON web_sessions (login_id);
     CREATE INDEX web_sessions_account ON web_sessions (account_id)
     """,
     # 11: IMAP METADATA annotations (RFC 5464; docs/decisions/metadata.md): mailbox_id NULL is

@@ -28,28 +28,33 @@ class PostgresWebSessions:
     async def web_session_add(self, session: WebSession) -> None:
         async def run(tx: Tx) -> None:
             inserted = await tx.conn.fetchval(
-                "INSERT INTO web_sessions (id_hash, account_id, created, last_seen)"
-                " SELECT $1, id, $3, $4 FROM accounts WHERE id = $2"
+                "INSERT INTO web_sessions (id_hash, account_id, login_id, created, last_seen)"
+                " SELECT $1, a.id, $5, $3, $4 FROM accounts a WHERE a.id = $2"
+                " AND ($5::bigint IS NULL OR EXISTS"
+                " (SELECT 1 FROM logins l WHERE l.id = $5 AND l.account_id = a.id))"
                 " ON CONFLICT (id_hash) DO NOTHING RETURNING 1",
                 session.id_hash,
                 session.account_id,
                 session.created,
                 session.last_seen,
+                session.login_id,
             )
             if inserted is None:
-                raise AlreadyExists("web session exists, or its account is gone")
+                raise AlreadyExists("web session exists, or its account or app password is gone")
 
         await self._write(run)
 
     async def web_session_get(self, id_hash: str) -> WebSession | None:
         async def run(conn: Any) -> WebSession | None:
             row = await conn.fetchrow(
-                "SELECT account_id, created, last_seen FROM web_sessions WHERE id_hash = $1",
+                "SELECT account_id, created, last_seen, login_id FROM web_sessions"
+                " WHERE id_hash = $1",
                 id_hash,
             )
             if row is None:
                 return None
-            return WebSession(id_hash, AccountId(int(row[0])), float(row[1]), float(row[2]))
+            login = None if row[3] is None else int(row[3])
+            return WebSession(id_hash, AccountId(int(row[0])), float(row[1]), float(row[2]), login)
 
         return await self._read(run)
 

@@ -18,24 +18,34 @@ class SqliteWebSessions:
         def run(conn: sqlite3.Connection) -> None:
             try:
                 conn.execute(
-                    "INSERT INTO web_sessions (id_hash, account_id, created, last_seen)"
-                    " VALUES (?, ?, ?, ?)",
-                    (session.id_hash, session.account_id, session.created, session.last_seen),
+                    "INSERT INTO web_sessions (id_hash, account_id, login_id, created, last_seen)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (
+                        session.id_hash,
+                        session.account_id,
+                        session.login_id,
+                        session.created,
+                        session.last_seen,
+                    ),
                 )
             except sqlite3.IntegrityError as exc:
-                raise AlreadyExists("web session exists, or its account is gone") from exc
+                raise AlreadyExists(
+                    "web session exists, or its account or app password is gone"
+                ) from exc
 
         await self._db.write(run)
 
     async def web_session_get(self, id_hash: str) -> WebSession | None:
         def run(conn: sqlite3.Connection) -> WebSession | None:
             row = conn.execute(
-                "SELECT account_id, created, last_seen FROM web_sessions WHERE id_hash = ?",
+                "SELECT account_id, created, last_seen, login_id FROM web_sessions"
+                " WHERE id_hash = ?",
                 (id_hash,),
             ).fetchone()
             if row is None:
                 return None
-            return WebSession(id_hash, AccountId(int(row[0])), float(row[1]), float(row[2]))
+            login = None if row[3] is None else int(row[3])
+            return WebSession(id_hash, AccountId(int(row[0])), float(row[1]), float(row[2]), login)
 
         return await self._db.read(run)
 
