@@ -1,10 +1,10 @@
 """UNAUTHENTICATE (RFC 8437): the connection goes back to the not authenticated state.
 
 Everything the login took is given back: the selected mailbox is released without expunging
-(as UNSELECT), an APPEND never finishes, the per-account session slot is freed, the app
-password's revocation hook is unhooked, and what ENABLE turned on is off again (RFC 8437 §3: a
-new login starts as on a fresh connection). TLS and COMPRESS stay: they belong to the
-connection, not to the user.
+(as UNSELECT), an APPEND never finishes, NOTIFY stops watching, the per-account session slot is
+freed, the app password's revocation hook is unhooked, and what ENABLE turned on is off again
+(RFC 8437 §3: a new login starts as on a fresh connection). TLS and COMPRESS stay: they belong
+to the connection, not to the user.
 """
 
 from __future__ import annotations
@@ -14,12 +14,14 @@ from typing import Any
 from pobox import metrics
 from pobox.imap import commands as c
 from pobox.imap.handlers import append as append_handler
+from pobox.imap.handlers import notify as notify_handler
 from pobox.imap.session import AUTH, CommandSpec, ImapSession, State
 
 
 async def release_login(session: ImapSession) -> None:
     """Give back what a login took (the session stays connected, not authenticated)."""
     await append_handler.abort(session)
+    notify_handler.close(session)  # NOTIFY SET is the user's (RFC 5465)
     if session.selected is not None:
         await session.select(None)
     account = session.account
