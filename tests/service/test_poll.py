@@ -4,8 +4,10 @@ before the poll is announced by it, not only once the store's change notificatio
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -19,11 +21,13 @@ from tests.service.test_index import (  # noqa: F401 (fixtures)
 )
 from tests.store.util import append, message_bytes
 
+from pobox.config import Config
 from pobox.errors import NotFound
 from pobox.server import Running
 from pobox.service.index import MailIndex
 from pobox.service.view import MailboxView
 from pobox.store.api import FlagOp, Store
+from pobox.store.factory import create_store
 
 
 class _Deaf:
@@ -85,3 +89,38 @@ async def test_noop_and_check_read_the_mailbox_row_once(imap: tuple[Running, Cou
         assert calls == Counter(), calls  # nothing selected: nothing to poll
     finally:
         await a.close()
+
+
+async def test_append_goes_to_the_mailbox_now_under_that_name(
+    running: Running, config: Config
+) -> None:
+    # another worker deletes a mailbox this process still has indexed and creates one of the
+    # same name; its notification has not arrived here yet: APPEND goes to the new mailbox
+    service = running.service
+    account = await service.accounts.add("poll@example.org", "secret")
+    box = await service.store.create_mailbox(account.id, "Box")
+    await append(service.store, box.id, message_bytes(1))
+    index = service.index
+    held = await index.acquire(box)
+    service.store.remove_listener(index._on_change)  # the notification is late
+    there = create_store("sqlite", Path(config.data_dir))
+    await there.open()
+    try:
+        await there.delete_mailbox(box.id)
+        new = await there.create_mailbox(account.id, "Box")
+    finally:
+        await there.close()
+    try:
+        assert not held.stale  # nothing told this process
+        reader, writer = await asyncio.open_connection("127.0.0.1", running.port("imap"))
+        try:
+            await reader.readline()
+            writer.write(b'a LOGIN "poll@example.org" "secret"\r\n')
+            writer.write(b"b APPEND Box {20+}\r\nSubject: again\r\n\r\nhi\r\n")
+            lines = [await reader.readline() for _ in range(2)]
+            assert lines[1].startswith(b"b OK [APPENDUID %d 1]" % new.uidvalidity), lines
+        finally:
+            writer.close()
+        assert (await service.store.mailbox_status(new.id)).messages == 1
+    finally:
+        index.release(held)
