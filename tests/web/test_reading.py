@@ -403,3 +403,18 @@ async def test_autosave_keeps_one_draft_and_sending_removes_it(web: Web) -> None
     assert [f"{drafts}:{m.uid}" for m in metas] == [second.json()["draft"]]
     missing = await web.client.post("/compose", data={"action": "autosave", "subject": "x"})
     assert missing.status_code == 403
+
+
+async def test_a_draft_in_a_full_account_is_refused(web: Web) -> None:
+    """Drafts and copies in Sent count against the quota like any APPEND (docs/quota.md)."""
+    await web.service.accounts.set_setting(ALICE, "quota.messages", "1")
+    await web.deliver(ALICE, plain("Question", "Are you there?"))  # the one message allowed
+    await web.login()
+    token = await web.csrf("/compose")
+    response = await web.client.post(
+        "/compose",
+        data={"csrf": token, "action": "save", "to": BOB, "subject": "Later", "body": "..."},
+    )
+    assert response.status_code == 413, response.text
+    drafts = await web.folder_id(ALICE, "Drafts")
+    assert await web.service.store.list_messages(drafts) == []  # type: ignore[arg-type]

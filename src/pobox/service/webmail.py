@@ -838,7 +838,10 @@ class Webmail:
         new = await asyncio.to_thread(
             spool_message, self.store.new_spool(), chunked(data), flags=flags
         )
-        meta = await self.service.index.append(mailbox.id, new)
+        # the same quota check as IMAP APPEND and delivery (docs/quota.md): a full account
+        # refuses the copy in Sent or the draft with OverQuota, which the page reports
+        limits = await self.service.quota.current_limits(mailbox.account_id)
+        meta = await self.service.index.append(mailbox.id, new, quota=limits)
         return meta.uid
 
     async def mark_answered(self, account: Account, mailbox_id: int, uid: int) -> None:
