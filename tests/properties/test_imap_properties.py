@@ -544,9 +544,10 @@ COMMAND: st.SearchStrategy[Command] = st.one_of(
         st.one_of(st.none(), st.sampled_from(["UTF-8", "US-ASCII"])),
         st.one_of(
             st.none(),
-            st.lists(st.sampled_from(["MIN", "MAX", "ALL", "COUNT", "SAVE"]), max_size=3).map(
-                tuple
-            ),
+            # each option once: a repeated one is BAD (pobox.imap.search_grammar)
+            st.lists(
+                st.sampled_from(["MIN", "MAX", "ALL", "COUNT", "SAVE"]), max_size=3, unique=True
+            ).map(tuple),
         ),
     ),
     st.builds(
