@@ -124,3 +124,44 @@ async def test_append_goes_to_the_mailbox_now_under_that_name(
         assert (await service.store.mailbox_status(new.id)).messages == 1
     finally:
         index.release(held)
+
+
+async def test_expunge_sees_what_another_worker_did_before_it(
+    running: Running, config: Config
+) -> None:
+    # RFC 9051 §6.4.3: EXPUNGE removes every message that has \Deleted, whoever set it; and a
+    # message another session expunged meanwhile is announced (imaptest's "expunge" script,
+    # with the two sessions on two workers)
+    service = running.service
+    account = await service.accounts.add("poll@example.org", "secret")
+    inbox = await service.store.get_mailbox(account.id, "INBOX")
+    assert inbox is not None
+    metas = [await append(service.store, inbox.id, message_bytes(n)) for n in range(3)]
+    reader, writer = await asyncio.open_connection("127.0.0.1", running.port("imap"))
+    try:
+        await reader.readline()
+        writer.write(b'a LOGIN "poll@example.org" "secret"\r\nb SELECT INBOX\r\n')
+        while not (await reader.readline()).startswith(b"b OK"):
+            pass
+        service.store.remove_listener(service.index._on_change)  # notifications are late
+        there = create_store("sqlite", Path(config.data_dir))
+        await there.open()
+        try:
+            deleted = frozenset({"\\Deleted"})
+            await there.set_flags(inbox.id, [metas[0].uid, metas[2].uid], FlagOp.ADD, deleted)
+            await there.expunge(inbox.id, [metas[0].uid])
+        finally:
+            await there.close()
+        writer.write(b"c EXPUNGE\r\n")
+        lines = []
+        while not (line := await reader.readline()).startswith(b"c "):
+            lines.append(line)
+        assert line.startswith(b"c OK"), lines
+        # either order keeps every number valid when it is sent
+        assert lines in (
+            [b"* 1 EXPUNGE\r\n", b"* 2 EXPUNGE\r\n"],
+            [b"* 3 EXPUNGE\r\n", b"* 1 EXPUNGE\r\n"],
+        ), lines
+        assert (await service.store.mailbox_status(inbox.id)).messages == 1
+    finally:
+        writer.close()

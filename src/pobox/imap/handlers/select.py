@@ -130,8 +130,10 @@ async def _expunge_deleted(session: ImapSession, uids: set[Uid] | None, announce
     if selected.read_only:
         raise CommandError("mailbox is read-only", "READ-ONLY")
     selected.require("e")  # RFC 4314 §4
-    # current flags, including what other sessions did meanwhile: the shared index has them
+    # current flags, including what other sessions did meanwhile: the shared index has them,
+    # and a poll brings in what other workers or nodes committed before this command
     index = selected.view.index
+    await session.service.index.poll(index)
     await index.sync()
     if uids is None:
         doomed = [
