@@ -620,7 +620,8 @@ def test_imapclient_fetch(server: ServerProcess, account: str) -> None:
         assert sorted(result) == list(range(1, len(messages) + 1))
         for uid, data in result.items():
             assert data[b"RFC822.SIZE"] == len(messages[uid - 1])
-            assert data[b"FLAGS"] == ()
+            # EXAMINE claims no \Recent, but shows it (RFC 3501 §6.3.2; as Dovecot does)
+            assert data[b"FLAGS"] == (b"\\Recent",)
         assert result[1][b"ENVELOPE"].subject == b"Lunch on Friday?"
         assert result[9][b"ENVELOPE"].subject.startswith(b"=?utf-8?Q?Gr=C3=BC")
         assert result[5][b"BODYSTRUCTURE"].is_multipart
