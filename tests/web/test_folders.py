@@ -149,3 +149,44 @@ async def test_deleting_an_app_password_ends_the_web_sessions_it_opened(web: Web
         await Logins(web.service.store).delete(ALICE, "Tablet")
         assert (await tablet.get("/settings")).status_code == 303  # to the login page
     assert (await web.client.get("/settings")).status_code == 200  # the other session goes on
+
+
+async def test_folders_shared_with_the_user_follow_their_rights(web: Web) -> None:
+    """Another account's folder shared with the user (docs/sharing.md) is in the folder list
+    under Shared/owner/Folder and does what the rights say; unshared, it is not there at all."""
+    service = web.service
+    bob = await service.accounts.require(BOB)
+    team = await service.store.create_mailbox(bob.id, "Team")
+    await web.deliver(BOB, b"From: carol@example.net\r\nSubject: plan\r\n\r\nthe plan\r\n")
+    inbox = await service.store.get_mailbox(bob.id, "INBOX")
+    assert inbox is not None
+    await service.index.copy(inbox.id, [(await service.store.list_messages(inbox.id))[0].uid],
+                             team.id)  # fmt: skip
+    await web.login()
+    page = await web.client.get(f"/f/{team.id}")
+    assert page.status_code == 404  # not shared: it does not exist for alice
+    await service.acl.set_acl(bob, "Team", ALICE, "lr")
+    home = await web.client.get("/folders")
+    assert f"Shared/{BOB}/Team" in home.text
+    page = await web.client.get(f"/f/{team.id}")
+    assert page.status_code == 200 and f"<h1>Shared/{BOB}/Team" in page.text
+    message = await web.client.get(f"/m/{team.id}/1")
+    assert message.status_code == 200 and "plan" in message.text
+    token = await web.csrf(f"/f/{team.id}")
+    for action in ("seen", "flag", "delete"):  # s, w and t+e are missing
+        refused = await web.client.post(
+            f"/f/{team.id}/act", data={"csrf": token, "action": action, "uid": "1"}
+        )
+        assert refused.status_code == 403, (action, refused.status_code)
+    (meta,) = await service.store.list_messages(team.id)
+    assert meta.flags == frozenset()
+    await service.acl.set_acl(bob, "Team", ALICE, "+s")
+    done = await web.client.post(
+        f"/f/{team.id}/act", data={"csrf": token, "action": "seen", "uid": "1"}
+    )
+    assert done.status_code in (200, 303), done.text
+    (meta,) = await service.store.list_messages(team.id)
+    assert meta.flags == frozenset({"\\Seen"})  # shared flags: bob sees it read too
+    await service.acl.delete_acl(bob, "Team", ALICE)
+    assert (await web.client.get(f"/f/{team.id}")).status_code == 404
+    assert f"Shared/{BOB}/Team" not in (await web.client.get("/folders")).text

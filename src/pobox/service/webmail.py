@@ -21,11 +21,12 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.message import EmailMessage
 
-from pobox.errors import InvalidInput, NotAllowed, NotFound
+from pobox.errors import InvalidInput, NoPermission, NotAllowed, NotFound
 from pobox.mail.envelope import Address
 from pobox.mail.headers import split_fields
 from pobox.mail.structure import MimePart, ParsedMessage, bstr
 from pobox.mail.text import part_bytes, part_text
+from pobox.service.acl import Access, flag_right
 from pobox.service.content import chunked, spool_message
 from pobox.service.index import SEEN_BIT, MailboxIndex
 from pobox.service.logins import Logins, NewLogin
@@ -91,6 +92,8 @@ class Folder:
     mailbox: Mailbox
     messages: int
     unseen: int
+    #: the name the user sees: another account's shared folder is Shared/owner/Folder
+    label: str = ""
 
     @property
     def id(self) -> MailboxId:
@@ -98,7 +101,11 @@ class Folder:
 
     @property
     def name(self) -> str:
-        return self.mailbox.name
+        return self.label or self.mailbox.name
+
+    @property
+    def shared(self) -> bool:
+        return bool(self.label)
 
     @property
     def special_use(self) -> str | None:
@@ -313,24 +320,54 @@ class Webmail:
         self._unseen: dict[MailboxId, tuple[int, int]] = {}
 
     # ---- folders -------------------------------------------------------------------------
-    async def mailbox(self, account: Account, mailbox_id: int) -> Mailbox:
-        """The account's mailbox of that id; NotFound for any other (another account's too)."""
+    async def access(self, account: Account, mailbox_id: int, need: str = "r") -> Access:
+        """What the account may do with the mailbox of that id: its own, or another account's
+        folder shared with it (docs/sharing.md), with every right of *need*. NotFound for any
+        other id, and for a shared folder without the l right (it does not exist for the
+        user); NoPermission when a right of *need* is missing."""
         mailbox = await self.store.get_mailbox_by_id(MailboxId(mailbox_id))
-        if mailbox is None or mailbox.account_id != account.id:
+        if mailbox is None:
             raise NotFound("no such folder")
-        return mailbox
+        acl = self.service.acl
+        name = mailbox.name
+        if mailbox.account_id != account.id:
+            owner = await self.store.get_account_by_id(mailbox.account_id)
+            if owner is None:
+                raise NotFound("no such folder")
+            name = acl.shared_name(owner.address.lower(), mailbox.name)
+        try:
+            return await acl.access_to(account, mailbox, name, need)
+        except NotFound:
+            raise NotFound("no such folder") from None
+
+    async def mailbox(self, account: Account, mailbox_id: int, need: str = "r") -> Mailbox:
+        """The mailbox of that id if the account may use it so (see :meth:`access`)."""
+        return (await self.access(account, mailbox_id, need)).mailbox
+
+    async def label(self, account: Account, mailbox: Mailbox) -> str:
+        """The name the account sees *mailbox* under."""
+        if mailbox.account_id == account.id:
+            return mailbox.name
+        return (await self.access(account, mailbox.id)).name
 
     async def folders(self, account: Account) -> list[Folder]:
+        """The account's folders, then the folders shared with it that it may read."""
         mailboxes = await self.store.list_mailboxes(account.id)
         order = {"INBOX": 0}
         mailboxes.sort(key=lambda m: (order.get(m.name, 1), m.name.lower()))
+        shared = await self.service.acl.shared_with(account)
+        listed = [(m, "") for m in mailboxes] + [
+            (mailbox, name)
+            for name, (mailbox, rights) in sorted(shared.items(), key=lambda i: i[0].lower())
+            if "r" in rights
+        ]
         folders = []
-        for mailbox in mailboxes:
+        for mailbox, label in listed:
             counted = self._counts(mailbox)
             if counted is None:
                 status = await self.store.mailbox_status(mailbox.id)
                 counted = (status.messages, status.unseen)
-            folders.append(Folder(mailbox, *counted))
+            folders.append(Folder(mailbox, *counted, label=label))
         return folders
 
     def _counts(self, mailbox: Mailbox) -> tuple[int, int] | None:
@@ -361,22 +398,24 @@ class Webmail:
         return await self._mailboxes().create(account, name)
 
     async def rename_folder(self, account: Account, mailbox_id: int, new: str) -> Mailbox:
-        mailbox = await self.mailbox(account, mailbox_id)
+        access = await self.access(account, mailbox_id, "x")
+        mailbox = access.mailbox
         if mailbox.name == "INBOX" or mailbox.special_use is not None:
-            raise NotAllowed(f"{mailbox.name} keeps its name")
+            raise NotAllowed(f"{access.name} keeps its name")
         new = new.strip()
-        if self.service.acl.is_shared_name(new):
+        if self.service.acl.is_shared_name(new) and access.own:
             raise NotAllowed(f"{new}: that name is for other accounts' shared folders")
-        return await self._mailboxes().rename(account, mailbox.name, new)
+        return await self._mailboxes().rename(account, access.name, new)
 
     async def delete_folder(self, account: Account, mailbox_id: int) -> Mailbox:
         """Delete an empty folder (INBOX and the special-use folders stay)."""
-        mailbox = await self.mailbox(account, mailbox_id)
+        access = await self.access(account, mailbox_id, "x")
+        mailbox = access.mailbox
         if mailbox.name == "INBOX" or mailbox.special_use is not None:
-            raise NotAllowed(f"{mailbox.name} cannot be deleted")
+            raise NotAllowed(f"{access.name} cannot be deleted")
         if (await self.store.mailbox_status(mailbox.id)).messages:
-            raise NotAllowed(f"{mailbox.name} is not empty: move or delete its messages first")
-        return await self._mailboxes().delete(account, mailbox.name)
+            raise NotAllowed(f"{access.name} is not empty: move or delete its messages first")
+        return await self._mailboxes().delete(account, access.name)
 
     # ---- app passwords (docs/app-passwords.md) -----------------------------------------------
     async def app_passwords(self, account: Account) -> list[Login]:
@@ -709,7 +748,8 @@ class Webmail:
     ) -> int:
         if flag not in SETTABLE:
             raise InvalidInput(f"unknown flag {flag!r}")
-        mailbox = await self.mailbox(account, mailbox_id)
+        # \\Seen needs the s right, other flags w (RFC 4314 §4)
+        mailbox = await self.mailbox(account, mailbox_id, "r" + flag_right(SETTABLE[flag]))
         wanted = self._uids(uids)
         if not wanted:
             return 0
@@ -722,8 +762,8 @@ class Webmail:
     async def move(
         self, account: Account, mailbox_id: int, uids: Iterable[int], dest_id: int
     ) -> Moved:
-        src = await self.mailbox(account, mailbox_id)
-        dst = await self.mailbox(account, dest_id)
+        src = await self.mailbox(account, mailbox_id, "rte")  # moving out expunges
+        dst = await self.mailbox(account, dest_id, "i")
         if src.id == dst.id:
             raise InvalidInput("the messages are in that folder already")
         wanted = self._uids(uids)
@@ -732,7 +772,7 @@ class Webmail:
 
     async def delete(self, account: Account, mailbox_id: int, uids: Iterable[int]) -> Moved | None:
         """Into Trash; in Trash (and Junk), for good. Returns what an undo needs (None: gone)."""
-        mailbox = await self.mailbox(account, mailbox_id)
+        mailbox = await self.mailbox(account, mailbox_id, "rte")
         if mailbox.special_use in ("\\Trash", "\\Junk"):
             wanted = self._uids(uids)
             if wanted:
@@ -750,7 +790,7 @@ class Webmail:
 
     async def empty(self, account: Account, mailbox_id: int) -> int:
         """Empty Trash or Junk (other folders are refused)."""
-        mailbox = await self.mailbox(account, mailbox_id)
+        mailbox = await self.mailbox(account, mailbox_id, "rte")
         if mailbox.special_use not in ("\\Trash", "\\Junk"):
             raise NotAllowed("only Trash and Junk can be emptied")
         uids = [m.uid for m in await self.store.list_messages(mailbox.id)]
@@ -845,7 +885,11 @@ class Webmail:
         return meta.uid
 
     async def mark_answered(self, account: Account, mailbox_id: int, uid: int) -> None:
-        mailbox = await self.mailbox(account, mailbox_id)
+        """\\Answered on a message replied to, where the user may set it (the w right)."""
+        try:
+            mailbox = await self.mailbox(account, mailbox_id, "rw")
+        except NoPermission:
+            return
         await self.service.index.set_flags(
             mailbox.id, [Uid(uid)], FlagOp.ADD, frozenset({ANSWERED})
         )

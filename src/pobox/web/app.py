@@ -42,6 +42,7 @@ from pobox.config import Config
 from pobox.errors import (
     AlreadyExists,
     InvalidInput,
+    NoPermission,
     NotAllowed,
     NotFound,
     OverQuota,
@@ -489,6 +490,7 @@ class WebApp:
                 login=login,
                 **sidebar,
                 current=page.mailbox,
+                current_name=await self.state.webmail.label(login.account, page.mailbox),
                 page=page,
                 query=query,
                 field=field,
@@ -606,7 +608,10 @@ class WebApp:
             view = await webmail.message(login.account, folder_id, uid, part)
             live = request.headers.get("x-requested-with") == "live"  # the page refreshing
             if part is None and "\\Seen" not in view.flags and not live:
-                await webmail.set_flag(login.account, folder_id, [uid], "seen", True)
+                # reading marks it read where the user may (the s right of a shared folder,
+                # RFC 4314 §4, as IMAP's FETCH BODY[])
+                with contextlib.suppress(NoPermission):
+                    await webmail.set_flag(login.account, folder_id, [uid], "seen", True)
             remote = request.query_params.get("remote") == "1"
             blocked = 0
             if view.html is not None:
@@ -619,6 +624,7 @@ class WebApp:
                 login=login,
                 **await self._sidebar(login),
                 current=view.mailbox,
+                current_name=await self.state.webmail.label(login.account, view.mailbox),
                 view=view,
                 blocked=blocked,
                 remote=remote,
@@ -932,7 +938,7 @@ def _status(exc: PoboxError) -> int:
         return 404
     if isinstance(exc, InvalidInput):
         return 400
-    if isinstance(exc, NotAllowed):
+    if isinstance(exc, NotAllowed | NoPermission):
         return 403
     if isinstance(exc, TooBig | OverQuota):
         return 413
