@@ -93,13 +93,16 @@ def _group(r: Reader) -> EventGroup:
     elif r.keyword("NONE or a list of events") != "NONE":
         raise ParseError("expected NONE or a list of events")
     r.expect(b")")
-    _check(events)
+    if name in SELECTED_FILTERS:
+        _check(events)
     return EventGroup(name, mailboxes, tuple(events), fetch)
 
 
 def _check(events: list[str]) -> None:
-    """RFC 5465 §5: MessageNew and MessageExpunge come together; FlagChange and
-    AnnotationChange need both."""
+    """RFC 5465 §5: for the selected mailbox, MessageNew and MessageExpunge come together
+    and FlagChange and AnnotationChange need both: the client numbers its messages by them.
+    Other mailboxes get STATUS, not message numbers, so any event may stand alone there
+    (as Dovecot accepts, and imaptest's notify script expects)."""
     new, gone = "MessageNew" in events, "MessageExpunge" in events
     if new != gone:
         raise ParseError("MessageNew and MessageExpunge must be given together")

@@ -66,6 +66,12 @@ _GONE = ("MESSAGES", "UIDNEXT", "UNSEEN", "HIGHESTMODSEQ")
 _FLAGS = ("UNSEEN", "HIGHESTMODSEQ")
 
 
+def _watches(events: frozenset[str]) -> bool:
+    """A group whose mailboxes get STATUS: one of the message events (RFC 5465 §5; outside the
+    selected mailbox each may stand alone)."""
+    return any(e in events for e in ("MessageNew", "MessageExpunge", "FlagChange"))
+
+
 @dataclasses.dataclass(slots=True)
 class _Group:
     filter: str
@@ -181,7 +187,7 @@ class NotifyState:
         self.ids = set(self.names.values())
         for name in sorted(visible):
             group = self.group_for(name)
-            if group is None or "MessageNew" not in group.events:
+            if group is None or not _watches(group.events):
                 continue
             values = await self._values(name)
             if values is None:
@@ -261,6 +267,7 @@ class NotifyState:
             self.session.send(r.ListItem(attributes, DELIMITER, name))
 
     async def _statuses(self, pending: set[MailboxId], names: dict[MailboxId, str]) -> None:
+        """STATUS for the watched mailboxes that changed in a way their group asked about."""
         selected = self._selected_id()
         # what is watched follows the mailbox list: new and renamed mailboxes, gone ones
         for mid in list(self.watched):
@@ -268,7 +275,7 @@ class NotifyState:
                 del self.watched[mid]
         for mid, name in sorted(names.items(), key=lambda item: item[1]):
             group = self.group_for(name)
-            watching = group is not None and "MessageNew" in group.events
+            watching = group is not None and _watches(group.events)
             if not watching:
                 self.watched.pop(mid, None)
                 continue
@@ -285,9 +292,13 @@ class NotifyState:
                 continue
             before = known[1]
             shown: tuple[str, ...]
-            if values["UIDNEXT"] != before["UIDNEXT"]:  # MessageNew (as Dovecot reports it)
+            arrived = values["UIDNEXT"] - before["UIDNEXT"]
+            if "MessageNew" in group.events and arrived:  # (as Dovecot reports it)
                 shown = _NEW
-            elif values["MESSAGES"] != before["MESSAGES"]:  # MessageExpunge
+            elif (
+                "MessageExpunge" in group.events
+                and values["MESSAGES"] < before["MESSAGES"] + arrived  # fewer than arrivals explain
+            ):
                 shown = _GONE
             elif "FlagChange" in group.events and (
                 values["UNSEEN"] != before["UNSEEN"]
