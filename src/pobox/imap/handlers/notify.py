@@ -66,6 +66,20 @@ _GONE = ("MESSAGES", "UIDNEXT", "UNSEEN", "HIGHESTMODSEQ")
 _FLAGS = ("UNSEEN", "HIGHESTMODSEQ")
 
 
+def _initial(events: frozenset[str]) -> tuple[str, ...]:
+    """The items of NOTIFY SET STATUS's first STATUS of a mailbox: what its events will change
+    (MessageExpunge: MESSAGES; MessageNew: also UIDNEXT, UIDVALIDITY, UNSEEN; FlagChange:
+    UIDVALIDITY and HIGHESTMODSEQ), as Dovecot sends them."""
+    wanted: set[str] = set()
+    if "MessageExpunge" in events:
+        wanted.add("MESSAGES")
+    if "MessageNew" in events:
+        wanted.update(("MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ"))
+    if "FlagChange" in events:
+        wanted.update(("UIDVALIDITY", "HIGHESTMODSEQ"))
+    return tuple(k for k in _NEW if k in wanted)
+
+
 def _watches(events: frozenset[str]) -> bool:
     """A group whose mailboxes get STATUS: one of the message events (RFC 5465 §5; outside the
     selected mailbox each may stand alone)."""
@@ -172,10 +186,19 @@ class NotifyState:
             "UIDNEXT": status.uidnext,
             "UIDVALIDITY": mailbox.uidvalidity,
             "UNSEEN": status.unseen,
+            "HIGHESTMODSEQ": status.highest_modseq,
         }
-        if self.session.condstore:
-            values["HIGHESTMODSEQ"] = status.highest_modseq
         return values
+
+    def _items(
+        self, shown: tuple[str, ...], group: _Group, values: dict[str, int], *, first: bool = False
+    ) -> tuple[tuple[str, int], ...]:
+        """The STATUS items of *shown*: HIGHESTMODSEQ once CONDSTORE is on, and in the first
+        STATUS of a group that asked for FlagChange (as Dovecot sends them)."""
+        modseq = self.session.condstore or (first and "FlagChange" in group.events)
+        return tuple(
+            (k, values[k]) for k in shown if k in values and (k != "HIGHESTMODSEQ" or modseq)
+        )
 
     def _selected_id(self) -> MailboxId | None:
         selected = self.session.selected
@@ -195,7 +218,7 @@ class NotifyState:
             mailbox = visible[name]
             self.watched[mailbox.id] = (name, values)
             if send_status and mailbox.id != self._selected_id():
-                items = tuple((k, values[k]) for k in _NEW if k in values)
+                items = self._items(_initial(group.events), group, values, first=True)
                 self.session.send(r.StatusResponse(name, items))
 
     # ---- sending -----------------------------------------------------------------------------
@@ -307,7 +330,7 @@ class NotifyState:
                 shown = _FLAGS
             else:
                 continue
-            items = tuple((k, values[k]) for k in shown if k in values)
+            items = self._items(shown, group, values)
             self.session.send(r.StatusResponse(name, items))
 
     async def new_messages(self, last_uid: int) -> None:
