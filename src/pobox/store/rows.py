@@ -13,7 +13,18 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from pobox.errors import InvalidInput
-from pobox.store.api import SEEN, SYSTEM_FLAGS, Mailbox, MessageColumns, SearchFields
+from pobox.store.api import (
+    SEEN,
+    SYSTEM_FLAGS,
+    AccountId,
+    Mailbox,
+    MailboxId,
+    MessageColumns,
+    ModSeq,
+    SearchFields,
+    SharedMailbox,
+    Uid,
+)
 
 FLAG_BITS = {name: 1 << index for index, name in enumerate(SYSTEM_FLAGS)}
 _FLAG_BY_LOWER = {name.lower(): name for name in SYSTEM_FLAGS}
@@ -144,3 +155,32 @@ def search_fields(row: Sequence[Any]) -> SearchFields:
         row[6],
         None if sent is None else datetime.fromtimestamp(sent, UTC),
     )
+
+
+#: The columns ``shared_mailboxes`` reads in both backends, in the order :func:`shared_mailboxes`
+#: expects them: the mailbox, its owner's address, one ACL entry.
+SHARED_COLUMNS = (
+    "m.id, m.account_id, m.name, m.uidvalidity, m.uidnext, m.highestmodseq, m.special_use,"
+    " a.address, acl.identifier, acl.rights"
+)
+
+
+def shared_mailboxes(rows: Iterable[Sequence[Any]]) -> list[SharedMailbox]:
+    """Rows of SHARED_COLUMNS, ordered by mailbox, as one SharedMailbox per mailbox."""
+    found: dict[int, tuple[Mailbox, str, list[tuple[str, str]]]] = {}
+    for row in rows:
+        entry = found.get(row[0])
+        if entry is None:
+            mailbox = Mailbox(
+                id=MailboxId(row[0]),
+                account_id=AccountId(row[1]),
+                name=row[2],
+                uidvalidity=row[3],
+                uidnext=Uid(row[4]),
+                highest_modseq=ModSeq(row[5]),
+                special_use=row[6],
+                subscribed=False,
+            )
+            entry = found[row[0]] = (mailbox, str(row[7]).lower(), [])
+        entry[2].append((row[8], row[9]))
+    return [SharedMailbox(m, owner, tuple(acl)) for m, owner, acl in found.values()]

@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pobox.store.api import AccountId, Mailbox, MailboxId, ModSeq, SharedMailbox, Uid
+from pobox.store.api import MailboxId, SharedMailbox
+from pobox.store.rows import SHARED_COLUMNS, shared_mailboxes
 
 if TYPE_CHECKING:
     from pobox.store.postgres.store import Tx
@@ -65,8 +66,7 @@ class PostgresAcl:
 
         async def run(conn: Any) -> list[SharedMailbox]:
             rows = await conn.fetch(
-                "SELECT m.id, m.account_id, m.name, m.uidvalidity, m.uidnext, m.highestmodseq,"
-                " m.special_use, a.address, acl.identifier, acl.rights"
+                f"SELECT {SHARED_COLUMNS}"
                 " FROM mailbox_acl acl JOIN mailboxes m ON m.id = acl.mailbox_id"
                 " JOIN accounts a ON a.id = m.account_id"
                 " WHERE acl.mailbox_id IN"
@@ -74,23 +74,7 @@ class PostgresAcl:
                 " ORDER BY m.id, acl.identifier",
                 wanted,
             )
-            found: dict[int, tuple[Mailbox, str, list[tuple[str, str]]]] = {}
-            for row in rows:
-                entry = found.get(row[0])
-                if entry is None:
-                    mailbox = Mailbox(
-                        id=MailboxId(row[0]),
-                        account_id=AccountId(row[1]),
-                        name=row[2],
-                        uidvalidity=row[3],
-                        uidnext=Uid(row[4]),
-                        highest_modseq=ModSeq(row[5]),
-                        special_use=row[6],
-                        subscribed=False,
-                    )
-                    entry = found[row[0]] = (mailbox, row[7].lower(), [])
-                entry[2].append((row[8], row[9]))
-            return [SharedMailbox(m, owner, tuple(acl)) for m, owner, acl in found.values()]
+            return shared_mailboxes(rows)
 
         return await self._read(run)
 
