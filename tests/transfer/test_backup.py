@@ -13,13 +13,10 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import zstandard
-from tests.helpers.postgres import session_database
 from tests.helpers.servers import POBOX, pobox
 from tests.store.util import message_bytes, new_message
 from tests.transfer.util import USERS, fill, observed
@@ -44,14 +41,6 @@ async def _observed_at(spec: str, data: Path) -> list[Any]:
         return await observed(store)
     finally:
         await store.close()
-
-
-@pytest.fixture
-def pg_dsn() -> Iterator[str]:
-    database = session_database()
-    name, dsn = database.new_database()
-    yield dsn
-    database.drop_database(name)
 
 
 async def test_backup_verify_restore_into_sqlite_and_postgres(tmp_path: Path, pg_dsn: str) -> None:

@@ -3,11 +3,8 @@ backup restored into SQLite and into PostgreSQL, and `pobox store copy` moves th
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from tests.helpers.postgres import session_database
 from tests.helpers.servers import pobox
 
 from pobox.store.factory import create_store
@@ -19,14 +16,6 @@ LISTS = [
     ("alice@example.org", "Team/Plans", "carol@example.org", "lrswipkxtea"),
     ("bob@example.org", "Sent", "alice@example.org", "l"),
 ]
-
-
-@pytest.fixture
-def pg_dsn() -> Iterator[str]:
-    database = session_database()
-    name, dsn = database.new_database()
-    yield dsn
-    database.drop_database(name)
 
 
 async def stored(spec: str, data: Path) -> list[tuple[str, str, str, str]]:

@@ -11,12 +11,10 @@ import poplib
 import re
 import smtplib
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.helpers.postgres import session_database
 from tests.helpers.servers import (
     LISTENERS,
     ServerProcess,
@@ -31,14 +29,6 @@ pytestmark = pytest.mark.interop
 USER = "alice@example.org"
 PASSWORD = "secret"
 PER_CONNECTION = 30
-
-
-@pytest.fixture
-def pg_dsn() -> Iterator[str]:
-    database = session_database()
-    name, dsn = database.new_database()
-    yield dsn
-    database.drop_database(name)
 
 
 def _message(n: int, conn: int) -> bytes:

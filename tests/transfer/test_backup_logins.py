@@ -3,11 +3,9 @@ PostgreSQL, and ``pobox store copy``; a restored app password still logs in."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.helpers.postgres import session_database
 from tests.helpers.servers import pobox
 
 from pobox.config import Config
@@ -17,14 +15,6 @@ from pobox.service.mail import MailService
 from pobox.store.factory import create_store
 
 Row = tuple[str, str, str, float, float | None, str | None]
-
-
-@pytest.fixture
-def pg_dsn() -> Iterator[str]:
-    database = session_database()
-    name, dsn = database.new_database()
-    yield dsn
-    database.drop_database(name)
 
 
 async def stored(spec: str, data: Path) -> list[Row]:

@@ -4,25 +4,14 @@ a backup restored into SQLite and into PostgreSQL; `pobox store copy` moves ever
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from tests.helpers.postgres import session_database
 from tests.helpers.servers import pobox
 
 from pobox.store.api import Store
 from pobox.store.factory import create_store
 
 BINARY = b"\x00\x01\xff with NUL"
-
-
-@pytest.fixture
-def pg_dsn() -> Iterator[str]:
-    database = session_database()
-    name, dsn = database.new_database()
-    yield dsn
-    database.drop_database(name)
 
 
 async def fill(store: Store) -> None:

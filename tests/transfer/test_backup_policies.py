@@ -3,11 +3,8 @@ PostgreSQL, and a snapshot of either backend holds them."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from tests.helpers.postgres import session_database
 from tests.helpers.servers import pobox
 
 from pobox.store.factory import create_store
@@ -19,14 +16,6 @@ POLICIES = [
     ("alice@example.org", "\\Trash", "expunge-after", "off"),
     ("bob@example.org", "Lists/Old", "expunge-after", "1w"),
 ]
-
-
-@pytest.fixture
-def pg_dsn() -> Iterator[str]:
-    database = session_database()
-    name, dsn = database.new_database()
-    yield dsn
-    database.drop_database(name)
 
 
 async def stored(spec: str, data: Path) -> list[tuple[str, str, str, str]]:
