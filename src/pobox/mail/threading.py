@@ -19,6 +19,26 @@ def message_ids(text: str) -> list[str]:
     return _MSG_ID.findall(text)
 
 
+def thread_references(references: str, in_reply_to: str) -> tuple[str, ...]:
+    """What REFERENCES threads a message by (RFC 5256 §2.2 (1A)): the ids of its References
+    header, else the first id of In-Reply-To; each header's text as one string."""
+    refs = message_ids(references)
+    if not refs:
+        refs = message_ids(in_reply_to)[:1]
+    return tuple(refs)
+
+
+def pack_references(ids: Iterable[str]) -> str:
+    """The ids as the store keeps them (``blobs.thread_refs``): separated by spaces (an id holds
+    none), "" for none."""
+    return " ".join(ids)
+
+
+def unpack_references(text: str) -> tuple[str, ...]:
+    """The inverse of :func:`pack_references`."""
+    return tuple(text.split())
+
+
 @dataclass(frozen=True, slots=True)
 class Item:
     uid: int

@@ -12,6 +12,7 @@ from pobox.errors import Temporary
 from pobox.mail.binary import encode_binary_parts
 from pobox.mail.parse import parse_message
 from pobox.mail.structure import ParsedMessage
+from pobox.mail.threading import pack_references, thread_references
 from pobox.store.api import NewMessage, SearchFields, Spool
 
 CHUNK = 256 * 1024
@@ -53,6 +54,12 @@ def fields_of(parsed: ParsedMessage) -> SearchFields:
         bcc=parsed.bcc,
         message_id=parsed.message_id or "",
         sent_date=parsed.sent_date,
+        references=pack_references(
+            thread_references(
+                " ".join(parsed.header_values("References")),
+                " ".join(parsed.header_values("In-Reply-To")),
+            )
+        ),
     )
 
 

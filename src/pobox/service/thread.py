@@ -1,8 +1,9 @@
 """THREAD (RFC 5256): the threads of a view's messages, by REFERENCES or ORDEREDSUBJECT.
 
 What each message contributes (its Message-ID, References or In-Reply-To, base subject and
-sent date) is read once from the store (the decoded fields kept since delivery, and the header
-block of the stored structure) and kept in the shared mailbox index's ``sort_cache`` beside
+sent date) is read once from the store's columns (the decoded fields kept since delivery, and
+the parent ids kept since schema 12; content stored before that has its header block read from
+the stored structure instead) and kept in the shared mailbox index's ``sort_cache`` beside
 SORT's keys; the algorithms themselves are pobox.mail.threading.
 """
 
@@ -13,7 +14,15 @@ from typing import Any
 
 from pobox.mail.sortkeys import collate, subject_and_reply
 from pobox.mail.structure import ParsedMessage
-from pobox.mail.threading import Item, Thread, message_ids, ordered_subject, references
+from pobox.mail.threading import (
+    Item,
+    Thread,
+    message_ids,
+    ordered_subject,
+    references,
+    thread_references,
+    unpack_references,
+)
 from pobox.service.search import ColumnRecords, Message
 from pobox.service.sort import SortCache
 from pobox.store.api import BlobId, MailboxId, Store, Uid
@@ -76,25 +85,40 @@ async def _read(
     subjects = await store.field_values(mailbox, "subject", uids)
     ids = await store.field_values(mailbox, "message_id", uids)
     dates = await store.field_values(mailbox, "sent_date", uids)
-    for start in range(0, len(missing), BATCH):
-        batch = missing[start : start + BATCH]
+    stored = await store.field_values(mailbox, "references", uids)
+    # content stored before schema 12 has no references column yet: its header is read
+    unknown = [(u, b) for u, b in missing if Uid(u) in stored and stored[Uid(u)] is None]
+    parsed_refs: dict[int, tuple[str, ...]] = {}
+    for start in range(0, len(unknown), BATCH):
+        batch = unknown[start : start + BATCH]
         structures = await store.get_structures([BlobId(b) for _, b in batch])
         for number, blob in batch:
-            uid = Uid(number)
             raw = structures.get(BlobId(blob))
-            if raw is None or uid not in subjects:
+            if raw is None:
                 continue  # expunged meanwhile
             parsed = ParsedMessage.cached(raw)
-            refs = tuple(message_ids(" ".join(parsed.header_values("References"))))
-            if not refs:
-                refs = tuple(message_ids(" ".join(parsed.header_values("In-Reply-To"))))[:1]
-            own = message_ids(str(ids.get(uid) or ""))
-            base, reply = subject_and_reply(str(subjects.get(uid) or ""))
-            sent = dates.get(uid)
-            kept[number] = (
-                own[0] if own else None,
-                refs,
-                collate(base),
-                reply,
-                None if sent is None else float(sent),
+            parsed_refs[number] = thread_references(
+                " ".join(parsed.header_values("References")),
+                " ".join(parsed.header_values("In-Reply-To")),
             )
+    for number, _ in missing:
+        uid = Uid(number)
+        if uid not in subjects:
+            continue  # expunged meanwhile
+        packed = stored.get(uid)
+        if packed is not None:
+            refs = unpack_references(str(packed))
+        elif number in parsed_refs:
+            refs = parsed_refs[number]
+        else:
+            continue  # expunged meanwhile
+        own = message_ids(str(ids.get(uid) or ""))
+        base, reply = subject_and_reply(str(subjects.get(uid) or ""))
+        sent = dates.get(uid)
+        kept[number] = (
+            own[0] if own else None,
+            refs,
+            collate(base),
+            reply,
+            None if sent is None else float(sent),
+        )

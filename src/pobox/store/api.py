@@ -179,6 +179,9 @@ class SearchFields:
     bcc: str = ""
     message_id: str = ""
     sent_date: datetime | None = None
+    #: THREAD=REFERENCES' parent ids (pobox.mail.threading.pack_references); None: not known
+    #: (not computed by the one who built these fields; the store keeps NULL)
+    references: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -848,9 +851,19 @@ class Store(Protocol):
         self, mailbox_id: MailboxId, field: str, uids: Sequence[Uid] | None = None
     ) -> dict[Uid, str | float | None]:
         """One decoded header field of a mailbox's messages (all, or those of *uids*), for
-        SORT and THREAD: *field* is "subject", "from_", "to", "cc", "message_id" (text) or
-        "sent_date" (seconds since the epoch, None without a usable Date:). Lighter than
-        ``search_fields``."""
+        SORT and THREAD: *field* is "subject", "from_", "to", "cc", "message_id" (text),
+        "sent_date" (seconds since the epoch, None without a usable Date:) or "references"
+        (the packed ids THREAD=REFERENCES links by, None for content stored before schema 12).
+        Lighter than ``search_fields``."""
+        ...
+
+    async def date_page(
+        self, mailbox_id: MailboxId, limit: int, *, newest_first: bool = True
+    ) -> tuple[int, list[Uid]]:
+        """How many messages the mailbox holds, and the UIDs of the first *limit* of them in
+        SORT's DATE order (the sent date, else the internal date; equal dates by UID), newest
+        first or oldest first: one query, for a first list page before the mailbox index is
+        loaded (docs/decisions/webmail-first-page.md)."""
         ...
 
     async def reset_search_text(self, account_id: AccountId | None = None) -> int:

@@ -139,6 +139,7 @@ FIELD_COLUMNS = {
     "cc": "cc",
     "message_id": "message_id",
     "sent_date": "sent_date",
+    "references": "thread_refs",  # schema 12; NULL for content stored before
 }
 
 

@@ -32,7 +32,7 @@ from pobox.store.postgres.schema import CHUNK_SIZE, migrate
 from pobox.store.postgres.store import as_store_error
 
 #: The SQLite schema version this copier understands (pobox.store.sqlite.schema).
-SQLITE_VERSION = 11
+SQLITE_VERSION = 12
 BATCH = 1000
 
 Progress = Callable[[str], None]
@@ -145,7 +145,7 @@ _RECOVERABLE = (
 )
 _BLOBS = (
     "id, size, refs, structure, subject, from_, to_, cc, bcc, message_id, sent_date,"
-    " envelope, bodystructure"
+    " envelope, bodystructure, thread_refs"
 )
 _FLOAT_COLUMNS = {
     "created",

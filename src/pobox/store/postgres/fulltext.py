@@ -184,3 +184,21 @@ class PostgresFullText:
             return {Uid(r[0]): r[1] for r in rows}
 
         return await self._read(run)
+
+    async def date_page(
+        self, mailbox_id: MailboxId, limit: int, *, newest_first: bool = True
+    ) -> tuple[int, list[Uid]]:
+        way = "DESC" if newest_first else "ASC"
+        select = (
+            "SELECT m.uid FROM messages m JOIN blobs b ON b.id = m.blob WHERE m.mailbox_id = $1"
+            f" ORDER BY coalesce(b.sent_date, m.internal_date) {way}, m.uid {way} LIMIT $2"
+        )
+
+        async def run(conn: Any) -> tuple[int, list[Uid]]:
+            rows = await conn.fetch(select, mailbox_id, max(limit, 0))
+            count = await conn.fetchval(
+                "SELECT count(*) FROM messages WHERE mailbox_id = $1", mailbox_id
+            )
+            return int(count), [Uid(r[0]) for r in rows]
+
+        return await self._read(run, snapshot=True)

@@ -397,8 +397,8 @@ async def _blobs(
             fields = item.fields
             blob = await conn.fetchval(
                 "INSERT INTO blobs (size, refs, structure, subject, from_, to_, cc, bcc,"
-                " message_id, sent_date) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-                " RETURNING id",
+                " message_id, sent_date, thread_refs)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
                 spool.size,
                 count,
                 item.structure,
@@ -409,6 +409,7 @@ async def _blobs(
                 fields.bcc,
                 fields.message_id,
                 fields.sent_date.timestamp() if fields.sent_date else None,
+                fields.references,
             )
             for seq in range((spool.size + CHUNK_SIZE - 1) // CHUNK_SIZE):
                 data = await asyncio.to_thread(_read_chunk, spool.path, seq)

@@ -961,8 +961,8 @@ class PostgresStore(
         # the content first: the mailbox row is locked only for the short tail
         blob = await conn.fetchval(
             "INSERT INTO blobs (size, refs, structure, subject, from_, to_, cc, bcc,"
-            " message_id, sent_date, envelope, bodystructure)"
-            " VALUES ($1, 1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+            " message_id, sent_date, envelope, bodystructure, thread_refs)"
+            " VALUES ($1, 1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
             size,
             message.structure,
             fields.subject,
@@ -974,6 +974,7 @@ class PostgresStore(
             sent,
             rendered.envelope,
             rendered.bodystructure,
+            fields.references,
         )
         insert = "INSERT INTO blob_chunks (blob, seq, data) VALUES ($1, $2, $3)"
         if size:
@@ -1065,9 +1066,10 @@ class PostgresStore(
                 " RETURNING uidnext - 1 AS uid, highestmodseq AS modseq, account_id),"
                 f"{_quota.SMALL_APPEND_USAGE}"
                 " b AS (INSERT INTO blobs (size, refs, structure, subject, from_, to_, cc, bcc,"
-                " message_id, sent_date, envelope, bodystructure) SELECT $2::bigint, 1,"
-                " $3::bytea, $4::text, $5::text, $6::text, $7::text, $8::text, $9::text,"
-                " $10::float8, $20::bytea, $21::bytea FROM mb, q RETURNING id),"
+                " message_id, sent_date, envelope, bodystructure, thread_refs) SELECT"
+                " $2::bigint, 1, $3::bytea, $4::text, $5::text, $6::text, $7::text, $8::text,"
+                " $9::text, $10::float8, $20::bytea, $21::bytea, $24::text FROM mb, q"
+                " RETURNING id),"
                 " c AS (INSERT INTO blob_chunks (blob, seq, data) SELECT id, 0, $11::bytea FROM b),"
                 f" m AS (INSERT INTO messages ({_MSG_COLUMNS}) SELECT $1::bigint, mb.uid,"
                 " mb.modseq, $12::int, $13::text, $14::float8, $15::int, $16::float8, $2::bigint,"
@@ -1098,6 +1100,7 @@ class PostgresStore(
                 rendered.envelope,
                 rendered.bodystructure,
                 *_quota.limit_args(quota),
+                fields.references,
             )
             if row is None:
                 if await tx.conn.fetchval("SELECT 1 FROM mailboxes WHERE id = $1", mailbox_id):

@@ -187,3 +187,21 @@ class SqliteFullText:
             return found
 
         return await self._db.read(run)
+
+    async def date_page(
+        self, mailbox_id: MailboxId, limit: int, *, newest_first: bool = True
+    ) -> tuple[int, list[Uid]]:
+        way = "DESC" if newest_first else "ASC"
+        select = (
+            "SELECT m.uid FROM messages m JOIN blobs b ON b.id = m.blob WHERE m.mailbox_id = ?"
+            f" ORDER BY coalesce(b.sent_date, m.internal_date) {way}, m.uid {way} LIMIT ?"
+        )
+
+        def run(conn: sqlite3.Connection) -> tuple[int, list[Uid]]:
+            uids = [Uid(r[0]) for r in conn.execute(select, (mailbox_id, max(limit, 0)))]
+            (count,) = conn.execute(
+                "SELECT count(*) FROM messages WHERE mailbox_id = ?", (mailbox_id,)
+            ).fetchone()
+            return int(count), uids
+
+        return await self._db.read(run)

@@ -383,7 +383,7 @@ def _blobs(
             fields = item.fields
             cur = conn.execute(
                 "INSERT INTO blobs (name, size, refs, structure, subject, from_, to_, cc, bcc,"
-                " message_id, sent_date) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " message_id, sent_date, thread_refs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     spool.name,
                     spool.size,
@@ -396,6 +396,7 @@ def _blobs(
                     fields.bcc,
                     fields.message_id,
                     fields.sent_date.timestamp() if fields.sent_date else None,
+                    fields.references,
                 ),
             )
             out[key] = cur.lastrowid or 0

@@ -252,6 +252,13 @@ MIGRATIONS: tuple[str, ...] = (
         ON annotations (coalesce(mailbox_id, 0), coalesce(owner_id, 0), name);
     CREATE INDEX annotations_owner ON annotations (owner_id)
     """,
+    # 12: THREAD=REFERENCES' parent ids of each content (References, else In-Reply-To's first
+    # id; pobox.mail.threading.pack_references), written at append, copy and restore.
+    # Content stored before stays NULL: THREAD reads those from the stored structure
+    # (docs/decisions/thread-references.md)
+    """
+    ALTER TABLE blobs ADD COLUMN thread_refs TEXT
+    """,
 )
 
 

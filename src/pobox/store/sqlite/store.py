@@ -785,8 +785,8 @@ class SqliteStore(
         def run(conn: sqlite3.Connection) -> MessageMeta:
             cur = conn.execute(
                 "INSERT INTO blobs (name, size, refs, structure, subject, from_, to_, cc, bcc,"
-                " message_id, sent_date, envelope, bodystructure)"
-                " VALUES (?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " message_id, sent_date, envelope, bodystructure, thread_refs)"
+                " VALUES (?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     spool.name,
                     spool.size,
@@ -800,6 +800,7 @@ class SqliteStore(
                     sent,
                     rendered.envelope,
                     rendered.bodystructure,
+                    fields.references,
                 ),
             )
             meta = self._insert_message(
