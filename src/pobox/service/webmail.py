@@ -41,7 +41,7 @@ from pobox.service.search import (
     Query,
     search,
 )
-from pobox.service.sort import SortKey, sort
+from pobox.service.sort import WHOLE_MAILBOX, SortKey, sort
 from pobox.service.submission import Submission, Submitted
 from pobox.service.thread import thread
 from pobox.store.api import (
@@ -73,6 +73,10 @@ SORTS = {
     "size": "SIZE",
     "thread": "THREAD",  # conversations (RFC 5256 REFERENCES), the newest conversation first
 }
+#: A folder of at least this many messages whose worker has no order for it yet gets its first
+#: page by date from one store query while its index loads and is ordered in the background
+#: (docs/decisions/webmail-first-page.md); smaller ones are ordered at once.
+COLD_PAGE_MIN = 5000
 #: Deepest indentation a threaded list shows.
 MAX_DEPTH = 6
 #: Search fields: name → terms.
@@ -318,6 +322,15 @@ class Webmail:
         self._depths: dict[MailboxId, dict[int, int]] = {}
         #: unseen counts of indexed mailboxes: (index version, count)
         self._unseen: dict[MailboxId, tuple[int, int]] = {}
+        #: folders whose index is being loaded and ordered by date in the background
+        self._warming: dict[MailboxId, asyncio.Task[None]] = {}
+        #: their first pages as last read, by (HIGHESTMODSEQ, newest first, size): (total, UIDs)
+        self._first: dict[MailboxId, dict[tuple[int, bool, int], tuple[int, list[Uid]]]] = {}
+
+    def close(self) -> None:
+        """Stop the background work (the server is shutting down)."""
+        for task in list(self._warming.values()):
+            task.cancel()
 
     # ---- folders -------------------------------------------------------------------------
     async def access(self, account: Account, mailbox_id: int, need: str = "r") -> Access:
@@ -475,6 +488,10 @@ class Webmail:
         if sort_by not in SORTS:
             raise InvalidInput(f"unknown order {sort_by!r}")
         mailbox = await self.mailbox(account, mailbox_id)
+        if sort_by == "date" and page <= 1 and not query.strip():
+            first = await self._first_page(mailbox, reverse, size)
+            if first is not None:
+                return first
         index = await self.service.index.acquire(mailbox)
         try:
             uids = await self._order(index, sort_by, reverse, query.strip(), field)
@@ -490,6 +507,67 @@ class Webmail:
             depths = self._depths.get(mailbox.id, {})
             items = [replace(item, depth=depths.get(item.uid, 0)) for item in items]
         return ListPage(mailbox, items, page, pages, total, sort_by, reverse)
+
+    def _ordered(self, mailbox: Mailbox) -> bool:
+        """Whether this worker can order the folder by date without reading a whole column
+        from the store: its index is loaded and keeps a date order made for it, or the date
+        keys of all but a few of its messages."""
+        if mailbox.id in self._warming:
+            return False
+        index = self.service.index.find(mailbox.account_id, mailbox.name)
+        if index is None or index.id != mailbox.id or not index.loaded:
+            return False
+        kept = self._orders.get(mailbox.id)
+        if kept is not None and kept[0][:2] == (index.version, "date"):
+            return True
+        # a few new messages' keys are read by UID in a moment; a whole column is not
+        return len(index.sort_cache.get("DATE", ())) + WHOLE_MAILBOX >= len(index)
+
+    async def _first_page(self, mailbox: Mailbox, reverse: bool, size: int) -> ListPage | None:
+        """The first page by date of a large folder this worker has not ordered yet, from one
+        store query (the same order as :meth:`_order`'s: SORT's DATE key, equal keys by UID),
+        while the index is loaded and ordered in the background for the pages after it; None
+        when the index path is as quick."""
+        if self._ordered(mailbox):
+            return None
+        key = (int(mailbox.highest_modseq), reverse, size)
+        kept = self._first.get(mailbox.id, {})
+        if key in kept and mailbox.id in self._warming:
+            total, uids = kept[key]  # nothing changed in the folder since
+        else:
+            total, uids = await self.store.date_page(mailbox.id, size, newest_first=reverse)
+        if total < COLD_PAGE_MIN and mailbox.id not in self._warming:
+            return None
+        self._warm(mailbox, reverse)
+        kept = {k: v for k, v in kept.items() if k[0] == key[0]}  # older versions go
+        kept[key] = (total, uids)
+        self._first[mailbox.id] = kept
+        found = {m.uid: m for m in await self.store.get_messages(mailbox.id, uids)}
+        metas = [found[uid] for uid in uids if uid in found]
+        items = await self._items(mailbox, metas)
+        pages = max(1, (total + size - 1) // size)
+        return ListPage(mailbox, items, 1, pages, total, "date", reverse)
+
+    def _warm(self, mailbox: Mailbox, reverse: bool) -> None:
+        if mailbox.id in self._warming:
+            return
+        task = asyncio.get_running_loop().create_task(self._warm_order(mailbox, reverse))
+        self._warming[mailbox.id] = task
+        task.add_done_callback(lambda done: self._warmed(mailbox.id, done))
+
+    def _warmed(self, mailbox_id: MailboxId, task: asyncio.Task[None]) -> None:
+        if self._warming.get(mailbox_id) is task:
+            del self._warming[mailbox_id]
+            self._first.pop(mailbox_id, None)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("webmail: ordering folder %s failed: %s", mailbox_id, task.exception())
+
+    async def _warm_order(self, mailbox: Mailbox, reverse: bool) -> None:
+        index = await self.service.index.acquire(mailbox)
+        try:
+            await self._order(index, "date", reverse, "", "all")
+        finally:
+            self.service.index.release(index)
 
     async def _order(
         self, index: MailboxIndex, sort_by: str, reverse: bool, query: str, field: str

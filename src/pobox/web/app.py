@@ -286,6 +286,7 @@ class WebApp:
         self.state.closing.set()
         self.state.feed.wake(WAKE)
         self.state.feed.close()
+        self.state.webmail.close()
 
     # ---- rendering and errors ------------------------------------------------------------
     def render(self, name: str, code: int = 200, **values: Any) -> HTMLResponse:
