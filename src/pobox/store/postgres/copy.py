@@ -32,7 +32,7 @@ from pobox.store.postgres.schema import CHUNK_SIZE, migrate
 from pobox.store.postgres.store import as_store_error
 
 #: The SQLite schema version this copier understands (pobox.store.sqlite.schema).
-SQLITE_VERSION = 12
+SQLITE_VERSION = 13
 BATCH = 1000
 
 Progress = Callable[[str], None]

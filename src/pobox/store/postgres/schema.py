@@ -300,6 +300,79 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE blobs ADD COLUMN thread_refs TEXT
     """,
+    # 13: each mailbox's counters for STATUS without reading its messages (messages, octets,
+    # unseen, \Deleted and their octets; docs/decisions/mailbox-counters.md), kept by
+    # statement triggers on messages in the transaction of every write (the writer holds the
+    # mailbox row's lock already: the counters add no lock and no lock order); filled here.
+    # Flag bits as pobox.store.rows: \Seen 1, \Deleted 8
+    """
+    ALTER TABLE mailboxes ADD COLUMN n_messages BIGINT NOT NULL DEFAULT 0,
+        ADD COLUMN n_octets BIGINT NOT NULL DEFAULT 0,
+        ADD COLUMN n_unseen BIGINT NOT NULL DEFAULT 0,
+        ADD COLUMN n_deleted BIGINT NOT NULL DEFAULT 0,
+        ADD COLUMN n_deleted_octets BIGINT NOT NULL DEFAULT 0;
+    UPDATE mailboxes b SET n_messages = c.n, n_octets = c.octets, n_unseen = c.unseen,
+        n_deleted = c.deleted, n_deleted_octets = c.deleted_octets
+    FROM (SELECT mailbox_id, count(*) AS n, coalesce(sum(size), 0) AS octets,
+            count(*) FILTER (WHERE flags & 1 = 0) AS unseen,
+            count(*) FILTER (WHERE flags & 8 <> 0) AS deleted,
+            coalesce(sum(size) FILTER (WHERE flags & 8 <> 0), 0) AS deleted_octets
+        FROM messages GROUP BY mailbox_id) c
+    WHERE c.mailbox_id = b.id;
+    CREATE INDEX messages_unseen ON messages (mailbox_id, uid) WHERE flags & 1 = 0;
+    CREATE FUNCTION pobox_count_messages() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP = 'INSERT' THEN
+            UPDATE mailboxes b SET n_messages = b.n_messages + d.n,
+                n_octets = b.n_octets + d.octets, n_unseen = b.n_unseen + d.unseen,
+                n_deleted = b.n_deleted + d.deleted,
+                n_deleted_octets = b.n_deleted_octets + d.deleted_octets
+            FROM (SELECT mailbox_id, count(*) AS n, sum(size) AS octets,
+                    count(*) FILTER (WHERE flags & 1 = 0) AS unseen,
+                    count(*) FILTER (WHERE flags & 8 <> 0) AS deleted,
+                    coalesce(sum(size) FILTER (WHERE flags & 8 <> 0), 0) AS deleted_octets
+                FROM new_rows GROUP BY mailbox_id) d
+            WHERE b.id = d.mailbox_id;
+        ELSIF TG_OP = 'DELETE' THEN
+            UPDATE mailboxes b SET n_messages = b.n_messages - d.n,
+                n_octets = b.n_octets - d.octets, n_unseen = b.n_unseen - d.unseen,
+                n_deleted = b.n_deleted - d.deleted,
+                n_deleted_octets = b.n_deleted_octets - d.deleted_octets
+            FROM (SELECT mailbox_id, count(*) AS n, sum(size) AS octets,
+                    count(*) FILTER (WHERE flags & 1 = 0) AS unseen,
+                    count(*) FILTER (WHERE flags & 8 <> 0) AS deleted,
+                    coalesce(sum(size) FILTER (WHERE flags & 8 <> 0), 0) AS deleted_octets
+                FROM old_rows GROUP BY mailbox_id) d
+            WHERE b.id = d.mailbox_id;
+        ELSE
+            -- new rows count, old rows count against: a change of flags the counters do not
+            -- see (or of nothing they count) leaves the mailbox row alone
+            UPDATE mailboxes b SET n_messages = b.n_messages + d.n,
+                n_octets = b.n_octets + d.octets, n_unseen = b.n_unseen + d.unseen,
+                n_deleted = b.n_deleted + d.deleted,
+                n_deleted_octets = b.n_deleted_octets + d.deleted_octets
+            FROM (SELECT mailbox_id, sum(s) AS n, sum(s * size) AS octets,
+                    coalesce(sum(s) FILTER (WHERE flags & 1 = 0), 0) AS unseen,
+                    coalesce(sum(s) FILTER (WHERE flags & 8 <> 0), 0) AS deleted,
+                    coalesce(sum(s * size) FILTER (WHERE flags & 8 <> 0), 0) AS deleted_octets
+                FROM (SELECT mailbox_id, 1 AS s, flags, size FROM new_rows
+                    UNION ALL SELECT mailbox_id, -1, flags, size FROM old_rows) x
+                GROUP BY mailbox_id) d
+            WHERE b.id = d.mailbox_id
+                AND (d.n, d.octets, d.unseen, d.deleted, d.deleted_octets) <> (0, 0, 0, 0, 0);
+        END IF;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER messages_count_insert AFTER INSERT ON messages
+        REFERENCING NEW TABLE AS new_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION pobox_count_messages();
+    CREATE TRIGGER messages_count_delete AFTER DELETE ON messages
+        REFERENCING OLD TABLE AS old_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION pobox_count_messages();
+    CREATE TRIGGER messages_count_update AFTER UPDATE ON messages
+        REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION pobox_count_messages()
+    """,
 )
 
 

@@ -69,8 +69,10 @@ from pobox.store.api import (
     StoreTotals,
     Uid,
 )
+from pobox.store.postgres import counts as _counts
 from pobox.store.postgres import quota as _quota
 from pobox.store.postgres.acl import PostgresAcl
+from pobox.store.postgres.columns import packed_columns
 from pobox.store.postgres.content import PRELOAD_MAX, ChunkReader, PgContent, TempSpool
 from pobox.store.postgres.fulltext import PostgresFullText
 from pobox.store.postgres.logins import PostgresLogins
@@ -81,10 +83,6 @@ from pobox.store.postgres.quota import PostgresQuota
 from pobox.store.postgres.schema import CHUNK_SIZE, migrate
 from pobox.store.postgres.websessions import PostgresWebSessions
 from pobox.store.rows import (
-    COLUMN_PIECE,
-    DELETED_BIT,
-    SEEN_BIT,
-    ColumnBuilder,
     from_epoch,
     join_flags,
     keywords_text,
@@ -793,37 +791,8 @@ class PostgresStore(
         return await self._read(run)
 
     async def mailbox_status(self, mailbox_id: MailboxId) -> MailboxStatus:
-        async def run(conn: Any) -> MailboxStatus:
-            row = await conn.fetchrow(
-                "SELECT b.uidnext, b.uidvalidity, b.highestmodseq, count(m.uid),"
-                " coalesce(sum(m.size), 0)::bigint,"
-                " count(m.uid) FILTER (WHERE m.flags & $2 = 0),"
-                " count(m.uid) FILTER (WHERE m.flags & $3 <> 0),"
-                " min(m.uid) FILTER (WHERE m.flags & $2 = 0),"
-                " count(m.uid) FILTER (WHERE m.uid >= b.recent_floor),"
-                " coalesce(sum(m.size) FILTER (WHERE m.flags & $3 <> 0), 0)::bigint"
-                " FROM mailboxes b LEFT JOIN messages m ON m.mailbox_id = b.id"
-                " WHERE b.id = $1 GROUP BY b.id",
-                mailbox_id,
-                SEEN_BIT,
-                DELETED_BIT,
-            )
-            if row is None:
-                raise NotFound("mailbox does not exist")
-            return MailboxStatus(
-                messages=row[3],
-                size=row[4],
-                unseen=row[5],
-                deleted=row[6],
-                first_unseen_uid=Uid(row[7]) if row[7] is not None else None,
-                uidnext=Uid(row[0]),
-                uidvalidity=row[1],
-                highest_modseq=ModSeq(row[2]),
-                recent=row[8],
-                deleted_size=row[9],
-            )
-
-        return await self._read(run)
+        # the mailbox row's counters (schema 13): no scan of its messages
+        return await self._read(lambda conn: _counts.status(conn, mailbox_id))
 
     async def claim_recent(self, mailbox_id: MailboxId, below: Uid | None = None) -> Uid:
         """Return the first UID that is \\Recent for the caller, and take them from others."""
@@ -1144,15 +1113,7 @@ class PostgresStore(
     async def message_columns(self, mailbox_id: MailboxId) -> MessageColumns:
         async def run(conn: Any) -> MessageColumns:
             mailbox = await self._require_mailbox(conn, mailbox_id)
-            rows = await conn.fetch(
-                "SELECT uid, modseq, flags, keywords, internal_date, internal_tz, save_date, size,"
-                " blob, pop3_uidl, pop3_hidden_at FROM messages WHERE mailbox_id = $1 ORDER BY uid",
-                mailbox_id,
-            )
-            columns = ColumnBuilder(mailbox)
-            for start in range(0, len(rows), COLUMN_PIECE):
-                columns.add([tuple(r) for r in rows[start : start + COLUMN_PIECE]])
-            return columns.finish()
+            return await packed_columns(conn, mailbox)  # no Python object per message
 
         return await self._read(run, snapshot=True)
 
@@ -1698,6 +1659,7 @@ class PostgresStore(
                 if used == 0:
                     unused.append(blob)
             problems.extend(await _quota.recount(conn, False))
+            problems.extend(await _counts.recount(conn, False))
             for blob, size, stored, count, top in await conn.fetch(
                 "SELECT b.id, b.size, coalesce(sum(length(c.data)), 0)::bigint, count(c.seq),"
                 " coalesce(max(c.seq), -1) FROM blobs b LEFT JOIN blob_chunks c ON c.blob = b.id"
@@ -1716,6 +1678,12 @@ class PostgresStore(
                 await _quota.recount(tx.conn, True)
 
             await self._write(recount)
+        if repair and any(": counters (" in problem for problem in problems):
+
+            async def recount_mailboxes(tx: Tx) -> None:
+                await _counts.recount(tx.conn, True)
+
+            await self._write(recount_mailboxes)
         if repair and unused:
 
             async def fix(tx: Tx) -> None:

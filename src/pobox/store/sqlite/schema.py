@@ -259,7 +259,69 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE blobs ADD COLUMN thread_refs TEXT
     """,
+    # 13: each mailbox's counters for STATUS without reading its messages (messages, octets,
+    # unseen, \Deleted and their octets; docs/decisions/mailbox-counters.md), kept by triggers
+    # in the transaction of every write to messages; filled here from the messages there are.
+    # Flag bits as pobox.store.rows: \Seen 1, \Deleted 8
+    """
+    ALTER TABLE mailboxes ADD COLUMN n_messages INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE mailboxes ADD COLUMN n_octets INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE mailboxes ADD COLUMN n_unseen INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE mailboxes ADD COLUMN n_deleted INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE mailboxes ADD COLUMN n_deleted_octets INTEGER NOT NULL DEFAULT 0;
+    UPDATE mailboxes SET (n_messages, n_octets, n_unseen, n_deleted, n_deleted_octets) = (
+        SELECT count(*), coalesce(sum(size), 0), coalesce(sum((flags & 1) = 0), 0),
+            coalesce(sum((flags & 8) != 0), 0),
+            coalesce(sum(CASE WHEN flags & 8 THEN size ELSE 0 END), 0)
+        FROM messages WHERE mailbox_id = mailboxes.id);
+    CREATE INDEX messages_unseen ON messages (mailbox_id, uid) WHERE (flags & 1) = 0;
+    CREATE TRIGGER messages_count_insert AFTER INSERT ON messages BEGIN
+        UPDATE mailboxes SET n_messages = n_messages + 1, n_octets = n_octets + new.size,
+            n_unseen = n_unseen + ((new.flags & 1) = 0),
+            n_deleted = n_deleted + ((new.flags & 8) != 0),
+            n_deleted_octets = n_deleted_octets + CASE WHEN new.flags & 8 THEN new.size ELSE 0 END
+        WHERE id = new.mailbox_id;
+    END;
+    CREATE TRIGGER messages_count_delete AFTER DELETE ON messages BEGIN
+        UPDATE mailboxes SET n_messages = n_messages - 1, n_octets = n_octets - old.size,
+            n_unseen = n_unseen - ((old.flags & 1) = 0),
+            n_deleted = n_deleted - ((old.flags & 8) != 0),
+            n_deleted_octets = n_deleted_octets - CASE WHEN old.flags & 8 THEN old.size ELSE 0 END
+        WHERE id = old.mailbox_id;
+    END;
+    CREATE TRIGGER messages_count_update AFTER UPDATE OF mailbox_id, flags, size ON messages
+    WHEN old.mailbox_id != new.mailbox_id OR old.size != new.size
+        OR (old.flags & 9) != (new.flags & 9)
+    BEGIN
+        UPDATE mailboxes SET n_messages = n_messages - 1, n_octets = n_octets - old.size,
+            n_unseen = n_unseen - ((old.flags & 1) = 0),
+            n_deleted = n_deleted - ((old.flags & 8) != 0),
+            n_deleted_octets = n_deleted_octets - CASE WHEN old.flags & 8 THEN old.size ELSE 0 END
+        WHERE id = old.mailbox_id;
+        UPDATE mailboxes SET n_messages = n_messages + 1, n_octets = n_octets + new.size,
+            n_unseen = n_unseen + ((new.flags & 1) = 0),
+            n_deleted = n_deleted + ((new.flags & 8) != 0),
+            n_deleted_octets = n_deleted_octets + CASE WHEN new.flags & 8 THEN new.size ELSE 0 END
+        WHERE id = new.mailbox_id;
+    END
+    """,
 )
+
+
+def _statements(script: str) -> list[str]:
+    """The statements of *script*: split at each ";" that ends one (a trigger's body holds
+    several, ended by its END)."""
+    statements: list[str] = []
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                statements.append(pending)
+            pending = ""
+    if pending.strip(" \n;"):
+        statements.append(pending)
+    return statements
 
 
 def migrate(conn: sqlite3.Connection) -> int:
@@ -277,9 +339,8 @@ def migrate(conn: sqlite3.Connection) -> int:
             if current > number:
                 conn.execute("ROLLBACK")
                 continue
-            for statement in MIGRATIONS[number].split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            for statement in _statements(MIGRATIONS[number]):
+                conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {number + 1}")
             conn.execute("COMMIT")
         except BaseException:

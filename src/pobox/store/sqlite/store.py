@@ -52,8 +52,6 @@ from pobox.store.api import (
 )
 from pobox.store.rows import (
     COLUMN_PIECE,
-    DELETED_BIT,
-    SEEN_BIT,
     ColumnBuilder,
     from_epoch,
     join_flags,
@@ -63,6 +61,7 @@ from pobox.store.rows import (
     uidl_for,
 )
 from pobox.store.rows import search_fields as rows_search_fields
+from pobox.store.sqlite import counts as _counts
 from pobox.store.sqlite import quota as _quota
 from pobox.store.sqlite.acl import SqliteAcl
 from pobox.store.sqlite.db import Database, as_store_error
@@ -627,37 +626,8 @@ class SqliteStore(
         )
 
     async def mailbox_status(self, mailbox_id: MailboxId) -> MailboxStatus:
-        def run(conn: sqlite3.Connection) -> MailboxStatus:
-            mailbox = self._require_mailbox(conn, mailbox_id)
-            row = conn.execute(
-                "SELECT count(*), coalesce(sum(size), 0),"
-                " coalesce(sum((flags & ?) = 0), 0), coalesce(sum((flags & ?) != 0), 0),"
-                " min(CASE WHEN (flags & ?) = 0 THEN uid END),"
-                " coalesce(sum(CASE WHEN (flags & ?) != 0 THEN size END), 0)"
-                " FROM messages WHERE mailbox_id = ?",
-                (SEEN_BIT, DELETED_BIT, SEEN_BIT, DELETED_BIT, mailbox_id),
-            ).fetchone()
-            floor = conn.execute(
-                "SELECT recent_floor FROM mailboxes WHERE id = ?", (mailbox_id,)
-            ).fetchone()[0]
-            recent = conn.execute(
-                "SELECT count(*) FROM messages WHERE mailbox_id = ? AND uid >= ?",
-                (mailbox_id, floor),
-            ).fetchone()[0]
-            return MailboxStatus(
-                messages=row[0],
-                size=row[1],
-                unseen=row[2],
-                deleted=row[3],
-                first_unseen_uid=Uid(row[4]) if row[4] is not None else None,
-                uidnext=mailbox.uidnext,
-                uidvalidity=mailbox.uidvalidity,
-                highest_modseq=mailbox.highest_modseq,
-                recent=recent,
-                deleted_size=row[5],
-            )
-
-        return await self._db.read(run)
+        # the mailbox row's counters (schema 13): no scan of its messages
+        return await self._db.read(lambda conn: _counts.status(conn, mailbox_id))
 
     async def claim_recent(self, mailbox_id: MailboxId, below: Uid | None = None) -> Uid:
         """Return the first UID that is \\Recent for the caller, and take them from others."""
@@ -1403,11 +1373,14 @@ class SqliteStore(
                 if refs != used:
                     problems.append(f"blob {blob}: reference count {refs}, used {used} times")
             problems.extend(_quota.recount(conn, False))
+            problems.extend(_counts.recount(conn, False))
             return [(r[0], r[1]) for r in conn.execute("SELECT name, size FROM blobs")]
 
         blobs = await self._db.read(inspect)
         if repair and any(" quota usage " in problem for problem in problems):
             await self._write(lambda conn: _quota.recount(conn, True))  # recounted under lock
+        if repair and any(": counters (" in problem for problem in problems):
+            await self._write(lambda conn: _counts.recount(conn, True))
 
         def files() -> set[str]:
             known = {name for name, _ in blobs}
