@@ -240,6 +240,8 @@ class MailboxIndex:
 
     def keywords_in_use(self) -> tuple[str, ...]:
         """Keywords set on some message now, sorted (for SELECT's FLAGS)."""
+        if not self.keywords:
+            return ()  # no message ever had one: no pass over the flags
         if self._used_version != self.version:
             every = 0
             for bits in set(self.flags):
