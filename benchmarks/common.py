@@ -53,6 +53,8 @@ class Server:
     host: str = HOST
     description: str = ""
     _stop: Callable[[], None] | None = field(default=None, repr=False)
+    #: the process group of the server's processes (for :func:`group_cpu_seconds`), if known
+    pgid: int | None = None
 
     @property
     def recipient(self) -> str:
@@ -109,6 +111,27 @@ def _tail(path: Path, lines: int = 30) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
+
+
+def group_cpu_seconds(pgid: int | None) -> float:
+    """CPU seconds (user + system) used so far by the processes of group *pgid*: the live
+    ones, and the children they have reaped (a Dovecot master reaps its ended imap processes).
+    Threads are included. NaN when *pgid* is unknown or /proc is not there."""
+    if pgid is None or not Path("/proc").is_dir():
+        return float("nan")
+    ticks = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # ended meanwhile
+        fields = stat[stat.rindex(")") + 2 :].split()
+        # after the command: state ppid pgrp ... utime(12) stime(13) cutime(14) cstime(15)
+        if int(fields[2]) == pgid:
+            ticks += sum(int(f) for f in fields[11:15])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _stop_group(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:

@@ -1079,9 +1079,11 @@ def run_clients(server: Server, args: Any, corpus: Corpus) -> dict[str, Any]:
         for p in procs:
             p.kill()
         raise BenchError(f"clients did not get ready: {exc!r}") from exc
+    cpu0 = common.group_cpu_seconds(server.pgid)
     t0 = time.perf_counter()
     results = [out.get(timeout=args.duration + 300) for _ in procs]
     elapsed = time.perf_counter() - t0
+    server_cpu = common.group_cpu_seconds(server.pgid) - cpu0
     for p in procs:
         p.join(30)
     counts = {name: sum(r["counts"][name] for r in results) for name in REPORTED}
@@ -1091,6 +1093,10 @@ def run_clients(server: Server, args: Any, corpus: Corpus) -> dict[str, Any]:
         "elapsed": elapsed,
         "commands": commands,
         "cmd_s": commands / elapsed,
+        # the server's CPU time per command: steadier than cmd/s on a machine whose cores the
+        # clients (and anything else running) share, and what a second core would multiply
+        "cpu_ms": server_cpu / commands * 1000 if commands else float("nan"),
+        "cpu_share": server_cpu / elapsed,
         "logins_s": sum(r["logins"] for r in results) / elapsed,
         "errors": sum(r["errors"] for r in results),
         "expunge_issued": sum(r["expunge_issued"] for r in results),
@@ -1185,6 +1191,7 @@ def start_pobox(workdir: Path, template: Path, workers: str | None) -> Server:
         description=f"{exe} serve{f' --workers {workers}' if workers else ''} "
         "(default config, ports, [limits] lifted)",
         _stop=lambda: common._stop_group(proc),
+        pgid=proc.pid,  # started with start_new_session: it leads its own group
     )
 
 
@@ -1208,6 +1215,7 @@ def start_dovecot(workdir: Path, accounts: int, clients: int, passwords: str = "
         password=PASSWORD,
         description=f"Dovecot {common.dovecot_version()}, maildir, mail_fsync=optimized",
         _stop=instance.stop,
+        pgid=instance.process.pid if instance.process is not None else None,
     )
     if clients > 40:  # the anchor allows 100 processes per service: one imap process a session
         from imap_bench import raise_dovecot_limits
@@ -1347,6 +1355,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"  round {round_ + 1} {target}: {result['cmd_s']:.0f} cmd/s, "
                     f"{result['logins_s']:.1f} logins/s, {result['errors']} errors, "
+                    f"server CPU {result['cpu_ms']:.3f} ms/cmd ({result['cpu_share']:.2f} cores), "
                     f"{result['expunge_issued']} NO [EXPUNGEISSUED] (prefill {fill_s:.1f} s)",
                     flush=True,
                 )
@@ -1388,6 +1397,8 @@ def report(results: dict[str, list[dict[str, Any]]]) -> None:
             "cmd_s": _median([r["cmd_s"] for r in rs]),
             "logins_s": _median([r["logins_s"] for r in rs]),
             "errors": float(sum(r["errors"] for r in rs)),
+            "cpu_ms": _median([r["cpu_ms"] for r in rs]),
+            "cpu_share": _median([r["cpu_share"] for r in rs]),
         }
         for name in REPORTED:
             row[name + "_ms"] = _median([r["mean_ms"][name] for r in rs])
@@ -1411,12 +1422,19 @@ def report(results: dict[str, list[dict[str, Any]]]) -> None:
             str(v["range"]) if len(measured[t]) > 1 else "",
             f"{v['logins_s']:.1f}",
             f"{v['errors']:.0f}",
+            f"{v['cpu_ms']:.3f}",
+            f"{v['cpu_share']:.2f}",
         ]
         for t, v in summary.items()
     ]
     if len(summary) == 2:
-        rows.append(["ratio p/d", "", ratio("cmd_s"), "", ratio("logins_s"), ""])
-    print_table(["target", "rounds", "cmd/s", "range", "logins/s", "errors"], rows)
+        # CPU per command: below 1, pobox spends less of the machine on a command
+        rows.append(
+            ["ratio p/d", "", ratio("cmd_s"), "", ratio("logins_s"), "", ratio("cpu_ms"), ""]
+        )
+    print_table(
+        ["target", "rounds", "cmd/s", "range", "logins/s", "errors", "CPU ms/cmd", "cores"], rows
+    )
 
     print("\nper command: count per second and mean latency (ms)")
     headers = ["command"]

@@ -54,8 +54,11 @@ def fault(monkeypatch: pytest.MonkeyPatch) -> Fault:
     ) -> Any:
         return await write(self, fault.wrap(fn))
 
-    async def faulty_read(self: sqlite_db.Database, fn: Callable[[sqlite3.Connection], Any]) -> Any:
-        return await read(self, fault.wrap(fn) if fault.reads else fn)
+    async def faulty_read(
+        self: sqlite_db.Database, fn: Callable[[sqlite3.Connection], Any], **options: Any
+    ) -> Any:
+        # inline reads too: a busy database sends them to the pool, where they fail again
+        return await read(self, fault.wrap(fn) if fault.reads else fn, **options)
 
     monkeypatch.setattr(sqlite_db.Database, "write", faulty_write)
     monkeypatch.setattr(sqlite_db.Database, "read", faulty_read)

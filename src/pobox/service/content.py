@@ -64,7 +64,11 @@ def fields_of(parsed: ParsedMessage) -> SearchFields:
 
 
 class IncomingMessage:
-    """A message arriving in pieces (IMAP APPEND): blocking methods, call them in a thread.
+    """A message arriving in pieces (IMAP APPEND).
+
+    :meth:`write` puts a piece in the spool file (the page cache: IMAP APPEND calls it on the
+    event loop), :meth:`seal` makes the content durable (fsync: call it in a thread), and
+    :meth:`describe` parses it once; :meth:`finish` is both, for callers in a thread.
 
     With *binary* (a literal8, RFC 3516) the octets are kept as sent until :meth:`finish`,
     which base64-encodes the parts declared ``binary`` before the message is stored
@@ -93,11 +97,32 @@ class IncomingMessage:
         pop3_uidl: str | None = None,
     ) -> NewMessage:
         """fsync the content, parse it once, and describe it for the store."""
+        self.seal()
+        return self.describe(flags=flags, internal_date=internal_date, pop3_uidl=pop3_uidl)
+
+    def seal(self) -> None:
+        """Blocking: the content complete and on disk (fsync)."""
         try:
             if self._raw is not None:
                 raw, self._raw = bytes(self._raw), None
                 self._writer.write(encode_binary_parts(raw) or raw)
             self.spool.seal()
+        except OSError as exc:
+            self.discard()
+            raise _temporary(exc) from exc
+        except BaseException:
+            self.discard()
+            raise
+
+    def describe(
+        self,
+        *,
+        flags: frozenset[str] = frozenset(),
+        internal_date: datetime | None = None,
+        pop3_uidl: str | None = None,
+    ) -> NewMessage:
+        """Parse the sealed content once and describe it for the store (reads the file)."""
+        try:
             with self.spool.open() as fp:
                 parsed = parse_message(fp)
         except OSError as exc:

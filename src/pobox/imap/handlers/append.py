@@ -103,7 +103,9 @@ async def _start(session: ImapSession, event: AppendStart) -> None:
     if state.current is not None:  # the previous message of this MULTIAPPEND is complete
         state.messages.append(state.current)
         state.current = None
-    spool = await asyncio.to_thread(session.service.store.new_spool)
+    # creating the spool file and writing the literal into it stay on the event loop (page
+    # cache writes, cheaper than a thread hop each); only the fsync goes to a thread (_end)
+    spool = session.service.store.new_spool()
     # a literal8 may carry binary parts: stored base64-encoded (docs/decisions/binary-content.md)
     incoming = IncomingMessage(spool, binary=event.binary)
     state.current = _Pending(incoming, flags, event.internal_date)
@@ -172,7 +174,7 @@ async def _data(session: ImapSession, event: AppendData) -> None:
         state.error = ("NO", f"the message would be larger than {limit} octets", "TOOBIG")
         return
     try:
-        await asyncio.to_thread(state.current.incoming.write, event.data)
+        state.current.incoming.write(event.data)
     except PoboxError as exc:
         text, code = error_code(exc)
         state.error = ("NO", text, code)
@@ -206,7 +208,10 @@ async def _end(session: ImapSession, event: AppendEnd) -> None:
     try:
         # the quota of the mailbox's account (its owner's, for a shared one: RFC 9208 §3)
         limits = await quota.current_limits(mailbox.account_id)
-        ready = [await asyncio.to_thread(_finish, item) for item in state.messages]
+        ready = []
+        for item in state.messages:
+            await asyncio.to_thread(item.incoming.seal)
+            ready.append(_finish(item))
         state.messages.clear()
         if state.replaces is not None:  # REPLACE: both in one transaction (RFC 8508 §3.4)
             src, old = state.replaces
@@ -239,7 +244,9 @@ async def _end(session: ImapSession, event: AppendEnd) -> None:
 
 
 def _finish(item: _Pending) -> NewMessage:
-    message = item.incoming.finish(flags=item.flags, internal_date=item.internal_date)
+    """The sealed message parsed once (on the event loop: a thread would hold the GIL as
+    long and add two switches)."""
+    message = item.incoming.describe(flags=item.flags, internal_date=item.internal_date)
     # ENVELOPE and BODYSTRUCTURE rendered once, kept with the message (as Dovecot's cache)
     kept = render_kept(ParsedMessage.from_bytes(message.structure))
     return dataclasses.replace(message, rendered=kept)

@@ -29,7 +29,7 @@ class SqliteAcl:
             )
             return [(r[0], r[1]) for r in rows]
 
-        return await self._db.read(run)
+        return await self._db.read(run, inline=True)
 
     async def set_acl(self, mailbox_id: MailboxId, identifier: str, rights: str | None) -> None:
         def run(conn: sqlite3.Connection) -> None:
@@ -65,7 +65,7 @@ class SqliteAcl:
             ).fetchall()
             return shared_mailboxes(rows)
 
-        return await self._db.read(run)
+        return await self._db.read(run, inline=True)
 
     async def drop_acl_identifiers(self, identifiers: Sequence[str]) -> None:
         doomed = list(identifiers)

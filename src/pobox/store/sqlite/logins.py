@@ -75,7 +75,7 @@ class SqliteLogins:
         return await self._db.write(run)
 
     async def list_logins(self, account_id: AccountId) -> list[Login]:
-        return await self._db.read(lambda conn: _logins(conn, account_id))
+        return await self._db.read(lambda conn: _logins(conn, account_id), inline=True)
 
     async def delete_login(self, account_id: AccountId, label: str) -> Login | None:
         def run(conn: sqlite3.Connection) -> Login | None:
@@ -107,7 +107,7 @@ class SqliteLogins:
                 return None
             return account, _logins(conn, account.id)
 
-        return await self._db.read(run)
+        return await self._db.read(run, inline=True)
 
     async def record_login_use(self, uses: Sequence[tuple[int, float, str]]) -> None:
         params = [(when, address, login_id, when) for login_id, when, address in uses]

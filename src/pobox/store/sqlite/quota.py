@@ -163,7 +163,7 @@ class SqliteQuota:
                 return QuotaUsage(0, 0, int(row[0]))
             return QuotaUsage(int(row[1]), int(row[2]), int(row[0]), *map(int, row[3:]))
 
-        return await self._db.read(run)
+        return await self._db.read(run, inline=True)
 
     async def quota_warn(
         self,

@@ -64,7 +64,7 @@ from pobox.store.rows import search_fields as rows_search_fields
 from pobox.store.sqlite import counts as _counts
 from pobox.store.sqlite import quota as _quota
 from pobox.store.sqlite.acl import SqliteAcl
-from pobox.store.sqlite.db import Database, as_store_error
+from pobox.store.sqlite.db import INLINE_MAX, Database, as_store_error
 from pobox.store.sqlite.files import FileContent, FileLayout, FileSpool
 from pobox.store.sqlite.fulltext import SqliteFullText, drop_text
 from pobox.store.sqlite.ids import next_mailbox_id
@@ -77,6 +77,9 @@ from pobox.store.sqlite.schema import migrate
 from pobox.store.sqlite.websessions import SqliteWebSessions
 
 log = logging.getLogger("pobox.store")
+
+#: Files of expunged contents removed on the event loop; more go to a thread.
+INLINE_UNLINKS = 16
 T = TypeVar("T")
 
 WATCH_INTERVAL = 0.2
@@ -358,7 +361,8 @@ class SqliteStore(
                     "SELECT id, address, password_hash FROM accounts WHERE address = ?",
                     (address,),
                 ).fetchone(),
-            )
+            ),
+            inline=True,
         )
 
     async def get_account_by_id(self, account_id: AccountId) -> Account | None:
@@ -368,7 +372,8 @@ class SqliteStore(
                 conn.execute(
                     "SELECT id, address, password_hash FROM accounts WHERE id = ?", (account_id,)
                 ).fetchone(),
-            )
+            ),
+            inline=True,
         )
 
     async def resolve_address(self, address: str) -> Account | None:
@@ -381,7 +386,7 @@ class SqliteStore(
             ).fetchone()
             return self._account(conn, row)
 
-        return await self._db.read(run)
+        return await self._db.read(run, inline=True)
 
     async def list_accounts(self) -> list[Account]:
         def run(conn: sqlite3.Connection) -> list[Account]:
@@ -501,7 +506,7 @@ class SqliteStore(
             ).fetchall()
             return [_mailbox(r, r[2] in subs) for r in rows]
 
-        return await self._db.read(run)
+        return await self._db.read(run, inline=True)
 
     @staticmethod
     def _get_mailbox(conn: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> Mailbox | None:
@@ -515,11 +520,14 @@ class SqliteStore(
 
     async def get_mailbox(self, account_id: AccountId, name: str) -> Mailbox | None:
         return await self._db.read(
-            lambda conn: self._get_mailbox(conn, "account_id = ? AND name = ?", (account_id, name))
+            lambda conn: self._get_mailbox(conn, "account_id = ? AND name = ?", (account_id, name)),
+            inline=True,
         )
 
     async def get_mailbox_by_id(self, mailbox_id: MailboxId) -> Mailbox | None:
-        return await self._db.read(lambda conn: self._get_mailbox(conn, "id = ?", (mailbox_id,)))
+        return await self._db.read(
+            lambda conn: self._get_mailbox(conn, "id = ?", (mailbox_id,)), inline=True
+        )
 
     def _require_mailbox(self, conn: sqlite3.Connection, mailbox_id: int) -> Mailbox:
         mailbox = self._get_mailbox(conn, "id = ?", (mailbox_id,))
@@ -627,7 +635,7 @@ class SqliteStore(
 
     async def mailbox_status(self, mailbox_id: MailboxId) -> MailboxStatus:
         # the mailbox row's counters (schema 13): no scan of its messages
-        return await self._db.read(lambda conn: _counts.status(conn, mailbox_id))
+        return await self._db.read(lambda conn: _counts.status(conn, mailbox_id), inline=True)
 
     async def claim_recent(self, mailbox_id: MailboxId, below: Uid | None = None) -> Uid:
         """Return the first UID that is \\Recent for the caller, and take them from others."""
@@ -673,8 +681,11 @@ class SqliteStore(
         return []
 
     async def _unlink_later(self, names: list[str]) -> None:
-        """Remove the files of contents nobody refers to any more, off the event loop."""
-        if names:
+        """Remove the files of contents nobody refers to any more: a few (an ordinary
+        EXPUNGE's) here, more off the event loop (docs/decisions/inline-reads.md)."""
+        if len(names) <= INLINE_UNLINKS:
+            self._unlink(names)
+        else:
             await asyncio.to_thread(self._unlink, names)
 
     def _unlink(self, names: Iterable[str]) -> None:
@@ -890,7 +901,9 @@ class SqliteStore(
 
     async def get_messages(self, mailbox_id: MailboxId, uids: Iterable[Uid]) -> list[MessageMeta]:
         wanted = list(uids)
-        return await self._db.read(lambda conn: self._select(conn, mailbox_id, wanted))
+        return await self._db.read(
+            lambda conn: self._select(conn, mailbox_id, wanted), inline=len(wanted) <= INLINE_MAX
+        )
 
     async def set_flags(
         self,
@@ -1079,9 +1092,10 @@ class SqliteStore(
                     (mailbox_id, modseq),
                 )
             ]
+            self._db.check_inline(conn, len(changed) + len(gone))
             return ChangeBatch(mailbox, changed, gone)
 
-        return await self._db.read(run)
+        return await self._db.read(run, inline=True)
 
     async def expunged_since(self, mailbox_id: MailboxId, modseq: ModSeq) -> list[Uid]:
         def run(conn: sqlite3.Connection) -> list[Uid]:
@@ -1103,7 +1117,7 @@ class SqliteStore(
                 raise NotFound("message content is gone")
             return bytes(row[0])
 
-        return await self._db.read(run)
+        return await self._db.read(run, inline=True)
 
     async def get_structures(self, blobs: Iterable[BlobId]) -> dict[BlobId, bytes]:
         wanted = sorted(set(blobs))
@@ -1120,7 +1134,7 @@ class SqliteStore(
 
         if not wanted:
             return {}
-        return await self._db.read(run)
+        return await self._db.read(run, inline=len(wanted) <= INLINE_MAX)
 
     async def get_rendered(self, blobs: Iterable[BlobId]) -> dict[BlobId, Rendered]:
         wanted = sorted(set(blobs))
@@ -1141,7 +1155,7 @@ class SqliteStore(
 
         if not wanted:
             return {}
-        return await self._db.read(run)
+        return await self._db.read(run, inline=len(wanted) <= INLINE_MAX)
 
     async def set_rendered(self, items: Mapping[BlobId, Rendered]) -> None:
         rows = [(r.envelope, r.bodystructure, blob) for blob, r in items.items()]
@@ -1181,7 +1195,7 @@ class SqliteStore(
 
         if not wanted:
             return {}
-        return await self._db.read(run)
+        return await self._db.read(run, inline=len(wanted) <= INLINE_MAX)
 
     async def open_content(self, blob: BlobId) -> Content:
         def run(conn: sqlite3.Connection) -> str:
@@ -1190,7 +1204,7 @@ class SqliteStore(
                 raise NotFound("message content is gone")
             return str(row[0])
 
-        name = await self._db.read(run)
+        name = await self._db.read(run, inline=True)
         try:
             return FileContent(self.layout.blob_path(name))
         except FileNotFoundError:
@@ -1207,7 +1221,7 @@ class SqliteStore(
             ).fetchone()
             return None if row is None else str(row[0])
 
-        name = await self._db.read(run)
+        name = await self._db.read(run, inline=True)
         if name is None:
             raise NotFound("the message is no longer in the mailbox")
         try:
