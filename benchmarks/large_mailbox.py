@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import random
 import re
 import shutil
@@ -74,6 +75,16 @@ def _subject(rng: random.Random) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 7))).capitalize()
 
 
+def reply_ids(n: int, seed: int = 7) -> tuple[str, ...]:
+    """What message *n* answers (its References: grandparent and parent), for THREAD: one in
+    four after the 60th replies to one of the 60 messages before it."""
+    if n % 4 != 1 or n <= 60:
+        return ()
+    parent = n - 1 - (n * 7919) % 60
+    grand = parent - 1 - (parent * 7919) % 60
+    return (f"large-{seed}-{grand}@example.org", f"large-{seed}-{parent}@example.org")
+
+
 def realistic(n: int, total: int, seed: int = 7) -> bytes:
     """Message *n* of *total*: the same bytes for both targets."""
     rng = random.Random(seed * 1_000_003 + n)
@@ -97,6 +108,9 @@ def realistic(n: int, total: int, seed: int = 7) -> bytes:
         f"From: {name} <{address}>\r\nTo: Bench <{common.USER}>\r\nSubject: {subject}\r\n"
         f"Date: {when}\r\nMessage-ID: <large-{seed}-{n}@example.org>\r\nMIME-Version: 1.0\r\n"
     )
+    ids = reply_ids(n, seed)
+    if ids:
+        header += f"In-Reply-To: <{ids[1]}>\r\nReferences: <{ids[0]}> <{ids[1]}>\r\n"
     kind = n % 20
     if kind in (0, 10):  # HTML
         html = "".join(f"<p>{p}</p>\r\n" for p in text.split("\r\n"))
@@ -199,6 +213,88 @@ def operations(
     yield "SEARCH BODY (10 hits)", search(f"BODY {RARE_WORD}".encode(), lambda n: n == 10)
     yield "SEARCH BODY (no hit)", search(f"BODY {ABSENT_WORD}".encode(), lambda n: n == 0)
     yield "SEARCH TEXT (10 hits)", search(f"TEXT {RARE_WORD}".encode(), lambda n: n == 10)
+
+
+def sort_operations(
+    imap: Imap, count: int, answers: dict[str, list[int]]
+) -> Iterator[tuple[str, Callable[[], None]]]:
+    """SORT and THREAD over the whole mailbox; each keeps its last answer (UIDs in order, or
+    for THREAD the sizes of the threads in order) in *answers* for :func:`compare_answers`."""
+
+    def sort(criteria: bytes, name: str) -> Callable[[], None]:
+        def run() -> None:
+            _, lines = imap.command(b"UID SORT " + criteria + b" UTF-8 ALL")
+            found = [x for x in lines if x.startswith(b"* SORT")]
+            if not found:
+                raise BenchError(f"no SORT response to {criteria!r}")
+            uids = [int(u) for u in found[0].split()[2:]]
+            if len(uids) < count - 5:
+                raise BenchError(f"SORT {criteria!r}: {len(uids)} messages")
+            answers[name] = uids
+
+        return run
+
+    def thread() -> None:
+        _, lines = imap.command(b"UID THREAD REFERENCES UTF-8 ALL")
+        found = [x for x in lines if x.startswith(b"* THREAD")]
+        if not found:
+            raise BenchError("no THREAD response")
+        threads = top_threads(found[0][len(b"* THREAD") :])
+        if sum(len(t) for t in threads) < count - 5:
+            raise BenchError(f"THREAD: {sum(len(t) for t in threads)} messages")
+        answers["THREAD=REFERENCES"] = [len(t) for t in threads]
+        THREADS[name_of(imap)] = threads
+
+    yield "SORT (REVERSE DATE)", sort(b"(REVERSE DATE)", "SORT (REVERSE DATE)")
+    yield "SORT (ARRIVAL)", sort(b"(ARRIVAL)", "SORT (ARRIVAL)")
+    yield "SORT (FROM)", sort(b"(FROM)", "SORT (FROM)")
+    yield "SORT (SUBJECT)", sort(b"(SUBJECT)", "SORT (SUBJECT)")
+    yield "THREAD=REFERENCES", thread
+
+
+def top_threads(text: bytes) -> list[list[int]]:
+    """The messages (UIDs) of each top-level thread of a thread-list, in order."""
+    threads: list[list[int]] = []
+    depth = 0
+    for token in re.findall(rb"[()]|\d+", text):
+        if token == b"(":
+            if depth == 0:
+                threads.append([])
+            depth += 1
+        elif token == b")":
+            depth -= 1
+        else:
+            threads[-1].append(int(token))
+    return threads
+
+
+def name_of(imap: Imap) -> str:
+    return getattr(imap, "target_name", "")
+
+
+def header_keys(imap: Imap) -> dict[int, tuple[str, str, str, str]]:
+    """UID → (Message-ID, Date, From, Subject) as the server hands them out (untimed)."""
+    _, lines = imap.command(
+        b"UID FETCH 1:* (UID BODY.PEEK[HEADER.FIELDS (MESSAGE-ID DATE FROM SUBJECT)])"
+    )
+    out: dict[int, tuple[str, str, str, str]] = {}
+    # each literal's lines come one by one, after their FETCH line
+    text = b"\n".join(lines).decode("utf-8", "replace")
+    for block in re.split(r"\* \d+ FETCH ", text)[1:]:
+        found_uid = re.search(r"UID (\d+)", block)
+        if found_uid is None:
+            continue
+        fields = {}
+        for name in ("Message-ID", "Date", "From", "Subject"):
+            value = re.search(rf"(?im)^{name}: *(.*?)\r?$", block)
+            fields[name] = value[1].strip() if value else ""
+        out[int(found_uid[1])] = (
+            fields["Message-ID"],
+            fields["Date"],
+            fields["From"],
+            fields["Subject"],
+        )
+    return out
 
 
 def status_once(server: Server) -> float:
@@ -306,6 +402,13 @@ def measure_existing(data: Path, args: object) -> dict[str, float]:
     return out
 
 
+#: Per target: the last answer of each SORT and THREAD, and UID → header fields.
+ANSWERS: dict[str, dict[str, list[int]]] = {}
+#: Per target: the top-level threads of the last THREAD=REFERENCES (UIDs).
+THREADS: dict[str, list[list[int]]] = {}
+HEADERS: dict[str, dict[int, tuple[str, str, str, str]]] = {}
+
+
 def session_figures(server: Server, count: int, args: object) -> dict[str, float]:
     """One session's figures on a freshly started server (the first round is cold)."""
     repeat: int = args.repeat  # type: ignore[attr-defined]
@@ -315,13 +418,20 @@ def session_figures(server: Server, count: int, args: object) -> dict[str, float
     # before anything has the mailbox open: the store answers from the mailbox's counters
     out["STATUS before any SELECT (ms)"] = status_once(server)
     results: dict[str, list[float]] = {}
+    answers = ANSWERS.setdefault(server.name, {})
+    imap.target_name = server.name  # type: ignore[attr-defined]
     for round_ in range(1 + repeat):
         for name, run in operations(server, imap, count, not getattr(args, "no_text", False)):
             results.setdefault(name, []).append(timed(run))
+        if not getattr(args, "no_sort", False):
+            for name, run in sort_operations(imap, count, answers):
+                results.setdefault(name, []).append(timed(run))
         results.setdefault("STATUS (another session)", []).append(status_once(server))
         if round_ == 0:
             imap.command(b"UNSELECT")
             imap.command(b"SELECT INBOX")
+    if not getattr(args, "no_sort", False):
+        HEADERS[server.name] = header_keys(imap)  # before the EXPUNGE changes the mailbox
     out["EXPUNGE of one message (ms)"] = expunge_once(imap)
     out["one delivery into the full mailbox (ms)"] = deliver_once(server, 1)
     for name, values in results.items():
@@ -330,6 +440,97 @@ def session_figures(server: Server, count: int, args: object) -> dict[str, float
     out["server RSS (MiB)"], out["server PSS (MiB)"] = memory_mib(server)
     imap.close()
     return out
+
+
+def rethread(headers: dict[int, tuple[str, str, str, str]]) -> list[list[int]]:
+    """The top-level threads (UIDs, parents first) that pobox's THREAD=REFERENCES makes of
+    a server's messages in that server's UID order (the two fills deliver in different orders,
+    and REFERENCES depends on the order: RFC 5256 §2.2 (1C) takes a message out of a parent
+    that another message's References gave it when its own header names none)."""
+    from email.utils import parsedate_to_datetime
+
+    from pobox.mail.sortkeys import collate, subject_and_reply
+    from pobox.mail.threading import Item, references
+
+    items = []
+    for seq, uid in enumerate(sorted(headers), 1):
+        message_id, date, _, subject = headers[uid]
+        found = re.match(r"<large-(\d+)-(-?\d+)@example.org>", message_id)
+        refs = reply_ids(int(found[2]), int(found[1])) if found else ()
+        base, reply = subject_and_reply(subject)
+        sent = parsedate_to_datetime(date).timestamp()
+        items.append(Item(uid, seq, message_id.strip("<>"), refs, collate(base), reply, sent))
+    out = []
+    for root in references(items):
+        uids: list[int] = []
+        stack = [root]
+        while stack:
+            node = stack.pop()
+            if node.item is not None:
+                uids.append(node.item.uid)
+            stack.extend(reversed(node.children))
+        out.append(uids)
+    return out
+
+
+def compare_answers() -> list[str]:
+    """Whether pobox and Dovecot gave the same SORT and THREAD answers. The two fills deliver
+    over several connections, so a message's UID differs between them: answers are compared
+    by the header that is the sort key (equal keys may come in either order, as their sequence
+    numbers differ), by message count, and by the first and last message's Message-ID."""
+    if len(ANSWERS) != 2 or len(HEADERS) != 2:
+        return []
+    (a, a_answers), (b, b_answers) = ANSWERS.items()
+    lines = []
+    field = {"SORT (REVERSE DATE)": 1, "SORT (FROM)": 2, "SORT (SUBJECT)": 3}
+    for name, mine in a_answers.items():
+        theirs = b_answers.get(name)
+        if theirs is None:
+            continue
+        if name == "THREAD=REFERENCES":
+            same = sorted(mine) == sorted(theirs)
+            lines.append(
+                f"{name}: {len(mine)} and {len(theirs)} threads of {sum(mine)} and"
+                f" {sum(theirs)} messages; thread sizes {'the same' if same else 'DIFFER'}"
+            )
+            sets = [
+                {frozenset(HEADERS[t].get(u, ("?",) * 4)[0] for u in th) for th in THREADS[t]}
+                for t in (a, b)
+            ]
+            only = [sets[0] - sets[1], sets[1] - sets[0]]
+            lines.append(
+                f"  threads (as sets of Message-IDs) only in {a}: {len(only[0])}, only in {b}:"
+                f" {len(only[1])}"
+            )
+            for who, extra in zip((a, b), only, strict=True):
+                for thread in sorted(extra, key=len, reverse=True)[:3]:
+                    lines.append(f"    {who}: {sorted(thread)[:8]}")
+            for target in (a, b):
+                again = rethread(HEADERS[target]) == THREADS[target]
+                lines.append(
+                    f"  {target}'s messages in {target}'s order, threaded by"
+                    f" pobox.mail.threading: {'the same as' if again else 'NOT'} {target}'s answer"
+                )
+            continue
+        ids = [
+            [HEADERS[t].get(u, ("?",) * 4) for u in answer]
+            for t, answer in ((a, mine), (b, theirs))
+        ]
+        if name == "SORT (ARRIVAL)":  # the arrival order of two concurrent fills differs
+            whole = [sorted(x) == sorted(HEADERS[t]) for t, x in ((a, mine), (b, theirs))]
+            lines.append(
+                f"{name}: {len(mine)} and {len(theirs)} messages; every message once:"
+                f" {a} {whole[0]}, {b} {whole[1]}"
+            )
+            continue
+        keys = [[h[field[name]] for h in answer] for answer in ids]
+        differ = sum(1 for x, y in zip(*keys, strict=False) if x != y)
+        ends = (ids[0][0][0], ids[0][-1][0]) == (ids[1][0][0], ids[1][-1][0])
+        lines.append(
+            f"{name}: {len(mine)} and {len(theirs)} messages; sort keys differ at {differ}"
+            f" positions; first and last message {'the same' if ends else 'differ'}"
+        )
+    return lines
 
 
 def main() -> None:
@@ -348,6 +549,8 @@ def main() -> None:
     parser.add_argument(
         "--no-text", action="store_true", help="leave out the string searches (an unindexed store)"
     )
+    parser.add_argument("--no-sort", action="store_true", help="leave out SORT and THREAD")
+    parser.add_argument("--answers", help="write the SORT/THREAD answers and headers here (JSON)")
     parser.add_argument(
         "--store",
         default="sqlite",
@@ -387,6 +590,12 @@ def main() -> None:
     if len(results) == 2:
         headers.append("pobox/dovecot")
     print_table(headers, rows)
+    for line in compare_answers():
+        print(line)
+    if args.answers:
+        Path(args.answers).write_text(
+            json.dumps({"answers": ANSWERS, "threads": THREADS, "headers": HEADERS})
+        )
 
 
 if __name__ == "__main__":
