@@ -383,6 +383,12 @@ class Webmail:
             folders.append(Folder(mailbox, *counted, label=label))
         return folders
 
+    async def readable_shared(self, account: Account) -> list[MailboxId]:
+        """The other accounts' folders shared with the account that it may read (the r right):
+        the live updates of its pages follow them too."""
+        shared = await self.service.acl.shared_with(account)
+        return [mailbox.id for mailbox, rights in shared.values() if "r" in rights]
+
     def _counts(self, mailbox: Mailbox) -> tuple[int, int] | None:
         """Messages and unseen messages from the process's index of the mailbox, when it holds
         a current one (no store call: a COUNT over a large mailbox costs more than the page)."""

@@ -893,7 +893,9 @@ class WebApp:
     async def events(self, request: Request) -> Response:
         async def run(login: Login) -> Response:
             feed = self.state.feed
-            queue = await feed.subscribe(login.account.id)
+            # the folders shared with the account that it may read change live too
+            shared = await self.state.webmail.readable_shared(login.account)
+            queue = await feed.subscribe(login.account.id, shared)
             closing = self.state.closing
             drain = self.state.service.drain
             key = object()

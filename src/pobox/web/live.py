@@ -2,8 +2,9 @@
 
 One listener per process on the store's change notifications, the same ones that wake IMAP IDLE
 (writes of this process at once, other processes' and nodes' through the store's watcher). It
-fans each change out to the event streams of the mailbox's account; a stream sends the mailbox
-id and the page fetches what it shows again. No stream polls the store.
+fans each change out to the event streams of the mailbox's account, and of the accounts that
+had the folder shared with them (the r right) when their stream opened; a stream sends the
+mailbox id and the page fetches what it shows again. No stream polls the store.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Iterable
 
 from pobox.store.api import AccountId, MailboxId, Store
 
@@ -25,8 +27,14 @@ class ChangeFeed:
         self._pending: set[MailboxId] = set()
         self._listening = False
         self._tasks: set[asyncio.Task[None]] = set()
+        #: other accounts' folders shared with an account with a stream: folder → readers
+        self._readers: dict[MailboxId, set[AccountId]] = {}
+        #: and the other way round: account → the shared folders it follows
+        self._follows: dict[AccountId, set[MailboxId]] = {}
 
     def _on_change(self, mailbox_id: MailboxId) -> None:
+        for reader in self._readers.get(mailbox_id, ()):
+            self._tell(reader, mailbox_id)
         owner = self._owners.get(mailbox_id)
         if owner is not None:
             self._tell(owner, mailbox_id)
@@ -52,9 +60,17 @@ class ChangeFeed:
             with contextlib.suppress(asyncio.QueueFull):
                 queue.put_nowait(mailbox_id)
 
-    async def subscribe(self, account_id: AccountId) -> asyncio.Queue[int]:
+    async def subscribe(
+        self, account_id: AccountId, shared: Iterable[MailboxId] = ()
+    ) -> asyncio.Queue[int]:
+        """A new stream of the account's changes, and of the changes to *shared* (other
+        accounts' folders it may read)."""
         for mailbox in await self.store.list_mailboxes(account_id):
             self._owners[mailbox.id] = account_id
+        follows = self._follows.setdefault(account_id, set())
+        for mailbox_id in shared:
+            follows.add(mailbox_id)
+            self._readers.setdefault(mailbox_id, set()).add(account_id)
         queue: asyncio.Queue[int] = asyncio.Queue(maxsize=256)
         self._streams.setdefault(account_id, set()).add(queue)
         if not self._listening:
@@ -70,6 +86,12 @@ class ChangeFeed:
                 del self._streams[account_id]
                 for mailbox_id in [m for m, a in self._owners.items() if a == account_id]:
                     del self._owners[mailbox_id]
+                for mailbox_id in self._follows.pop(account_id, set()):
+                    readers = self._readers.get(mailbox_id)
+                    if readers is not None:
+                        readers.discard(account_id)
+                        if not readers:
+                            del self._readers[mailbox_id]
         if not self._streams and self._listening:
             self.store.remove_listener(self._on_change)
             self._listening = False
