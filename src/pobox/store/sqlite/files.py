@@ -22,20 +22,24 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+_HEX = frozenset("0123456789abcdef")
+
+
 class FileLayout:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.messages = root / "messages"
         self.locks = root / "locks"
+        self._messages = str(self.messages)
 
     def prepare(self) -> None:
         self.messages.mkdir(parents=True, exist_ok=True)
         self.locks.mkdir(parents=True, exist_ok=True)
 
     def blob_path(self, name: str) -> Path:
-        if len(name) != 32 or not all(c in "0123456789abcdef" for c in name):
+        if len(name) != 32 or not _HEX.issuperset(name):
             raise ValueError(f"not a blob name: {name!r}")
-        return self.messages / name[:2] / name
+        return Path(f"{self._messages}/{name[:2]}/{name}")
 
     def new_name(self) -> str:
         return secrets.token_hex(16)
@@ -47,8 +51,11 @@ class FileSpool:
     def __init__(self, layout: FileLayout) -> None:
         self.name = layout.new_name()
         self.path = layout.blob_path(self.name)
-        self.path.parent.mkdir(exist_ok=True)
-        self._fp: BinaryIO | None = open(self.path, "xb")  # noqa: SIM115 - kept open while writing
+        try:
+            self._fp: BinaryIO | None = open(self.path, "xb")  # noqa: SIM115 - kept open
+        except FileNotFoundError:  # the first file of its ``messages/<2 hex>`` directory
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fp = open(self.path, "xb")  # noqa: SIM115 - kept open while writing
         self.size = 0
         self.sealed = False
 
