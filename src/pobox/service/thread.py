@@ -50,10 +50,11 @@ async def thread(
     cache = {} if cache is None else cache
     if isinstance(messages, ColumnRecords):
         cols, count = messages.columns, len(messages)
+        rows = zip(cols.uids[:count], cols.blobs[:count], cols.dates[:count], strict=True)
         chosen = [
-            (p + 1, int(cols.uids[p]), int(cols.blobs[p]), float(cols.dates[p]))
-            for p in range(count)
-            if only is None or cols.uids[p] in only
+            (seq, int(uid), int(blob), float(date))
+            for seq, (uid, blob, date) in enumerate(rows, 1)
+            if only is None or uid in only
         ]
     else:
         chosen = [
