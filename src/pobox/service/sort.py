@@ -8,7 +8,9 @@ SUBJECT sort of a 100,000-message mailbox reads one column and computes 100,000 
 every later sort only orders.
 
 Equal keys fall back to the next key, and last to the order of the messages given (their
-sequence numbers, as RFC 5256 §3 requires). REVERSE reverses one key's order only.
+sequence numbers, as RFC 5256 §3 requires). REVERSE reverses one key's order only. The last few
+answers are kept beside the keys, each with the messages it ordered: asked again over the same
+messages, the same keys give the kept answer without sorting (flags do not change an order).
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ from pobox.store.api import MailboxId, Store, Uid
 SORT_KEYS = ("ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM", "DISPLAYTO")
 #: Read a whole mailbox's field rather than a list of UIDs above this many missing keys.
 WHOLE_MAILBOX = 2000
+#: The slot of ``sort_cache`` that keeps the last answers (by hash of their key list), and how
+#: many it keeps.
+ORDERS = "\0orders"
+KEPT_ORDERS = 4
 
 # key → (stored field, how a value becomes the comparable key)
 _FIELD_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
@@ -69,10 +75,23 @@ async def sort(
         positions = list(range(len(uids)))
     else:
         positions = [p for p, uid in enumerate(uids) if uid in only]
+    # the same keys over the same messages (in the same order) give the same answer: no key
+    # depends on flags, so an answer stays right until a message comes or goes
+    signature = tuple((key.name, key.reverse) for key in keys)
+    chosen = [uids[p] for p in positions]
+    orders = cache.setdefault(ORDERS, {})
+    kept = orders.get(hash(signature))
+    if kept is not None and kept[0] == signature and kept[1] == chosen:
+        return list(kept[2])
     for key in reversed(keys):  # stable sorts, last key first: the first key decides most
         value_of = await _key(store, mailbox, key.name, messages, uids, positions, cache)
         positions.sort(key=value_of, reverse=key.reverse)
-    return [Uid(uids[p]) for p in positions]
+    answer = [Uid(uids[p]) for p in positions]
+    if len(orders) >= KEPT_ORDERS:
+        del orders[next(iter(orders))]  # the oldest goes
+    orders.pop(hash(signature), None)
+    orders[hash(signature)] = (signature, chosen, answer)
+    return list(answer)
 
 
 def _uids(messages: Sequence[Message]) -> Sequence[int]:

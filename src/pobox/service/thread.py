@@ -30,6 +30,9 @@ from pobox.store.api import BlobId, MailboxId, Store, Uid
 ALGORITHMS = ("ORDEREDSUBJECT", "REFERENCES")
 #: Structures read per store call.
 BATCH = 512
+#: The slot of ``sort_cache`` that keeps each algorithm's last answer, with the messages (UIDs
+#: and sequence numbers) it threaded; callers only read the threads they are given.
+ANSWERS = "\0threads"
 
 # (message id, references, base subject, reply, sent date)
 _Facts = tuple[str | None, tuple[str, ...], str, bool, float | None]
@@ -62,6 +65,12 @@ async def thread(
             for n, m in enumerate(messages, 1)
             if only is None or m.uid in only
         ]
+    # the same algorithm over the same messages at the same positions: the kept answer
+    answers = cache.setdefault(ANSWERS, {})
+    signature = [(seq, uid) for seq, uid, _, _ in chosen]
+    last = answers.get(hash(algorithm))
+    if last is not None and last[0] == algorithm and last[1] == signature:
+        return list(last[2])
     kept: dict[int, Any] = cache.setdefault("THREAD", {})
     missing = [(uid, blob) for _, uid, blob, _ in chosen if uid not in kept]
     if missing:
@@ -74,9 +83,9 @@ async def thread(
         message_id, refs, subject, reply, sent = facts
         date = arrival if sent is None else sent
         items.append(Item(uid, seq, message_id, refs, subject, reply, date))
-    if algorithm == "REFERENCES":
-        return references(items)
-    return ordered_subject(items)
+    roots = references(items) if algorithm == "REFERENCES" else ordered_subject(items)
+    answers[hash(algorithm)] = (algorithm, signature, roots)
+    return list(roots)
 
 
 async def _read(
