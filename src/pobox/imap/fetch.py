@@ -296,6 +296,38 @@ def needs_content(items: Iterable[FetchItem]) -> bool:
     return any(it.section is not None or it.name not in _CONTENT_FREE for it in items)
 
 
+_TOP_HEADER_KINDS = frozenset({"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"})
+
+
+def header_only(items: Iterable[FetchItem]) -> bool:
+    """True when every item that needs the message's bytes asks only for its top-level header
+    (``BODY[HEADER]``, ``BODY.PEEK[HEADER.FIELDS (…)]``, ``RFC822.HEADER``): what clients
+    fetch on every sync. The stored structure holds that header block (:func:`top_header`),
+    so such a FETCH reads no message file, as Dovecot answers it from its cache file."""
+    for it in items:
+        if it.section is not None:
+            if (
+                it.name != "BODY"
+                or it.section.part
+                or it.section.kind.upper() not in (_TOP_HEADER_KINDS)
+            ):
+                return False
+        elif it.name not in _CONTENT_FREE and it.name != "RFC822.HEADER":
+            return False
+    return True
+
+
+def top_header(parsed: ParsedMessage | None) -> bytes | None:
+    """The message's whole header block as stored, from its structure; None when the
+    structure kept only the start of it (a header over ``MAX_HEADER_BYTES``)."""
+    if parsed is None:
+        return None
+    root = parsed.root
+    if root.header_offset == 0 and len(parsed.header) == root.header_size:
+        return parsed.header
+    return None
+
+
 _SEEN_SETTERS = frozenset({"RFC822", "RFC822.TEXT"})
 
 
@@ -470,6 +502,13 @@ def _body_section(
         # a part that does not exist: empty, written as every empty section is (as Dovecot)
         return [label + b"{0}\r\n"]
     offset, length = rng
+    if not section.part and kind in _TOP_HEADER_KINDS:
+        block = top_header(parsed)
+        if block is not None:  # no read of the message file
+            if kind != "HEADER":
+                block = filter_header(block, section.fields, kind == "HEADER.FIELDS")
+            skip, n = _clip(len(block), section.partial)
+            return [label + _inline(no_nul(block[skip : skip + n]))]
     if kind.startswith("HEADER.FIELDS"):
         if content is None:
             raise ValueError("HEADER.FIELDS needs the message content")
@@ -716,6 +755,9 @@ def _simple(
         return [b"PREVIEW " + r.string(preview_text(parsed, content.read).encode("utf-8"))]
     if name == "RFC822.HEADER":
         root = parsed.root
+        block = top_header(parsed)
+        if block is not None:
+            return [b"RFC822.HEADER " + _inline(no_nul(block))]
         return [b"RFC822.HEADER ", _range_piece(content, root.header_offset, root.header_size)]
     if name in ("RFC822.TEXT", "RFC822.TEXT.PEEK"):
         root = parsed.root

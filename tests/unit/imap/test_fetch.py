@@ -366,3 +366,27 @@ def test_needs() -> None:
 def test_section_validation() -> None:
     with pytest.raises(ValueError):
         Section((), "BOGUS")
+
+
+def test_top_header_is_the_stored_header_block_or_none_when_cut() -> None:
+    from pobox.mail.parse import MAX_HEADER_BYTES
+
+    raw = b"From: a@b\r\nSubject: x\r\n y\r\n\r\nbody\r\n"
+    assert fetch.top_header(parse_bytes(raw)) == raw[: raw.index(b"\r\n\r\n") + 4]
+    no_body = b"From: a@b\r\nSubject: x"
+    assert fetch.top_header(parse_bytes(no_body)) == no_body
+    huge = b"X-Pad: " + b"p" * MAX_HEADER_BYTES + b"\r\nFrom: a@b\r\n\r\nbody\r\n"
+    assert fetch.top_header(parse_bytes(huge)) is None  # the structure kept only its start
+    assert fetch.top_header(None) is None
+
+
+def test_header_only_items() -> None:
+    fields = Section(kind="HEADER.FIELDS", fields=(b"FROM", b"SUBJECT"))
+    uid, flags = FetchItem.simple("UID"), FetchItem.simple("FLAGS")
+    assert fetch.header_only([uid, flags, FetchItem.body(fields, peek=True)])
+    assert fetch.header_only([FetchItem.simple("RFC822.HEADER"), FetchItem.simple("ENVELOPE")])
+    assert fetch.header_only([FetchItem.body(Section(kind="HEADER", partial=(0, 100)))])
+    assert not fetch.header_only([FetchItem.body(Section((1,), "HEADER"), peek=True)])
+    text = FetchItem.body(Section(kind="TEXT"), peek=True)
+    assert not fetch.header_only([FetchItem.body(Section(kind="HEADER"), peek=True), text])
+    assert not fetch.header_only([FetchItem.simple("RFC822.HEADER"), FetchItem.simple("PREVIEW")])

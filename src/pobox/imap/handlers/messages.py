@@ -370,6 +370,8 @@ async def fetch(session: ImapSession, cmd: c.Fetch) -> None:
             if not any(it.name == "MODSEQ" for it in items):
                 items.append(f.FetchItem.simple("MODSEQ"))
     structure, content_needed = f.needs_structure(items, cached=True), f.needs_content(items)
+    # only the top-level header: from the structure, and a file only where it is not whole
+    header_only = content_needed and f.header_only(items)
     kept = f.wants_rendered(items)
     fast = _index_only(items)
     if fast is not None and not seen:
@@ -395,7 +397,15 @@ async def fetch(session: ImapSession, cmd: c.Fetch) -> None:
                 structures = await store.get_structures(blobs)
             if kept and blobs:
                 rendered = await _rendered(session, blobs, structures)
-            if content_needed and blobs:
+            if header_only and blobs:
+                cut = [
+                    b
+                    for b in blobs
+                    if b in structures and f.top_header(ParsedMessage.cached(structures[b])) is None
+                ]
+                if cut:  # a header longer than the structure keeps
+                    contents = await store.open_contents(cut)
+            elif content_needed and blobs:
                 contents = await store.open_contents(blobs)
             for meta in metas:
                 msn = view.msn_of(meta.uid)
@@ -411,7 +421,7 @@ async def fetch(session: ImapSession, cmd: c.Fetch) -> None:
                     parsed = ParsedMessage.cached(raw)
                 if content_needed:
                     content = contents.get(meta.blob)
-                    if content is None:
+                    if content is None and not (header_only and f.top_header(parsed)):
                         missing = True
                         continue
                 kept_here = rendered.get(meta.blob)
