@@ -9,7 +9,9 @@ account. Then, on the same disk, each timed once per round:
   compressed, written, then sync'd);
 * ``pobox backup DEST`` again (incremental: nothing new);
 * ``pobox backup verify DEST``;
-* ``pobox restore DEST --to NEW`` into an empty data directory.
+* ``pobox restore DEST --to NEW`` into an empty data directory;
+* with ``--postgres DSN``, also ``pobox restore DEST --to DSN`` into an empty PostgreSQL
+  database created for each round beside the DSN's (and dropped after).
 
 With ``--imap-import N`` it also measures ``pobox import imap://…`` from a Dovecot on loopback
 (tools/anchor_dovecot.py) holding N messages delivered over LMTP, in messages per second.
@@ -18,19 +20,21 @@ MB/s is message content (uncompressed) per second of wall time, each command run
 would (a `pobox` subprocess). Prints figures; never asserts.
 
     .venv/bin/python benchmarks/backup_restore.py [--messages 100000] [--size 8000] [--rounds 1]
-        [--imap-import 10000]
+        [--imap-import 10000] [--postgres postgresql://postgres@127.0.0.1:5432/postgres]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import random
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from common import (
@@ -82,6 +86,26 @@ def timed(cmd: list[str]) -> float:
     return time.perf_counter() - start
 
 
+@contextlib.contextmanager
+def scratch_database(dsn: str, name: str) -> Iterator[str]:
+    """An empty database *name* on the server of *dsn*, dropped afterwards."""
+    import asyncpg
+
+    async def run(sql: str) -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run(f"DROP DATABASE IF EXISTS {name}"))
+    asyncio.run(run(f"CREATE DATABASE {name}"))
+    try:
+        yield dsn.rsplit("/", 1)[0] + "/" + name
+    finally:
+        asyncio.run(run(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
 def imap_import(count: int, size: int, root: Path) -> None:
     """Time ``pobox import imap://`` of *count* messages from Dovecot."""
     rng = random.Random(11)
@@ -122,6 +146,9 @@ def main() -> None:
     parser.add_argument(
         "--imap-import", type=int, default=0, metavar="N", help="also time an IMAP import of N"
     )
+    parser.add_argument(
+        "--postgres", metavar="DSN", default=None, help="also time a restore into PostgreSQL"
+    )
     args = parser.parse_args()
     print_environment()
     root = Path(tempfile.mkdtemp(prefix="pobox-backup-bench-", dir=args.dir))
@@ -155,6 +182,10 @@ def main() -> None:
                 ),
             ):
                 times.setdefault(label, []).append(timed(cmd))
+            if args.postgres:
+                with scratch_database(args.postgres, f"pobox_restore_bench_{round_}") as dsn:
+                    restore = [*pobox, "restore", "--quiet", str(work / "bk"), "--to", dsn]
+                    times.setdefault("pobox restore --to postgresql", []).append(timed(restore))
             backup_size = sum(p.stat().st_size for p in (work / "bk").rglob("*") if p.is_file())
             shutil.rmtree(work)
         rows = []

@@ -222,6 +222,15 @@ async def _copy_contents(
                 await task
 
 
+async def _parsed(snap: StoreSnapshot, digests: dict[str, str]) -> dict[str, fmt.Parsed]:
+    """What the store parsed of the contents (store key → SHA-256 in *digests*), by SHA-256,
+    for the index to carry (pobox.transfer.format); none from a store that cannot say."""
+    if not isinstance(snap, fmt.ParsedSource):
+        return {}
+    found = await snap.read_parsed(list(digests))
+    return {digests[key]: parsed for key, parsed in found.items()}
+
+
 async def backup(
     store: Store,
     dest: Path,
@@ -249,6 +258,7 @@ async def backup(
         vouched = {digest for keys in all_known.values() for digest in keys.values()}
         objects = _Objects(dest, vouched)
         digests: dict[str, str] = {}
+        parsed: dict[str, fmt.Parsed] = {}
         images: list[AccountImage] = []
         try:
             for attempt in range(1, ATTEMPTS + 1):
@@ -261,6 +271,8 @@ async def backup(
                         await _copy_contents(snap, images, objects, known, digests, reporter)
                     except NotFound as exc:
                         vanished = exc
+                    else:
+                        parsed = await _parsed(snap, digests)
                 if vanished is None:
                     break
                 if attempt == ATTEMPTS:
@@ -282,6 +294,7 @@ async def backup(
             "version": fmt.VERSION,
             "created": report.created,
             "accounts": [fmt.account_json(image, digests) for image in images],
+            "parsed": fmt.parsed_index(parsed),
         }
         packed = zstandard.ZstdCompressor(level=fmt.ZSTD_LEVEL).compress(fmt.dumps(index))
         (dest / fmt.INDEXES).mkdir(exist_ok=True)

@@ -19,13 +19,16 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import dataclasses
 import hashlib
+import io
 import json
 import os
 import threading
 from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from pobox.errors import InvalidInput
 from pobox.store.api import (
@@ -36,6 +39,7 @@ from pobox.store.api import (
     MessageImage,
     ModSeq,
     RecoverableImage,
+    SearchFields,
     Uid,
 )
 
@@ -278,6 +282,111 @@ def digests_of(image: AccountImage) -> Iterator[str]:
     for r in image.recoverable:
         if r.content is not None:
             yield r.content
+
+
+# -- what was parsed of each content ----------------------------------------------------------
+# The index carries, for each content, what pobox.mail parsed of it when the store took it in
+# (the store's ``structure`` and search columns), so that a restore stores it again without
+# parsing every message (docs/decisions/backup-parsed.md). A record is used only when its
+# structure is of the format this pobox reads; otherwise (and for backups without records) the
+# restore parses the content, as it did before.
+
+#: A content's parse: pobox.mail's serialised ParsedMessage and the search fields.
+Parsed = tuple[bytes, SearchFields]
+#: The SearchFields this pobox has, in order (the index names the ones it carries).
+SEARCH_FIELDS = tuple(f.name for f in dataclasses.fields(SearchFields))
+_NULLABLE = {f.name for f in dataclasses.fields(SearchFields) if f.default is None}
+
+
+@runtime_checkable
+class ParsedSource(Protocol):
+    """A store snapshot that can hand over what was parsed of its contents."""
+
+    async def read_parsed(self, keys: list[str]) -> dict[str, Parsed]:
+        """The parse of each content named by *keys* (store content keys) that has one."""
+        ...
+
+
+def _structure_prefix() -> bytes:
+    from pobox.mail.parse import parse_message
+
+    packed = parse_message(io.BytesIO(b"\r\n")).to_bytes()  # b"[<format>,[..."
+    return packed[: packed.index(b",") + 1]
+
+
+#: How a serialised structure of the format this pobox reads begins.
+STRUCTURE_PREFIX = _structure_prefix()
+
+
+def parsed_json(parsed: Parsed) -> list[Any] | None:
+    """A parse as the index carries it (the fields named by SEARCH_FIELDS after the structure),
+    or None when it cannot be carried (a structure that is not ASCII JSON)."""
+    structure, fields = parsed
+    try:
+        text = structure.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    row: list[Any] = [text]
+    for name in SEARCH_FIELDS:
+        value = getattr(fields, name)
+        row.append(value.timestamp() if isinstance(value, datetime) else value)
+    return row
+
+
+def parsed_record(names: list[str], row: Any) -> Parsed | None:
+    """A carried parse back (see parsed_json), or None when it is not usable here: not of the
+    structure format this pobox reads, malformed, or missing a search field this pobox stores
+    (then the content is parsed again)."""
+    if not isinstance(row, list) or len(row) != len(names) + 1 or not isinstance(row[0], str):
+        return None
+    structure = row[0].encode("ascii", "replace")
+    if not structure.startswith(STRUCTURE_PREFIX):
+        return None
+    values = dict(zip(names, row[1:], strict=True))
+    if any(name not in values for name in SEARCH_FIELDS):
+        return None
+    kwargs: dict[str, Any] = {}
+    for name in SEARCH_FIELDS:
+        value = values[name]
+        if name == "sent_date":
+            try:
+                kwargs[name] = None if value is None else datetime.fromtimestamp(float(value), UTC)
+            except (TypeError, ValueError, OverflowError, OSError):
+                return None
+        elif isinstance(value, str) or (value is None and name in _NULLABLE):
+            kwargs[name] = value
+        else:
+            return None
+    fields = SearchFields(**kwargs)
+    return structure, fields
+
+
+def parsed_index(records: Mapping[str, Parsed]) -> dict[str, Any]:
+    """The index's ``parsed`` section: the records of *records* (by SHA-256)."""
+    rows = {}
+    for digest, parsed in records.items():
+        row = parsed_json(parsed)
+        if row is not None:
+            rows[digest] = row
+    return {"fields": list(SEARCH_FIELDS), "records": rows}
+
+
+def parsed_of(document: Mapping[str, Any]) -> dict[str, Parsed]:
+    """The usable records of an index's ``parsed`` section (none in backups made before it)."""
+    section = document.get("parsed")
+    if not isinstance(section, dict):
+        return {}
+    names = section.get("fields")
+    rows = section.get("records")
+    if not isinstance(names, list) or not isinstance(rows, dict):
+        return {}
+    names = [str(n) for n in names]
+    out = {}
+    for digest, row in rows.items():
+        parsed = parsed_record(names, row)
+        if parsed is not None:
+            out[str(digest)] = parsed
+    return out
 
 
 # -- reading a backup -------------------------------------------------------------------------

@@ -10,21 +10,31 @@ once. A restore into a store that holds the account already is refused unless *r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from dataclasses import dataclass
 from pathlib import Path
 
 from pobox.errors import InvalidInput, NotFound
 from pobox.mail.parse import parse_message
 from pobox.service.content import fields_of
-from pobox.store.api import AccountImage, BlobId, MessageImage, RestoreContent, Spool, Store
+from pobox.store.api import (
+    AccountImage,
+    BlobId,
+    MailboxId,
+    MessageImage,
+    RestoreContent,
+    Spool,
+    Store,
+)
 from pobox.transfer import format as fmt
 from pobox.transfer.backup import Reporter, _Silent
 
 BATCH = 500
-#: Contents spooled per worker-thread call (each is written, fsync'd and parsed).
-SPOOL_CHUNK = 25
+#: Contents spooled per worker-thread call (each is read, checked, written, and parsed when
+#: the backup carries no parse of it): two threads per batch (more contend for the GIL).
+SPOOL_CHUNK = 250
 
 
 @dataclass
@@ -36,8 +46,19 @@ class RestoreReport:
     bytes: int = 0
 
 
-def load_images(root: Path, addresses: Sequence[str] | None) -> tuple[str, list[AccountImage]]:
-    """Blocking: the backup's creation time and the images of *addresses* (None: all)."""
+@dataclass
+class Backup:
+    """What a restore reads of a backup: its time, the images of the accounts to restore, and
+    the parse the index carries of each content (by SHA-256; none in older backups)."""
+
+    root: Path
+    created: str
+    images: list[AccountImage]
+    parsed: dict[str, fmt.Parsed]
+
+
+def load_backup(root: Path, addresses: Sequence[str] | None) -> Backup:
+    """Blocking: the backup in *root*, with the images of *addresses* (None: all)."""
     manifest = fmt.read_manifest(root)
     index = fmt.read_index(root, manifest)
     images = [fmt.account_image(document) for document in index["accounts"]]
@@ -48,42 +69,54 @@ def load_images(root: Path, addresses: Sequence[str] | None) -> tuple[str, list[
         if missing:
             raise NotFound(f"the backup holds no account {', '.join(missing)}")
         images = [i for i in images if i.address.lower() in wanted]
-    return str(manifest.get("created", "")), images
+    return Backup(root, str(manifest.get("created", "")), images, fmt.parsed_of(index))
 
 
-def _spool(store: Store, root: Path, digest: str) -> RestoreContent:
+def _spool(store: Store, backup: Backup, digest: str) -> RestoreContent:
     """Blocking: a content out of the backup (checked) into a spool (sealed later, a batch at
-    a time: ``Store.seal_spools``), parsed once."""
-    data = fmt.read_object(root, digest)
+    a time: ``Store.seal_spools``), with what was parsed of it: carried by the index, or
+    parsed here (older backups)."""
+    data = fmt.read_object(backup.root, digest)
     spool: Spool = store.new_spool()
     try:
         spool.write(data)
-        parsed = parse_message(io.BytesIO(data))  # the bytes just written, from memory
+        carried = backup.parsed.get(digest)
+        if carried is not None:
+            structure, fields = carried
+        else:
+            parsed = parse_message(io.BytesIO(data))  # the bytes just written, from memory
+            structure, fields = parsed.to_bytes(), fields_of(parsed)
     except BaseException:
         spool.discard()
         raise
-    return RestoreContent(spool, parsed.to_bytes(), fields_of(parsed))
+    return RestoreContent(spool, structure, fields)
 
 
 async def _contents(
-    store: Store, root: Path, keys: Sequence[str], stored: dict[str, BlobId]
+    store: Store,
+    backup: Backup,
+    keys: Sequence[str],
+    stored: dict[str, BlobId],
+    pending: Set[str] = frozenset(),
 ) -> dict[str, RestoreContent | BlobId]:
     """The contents *keys* name: those stored before by their blobs, the others read out of the
-    backup into spools in worker threads (the default executor's), then sealed together."""
+    backup into spools in worker threads (the default executor's), then sealed together. Keys
+    in *pending* (spooled for the batch before, not committed yet) are left out: the caller
+    takes their blobs from *stored* once that batch is in."""
     contents: dict[str, RestoreContent | BlobId] = {}
     new = []
     for key in dict.fromkeys(keys):
         blob = stored.get(key)
         if blob is not None:
             contents[key] = blob
-        else:
+        elif key not in pending:
             new.append(key)
 
     def spool_many(keys: list[str]) -> list[RestoreContent]:
         done: list[RestoreContent] = []
         try:
             for key in keys:
-                done.append(_spool(store, root, key))
+                done.append(_spool(store, backup, key))
         except BaseException:
             for item in done:
                 item.spool.discard()
@@ -112,9 +145,15 @@ async def _contents(
     return contents
 
 
+def _discard(contents: dict[str, RestoreContent | BlobId]) -> None:
+    for item in contents.values():
+        if isinstance(item, RestoreContent):
+            item.spool.discard()
+
+
 async def restore_image(
     store: Store,
-    root: Path,
+    backup: Backup,
     image: AccountImage,
     *,
     replace: bool,
@@ -125,29 +164,49 @@ async def restore_image(
     (shared between accounts of one restore). Returns the bytes of content restored."""
     account = await store.restore_account(image, replace=replace)
     mailboxes = {m.name: m for m in await store.list_mailboxes(account.id)}
-    total = 0
+    batches: list[tuple[MailboxId, list[MessageImage]]] = []
     for mb in image.mailboxes:
         mailbox = mailboxes.get(mb.name)
         if mailbox is None:
             raise NotFound(f"mailbox {mb.name} of {image.address} was not created")
         for start in range(0, len(mb.messages), BATCH):
-            batch: list[MessageImage] = list(mb.messages[start : start + BATCH])
-            contents = await _contents(store, root, [m.content for m in batch], stored)
+            batches.append((mailbox.id, list(mb.messages[start : start + BATCH])))
+    total = 0
+    # one batch ahead: the next batch's contents are read, written and flushed while this
+    # one's rows are committed (each batch's contents are sealed before its own commit)
+    ahead: asyncio.Task[dict[str, RestoreContent | BlobId]] | None = None
+    try:
+        for n, (mailbox_id, batch) in enumerate(batches):
+            keys = [m.content for m in batch]
+            if ahead is None:
+                contents = await _contents(store, backup, keys, stored)
+            else:
+                task, ahead = ahead, None
+                contents = await task
+                for key in keys:
+                    if key not in contents:  # spooled for the batch before: stored by now
+                        contents[key] = stored[key]
+            if n + 1 < len(batches):
+                spooled = {k for k, v in contents.items() if isinstance(v, RestoreContent)}
+                following = [m.content for m in batches[n + 1][1]]
+                ahead = asyncio.create_task(_contents(store, backup, following, stored, spooled))
             try:
-                blobs = await store.restore_messages(mailbox.id, batch, contents)
+                blobs = await store.restore_messages(mailbox_id, batch, contents)
             except BaseException:
-                for item in contents.values():
-                    if isinstance(item, RestoreContent):
-                        item.spool.discard()
+                _discard(contents)
                 raise
             for key, blob in blobs.items():
                 stored.setdefault(key, blob)
             size = sum(m.size for m in batch)
             total += size
             progress.advance(len(batch), nbytes=size)
+    finally:
+        if ahead is not None:  # stopped: the contents read ahead are not stored
+            with contextlib.suppress(BaseException):
+                _discard(await ahead)
     if image.recoverable:
         keys = [r.content for r in image.recoverable if r.content is not None]
-        contents = await _contents(store, root, keys, stored)
+        contents = await _contents(store, backup, keys, stored)
         blobs = await store.restore_recoverable(account.id, image.recoverable, contents)
         for key, blob in blobs.items():
             stored.setdefault(key, blob)
@@ -163,7 +222,8 @@ async def restore(
     progress: Reporter | None = None,
 ) -> RestoreReport:
     reporter: Reporter = progress or _Silent()
-    created, images = await asyncio.to_thread(load_images, root, addresses)
+    backup = await asyncio.to_thread(load_backup, root, addresses)
+    images = backup.images
     if not replace:  # refuse before writing anything
         for image in images:
             if await store.get_account(image.address) is not None:
@@ -171,12 +231,12 @@ async def restore(
                     f"{image.address} exists in the target store: restore it with --replace"
                     " (its mail there is deleted first) or restore into another store"
                 )
-    report = RestoreReport(created=created)
+    report = RestoreReport(created=backup.created)
     reporter.set_total(sum(len(mb.messages) for i in images for mb in i.mailboxes))
     stored: dict[str, BlobId] = {}
     for image in images:
         report.bytes += await restore_image(
-            store, root, image, replace=replace, stored=stored, progress=reporter
+            store, backup, image, replace=replace, stored=stored, progress=reporter
         )
         report.accounts += 1
         report.mailboxes += len(image.mailboxes)

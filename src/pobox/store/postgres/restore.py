@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -34,6 +34,7 @@ from pobox.store.api import (
     ModSeq,
     RecoverableImage,
     RestoreContent,
+    SearchFields,
     Spool,
     Uid,
 )
@@ -44,6 +45,18 @@ from pobox.store.rows import join_flags, keywords_text, split_flags
 
 if TYPE_CHECKING:
     from pobox.store.postgres.store import PostgresStore, Tx
+
+#: The columns of ``blobs`` that hold SearchFields, by field (read when the schema has them).
+_PARSED_COLUMNS = {
+    "subject": "subject",
+    "from_": "from_",
+    "to": "to_",
+    "cc": "cc",
+    "bcc": "bcc",
+    "message_id": "message_id",
+    "sent_date": "sent_date",
+    "references": "thread_refs",
+}
 
 
 class PostgresSnapshot:
@@ -231,6 +244,36 @@ class PostgresSnapshot:
             return b""
         return b"".join(bytes(r[0]) for r in rows)
 
+    async def read_parsed(self, keys: list[str]) -> dict[str, tuple[bytes, SearchFields]]:
+        """What was parsed of the contents *keys* when they were stored (the structure and
+        search columns of their blobs), as of the snapshot (pobox.transfer.format.Parsed)."""
+        try:
+            blobs = [int(key) for key in keys]
+        except ValueError:
+            raise InvalidInput(f"not contents of this store: {list(keys)!r}") from None
+        found: dict[str, tuple[bytes, SearchFields]] = {}
+        async with self._lock:
+            columns = {
+                r[0]
+                for r in await self.conn.fetch(
+                    "SELECT attname FROM pg_attribute WHERE attrelid = 'blobs'::regclass"
+                    " AND attnum > 0 AND NOT attisdropped"
+                )
+            }
+            names = [name for name in _PARSED_COLUMNS if _PARSED_COLUMNS[name] in columns]
+            select = ", ".join(_PARSED_COLUMNS[name] for name in names)
+            for start in range(0, len(blobs), 5000):
+                for row in await self.conn.fetch(
+                    f"SELECT id, structure, {select} FROM blobs WHERE id = ANY($1::bigint[])",
+                    blobs[start : start + 5000],
+                ):
+                    values = dict(zip(names, list(row)[2:], strict=True))
+                    sent = values.get("sent_date")
+                    if sent is not None:
+                        values["sent_date"] = datetime.fromtimestamp(sent, UTC)
+                    found[str(row[0])] = (bytes(row[1]), SearchFields(**values))
+        return found
+
     async def read_contents(self, keys: Sequence[str]) -> list[bytes]:
         try:
             blobs = [int(key) for key in keys]
@@ -372,19 +415,31 @@ async def restore_account(store: PostgresStore, image: AccountImage, replace: bo
     return await store._write(run)
 
 
-def _read_chunk(path: Path, seq: int) -> bytes:
-    with open(path, "rb") as fp:
-        fp.seek(seq * CHUNK_SIZE)
-        return fp.read(CHUNK_SIZE)
+#: Content bytes sent in one statement at most (beyond one message's own size).
+CHUNKS_BYTES = 16 * 1024 * 1024
+
+
+def _read_chunks(spools: Sequence[TempSpool]) -> tuple[list[int], list[int], list[bytes]]:
+    """Blocking: every spool's content cut in ``blob_chunks`` rows: (spool index, seq, data)."""
+    owners: list[int] = []
+    seqs: list[int] = []
+    datas: list[bytes] = []
+    for n, spool in enumerate(spools):
+        with open(spool.path, "rb") as fp:
+            for seq in range((spool.size + CHUNK_SIZE - 1) // CHUNK_SIZE):
+                owners.append(n)
+                seqs.append(seq)
+                datas.append(fp.read(CHUNK_SIZE))
+    return owners, seqs, datas
 
 
 async def _blobs(
     conn: Any, keys: Sequence[str], contents: Mapping[str, RestoreContent | BlobId]
 ) -> tuple[dict[str, int], list[TempSpool]]:
-    """BlobIds for *keys* (one reference each), storing the new contents among them; returns
-    the spools to discard after the commit."""
+    """BlobIds for *keys* (one reference each), storing the new contents among them (a few
+    statements for all of them); returns the spools to discard after the commit."""
     out: dict[str, int] = {}
-    spools: list[TempSpool] = []
+    new: list[tuple[str, RestoreContent, TempSpool, int]] = []
     for key, count in Counter(keys).items():
         try:
             item = contents[key]
@@ -394,33 +449,7 @@ async def _blobs(
             spool = item.spool
             if not isinstance(spool, TempSpool) or not spool.sealed:
                 raise ValueError("restore needs sealed spools of this store")
-            fields = item.fields
-            blob = await conn.fetchval(
-                "INSERT INTO blobs (size, refs, structure, subject, from_, to_, cc, bcc,"
-                " message_id, sent_date, thread_refs)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
-                spool.size,
-                count,
-                item.structure,
-                fields.subject,
-                fields.from_,
-                fields.to,
-                fields.cc,
-                fields.bcc,
-                fields.message_id,
-                fields.sent_date.timestamp() if fields.sent_date else None,
-                fields.references,
-            )
-            for seq in range((spool.size + CHUNK_SIZE - 1) // CHUNK_SIZE):
-                data = await asyncio.to_thread(_read_chunk, spool.path, seq)
-                await conn.execute(
-                    "INSERT INTO blob_chunks (blob, seq, data) VALUES ($1, $2, $3)",
-                    blob,
-                    seq,
-                    data,
-                )
-            spools.append(spool)
-            out[key] = int(blob)
+            new.append((key, item, spool, count))
         else:
             status = await conn.execute(
                 "UPDATE blobs SET refs = refs + $2 WHERE id = $1", int(item), count
@@ -428,6 +457,57 @@ async def _blobs(
             if status.endswith(" 0"):
                 raise NotFound(f"content {key} is gone")
             out[key] = int(item)
+    if not new:
+        return out, []
+    ids = [
+        int(r[0])
+        for r in await conn.fetch(
+            "SELECT nextval(pg_get_serial_sequence('blobs', 'id')) FROM generate_series(1, $1)",
+            len(new),
+        )
+    ]
+    fields = [item.fields for _, item, _, _ in new]
+    await conn.execute(
+        "INSERT INTO blobs (id, size, refs, structure, subject, from_, to_, cc, bcc, message_id,"
+        " sent_date, thread_refs) SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::int[],"
+        " $4::bytea[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],"
+        " $11::float8[], $12::text[])",
+        ids,
+        [spool.size for _, _, spool, _ in new],
+        [count for _, _, _, count in new],
+        [item.structure for _, item, _, _ in new],
+        [f.subject for f in fields],
+        [f.from_ for f in fields],
+        [f.to for f in fields],
+        [f.cc for f in fields],
+        [f.bcc for f in fields],
+        [f.message_id for f in fields],
+        [f.sent_date.timestamp() if f.sent_date else None for f in fields],
+        [f.references for f in fields],
+    )
+    spools = [spool for _, _, spool, _ in new]
+    group: list[int] = []  # indexes into spools, up to about CHUNKS_BYTES of content
+    size = 0
+    for n, pending in enumerate([*spools, None]):
+        if pending is not None:
+            group.append(n)
+            size += pending.size
+            if size < CHUNKS_BYTES:
+                continue
+        if not group:
+            break
+        owners, seqs, datas = await asyncio.to_thread(_read_chunks, [spools[i] for i in group])
+        if owners:
+            await conn.execute(
+                "INSERT INTO blob_chunks (blob, seq, data)"
+                " SELECT * FROM unnest($1::bigint[], $2::int[], $3::bytea[])",
+                [ids[group[i]] for i in owners],
+                seqs,
+                datas,
+            )
+        group, size = [], 0
+    for blob, (key, _, _, _) in zip(ids, new, strict=True):
+        out[key] = blob
     return out, spools
 
 

@@ -19,6 +19,7 @@ import os
 import sqlite3
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pobox.errors import AlreadyExists, InvalidInput, NotFound
@@ -36,6 +37,7 @@ from pobox.store.api import (
     ModSeq,
     RecoverableImage,
     RestoreContent,
+    SearchFields,
     Spool,
     Uid,
 )
@@ -47,6 +49,18 @@ from pobox.store.sqlite.quota import change_usage, usage_of
 
 if TYPE_CHECKING:
     from pobox.store.sqlite.store import SqliteStore
+
+#: The columns of ``blobs`` that hold SearchFields, by field (read when the schema has them).
+_PARSED_COLUMNS = {
+    "subject": "subject",
+    "from_": "from_",
+    "to": "to_",
+    "cc": "cc",
+    "bcc": "bcc",
+    "message_id": "message_id",
+    "sent_date": "sent_date",
+    "references": "thread_refs",
+}
 
 
 class SqliteSnapshot:
@@ -245,6 +259,34 @@ class SqliteSnapshot:
     async def read_content(self, key: str) -> bytes:
         return await asyncio.to_thread(self._read, key)
 
+    def _parsed(self, keys: list[str]) -> dict[str, tuple[bytes, SearchFields]]:
+        conn = self.conn
+        assert conn is not None
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(blobs)")}
+        names = [name for name in _PARSED_COLUMNS if _PARSED_COLUMNS[name] in columns]
+        select = ", ".join(_PARSED_COLUMNS[name] for name in names)
+        found: dict[str, tuple[bytes, SearchFields]] = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            for row in conn.execute(
+                f"SELECT name, structure, {select} FROM blobs WHERE name IN ({marks})", chunk
+            ):
+                values = dict(zip(names, row[2:], strict=True))
+                sent = values.get("sent_date")
+                if sent is not None:
+                    values["sent_date"] = datetime.fromtimestamp(sent, UTC)
+                found[row[0]] = (bytes(row[1]), SearchFields(**values))
+        return found
+
+    async def read_parsed(self, keys: list[str]) -> dict[str, tuple[bytes, SearchFields]]:
+        """What was parsed of the contents *keys* when they were stored (the structure and
+        search columns of their blobs), as of the snapshot (pobox.transfer.format.Parsed)."""
+        try:
+            return await asyncio.to_thread(self._parsed, keys)
+        except sqlite3.Error as exc:
+            raise as_store_error(exc) from exc
+
     async def read_contents(self, keys: Sequence[str]) -> list[bytes]:
         return await asyncio.to_thread(lambda: [self._read(key) for key in keys])
 
@@ -365,12 +407,32 @@ async def restore_account(store: SqliteStore, image: AccountImage, replace: bool
     return await store._write(run)
 
 
+#: Rows per INSERT statement of a restore (the messages table has triggers: one statement for
+#: many rows journals each page it touches once, not once per row).
+ROWS_PER_INSERT = 500
+
+
+def _insert_rows(conn: sqlite3.Connection, head: str, rows: Sequence[Sequence[Any]]) -> None:
+    """``head VALUES (...), (...), ...``: *rows* in as few statements as ROWS_PER_INSERT allows."""
+    if not rows:
+        return
+    marks = "(" + ", ".join("?" * len(rows[0])) + ")"
+    for start in range(0, len(rows), ROWS_PER_INSERT):
+        chunk = rows[start : start + ROWS_PER_INSERT]
+        conn.execute(
+            f"{head} VALUES {', '.join([marks] * len(chunk))}",
+            [value for row in chunk for value in row],
+        )
+
+
 def _blobs(
     conn: sqlite3.Connection, keys: Sequence[str], contents: Mapping[str, RestoreContent | BlobId]
 ) -> dict[str, int]:
-    """BlobIds for *keys* (one reference each), storing the new contents among them."""
+    """BlobIds for *keys* (one reference each), storing the new contents among them (their ids
+    taken here, after every id ``blobs`` has had: AUTOINCREMENT's rule)."""
     out: dict[str, int] = {}
     uses = Counter(keys)
+    new: list[tuple[str, RestoreContent, int]] = []
     for key, count in uses.items():
         try:
             item = contents[key]
@@ -380,26 +442,7 @@ def _blobs(
             spool = item.spool
             if not isinstance(spool, FileSpool) or not spool.sealed:
                 raise ValueError("restore needs sealed spools of this store")
-            fields = item.fields
-            cur = conn.execute(
-                "INSERT INTO blobs (name, size, refs, structure, subject, from_, to_, cc, bcc,"
-                " message_id, sent_date, thread_refs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    spool.name,
-                    spool.size,
-                    count,
-                    item.structure,
-                    fields.subject,
-                    fields.from_,
-                    fields.to,
-                    fields.cc,
-                    fields.bcc,
-                    fields.message_id,
-                    fields.sent_date.timestamp() if fields.sent_date else None,
-                    fields.references,
-                ),
-            )
-            out[key] = cur.lastrowid or 0
+            new.append((key, item, count))
         else:
             if (
                 conn.execute(
@@ -409,6 +452,44 @@ def _blobs(
             ):
                 raise NotFound(f"content {key} is gone")
             out[key] = int(item)
+    if not new:
+        return out
+    first = (
+        1
+        + conn.execute(
+            "SELECT max(coalesce((SELECT max(id) FROM blobs), 0),"
+            " coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'blobs'), 0))"
+        ).fetchone()[0]
+    )
+    rows = []
+    for n, (key, item, count) in enumerate(new):
+        spool = item.spool
+        assert isinstance(spool, FileSpool)
+        fields = item.fields
+        rows.append(
+            (
+                first + n,
+                spool.name,
+                spool.size,
+                count,
+                item.structure,
+                fields.subject,
+                fields.from_,
+                fields.to,
+                fields.cc,
+                fields.bcc,
+                fields.message_id,
+                fields.sent_date.timestamp() if fields.sent_date else None,
+                fields.references,
+            )
+        )
+        out[key] = first + n
+    _insert_rows(
+        conn,
+        "INSERT INTO blobs (id, name, size, refs, structure, subject, from_, to_, cc, bcc,"
+        " message_id, sent_date, thread_refs)",
+        rows,
+    )
     return out
 
 
@@ -450,10 +531,10 @@ async def restore_messages(
                 )
             )
         try:
-            conn.executemany(
+            _insert_rows(
+                conn,
                 "INSERT INTO messages (mailbox_id, uid, modseq, flags, keywords, internal_date,"
-                " internal_tz, save_date, size, blob, pop3_uidl, pop3_hidden_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " internal_tz, save_date, size, blob, pop3_uidl, pop3_hidden_at)",
                 rows,
             )
         except sqlite3.IntegrityError:
