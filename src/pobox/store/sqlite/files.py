@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
@@ -23,6 +25,26 @@ def fsync_dir(path: Path) -> None:
 
 
 _HEX = frozenset("0123456789abcdef")
+
+
+#: (process id, pool) of the threads for the directory fsyncs of :meth:`FileSpool.seal`
+_DIR_SYNCS: tuple[int, ThreadPoolExecutor] | None = None
+_DIR_SYNCS_LOCK = threading.Lock()
+
+
+def _dir_syncs() -> ThreadPoolExecutor:
+    """The pool of this process (made on first use; a forked worker makes its own, since the
+    threads of its parent's are not in it)."""
+    global _DIR_SYNCS
+    held = _DIR_SYNCS
+    pid = os.getpid()
+    if held is None or held[0] != pid:
+        with _DIR_SYNCS_LOCK:
+            held = _DIR_SYNCS
+            if held is None or held[0] != pid:
+                pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="pobox-dirsync")
+                held = _DIR_SYNCS = (pid, pool)
+    return held[1]
 
 
 class FileLayout:
@@ -66,12 +88,19 @@ class FileSpool:
         self.size += len(data)
 
     def seal(self) -> None:
+        """Blocking: the file's octets and its directory entry on disk. The two fsyncs run at
+        the same time (the directory's in a helper thread): both only have to be done before
+        the commit that makes the message visible, and one after the other they were two
+        flushes of the disk's cache in a row on every delivery and APPEND."""
         if self._fp is not None:
             self._fp.flush()
-            os.fsync(self._fp.fileno())
+            directory = _dir_syncs().submit(fsync_dir, self.path.parent)
+            try:
+                os.fsync(self._fp.fileno())
+            finally:
+                directory.result()  # its OSError (EIO, ENOSPC…) is the seal's
             self._fp.close()
             self._fp = None
-            fsync_dir(self.path.parent)
         self.sealed = True
 
     def open(self) -> BinaryIO:
