@@ -36,9 +36,11 @@ def status(conn: sqlite3.Connection, mailbox_id: int) -> MailboxStatus:
     uidnext, uidvalidity, modseq, floor, messages, octets, unseen, deleted, deleted_octets = row
     first_unseen = None
     if unseen:
-        # the same expression as the partial index messages_unseen, so that it is used
+        # the partial index of the unseen (named: without statistics SQLite would walk the
+        # primary key, through every seen message before the first unseen one)
         first_unseen = conn.execute(
-            "SELECT min(uid) FROM messages WHERE mailbox_id = ? AND (flags & 1) = 0",
+            "SELECT min(uid) FROM messages INDEXED BY messages_unseen"
+            " WHERE mailbox_id = ? AND (flags & 1) = 0",
             (mailbox_id,),
         ).fetchone()[0]
     recent = 0
