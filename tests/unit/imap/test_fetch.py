@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pobox.imap import fetch
 from pobox.imap.fetch import (
@@ -390,3 +392,36 @@ def test_header_only_items() -> None:
     text = FetchItem.body(Section(kind="TEXT"), peek=True)
     assert not fetch.header_only([FetchItem.body(Section(kind="HEADER"), peek=True), text])
     assert not fetch.header_only([FetchItem.simple("RFC822.HEADER"), FetchItem.simple("PREVIEW")])
+
+
+_LINES = st.sampled_from(
+    [
+        b"From: a@b\r\n",
+        b"from :x\r\n",
+        b"FROM\t: y\r\n",
+        b"From\r\n",
+        b"From \r\n",
+        b"From-X: z\r\n",
+        b"Subject: s\r\n",
+        b" folded\r\n",
+        b"\tfolded tab\r\n",
+        b"To: t\n",
+        b"X: a\rFrom: b\r\n",
+        b"Received: from x by y\r\n",
+        b"no colon line\r\n",
+        b"Date: d\r\r\n",
+        b"\r\n",
+    ]
+)
+
+
+@given(
+    st.lists(_LINES, max_size=12),
+    st.booleans(),
+    st.lists(st.sampled_from([b"FROM", b"subject", b"To", b"date", b"x"]), min_size=1, max_size=3),
+)
+def test_filter_header_fast_path_answers_as_the_line_reader(
+    lines: list[bytes], end_blank: bool, names: list[bytes]
+) -> None:
+    block = b"".join(lines) + (b"\r\n" if end_blank else b"")
+    assert fetch.filter_header(block, names, True) == fetch._filter_by_line(block, names, True)
