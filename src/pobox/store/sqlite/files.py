@@ -59,9 +59,13 @@ class FileLayout:
         self.locks.mkdir(parents=True, exist_ok=True)
 
     def blob_path(self, name: str) -> Path:
+        return Path(self.blob_file(name))
+
+    def blob_file(self, name: str) -> str:
+        """:meth:`blob_path` as a string (opening a file by it needs no Path object)."""
         if len(name) != 32 or not _HEX.issuperset(name):
             raise ValueError(f"not a blob name: {name!r}")
-        return Path(f"{self._messages}/{name[:2]}/{name}")
+        return f"{self._messages}/{name[:2]}/{name}"
 
     def new_name(self) -> str:
         return secrets.token_hex(16)
@@ -119,19 +123,33 @@ class FileSpool:
 
 
 class FileContent:
-    """A stored message file opened for reading."""
+    """A stored message file opened for reading: a bare descriptor read with ``pread`` (no
+    Python file object: a POP3 TOP or an IMAP FETCH opens one per message)."""
 
-    def __init__(self, path: Path) -> None:
-        self._fp: BinaryIO = open(path, "rb")  # noqa: SIM115 - closed by close()
-        self.size = os.fstat(self._fp.fileno()).st_size
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self._fd = -1
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            self.size = os.fstat(fd).st_size
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
 
     def read(self, offset: int, length: int) -> bytes:
         if offset >= self.size or length <= 0:
             return b""
-        return os.pread(self._fp.fileno(), min(length, self.size - offset), offset)
+        return os.pread(self._fd, min(length, self.size - offset), offset)
 
     def file(self) -> BinaryIO | None:
-        return self._fp
+        if self._fd < 0:
+            return None
+        return open(self._fd, "rb", closefd=False)
 
     def close(self) -> None:
-        self._fp.close()
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def __del__(self) -> None:  # a content nobody closed must not keep its descriptor
+        self.close()

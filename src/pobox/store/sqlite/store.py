@@ -1205,7 +1205,7 @@ class SqliteStore(
             try:
                 for blob, name in names:
                     try:
-                        opened[BlobId(blob)] = FileContent(self.layout.blob_path(name))
+                        opened[BlobId(blob)] = FileContent(self.layout.blob_file(name))
                     except FileNotFoundError:
                         pass
             except BaseException:
@@ -1227,7 +1227,7 @@ class SqliteStore(
 
         name = await self._db.read(run, inline=True)
         try:
-            return FileContent(self.layout.blob_path(name))
+            return FileContent(self.layout.blob_file(name))
         except FileNotFoundError:
             raise NotFound("message content is gone") from None
 
@@ -1246,7 +1246,7 @@ class SqliteStore(
         if name is None:
             raise NotFound("the message is no longer in the mailbox")
         try:
-            return FileContent(self.layout.blob_path(name))
+            return FileContent(self.layout.blob_file(name))
         except FileNotFoundError:
             raise NotFound("the message is no longer in the mailbox") from None
 
