@@ -409,6 +409,30 @@ THREADS: dict[str, list[list[int]]] = {}
 HEADERS: dict[str, dict[int, tuple[str, str, str, str]]] = {}
 
 
+def measure_dovecot_maildir(total: int, args: object) -> dict[str, float]:
+    """Dovecot on a Maildir of the same *total* messages written as files (no LMTP fill: for
+    --prebuilt), indexed by one SELECT, then restarted: what a restart after the fill sees."""
+    workdir = Path(tempfile.mkdtemp(prefix="bench-dovecot-", dir="/dev/shm"))
+    maildir = workdir / "dovecot" / "home" / common.USER / "Maildir"
+    for sub in ("cur", "new", "tmp"):
+        (maildir / sub).mkdir(parents=True)
+    for n in range(total):
+        data = realistic(n, total)
+        name = f"{1735689600 + n}.M{n}P1.bench,S={len(data)}:2,"
+        (maildir / "cur" / name).write_bytes(data)
+    server = common.start_dovecot_server(workdir)
+    try:
+        imap = Imap(server)
+        imap.login(server)
+        imap.command(b"SELECT INBOX")
+        imap.close()
+        server = restart(server, "dovecot")
+        return session_figures(server, total, args)
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def session_figures(server: Server, count: int, args: object) -> dict[str, float]:
     """One session's figures on a freshly started server (the first round is cold)."""
     repeat: int = args.repeat  # type: ignore[attr-defined]
@@ -550,6 +574,12 @@ def main() -> None:
         "--no-text", action="store_true", help="leave out the string searches (an unindexed store)"
     )
     parser.add_argument("--no-sort", action="store_true", help="leave out SORT and THREAD")
+    parser.add_argument(
+        "--prebuilt",
+        metavar="DATA_DIR",
+        help="no LMTP fill: pobox on this build_mailbox.py directory of --messages messages,"
+        " Dovecot on a Maildir of the same messages written as files",
+    )
     parser.add_argument("--answers", help="write the SORT/THREAD answers and headers here (JSON)")
     parser.add_argument(
         "--store",
@@ -566,10 +596,18 @@ def main() -> None:
     print(f"pobox's store: {args.store}")
     results: dict[str, dict[str, float]] = {}
     targets = ["pobox"] if args.existing else target_list(args.target)
+    if args.prebuilt:
+        targets = target_list(args.target)
     store = contextlib.nullcontext() if args.store == "sqlite" else postgres_store(args.store)
     with store:
         for target in targets:
-            if args.existing:
+            if args.prebuilt:
+                results[target] = (
+                    measure_existing(Path(args.prebuilt), args)
+                    if target == "pobox"
+                    else measure_dovecot_maildir(args.messages, args)
+                )
+            elif args.existing:
                 results[target] = measure_existing(Path(args.existing), args)
             else:
                 results[target] = measure(target, args)
