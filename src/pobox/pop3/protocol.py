@@ -442,8 +442,9 @@ class TopScanner:
         if self._in_header:
             # the blank line (LF LF or LF CR LF) that ends the header, carried tail included
             window = self._tail + chunk
-            lf = window.find(b"\n\n")
             crlf = window.find(b"\n\r\n")
+            # stored mail ends its lines in CRLF: a bare LF LF can only come before that
+            lf = window.find(b"\n\n", 0, len(window) if crlf < 0 else crlf + 1)
             if lf < 0 and crlf < 0:
                 self._tail = window[-2:]
                 return None
