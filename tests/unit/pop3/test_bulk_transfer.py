@@ -125,6 +125,7 @@ def test_dot_stuffing_across_chunk_borders(chunks: list[bytes]) -> None:
 @example(None, b"H: v\r\n\r\n.a\r\n.b\r\n", 1)
 @example(None, b"H: v\n\n.a\n", 5)
 @example(None, b"H: v\r\nno blank line", 0)
+@example(None, b"H: v\n\n\r\nbody\r\n", 0)  # LF LF right before a CRLF blank line
 def test_top_equals_the_per_line_reference(
     data: st.DataObject | None, message: bytes, body_lines: int
 ) -> None:
