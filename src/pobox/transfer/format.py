@@ -430,6 +430,20 @@ def read_index(root: Path, manifest: Mapping[str, Any]) -> dict[str, Any]:
     return document
 
 
+_local = threading.local()
+
+
+def _decompressor() -> Any:
+    """This thread's zstandard decompressor (making one costs about as much as decompressing
+    a small message)."""
+    decompressor = getattr(_local, "decompressor", None)
+    if decompressor is None:
+        import zstandard
+
+        decompressor = _local.decompressor = zstandard.ZstdDecompressor()
+    return decompressor
+
+
 def read_object(root: Path, digest: str) -> bytes:
     """The content named *digest*, checked: InvalidInput when it is missing or damaged."""
     import zstandard
@@ -440,7 +454,7 @@ def read_object(root: Path, digest: str) -> bytes:
     except FileNotFoundError:
         raise InvalidInput(f"message content {digest} is missing ({path})") from None
     try:
-        data = zstandard.ZstdDecompressor().decompress(packed)
+        data: bytes = _decompressor().decompress(packed)
     except zstandard.ZstdError as exc:
         raise InvalidInput(f"message content {digest} is damaged: {exc}") from None
     if sha256_hex(data) != digest:
