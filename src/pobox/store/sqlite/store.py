@@ -637,7 +637,8 @@ class SqliteStore(
                     "SELECT name FROM subscriptions WHERE account_id = ? ORDER BY name",
                     (account_id,),
                 )
-            ]
+            ],
+            inline=True,
         )
 
     async def mailbox_status(self, mailbox_id: MailboxId) -> MailboxStatus:
@@ -1121,15 +1122,17 @@ class SqliteStore(
     async def expunged_since(self, mailbox_id: MailboxId, modseq: ModSeq) -> list[Uid]:
         def run(conn: sqlite3.Connection) -> list[Uid]:
             self._require_mailbox(conn, mailbox_id)
-            return [
+            gone = [
                 Uid(r[0])
                 for r in conn.execute(
                     "SELECT uid FROM expunged WHERE mailbox_id = ? AND modseq > ? ORDER BY uid",
                     (mailbox_id, modseq),
                 )
             ]
+            self._db.check_inline(conn, len(gone))
+            return gone
 
-        return await self._db.read(run)
+        return await self._db.read(run, inline=True)
 
     async def get_structure(self, blob: BlobId) -> bytes:
         def run(conn: sqlite3.Connection) -> bytes:
@@ -1462,7 +1465,7 @@ class SqliteStore(
             ).fetchone()
             return None if row is None else AuthBlock(kind, key, int(row[0]), float(row[1]))
 
-        return await self._db.read(run)
+        return await self._db.read(run, inline=True)
 
     async def list_auth_blocks(self, now: float) -> list[AuthBlock]:
         def run(conn: sqlite3.Connection) -> list[AuthBlock]:

@@ -47,7 +47,7 @@ class SqliteWebSessions:
             login = None if row[3] is None else int(row[3])
             return WebSession(id_hash, AccountId(int(row[0])), float(row[1]), float(row[2]), login)
 
-        return await self._db.read(run)
+        return await self._db.read(run, inline=True)
 
     async def web_session_touch(self, id_hash: str, now: float) -> None:
         def run(conn: sqlite3.Connection) -> None:
