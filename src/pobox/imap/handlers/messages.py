@@ -11,6 +11,8 @@ import asyncio
 import bisect
 import dataclasses
 import logging
+import weakref
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -150,6 +152,30 @@ async def _write_pieces(
 _BACKFILLS: set[asyncio.Task[None]] = set()
 
 
+#: Renderings kept in this process, per store, newest last. A content never changes and its id
+#: is never given to another content (both backends take ids from a sequence that does not go
+#: back), so an entry can only be unused, never wrong; as Dovecot's cache file is mapped in
+#: every process, repeated FETCHes of the same messages (several devices, sessions, syncs) do
+#: not read the store again.
+RENDERED_KEEP = 8192
+_KEPT: weakref.WeakKeyDictionary[Any, OrderedDict[BlobId, Rendered]] = weakref.WeakKeyDictionary()
+
+
+def _kept_of(store: Store) -> OrderedDict[BlobId, Rendered]:
+    kept = _KEPT.get(store)
+    if kept is None:
+        kept = _KEPT[store] = OrderedDict()
+    return kept
+
+
+def _remember(kept: OrderedDict[BlobId, Rendered], items: dict[BlobId, Rendered]) -> None:
+    for blob, rendering in items.items():
+        if rendering.envelope is not None and rendering.bodystructure is not None:
+            kept[blob] = rendering
+    while len(kept) > RENDERED_KEEP:
+        kept.popitem(last=False)
+
+
 async def _rendered(
     session: ImapSession, blobs: list[BlobId], structures: dict[BlobId, bytes]
 ) -> dict[BlobId, Rendered]:
@@ -157,7 +183,20 @@ async def _rendered(
     (messages delivered before renderings were kept, or by a path that does not render) are
     rendered now from the structure and kept, in the background, for the next FETCH."""
     store = session.service.store
-    rendered = await store.get_rendered(blobs)
+    kept = _kept_of(store)
+    rendered = {}
+    wanted = []
+    for blob in blobs:
+        hit = kept.get(blob)
+        if hit is None:
+            wanted.append(blob)
+        else:
+            rendered[blob] = hit
+    if not wanted:
+        return rendered
+    found = await store.get_rendered(wanted)
+    _remember(kept, found)
+    rendered.update(found)
     lacking = [b for b, r in rendered.items() if r.envelope is None or r.bodystructure is None]
     if not lacking:
         return rendered
@@ -171,6 +210,7 @@ async def _rendered(
             del rendered[blob]  # gone meanwhile
             continue
         made[blob] = rendered[blob] = f.render_kept(ParsedMessage.cached(raw))
+    _remember(kept, made)
     if made:
         task = asyncio.ensure_future(_keep(store, made))
         _BACKFILLS.add(task)
