@@ -879,10 +879,21 @@ def render_fetch(
 
 
 def _merge(pieces: list[Piece]) -> list[Piece]:
+    """Runs of adjacent bytes joined into one piece (one join per run, no repeated copies)."""
+    if not pieces:
+        return []
+    if all(type(p) is bytes for p in pieces):
+        return [b"".join(pieces)]  # type: ignore[arg-type]
     merged: list[Piece] = []
+    run: list[bytes] = []
     for p in pieces:
-        if isinstance(p, bytes) and merged and isinstance(merged[-1], bytes):
-            merged[-1] = merged[-1] + p
-        else:
-            merged.append(p)
+        if isinstance(p, bytes):
+            run.append(p)
+            continue
+        if run:
+            merged.append(b"".join(run))
+            run = []
+        merged.append(p)
+    if run:
+        merged.append(b"".join(run))
     return merged
