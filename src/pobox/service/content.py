@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import BinaryIO, cast
 
@@ -102,17 +103,11 @@ class IncomingMessage:
 
     def seal(self) -> None:
         """Blocking: the content complete and on disk (fsync)."""
-        try:
+        with self._discarded_on_failure():
             if self._raw is not None:
                 raw, self._raw = bytes(self._raw), None
                 self._writer.write(encode_binary_parts(raw) or raw)
             self.spool.seal()
-        except OSError as exc:
-            self.discard()
-            raise _temporary(exc) from exc
-        except BaseException:
-            self.discard()
-            raise
 
     def describe(
         self,
@@ -122,15 +117,8 @@ class IncomingMessage:
         pop3_uidl: str | None = None,
     ) -> NewMessage:
         """Parse the sealed content once and describe it for the store (reads the file)."""
-        try:
-            with self.spool.open() as fp:
-                parsed = parse_message(fp)
-        except OSError as exc:
-            self.discard()
-            raise _temporary(exc) from exc
-        except BaseException:
-            self.discard()
-            raise
+        with self._discarded_on_failure(), self.spool.open() as fp:
+            parsed = parse_message(fp)
         return NewMessage(
             spool=self.spool,
             structure=parsed.to_bytes(),
@@ -142,6 +130,18 @@ class IncomingMessage:
 
     def discard(self) -> None:
         self.spool.discard()
+
+    @contextlib.contextmanager
+    def _discarded_on_failure(self) -> Iterator[None]:
+        """Whatever fails discards the spool; disk trouble becomes :class:`Temporary`."""
+        try:
+            yield
+        except OSError as exc:
+            self.discard()
+            raise _temporary(exc) from exc
+        except BaseException:
+            self.discard()
+            raise
 
 
 def _temporary(exc: OSError) -> Exception:
