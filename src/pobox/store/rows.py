@@ -143,6 +143,20 @@ FIELD_COLUMNS = {
 }
 
 
+#: The columns of ``blobs`` that hold SearchFields, by field: what a backup carries of each
+#: content's parse (read when the schema has them; both backends).
+PARSED_COLUMNS = {
+    "subject": "subject",
+    "from_": "from_",
+    "to": "to_",
+    "cc": "cc",
+    "bcc": "bcc",
+    "message_id": "message_id",
+    "sent_date": "sent_date",
+    "references": "thread_refs",
+}
+
+
 def search_fields(row: Sequence[Any]) -> SearchFields:
     """A row of (key, subject, from_, to_, cc, bcc, message_id, sent_date) of ``blobs`` (the key
     first, ignored here) as SearchFields; ``sent_date`` in UTC."""

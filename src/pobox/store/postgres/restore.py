@@ -41,22 +41,10 @@ from pobox.store.api import (
 from pobox.store.postgres.content import TempSpool
 from pobox.store.postgres.quota import change_usage
 from pobox.store.postgres.schema import CHUNK_SIZE
-from pobox.store.rows import join_flags, keywords_text, split_flags
+from pobox.store.rows import PARSED_COLUMNS, join_flags, keywords_text, split_flags
 
 if TYPE_CHECKING:
     from pobox.store.postgres.store import PostgresStore, Tx
-
-#: The columns of ``blobs`` that hold SearchFields, by field (read when the schema has them).
-_PARSED_COLUMNS = {
-    "subject": "subject",
-    "from_": "from_",
-    "to": "to_",
-    "cc": "cc",
-    "bcc": "bcc",
-    "message_id": "message_id",
-    "sent_date": "sent_date",
-    "references": "thread_refs",
-}
 
 
 class PostgresSnapshot:
@@ -260,8 +248,8 @@ class PostgresSnapshot:
                     " AND attnum > 0 AND NOT attisdropped"
                 )
             }
-            names = [name for name in _PARSED_COLUMNS if _PARSED_COLUMNS[name] in columns]
-            select = ", ".join(_PARSED_COLUMNS[name] for name in names)
+            names = [name for name in PARSED_COLUMNS if PARSED_COLUMNS[name] in columns]
+            select = ", ".join(PARSED_COLUMNS[name] for name in names)
             for start in range(0, len(blobs), 5000):
                 for row in await self.conn.fetch(
                     f"SELECT id, structure, {select} FROM blobs WHERE id = ANY($1::bigint[])",

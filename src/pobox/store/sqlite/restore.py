@@ -41,7 +41,7 @@ from pobox.store.api import (
     Spool,
     Uid,
 )
-from pobox.store.rows import join_flags, keywords_text, split_flags
+from pobox.store.rows import PARSED_COLUMNS, join_flags, keywords_text, split_flags
 from pobox.store.sqlite.db import as_store_error
 from pobox.store.sqlite.files import FileSpool
 from pobox.store.sqlite.ids import next_mailbox_id
@@ -49,18 +49,6 @@ from pobox.store.sqlite.quota import change_usage, usage_of
 
 if TYPE_CHECKING:
     from pobox.store.sqlite.store import SqliteStore
-
-#: The columns of ``blobs`` that hold SearchFields, by field (read when the schema has them).
-_PARSED_COLUMNS = {
-    "subject": "subject",
-    "from_": "from_",
-    "to": "to_",
-    "cc": "cc",
-    "bcc": "bcc",
-    "message_id": "message_id",
-    "sent_date": "sent_date",
-    "references": "thread_refs",
-}
 
 
 class SqliteSnapshot:
@@ -263,8 +251,8 @@ class SqliteSnapshot:
         conn = self.conn
         assert conn is not None
         columns = {r[1] for r in conn.execute("PRAGMA table_info(blobs)")}
-        names = [name for name in _PARSED_COLUMNS if _PARSED_COLUMNS[name] in columns]
-        select = ", ".join(_PARSED_COLUMNS[name] for name in names)
+        names = [name for name in PARSED_COLUMNS if PARSED_COLUMNS[name] in columns]
+        select = ", ".join(PARSED_COLUMNS[name] for name in names)
         found: dict[str, tuple[bytes, SearchFields]] = {}
         for start in range(0, len(keys), 500):
             chunk = keys[start : start + 500]
