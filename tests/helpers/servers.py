@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import imaplib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -18,8 +19,25 @@ POBOX = [sys.executable, "-m", "pobox"]
 LISTENERS = ("imap", "pop3", "smtp", "lmtp", "web", "submission", "submissions")
 
 
+#: Ports for test servers come from below Linux's ephemeral range (32768-60999 by default):
+#: a port the OS handed out for it could meanwhile become the local port of some outgoing
+#: connection, and a server restarted on it (the crash tests) would fail with EADDRINUSE. They
+#: are handed out in a shuffled order, none twice in a run, so that two listeners of one
+#: configuration never get the same one.
+_PORTS = list(range(20000, 32768))
+random.Random().shuffle(_PORTS)
+_next_port = iter(_PORTS)
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
+    for port in _next_port:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use (another service, or a socket still closing)
+            return port
+    with socket.socket() as sock:  # every port of the range handed out: let the OS choose
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
