@@ -10,6 +10,7 @@ import pytest
 from tests.store.util import append, message_bytes, new_message
 
 from pobox.errors import AlreadyExists, InvalidInput, NotFound
+from pobox.service.content import IncomingMessage
 from pobox.store.api import (
     DEFAULT_MAILBOXES,
     BlobId,
@@ -323,6 +324,46 @@ async def test_claim_recent_moves_a_watermark_once(store: Store) -> None:
     assert sorted(claims) == [fifth.uid] + [Uid(fifth.uid + 1)] * 3
     with pytest.raises(NotFound):
         await store.claim_recent(MailboxId(999999), Uid(1))
+
+
+async def test_append_claiming_claims_recent_in_the_same_write(store: Store) -> None:
+    """An APPEND into the selected mailbox: the new message, and any not claimed before it,
+    are \\Recent for the appending session alone."""
+    account = await store.create_account("a@example.org", "h")
+    inbox = await store.get_mailbox(account.id, "INBOX")
+    assert inbox is not None
+    first = await append(store, inbox.id, message_bytes(1))  # delivered, nobody saw it yet
+    meta, floor = await store.append_claiming(inbox.id, await new_message(store, message_bytes(2)))
+    assert (floor, meta.uid) == (first.uid, first.uid + 1)
+    assert (await store.mailbox_status(inbox.id)).recent == 0
+    assert await store.claim_recent(inbox.id) == meta.uid + 1  # nothing left for another
+    again, floor = await store.append_claiming(inbox.id, await new_message(store, message_bytes(3)))
+    assert floor == again.uid
+    assert [m.uid for m in await store.list_messages(inbox.id)] == [first.uid, meta.uid, again.uid]
+    with pytest.raises(NotFound):
+        await store.append_claiming(MailboxId(999999), await new_message(store, message_bytes(4)))
+
+
+async def test_append_seals_a_spool_that_is_not_sealed(store: Store) -> None:
+    """APPEND hands the store a spool that is whole but not fsync'd: the store seals it before
+    the commit that makes the message visible, and the content is as written."""
+    account = await store.create_account("a@example.org", "h")
+    inbox = await store.get_mailbox(account.id, "INBOX")
+    assert inbox is not None
+    content = message_bytes(7, size=70000)
+    incoming = IncomingMessage(store.new_spool())
+    incoming.write(content)
+    incoming.complete()
+    message = incoming.describe()
+    assert not message.spool.sealed
+    meta = await store.append(inbox.id, message)
+    assert message.spool.sealed
+    assert meta.size == len(content)
+    stored = await store.open_content(meta.blob)
+    try:
+        assert stored.read(0, stored.size) == content
+    finally:
+        stored.close()
 
 
 async def test_recoverable_expunge_and_recover_keep_the_uidl(store: Store) -> None:

@@ -116,6 +116,9 @@ class Selected:
     read_only: bool
     recent: set[Uid] = field(default_factory=set)
     recent_pruned: bool = True  # False after expunges: recent may name messages now gone
+    #: UIDs first..below-1 claimed as \Recent by this session's own APPEND (in the append's
+    #: transaction), made recent here when the next announcement shows them
+    claimed: tuple[int, int] | None = None
     saved: list[Uid] | None = None  # SEARCHRES: the result of the last SEARCH RETURN (SAVE)
     #: the keywords the client was told of in FLAGS (at SELECT, and since)
     keywords: list[str] = field(default_factory=list)
@@ -433,6 +436,10 @@ class ImapSession:
                 # \Recent if no other session saw them first (RFC 3501 §2.3.2)
                 first = await self.service.index.claim_recent(view.index, arrived[-1] + 1)
                 selected.recent.update(Uid(u) for u in arrived if u >= first)
+                if selected.claimed is not None:  # what this session's APPEND claimed
+                    low, below = selected.claimed
+                    selected.recent.update(Uid(u) for u in arrived if low <= u < below)
+                    selected.claimed = None
             self.send(r.exists(update.exists))
             if not self.rev2:
                 self.send(r.recent(self.recent_count()))

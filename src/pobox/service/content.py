@@ -68,8 +68,9 @@ class IncomingMessage:
     """A message arriving in pieces (IMAP APPEND).
 
     :meth:`write` puts a piece in the spool file (the page cache: IMAP APPEND calls it on the
-    event loop), :meth:`seal` makes the content durable (fsync: call it in a thread), and
-    :meth:`describe` parses it once; :meth:`finish` is both, for callers in a thread.
+    event loop), :meth:`seal` makes the content durable (fsync: call it in a thread) or
+    :meth:`complete` only whole (the store's append then seals it), and :meth:`describe` parses
+    it once; :meth:`finish` is seal and describe, for callers in a thread.
 
     With *binary* (a literal8, RFC 3516) the octets are kept as sent until :meth:`finish`,
     which base64-encodes the parts declared ``binary`` before the message is stored
@@ -103,11 +104,17 @@ class IncomingMessage:
 
     def seal(self) -> None:
         """Blocking: the content complete and on disk (fsync)."""
+        self.complete()
+        with self._discarded_on_failure():
+            self.spool.seal()
+
+    def complete(self) -> None:
+        """The content whole in its spool, not yet durable: the store's append seals it just
+        before its commit (IMAP APPEND; no thread hop for the fsync beforehand)."""
         with self._discarded_on_failure():
             if self._raw is not None:
                 raw, self._raw = bytes(self._raw), None
                 self._writer.write(encode_binary_parts(raw) or raw)
-            self.spool.seal()
 
     def describe(
         self,

@@ -663,6 +663,19 @@ class MailIndex:
             index._own(meta.modseq, meta.modseq, lambda: index._upsert(meta), ordered=True)
         return meta
 
+    async def append_claiming(
+        self, mailbox_id: MailboxId, message: NewMessage, *, quota: QuotaLimits | None = None
+    ) -> tuple[MessageMeta, Uid]:
+        """:meth:`append` and :meth:`claim_recent` up to the new message in one store
+        transaction (an IMAP session appending into its selected mailbox). Returns the message
+        and the first UID that is \\Recent for the caller."""
+        meta, floor = await self.store.append_claiming(mailbox_id, message, quota=quota)
+        index = self._indexes.get(mailbox_id)
+        if index is not None:
+            index.recent_floor = max(index.recent_floor, meta.uid + 1)
+            index._own(meta.modseq, meta.modseq, lambda: index._upsert(meta), ordered=True)
+        return meta, floor
+
     async def append_many(
         self,
         mailbox_id: MailboxId,

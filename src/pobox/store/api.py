@@ -301,9 +301,14 @@ class QuotaUsage:
 
 
 class Spool(Protocol):
-    """A message being received: written in chunks, then sealed (made durable)."""
+    """A message being received: written in chunks, then sealed (made durable).
+
+    ``append``, ``append_many`` and ``replace`` take a spool sealed or not: one that is not is
+    sealed by the store before the commit that makes the message visible (the embedded store
+    fsyncs it in its writer's turn, with the other messages of the same group commit)."""
 
     size: int
+    sealed: bool
 
     def write(self, data: bytes) -> None: ...
     def seal(self) -> None: ...  # flush and fsync; after this the content survives a crash
@@ -536,6 +541,15 @@ class Store(Protocol):
     ) -> MessageMeta:
         """Append one message; with *quota*, OverQuota (and nothing stored) when the
         account's usage would go past a limit."""
+        ...
+
+    async def append_claiming(
+        self, mailbox_id: MailboxId, message: NewMessage, *, quota: QuotaLimits | None = None
+    ) -> tuple[MessageMeta, Uid]:
+        """``append``, and in the same transaction ``claim_recent`` below the new message's UID
+        + 1: what an IMAP session appending into the mailbox it has selected does, being the
+        first to be told of the message (RFC 3501 §2.3.2), without a second commit. Returns the
+        message and the recent floor before the claim."""
         ...
 
     async def append_many(

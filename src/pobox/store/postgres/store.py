@@ -797,24 +797,25 @@ class PostgresStore(
     async def claim_recent(self, mailbox_id: MailboxId, below: Uid | None = None) -> Uid:
         """Return the first UID that is \\Recent for the caller, and take them from others."""
 
-        async def run(tx: Tx) -> Uid:
-            # the row is locked, so concurrent claims (other workers, other nodes) are ordered;
-            # no row version is written when the floor is there already
-            floor = await tx.conn.fetchval(
-                "WITH old AS (SELECT id, recent_floor,"
-                " LEAST(uidnext, coalesce($2::bigint, uidnext)) AS target"
-                " FROM mailboxes WHERE id = $1 FOR UPDATE),"
-                " claimed AS (UPDATE mailboxes b SET recent_floor = old.target FROM old"
-                " WHERE b.id = old.id AND old.target > old.recent_floor)"
-                " SELECT recent_floor FROM old",
-                mailbox_id,
-                below,
-            )
-            if floor is None:
-                raise NotFound("mailbox does not exist")
-            return Uid(floor)
+        return await self._write(lambda tx: self._claim(tx, mailbox_id, below))
 
-        return await self._write(run)
+    @staticmethod
+    async def _claim(tx: Tx, mailbox_id: MailboxId, below: int | None) -> Uid:
+        # the row is locked, so concurrent claims (other workers, other nodes) are ordered;
+        # no row version is written when the floor is there already
+        floor = await tx.conn.fetchval(
+            "WITH old AS (SELECT id, recent_floor,"
+            " LEAST(uidnext, coalesce($2::bigint, uidnext)) AS target"
+            " FROM mailboxes WHERE id = $1 FOR UPDATE),"
+            " claimed AS (UPDATE mailboxes b SET recent_floor = old.target FROM old"
+            " WHERE b.id = old.id AND old.target > old.recent_floor)"
+            " SELECT recent_floor FROM old",
+            mailbox_id,
+            below,
+        )
+        if floor is None:
+            raise NotFound("mailbox does not exist")
+        return Uid(floor)
 
     # messages ----------------------------------------------------------------------------
     def new_spool(self) -> Spool:
@@ -910,8 +911,10 @@ class PostgresStore(
     @staticmethod
     def _check_spool(message: NewMessage) -> TempSpool:
         spool = message.spool
-        if not isinstance(spool, TempSpool) or not spool.sealed:
-            raise ValueError("append needs a sealed spool of this store")
+        if not isinstance(spool, TempSpool):
+            raise ValueError("append needs a spool of this store")
+        if not spool.sealed:  # the file whole (no fsync: the commit makes the content durable)
+            spool.seal()
         return spool
 
     async def _append_in(
@@ -981,6 +984,20 @@ class PostgresStore(
             for message in messages:
                 await asyncio.to_thread(message.spool.discard)
 
+    async def append_claiming(
+        self, mailbox_id: MailboxId, message: NewMessage, *, quota: QuotaLimits | None = None
+    ) -> tuple[MessageMeta, Uid]:
+        self._check_spool(message)
+
+        async def run(tx: Tx) -> tuple[MessageMeta, Uid]:
+            meta = await self._append_in(tx, mailbox_id, message, quota)
+            return meta, await self._claim(tx, mailbox_id, meta.uid + 1)
+
+        try:
+            return await self._write(run)
+        finally:
+            await asyncio.to_thread(message.spool.discard)
+
     async def replace(
         self,
         mailbox_id: MailboxId,
@@ -1010,9 +1027,7 @@ class PostgresStore(
     async def append(
         self, mailbox_id: MailboxId, message: NewMessage, *, quota: QuotaLimits | None = None
     ) -> MessageMeta:
-        spool = message.spool
-        if not isinstance(spool, TempSpool) or not spool.sealed:
-            raise ValueError("append needs a sealed spool of this store")
+        spool = self._check_spool(message)
         bits, keywords = split_flags(message.flags)
         internal = to_epoch(message.internal_date or datetime.now(UTC))
         fields = message.fields

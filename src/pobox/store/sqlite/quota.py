@@ -10,7 +10,7 @@ sees every other write before it, also inside a group commit (each write is a sa
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from pobox.errors import NotFound, OverQuota
@@ -145,7 +145,14 @@ class SqliteQuota:
 
     if TYPE_CHECKING:
 
-        async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
+        async def _write(
+            self,
+            fn: Callable[[sqlite3.Connection], T],
+            *,
+            prepare: Callable[[], None] | None = None,
+        ) -> T: ...
+        @staticmethod
+        def _sealer(messages: Sequence[NewMessage]) -> Callable[[], None] | None: ...
         def _appender(
             self, mailbox_id: MailboxId, message: NewMessage, quota: QuotaLimits | None = None
         ) -> Callable[[sqlite3.Connection], MessageMeta]: ...
@@ -191,7 +198,9 @@ class SqliteQuota:
             return True
 
         try:
-            done = await self._write(run)
+            done = await self._write(
+                run, prepare=None if message is None else self._sealer([message])
+            )
         except BaseException:
             done = False
             raise

@@ -270,17 +270,19 @@ class SqliteStore(
         if seq % 10000 == 0:
             conn.execute("DELETE FROM change_journal WHERE seq < ?", (seq - 100000,))
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _write(
+        self, fn: Callable[[sqlite3.Connection], T], *, prepare: Callable[[], None] | None = None
+    ) -> T:
         """One write in the next group commit; the journal rows it adds are remembered, so the
         watcher does not report this process's own changes a second time (its listeners heard
-        of them right after the commit)."""
+        of them right after the commit). *prepare*: see :meth:`Database.write`."""
 
         def run(conn: sqlite3.Connection) -> tuple[T, list[int]]:
             self._job_seqs = []
             value = fn(conn)
             return value, self._job_seqs
 
-        value, seqs = await self._db.write(run)
+        value, seqs = await self._db.write(run, prepare=prepare)
         if seqs:
             if len(self._own_seqs) > 100000:  # nobody watching: forgetting only costs a re-read
                 self._own_seqs.clear()
@@ -648,21 +650,20 @@ class SqliteStore(
     async def claim_recent(self, mailbox_id: MailboxId, below: Uid | None = None) -> Uid:
         """Return the first UID that is \\Recent for the caller, and take them from others."""
 
-        def run(conn: sqlite3.Connection) -> Uid:
-            row = conn.execute(
-                "SELECT recent_floor, uidnext FROM mailboxes WHERE id = ?", (mailbox_id,)
-            ).fetchone()
-            if row is None:
-                raise NotFound("mailbox does not exist")
-            floor, uidnext = row
-            target = uidnext if below is None else min(below, uidnext)
-            if target > floor:  # nothing new to claim: no change, so the commit writes nothing
-                conn.execute(
-                    "UPDATE mailboxes SET recent_floor = ? WHERE id = ?", (target, mailbox_id)
-                )
-            return Uid(floor)
+        return await self._write(lambda conn: self._claim(conn, mailbox_id, below))
 
-        return await self._write(run)
+    @staticmethod
+    def _claim(conn: sqlite3.Connection, mailbox_id: MailboxId, below: int | None) -> Uid:
+        row = conn.execute(
+            "SELECT recent_floor, uidnext FROM mailboxes WHERE id = ?", (mailbox_id,)
+        ).fetchone()
+        if row is None:
+            raise NotFound("mailbox does not exist")
+        floor, uidnext = row
+        target = uidnext if below is None else min(below, uidnext)
+        if target > floor:  # nothing new to claim: no change, so the commit writes nothing
+            conn.execute("UPDATE mailboxes SET recent_floor = ? WHERE id = ?", (target, mailbox_id))
+        return Uid(floor)
 
     # messages ----------------------------------------------------------------------------
     def new_spool(self) -> Spool:
@@ -776,8 +777,8 @@ class SqliteStore(
     ) -> Callable[[sqlite3.Connection], MessageMeta]:
         """What appending *message* writes, as a function of the connection (checked here)."""
         spool = message.spool
-        if not isinstance(spool, FileSpool) or not spool.sealed:
-            raise ValueError("append needs a sealed spool of this store")
+        if not isinstance(spool, FileSpool):
+            raise ValueError("append needs a spool of this store")
         bits, keywords = split_flags(message.flags)
         internal = to_epoch(message.internal_date or datetime.now(UTC))
         fields = message.fields
@@ -821,16 +822,49 @@ class SqliteStore(
 
         return run
 
+    @staticmethod
+    def _sealer(messages: Sequence[NewMessage]) -> Callable[[], None] | None:
+        """The prepare step of a write that stores *messages*: the files not yet sealed are
+        fsync'd in the writer's turn, just before the commit that makes them visible."""
+        open_ = [m.spool for m in messages if not m.spool.sealed]
+        if not open_:
+            return None
+
+        def seal() -> None:
+            for spool in open_:
+                spool.seal()
+
+        return seal
+
     async def append(
         self, mailbox_id: MailboxId, message: NewMessage, *, quota: QuotaLimits | None = None
     ) -> MessageMeta:
         try:
-            meta = await self._write(self._appender(mailbox_id, message, quota))
+            meta = await self._write(
+                self._appender(mailbox_id, message, quota), prepare=self._sealer([message])
+            )
         except BaseException:
             await asyncio.to_thread(message.spool.discard)  # refused (e.g. over quota): no file
             raise
         self._notify([mailbox_id])
         return meta
+
+    async def append_claiming(
+        self, mailbox_id: MailboxId, message: NewMessage, *, quota: QuotaLimits | None = None
+    ) -> tuple[MessageMeta, Uid]:
+        append = self._appender(mailbox_id, message, quota)
+
+        def run(conn: sqlite3.Connection) -> tuple[MessageMeta, Uid]:
+            meta = append(conn)
+            return meta, self._claim(conn, mailbox_id, meta.uid + 1)
+
+        try:
+            result = await self._write(run, prepare=self._sealer([message]))
+        except BaseException:
+            await asyncio.to_thread(message.spool.discard)
+            raise
+        self._notify([mailbox_id])
+        return result
 
     async def append_many(
         self,
@@ -842,7 +876,9 @@ class SqliteStore(
         runs = [self._appender(mailbox_id, message, quota) for message in messages]
         # one job of the group commit, inside its own savepoint: all of them or none
         try:
-            metas = await self._write(lambda conn: [run(conn) for run in runs])
+            metas = await self._write(
+                lambda conn: [run(conn) for run in runs], prepare=self._sealer(messages)
+            )
         except BaseException:
             for message in messages:  # none of them stored: no files either
                 await asyncio.to_thread(message.spool.discard)
@@ -869,7 +905,8 @@ class SqliteStore(
             return append(conn), gone[0], doomed
 
         try:
-            meta, expunged, doomed = await self._write(run)  # one savepoint: both or neither
+            # one savepoint: both or neither
+            meta, expunged, doomed = await self._write(run, prepare=self._sealer([message]))
         except BaseException:
             await asyncio.to_thread(message.spool.discard)
             raise
