@@ -525,6 +525,24 @@ class Store(Protocol):
         """Give the mailbox this RFC 6154 attribute (None: none); NotFound without it."""
         ...
 
+    # URLAUTH mailbox access keys (RFC 4467 §2.2; pobox.service.urlauth): one secret per
+    # (account, mailbox), gone with either
+    async def mailbox_key(
+        self, account_id: AccountId, mailbox_id: MailboxId, new: bytes | None = None
+    ) -> bytes | None:
+        """*account_id*'s access key for the mailbox; without one, *new* is stored and returned
+        (of two callers racing, both get the key stored first), or None when *new* is None.
+        NotFound when *new* is given and the mailbox does not exist."""
+        ...
+
+    async def reset_mailbox_keys(
+        self, account_id: AccountId, mailbox_id: MailboxId | None, new: bytes | None = None
+    ) -> None:
+        """RESETKEY: the mailbox's key becomes *new* (None: it has none); with *mailbox_id*
+        None, every key of *account_id* is removed. NotFound for a mailbox that does not
+        exist when *new* is given."""
+        ...
+
     async def mailbox_status(self, mailbox_id: MailboxId) -> MailboxStatus: ...
     async def claim_recent(self, mailbox_id: MailboxId, below: Uid | None = None) -> Uid:
         """Claim \\Recent for the messages below UID *below* (None: every message so far).

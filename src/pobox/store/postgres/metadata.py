@@ -1,9 +1,11 @@
-"""IMAP METADATA annotations of the PostgreSQL backend (RFC 5464; docs/decisions/metadata.md).
+"""IMAP METADATA annotations of the PostgreSQL backend (RFC 5464; docs/decisions/metadata.md),
+and URLAUTH mailbox access keys (RFC 4467 §2.2): the per-mailbox data that is not mail.
 
 One ``annotations`` row per (mailbox or server, owner or shared, entry name); the foreign keys
 cascade when a mailbox or an account goes, a rename keeps the rows. A write that checks limits
 first takes transaction-scoped advisory locks on the mailbox (or the server) and on each
 account it charges, in that order, so that two nodes cannot both add the last entry allowed.
+One ``mailbox_keys`` row per (account, mailbox) with an access key; it goes with either.
 """
 
 from __future__ import annotations
@@ -168,3 +170,62 @@ class PostgresMetadata:
         if mailbox is None:
             raise NotFound(f"mailbox {mailbox_id} does not exist")
         return mailbox
+
+    async def mailbox_key(
+        self, account_id: AccountId, mailbox_id: MailboxId, new: bytes | None = None
+    ) -> bytes | None:
+        async def read(conn: Any) -> bytes | None:
+            found = await conn.fetchval(
+                "SELECT key FROM mailbox_keys WHERE account_id = $1 AND mailbox_id = $2",
+                account_id,
+                mailbox_id,
+            )
+            return None if found is None else bytes(found)
+
+        found = await self._read(read)
+        if found is not None or new is None:
+            return found
+
+        async def create(tx: Tx) -> bytes | None:
+            # a mailbox deleted meanwhile inserts nothing (the SELECT finds no row)
+            await tx.conn.execute(
+                "INSERT INTO mailbox_keys (account_id, mailbox_id, key)"
+                " SELECT $1, id, $3 FROM mailboxes WHERE id = $2"
+                " ON CONFLICT (account_id, mailbox_id) DO NOTHING",
+                account_id,
+                mailbox_id,
+                new,
+            )
+            return await read(tx.conn)
+
+        stored = await self._write(create)
+        if stored is None:
+            raise NotFound(f"mailbox {mailbox_id} does not exist")
+        return stored
+
+    async def reset_mailbox_keys(
+        self, account_id: AccountId, mailbox_id: MailboxId | None, new: bytes | None = None
+    ) -> None:
+        async def run(tx: Tx) -> None:
+            conn = tx.conn
+            if mailbox_id is None:
+                await conn.execute("DELETE FROM mailbox_keys WHERE account_id = $1", account_id)
+                return
+            await conn.execute(
+                "DELETE FROM mailbox_keys WHERE account_id = $1 AND mailbox_id = $2",
+                account_id,
+                mailbox_id,
+            )
+            if new is None:
+                return
+            result: str = await conn.execute(
+                "INSERT INTO mailbox_keys (account_id, mailbox_id, key)"
+                " SELECT $1, id, $3 FROM mailboxes WHERE id = $2",
+                account_id,
+                mailbox_id,
+                new,
+            )
+            if result == "INSERT 0 0":
+                raise NotFound(f"mailbox {mailbox_id} does not exist")
+
+        await self._write(run)

@@ -1,9 +1,11 @@
-"""IMAP METADATA annotations of the embedded store (RFC 5464; docs/decisions/metadata.md).
+"""IMAP METADATA annotations of the embedded store (RFC 5464; docs/decisions/metadata.md), and
+URLAUTH mailbox access keys (RFC 4467 §2.2): the per-mailbox data that is not mail.
 
 One ``annotations`` row per (mailbox or server, owner or shared, entry name). Deleting a
 mailbox deletes its rows and deleting an account its private rows (the foreign keys cascade);
 renaming a mailbox keeps them (the id does not change). What the entries mean is
-:mod:`pobox.service.metadata`'s business.
+:mod:`pobox.service.metadata`'s business. One ``mailbox_keys`` row per (account, mailbox) with
+an access key; it goes with either.
 """
 
 from __future__ import annotations
@@ -148,6 +150,56 @@ class SqliteMetadata:
         if mailbox is None:
             raise NotFound(f"mailbox {mailbox_id} does not exist")
         return mailbox
+
+    async def mailbox_key(
+        self, account_id: AccountId, mailbox_id: MailboxId, new: bytes | None = None
+    ) -> bytes | None:
+        def read(conn: sqlite3.Connection) -> bytes | None:
+            row = conn.execute(
+                "SELECT key FROM mailbox_keys WHERE account_id = ? AND mailbox_id = ?",
+                (account_id, mailbox_id),
+            ).fetchone()
+            return None if row is None else bytes(row[0])
+
+        found = await self._db.read(read)
+        if found is not None or new is None:
+            return found
+
+        def create(conn: sqlite3.Connection) -> bytes | None:
+            if conn.execute("SELECT 1 FROM mailboxes WHERE id = ?", (mailbox_id,)).fetchone():
+                conn.execute(
+                    "INSERT OR IGNORE INTO mailbox_keys (account_id, mailbox_id, key)"
+                    " VALUES (?, ?, ?)",
+                    (account_id, mailbox_id, new),
+                )
+            return read(conn)
+
+        stored = await self._db.write(create)
+        if stored is None:
+            raise NotFound(f"mailbox {mailbox_id} does not exist")
+        return stored
+
+    async def reset_mailbox_keys(
+        self, account_id: AccountId, mailbox_id: MailboxId | None, new: bytes | None = None
+    ) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            if mailbox_id is None:
+                conn.execute("DELETE FROM mailbox_keys WHERE account_id = ?", (account_id,))
+                return
+            conn.execute(
+                "DELETE FROM mailbox_keys WHERE account_id = ? AND mailbox_id = ?",
+                (account_id, mailbox_id),
+            )
+            if new is None:
+                return
+            if not conn.execute("SELECT 1 FROM mailboxes WHERE id = ?", (mailbox_id,)).fetchone():
+                raise NotFound(f"mailbox {mailbox_id} does not exist")
+            conn.execute(
+                "INSERT INTO mailbox_keys (account_id, mailbox_id, key) VALUES (?, ?, ?)",
+                (account_id, mailbox_id, new),
+            )
+
+        await self._db.write(run)
 
     if TYPE_CHECKING:
 
