@@ -32,7 +32,7 @@ from pobox.store.postgres.schema import CHUNK_SIZE, migrate
 from pobox.store.postgres.store import as_store_error
 
 #: The SQLite schema version this copier understands (pobox.store.sqlite.schema).
-SQLITE_VERSION = 13
+SQLITE_VERSION = 14
 BATCH = 1000
 
 Progress = Callable[[str], None]
@@ -137,7 +137,7 @@ _TABLES: tuple[tuple[str, str, str], ...] = (
 # Not copied: the full-text index (schema 5); the PostgreSQL store's indexer builds its own.
 _MESSAGES = (
     "mailbox_id, uid, modseq, flags, keywords, internal_date, internal_tz, save_date, size, blob,"
-    " pop3_uidl, pop3_hidden_at"
+    " pop3_uidl, pop3_hidden_at, sort_date"
 )
 _RECOVERABLE = (
     "id, account_id, mailbox_id, mailbox_name, uid, uidl, deleted_at, still_present, blob, flags,"
@@ -155,6 +155,7 @@ _FLOAT_COLUMNS = {
     "deleted_at",
     "next_attempt",
     "last_used",
+    "sort_date",
 }
 
 

@@ -189,16 +189,18 @@ class PostgresFullText:
         self, mailbox_id: MailboxId, limit: int, *, newest_first: bool = True
     ) -> tuple[int, list[Uid]]:
         way = "DESC" if newest_first else "ASC"
+        # the sort date (schema 14) in index messages_sort_date: one page of index entries;
+        # the count from the mailbox row's counter (schema 13), in the same snapshot
         select = (
-            "SELECT m.uid FROM messages m JOIN blobs b ON b.id = m.blob WHERE m.mailbox_id = $1"
-            f" ORDER BY coalesce(b.sent_date, m.internal_date) {way}, m.uid {way} LIMIT $2"
+            "SELECT uid FROM messages WHERE mailbox_id = $1"
+            f" ORDER BY sort_date {way}, uid {way} LIMIT $2"
         )
 
         async def run(conn: Any) -> tuple[int, list[Uid]]:
             rows = await conn.fetch(select, mailbox_id, max(limit, 0))
             count = await conn.fetchval(
-                "SELECT count(*) FROM messages WHERE mailbox_id = $1", mailbox_id
+                "SELECT n_messages FROM mailboxes WHERE id = $1", mailbox_id
             )
-            return int(count), [Uid(r[0]) for r in rows]
+            return int(count or 0), [Uid(r[0]) for r in rows]
 
         return await self._read(run, snapshot=True)

@@ -525,8 +525,9 @@ async def restore_messages(
         try:
             await conn.execute(
                 "INSERT INTO messages (mailbox_id, uid, modseq, flags, keywords, internal_date,"
-                " internal_tz, save_date, size, blob, pop3_uidl, pop3_hidden_at)"
-                " SELECT $1::bigint, u, m, f, k, i, z, sv, s, b, p, h FROM unnest("
+                " internal_tz, save_date, size, blob, pop3_uidl, pop3_hidden_at, sort_date)"
+                " SELECT $1::bigint, u, m, f, k, i, z, sv, s, b, p, h,"
+                " coalesce((SELECT sent_date FROM blobs WHERE id = b), i) FROM unnest("
                 "$2::bigint[], $3::bigint[], $4::int[], $5::text[], $6::float8[], $7::int[],"
                 " $8::float8[], $9::bigint[], $10::bigint[], $11::text[], $12::float8[])"
                 " AS d(u, m, f, k, i, z, sv, s, b, p, h)",

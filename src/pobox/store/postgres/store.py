@@ -873,8 +873,10 @@ class PostgresStore(
         await _quota.change_usage(conn, row[2], sum(it[1] for it in items), count)
         now = time.time()
         await conn.execute(
-            f"INSERT INTO messages ({_MSG_COLUMNS})"
-            " SELECT $1::bigint, u, m, f, k, i, z, $2::float8, s, b, p, NULL FROM unnest("
+            # the sort date (schema 14): the content's sent date, else the internal date
+            f"INSERT INTO messages ({_MSG_COLUMNS}, sort_date)"
+            " SELECT $1::bigint, u, m, f, k, i, z, $2::float8, s, b, p, NULL,"
+            " coalesce((SELECT sent_date FROM blobs WHERE id = b), i) FROM unnest("
             "$3::bigint[], $4::bigint[], $5::int[], $6::text[], $7::float8[], $8::int[],"
             " $9::bigint[], $10::bigint[], $11::text[]) AS d(u, m, f, k, i, z, s, b, p)",
             mailbox_id,
@@ -1055,9 +1057,10 @@ class PostgresStore(
                 " $9::text, $10::float8, $20::bytea, $21::bytea, $24::text FROM mb, q"
                 " RETURNING id),"
                 " c AS (INSERT INTO blob_chunks (blob, seq, data) SELECT id, 0, $11::bytea FROM b),"
-                f" m AS (INSERT INTO messages ({_MSG_COLUMNS}) SELECT $1::bigint, mb.uid,"
-                " mb.modseq, $12::int, $13::text, $14::float8, $15::int, $16::float8, $2::bigint,"
-                " b.id, $17::text, NULL FROM mb, b RETURNING uid, modseq, blob),"
+                f" m AS (INSERT INTO messages ({_MSG_COLUMNS}, sort_date) SELECT $1::bigint,"
+                " mb.uid, mb.modseq, $12::int, $13::text, $14::float8, $15::int, $16::float8,"
+                " $2::bigint, b.id, $17::text, NULL, coalesce($10::float8, $14::float8)"
+                " FROM mb, b RETURNING uid, modseq, blob),"
                 " j AS (INSERT INTO change_journal (mailbox_id) SELECT $1::bigint FROM m"
                 " RETURNING seq)"
                 " SELECT m.uid, m.modseq, m.blob, j.seq, pg_notify($18::text, $19::text)"

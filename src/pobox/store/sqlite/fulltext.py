@@ -192,16 +192,18 @@ class SqliteFullText:
         self, mailbox_id: MailboxId, limit: int, *, newest_first: bool = True
     ) -> tuple[int, list[Uid]]:
         way = "DESC" if newest_first else "ASC"
+        # the sort date (schema 14) in index messages_sort_date: one page of index entries;
+        # the count from the mailbox row's counter (schema 13)
         select = (
-            "SELECT m.uid FROM messages m JOIN blobs b ON b.id = m.blob WHERE m.mailbox_id = ?"
-            f" ORDER BY coalesce(b.sent_date, m.internal_date) {way}, m.uid {way} LIMIT ?"
+            "SELECT uid FROM messages WHERE mailbox_id = ?"
+            f" ORDER BY sort_date {way}, uid {way} LIMIT ?"
         )
 
         def run(conn: sqlite3.Connection) -> tuple[int, list[Uid]]:
             uids = [Uid(r[0]) for r in conn.execute(select, (mailbox_id, max(limit, 0)))]
-            (count,) = conn.execute(
-                "SELECT count(*) FROM messages WHERE mailbox_id = ?", (mailbox_id,)
+            row = conn.execute(
+                "SELECT n_messages FROM mailboxes WHERE id = ?", (mailbox_id,)
             ).fetchone()
-            return int(count), uids
+            return int(row[0]) if row else 0, uids
 
         return await self._db.read(run)

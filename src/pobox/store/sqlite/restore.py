@@ -400,15 +400,18 @@ async def restore_account(store: SqliteStore, image: AccountImage, replace: bool
 ROWS_PER_INSERT = 500
 
 
-def _insert_rows(conn: sqlite3.Connection, head: str, rows: Sequence[Sequence[Any]]) -> None:
-    """``head VALUES (...), (...), ...``: *rows* in as few statements as ROWS_PER_INSERT allows."""
+def _insert_rows(
+    conn: sqlite3.Connection, head: str, rows: Sequence[Sequence[Any]], tail: str = ""
+) -> None:
+    """``head VALUES (...), (...), ... tail``: *rows* in as few statements as ROWS_PER_INSERT
+    allows."""
     if not rows:
         return
     marks = "(" + ", ".join("?" * len(rows[0])) + ")"
     for start in range(0, len(rows), ROWS_PER_INSERT):
         chunk = rows[start : start + ROWS_PER_INSERT]
         conn.execute(
-            f"{head} VALUES {', '.join([marks] * len(chunk))}",
+            f"{head} VALUES {', '.join([marks] * len(chunk))}{tail}",
             [value for row in chunk for value in row],
         )
 
@@ -519,11 +522,15 @@ async def restore_messages(
                 )
             )
         try:
+            # the sort date (schema 14): the content's sent date, else the internal date
             _insert_rows(
                 conn,
                 "INSERT INTO messages (mailbox_id, uid, modseq, flags, keywords, internal_date,"
-                " internal_tz, save_date, size, blob, pop3_uidl, pop3_hidden_at)",
+                " internal_tz, save_date, size, blob, pop3_uidl, pop3_hidden_at, sort_date)"
+                " SELECT *, coalesce((SELECT sent_date FROM blobs WHERE id = column10), column6)"
+                " FROM (",
                 rows,
+                ")",
             )
         except sqlite3.IntegrityError:
             raise InvalidInput("a restored UID is in the mailbox already") from None

@@ -305,6 +305,17 @@ MIGRATIONS: tuple[str, ...] = (
         WHERE id = new.mailbox_id;
     END
     """,
+    # 14: each message's sort date, SORT DATE's key (RFC 5256: the Date: header's time, else
+    # the internal date), written with the message row by every path that inserts one and
+    # filled here for the messages there are, indexed so that a first page by date reads one
+    # page of index entries (docs/decisions/webmail-first-page.md). A content's sent date
+    # never changes, so the copy in the message row stays right
+    """
+    ALTER TABLE messages ADD COLUMN sort_date REAL;
+    UPDATE messages SET sort_date = coalesce(
+        (SELECT sent_date FROM blobs WHERE blobs.id = messages.blob), internal_date);
+    CREATE INDEX messages_sort_date ON messages (mailbox_id, sort_date, uid)
+    """,
 )
 
 

@@ -741,8 +741,11 @@ class SqliteStore(
         uid, modseq, account_id = row
         self._usage_after = _quota.change_usage(conn, account_id, size, 1)  # writer thread
         now = time.time()
+        # the sort date (schema 14): the content's sent date, else the internal date
         conn.execute(
-            f"INSERT INTO messages ({_MSG_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+            f"INSERT INTO messages ({_MSG_COLUMNS}, sort_date)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL,"
+            " coalesce((SELECT sent_date FROM blobs WHERE id = ?), ?))",
             (
                 mailbox_id,
                 uid,
@@ -755,6 +758,8 @@ class SqliteStore(
                 size,
                 blob,
                 pop3_uidl,
+                blob,
+                internal[0],
             ),
         )
         conn.execute("UPDATE blobs SET refs = refs + 1 WHERE id = ?", (blob,))
