@@ -32,7 +32,7 @@ from pobox.store.postgres.schema import CHUNK_SIZE, migrate
 from pobox.store.postgres.store import as_store_error
 
 #: The SQLite schema version this copier understands (pobox.store.sqlite.schema).
-SQLITE_VERSION = 14
+SQLITE_VERSION = 15
 BATCH = 1000
 
 Progress = Callable[[str], None]
@@ -106,6 +106,8 @@ _TABLES: tuple[tuple[str, str, str], ...] = (
         "id, mailbox_id, owner_id, name, value",
         "id, mailbox_id, owner_id, name, value",
     ),
+    # URLAUTH mailbox access keys (schema 15): authorized URLs stay valid after the copy
+    ("mailbox_keys", "account_id, mailbox_id, key", "account_id, mailbox_id, key"),
     ("folder_policies", "account_id, folder, key, value", "account_id, folder, key, value"),
     (
         "logins",

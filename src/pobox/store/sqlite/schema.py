@@ -316,6 +316,18 @@ MIGRATIONS: tuple[str, ...] = (
         (SELECT sent_date FROM blobs WHERE blobs.id = messages.blob), internal_date);
     CREATE INDEX messages_sort_date ON messages (mailbox_id, sort_date, uid)
     """,
+    # 15: URLAUTH mailbox access keys (RFC 4467 §2.2; docs/imap.md): each account's secret for
+    # each mailbox it made authorized URLs of (its own, or one shared with it); RESETKEY
+    # replaces or removes them, and they go with the account or the mailbox
+    """
+    CREATE TABLE mailbox_keys (
+        account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        mailbox_id INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+        key BLOB NOT NULL,
+        PRIMARY KEY (account_id, mailbox_id)
+    );
+    CREATE INDEX mailbox_keys_mailbox ON mailbox_keys (mailbox_id)
+    """,
 )
 
 
