@@ -50,9 +50,9 @@ def fault(monkeypatch: pytest.MonkeyPatch) -> Fault:
     read = sqlite_db.Database.read
 
     async def faulty_write(
-        self: sqlite_db.Database, fn: Callable[[sqlite3.Connection], Any]
+        self: sqlite_db.Database, fn: Callable[[sqlite3.Connection], Any], **options: Any
     ) -> Any:
-        return await write(self, fault.wrap(fn))
+        return await write(self, fault.wrap(fn), **options)
 
     async def faulty_read(
         self: sqlite_db.Database, fn: Callable[[sqlite3.Connection], Any], **options: Any

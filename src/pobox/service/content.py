@@ -213,8 +213,11 @@ def parse_pieces(pieces: Sequence[bytes]) -> ParsedMessage:
     return parse_message(cast(BinaryIO, _Pieces(pieces)))
 
 
-def write_spool(new_spool: Callable[[], Spool], pieces: Sequence[bytes]) -> Spool:
-    """Blocking: a new spool with *pieces* written in large chunks, sealed (fsync'd).
+def write_spool(
+    new_spool: Callable[[], Spool], pieces: Sequence[bytes], *, seal: bool = True
+) -> Spool:
+    """Blocking: a new spool with *pieces* written in large chunks, sealed (fsync'd) unless
+    *seal* is False (the store's append then seals it before its commit).
 
     Disk trouble becomes :class:`Temporary` and the spool is discarded. Run in a worker thread;
     the fsync releases the GIL, so the message can be parsed meanwhile (:func:`parse_pieces`).
@@ -225,7 +228,8 @@ def write_spool(new_spool: Callable[[], Spool], pieces: Sequence[bytes]) -> Spoo
         for piece in pieces:
             for chunk in chunked(piece):
                 spool.write(chunk)
-        spool.seal()
+        if seal:
+            spool.seal()
     except OSError as exc:
         if spool is not None:
             spool.discard()

@@ -214,16 +214,24 @@ class Delivery:
         return result
 
     async def _spool(self, trace: bytes, content: bytes) -> NewMessage:
-        """Write the message durably and parse it once, at the same time: a worker thread
-        writes and fsyncs the file while the message is parsed from memory."""
+        """Write the message and parse it once.
+
+        A message up to PARSE_INLINE is written (to the page cache) and parsed here; the store
+        fsyncs the file in its writer's turn, just before the commit (``Spool`` in
+        pobox.store.api), so the delivery waits for one hand-over to a thread, not two. A larger
+        one is written and fsync'd by a worker thread while another parses it."""
         pieces = (trace, content)
+        if len(trace) + len(content) <= PARSE_INLINE:
+            spool = write_spool(self.store.new_spool, pieces, seal=False)
+            try:
+                return describe(spool, parse_pieces(pieces))
+            except BaseException:
+                spool.discard()
+                raise
         loop = asyncio.get_running_loop()
         written = loop.run_in_executor(None, write_spool, self.store.new_spool, pieces)
         try:
-            if len(trace) + len(content) <= PARSE_INLINE:
-                parsed = parse_pieces(pieces)
-            else:
-                parsed = await asyncio.to_thread(parse_pieces, pieces)
+            parsed = await asyncio.to_thread(parse_pieces, pieces)
             spool = await asyncio.shield(written)
         except BaseException:
             written.add_done_callback(_discard_written)
