@@ -13,6 +13,7 @@ parsed leniently; where the RFC gives no answer the behaviour follows Dovecot's 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from pobox.mail.headers import HeaderField, unfold
@@ -286,8 +287,13 @@ class _AddrParser:
         return adl, mailbox, host or MISSING_DOMAIN, comment
 
 
+@functools.lru_cache(maxsize=64)
 def parse_address_list(value: bytes) -> tuple[Address, ...]:
-    """Parse an address-list header value (raw, possibly folded) into envelope addresses."""
+    """Parse an address-list header value (raw, possibly folded) into envelope addresses.
+
+    The same value is parsed for the ENVELOPE and again for the search columns of one message
+    (30-80 µs each in pure Python): a small cache of recent values makes the second a lookup.
+    The result is immutable, and a function of the bytes alone."""
     return tuple(_AddrParser(value).parse())
 
 

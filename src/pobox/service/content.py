@@ -123,17 +123,19 @@ class IncomingMessage:
         internal_date: datetime | None = None,
         pop3_uidl: str | None = None,
     ) -> NewMessage:
-        """Parse the sealed content once and describe it for the store (reads the file)."""
-        with self._discarded_on_failure(), self.spool.open() as fp:
-            parsed = parse_message(fp)
-        return NewMessage(
-            spool=self.spool,
-            structure=parsed.to_bytes(),
-            fields=fields_of(parsed),
+        """Parse the content once and describe it for the store (reads the file)."""
+        return describe(
+            self.spool,
+            self.parse(),
             flags=flags,
             internal_date=internal_date,
             pop3_uidl=pop3_uidl,
         )
+
+    def parse(self) -> ParsedMessage:
+        """The content, complete, parsed (reads the file); see also :func:`describe`."""
+        with self._discarded_on_failure(), self.spool.open() as fp:
+            return parse_message(fp)
 
     def discard(self) -> None:
         self.spool.discard()

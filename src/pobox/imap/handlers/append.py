@@ -21,9 +21,8 @@ from pobox.imap.handlers.catenate import CatenateError, copy_url
 from pobox.imap.protocol import AppendAborted, AppendData, AppendEnd, AppendStart, CatenatePart
 from pobox.imap.sequences import SequenceSet
 from pobox.imap.session import AUTH, CommandError, ImapSession, error_code
-from pobox.mail.structure import ParsedMessage
 from pobox.service.acl import Access
-from pobox.service.content import IncomingMessage
+from pobox.service.content import IncomingMessage, describe
 from pobox.store.api import Mailbox, MailboxId, NewMessage, Uid
 
 
@@ -261,12 +260,14 @@ def _claims_recent(session: ImapSession, mailbox_id: MailboxId) -> bool:
 
 
 def _finish(item: _Pending) -> NewMessage:
-    """The sealed message parsed once (on the event loop: a thread would hold the GIL as
-    long and add two switches)."""
-    message = item.incoming.describe(flags=item.flags, internal_date=item.internal_date)
-    # ENVELOPE and BODYSTRUCTURE rendered once, kept with the message (as Dovecot's cache)
-    kept = render_kept(ParsedMessage.from_bytes(message.structure))
-    return dataclasses.replace(message, rendered=kept)
+    """The complete message parsed once (on the event loop: a thread would hold the GIL as
+    long and add two switches), with its ENVELOPE and BODYSTRUCTURE rendered once from that
+    parse and kept with the message (as Dovecot's cache file keeps them)."""
+    parsed = item.incoming.parse()
+    message = describe(
+        item.incoming.spool, parsed, flags=item.flags, internal_date=item.internal_date
+    )
+    return dataclasses.replace(message, rendered=render_kept(parsed))
 
 
 async def _aborted(session: ImapSession, event: AppendAborted) -> None:
