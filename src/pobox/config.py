@@ -37,6 +37,9 @@ class ImapConfig(ListenerConfig):
     max_literal: int = 52428800
     idle_timeout: int = 1800
     max_bad_commands: int = 20
+    #: accounts authorized as message submission entities: they may URLFETCH "submit+" URLs
+    #: (RFC 4467 §3; docs/imap.md)
+    urlauth_submitters: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,9 @@ Header lines (words are split like a shell does, but backslashes are kept: ``\Se
     an account setting, as ``pobox user set`` makes it (``quota.storage=512K``).
 ``fixture: quota-admin ADDRESS``
     the account may change quotas with SETQUOTA (``[quota] admins``).
+``fixture: urlauth-submitter ADDRESS``
+    the account is a message submission entity: it may URLFETCH ``submit+`` URLs
+    (``[imap] urlauth_submitters``).
 ``fixture: metadata KEY=VALUE``
     a ``[metadata]`` setting (``max_entries_per_mailbox=10``; ``admins=ADDRESS`` adds one).
 ``state: authenticated ADDRESS PASSWORD`` / ``state: selected ADDRESS PASSWORD MAILBOX``
@@ -439,6 +442,9 @@ async def apply_fixture(transcript: Transcript, fixture: Fixture, running: Runni
             quota = service.quota
             admins = (*quota.config.admins, address)
             quota.reconfigure(dataclasses.replace(quota.config, admins=admins), quota.hostname)
+        case ["urlauth-submitter", address]:
+            urlauth = service.urlauth
+            urlauth.submitters = (*urlauth.submitters, address)
         case ["metadata", assignment]:
             # a [metadata] setting (admins: one more address)
             key, _, value = assignment.partition("=")

@@ -35,6 +35,7 @@ AFTER_LOGIN = (
     "COMPRESS=DEFLATE",
     "MULTIAPPEND",
     "CATENATE",
+    "URLAUTH",  # RFC 4467 (docs/imap.md): INTERNAL, HMAC-SHA256
     "WITHIN",
     "SAVEDATE",
     "OBJECTID",

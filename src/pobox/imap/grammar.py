@@ -66,6 +66,7 @@ from pobox.imap.metadata_grammar import METADATA_COMMANDS, ListMetadata, parse_l
 from pobox.imap.notify_grammar import NOTIFY_COMMANDS
 from pobox.imap.quota_grammar import QUOTA_COMMANDS
 from pobox.imap.search_grammar import parse_search, parse_sort, parse_thread
+from pobox.imap.urlauth_grammar import URLAUTH_COMMANDS
 
 __all__ = [
     "AppendEndOfCommand",
@@ -448,6 +449,7 @@ _COMMANDS: dict[str, Callable[[Reader, str, bool], Command]] = {
     **METADATA_COMMANDS,
     **CONTEXT_COMMANDS,
     **NOTIFY_COMMANDS,
+    **URLAUTH_COMMANDS,
 }
 _UID_COMMANDS = frozenset({"COPY", "MOVE", "FETCH", "SEARCH", "SORT", "THREAD", "STORE", "EXPUNGE"})
 

@@ -18,6 +18,7 @@ from pobox.service.metadata import Metadata
 from pobox.service.passwords import configure as configure_passwords
 from pobox.service.policy import Clock, Policies, utcnow
 from pobox.service.quota import Quotas
+from pobox.service.urlauth import UrlAuth
 from pobox.store.api import Account, Mailbox, MailboxStatus, Recoverable, Store
 from pobox.store.factory import create_store
 
@@ -48,6 +49,8 @@ class MailService:
         self.metadata = Metadata(store, self.acl, config.metadata)
         #: folder policies and their sweeper (docs/policies.md)
         self.folder_policies = FolderPolicies(store, config.policy, clock)
+        #: URLAUTH keys and authorized URLs (pobox.service.urlauth, RFC 4467)
+        self.urlauth = UrlAuth(store, self.acl, config.imap.urlauth_submitters)
         #: the process's shared mailbox index (pobox.service.index)
         self.index = MailIndex(store)
         #: the open sessions, told when the server shuts down (pobox.net.drain)
@@ -65,6 +68,7 @@ class MailService:
         self.acl.config = config.acl
         self.metadata.config = config.metadata
         self.folder_policies.config = config.policy
+        self.urlauth.submitters = config.imap.urlauth_submitters
 
     @classmethod
     async def open(cls, config: Config, clock: Clock = utcnow) -> MailService:

@@ -22,6 +22,7 @@ from pobox.imap.handlers import (
     search,
     select,
     unauthenticate,
+    urlauth,
 )
 from pobox.imap.session import CommandSpec
 
@@ -40,5 +41,6 @@ for _module in (
     unauthenticate,
     context,
     notify,
+    urlauth,
 ):
     COMMANDS.update(_module.SPECS)

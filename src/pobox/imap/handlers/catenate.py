@@ -3,26 +3,39 @@ into the message being appended.
 
 A URL (pobox.imap.imapurl) names a mailbox the user may read (its own, or a shared one with the
 r right), the UIDVALIDITY it must still have, a UID, and optionally a section (the syntax of
-``BODY[section]``) and a partial range. Anything that does not resolve is ``NO [BADURL url]``;
-a message that grows past the APPEND limit is ``NO [TOOBIG]``. The octets are copied from the
-stored content in pieces, never read whole.
+``BODY[section]``) and a partial range; or it is a URLAUTH-authorized URL (RFC 4467, allowed
+by RFC 4469 §5), read with the rights of its owner once the service has verified it. Anything
+that does not resolve is ``NO [BADURL url]``; a message that grows past the APPEND limit is
+``NO [TOOBIG]``. The octets are copied from the stored content in pieces, never read whole.
+URLFETCH (pobox.imap.handlers.urlauth) reads URLs with the same :func:`resolve_url` and
+:func:`open_part`.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 from pobox.errors import PoboxError
 from pobox.imap.bodystructure import section_range
 from pobox.imap.commands import FetchBody
 from pobox.imap.fetch import filter_header
 from pobox.imap.fetch_grammar import parse_fetch_att
-from pobox.imap.imapurl import MessageUrl, UrlError, parse_message_url
+from pobox.imap.imapurl import (
+    AuthUrl,
+    MessageUrl,
+    UrlError,
+    has_urlauth,
+    parse_auth_url,
+    parse_message_url,
+    url_userid,
+)
 from pobox.imap.lexer import ParseError, Reader
 from pobox.imap.session import ImapSession
 from pobox.mail.structure import ParsedMessage
 from pobox.service.content import IncomingMessage
-from pobox.store.api import Mailbox, Uid
+from pobox.service.urlauth import UrlClaim
+from pobox.store.api import Content, Mailbox, Uid
 
 #: Octets copied at a time.
 PIECE = 256 * 1024
@@ -44,7 +57,8 @@ def badurl(url: bytes, why: str) -> CatenateError:
 
 async def _mailbox(session: ImapSession, url: bytes, where: MessageUrl) -> Mailbox:
     account = session.require_account()
-    if where.user is not None and where.user.lower() != account.address.lower():
+    user = None if where.user is None else url_userid(where.user, where.host)
+    if user is not None and user.lower() != account.address.lower():
         raise badurl(url, "the URL names another user")
     acl = session.service.acl
     try:
@@ -70,15 +84,39 @@ def _section(url: bytes, text: str) -> FetchBody:
     return att
 
 
-async def copy_url(
-    session: ImapSession, incoming: IncomingMessage, url: bytes, written: int, limit: int
-) -> int:
-    """Append what *url* names to *incoming*; returns the octets written (*written* before)."""
-    try:
-        where = parse_message_url(url.decode("utf-8"))
-    except (UrlError, UnicodeDecodeError) as exc:
-        raise badurl(url, str(exc)) from None
-    mailbox = await _mailbox(session, url, where)
+class UrlPart:
+    """The octets a URL names in a stored message: a range of its content, or (for
+    ``HEADER.FIELDS``) bytes made here. :meth:`close` it."""
+
+    def __init__(self, content: Content, offset: int, length: int, data: bytes | None) -> None:
+        self.content = content
+        self.offset = offset
+        self.length = length
+        self.data = data
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The octets in pieces of at most :data:`PIECE`; ValueError if the stored content
+        ends early."""
+        if self.data is not None:
+            yield self.data[self.offset : self.offset + self.length]
+            return
+        offset, end = self.offset, self.offset + self.length
+        while offset < end:
+            piece = await asyncio.to_thread(self.content.read, offset, min(PIECE, end - offset))
+            if not piece:
+                raise ValueError("the stored message is shorter than its structure")
+            yield piece
+            offset += len(piece)
+
+    def close(self) -> None:
+        self.content.close()
+
+
+async def open_part(
+    session: ImapSession, url: bytes, mailbox: Mailbox, where: MessageUrl
+) -> UrlPart:
+    """What *where* names in *mailbox*; :class:`CatenateError` (``BADURL``) when it does not
+    resolve."""
     if where.uidvalidity is not None and where.uidvalidity != mailbox.uidvalidity:
         raise badurl(url, "UIDVALIDITY has changed")
     store = session.service.store
@@ -111,18 +149,59 @@ async def copy_url(
             start = min(start, length)
             length = length - start if count is None else min(count, length - start)
             offset += start
-        if written + length > limit:
-            raise CatenateError(f"the message would be larger than {limit} octets", "TOOBIG")
-        if data is not None:
-            await asyncio.to_thread(incoming.write, data[offset : offset + length])
-            return written + length
-        end = offset + length
-        while offset < end:
-            piece = await asyncio.to_thread(content.read, offset, min(PIECE, end - offset))
-            if not piece:
-                raise badurl(url, "the stored message is shorter than its structure")
-            await asyncio.to_thread(incoming.write, piece)
-            offset += len(piece)
-        return written + length
-    finally:
+    except BaseException:
         content.close()
+        raise
+    return UrlPart(content, offset, length, data)
+
+
+async def resolve_url(session: ImapSession, url: bytes) -> tuple[Mailbox, MessageUrl]:
+    """The mailbox and message *url* names, read with the rights of the URL's owner for a
+    URLAUTH-authorized URL (RFC 4469 §5 allows them; RFC 4467 §7 says whose rights), else with
+    the session's; :class:`CatenateError` (``BADURL``) when it may not be used."""
+    try:
+        text = url.decode("utf-8")
+        if not has_urlauth(text):
+            where = parse_message_url(text)
+            return await _mailbox(session, url, where), where
+        authorized = parse_auth_url(text, rump=False)
+    except (UrlError, UnicodeDecodeError) as exc:
+        raise badurl(url, str(exc)) from None
+    access = await session.service.urlauth.verify(session.require_account(), claim_of(authorized))
+    if access is None:
+        raise badurl(url, "the URLAUTH does not authorize this URL here")
+    return access.mailbox, authorized.message
+
+
+def claim_of(url: AuthUrl) -> UrlClaim:
+    """What the service needs to know of a URLAUTH-authorized URL."""
+    where = url.message
+    return UrlClaim(
+        owner=url.owner,
+        mailbox=where.mailbox,
+        rump=url.rump,
+        access=url.access,
+        access_user=url.access_user,
+        expire=url.expire,
+        mechanism=url.mechanism,
+        token=url.token,
+    )
+
+
+async def copy_url(
+    session: ImapSession, incoming: IncomingMessage, url: bytes, written: int, limit: int
+) -> int:
+    """Append what *url* names to *incoming*; returns the octets written (*written* before)."""
+    mailbox, where = await resolve_url(session, url)
+    part = await open_part(session, url, mailbox, where)
+    try:
+        if written + part.length > limit:
+            raise CatenateError(f"the message would be larger than {limit} octets", "TOOBIG")
+        try:
+            async for piece in part.chunks():
+                await asyncio.to_thread(incoming.write, piece)
+        except ValueError as exc:
+            raise badurl(url, str(exc)) from None
+        return written + part.length
+    finally:
+        part.close()
