@@ -56,6 +56,7 @@ from pobox.service.mail import MailService
 from pobox.service.policy import Retention
 from pobox.service.submission import Submission
 from pobox.service.webmail import SORTS, Moved, Outgoing, Webmail
+from pobox.service.webmail_settings import POLICY_KEYS, FolderSettings
 from pobox.service.websessions import Login, WebSessions, same_token
 from pobox.store.api import MailboxId, Uid
 from pobox.web.live import ChangeFeed
@@ -89,6 +90,20 @@ BODY_CSP = (
 )
 #: Anything that is a file of the message's (attachments, source): never run, never framed.
 FILE_CSP = "default-src 'none'; frame-ancestors 'none'; sandbox"
+#: the rights the sharing form offers, with what each lets the other account do (RFC 4314;
+#: ``p`` is left out: it means nothing here)
+SHARE_RIGHTS = (
+    ("l", "see the folder"),
+    ("r", "read its messages"),
+    ("s", "mark them read or unread"),
+    ("w", "flag them"),
+    ("i", "add messages (copy or move in)"),
+    ("k", "make folders in it"),
+    ("x", "delete or rename it"),
+    ("t", "delete messages"),
+    ("e", "expunge deleted messages"),
+    ("a", "change who it is shared with"),
+)
 SPECIAL_ICONS = {
     None: "folder",
     "\\Drafts": "drafts",
@@ -243,6 +258,7 @@ class WebApp:
             feed=ChangeFeed(service.store),
             closing=asyncio.Event(),
         )
+        self.folder_settings = FolderSettings(service)
         self.env = _environment()
         routes = [
             Route("/", self.home),
@@ -264,6 +280,8 @@ class WebApp:
             Route("/settings", self.settings_form, methods=["GET"]),
             Route("/settings", self.settings, methods=["POST"]),
             Route("/settings/app-passwords", self.app_passwords, methods=["POST"]),
+            Route("/settings/policies", self.folder_policy, methods=["POST"]),
+            Route("/settings/sharing", self.sharing, methods=["POST"]),
             Route("/events", self.events),
             Route("/favicon.ico", lambda request: Response(status_code=204)),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
@@ -827,9 +845,14 @@ class WebApp:
         status: int = 200,
         error: str = "",
         new_password: NewLogin | None = None,
+        *,
+        policy_error: str = "",
+        share_error: str = "",
+        share_notice: str = "",
     ) -> Response:
         service = self.state.service
         retention = service.policies.retention(login.account)
+        settings = self.folder_settings
         return self.render(
             "settings.html",
             status,
@@ -842,7 +865,55 @@ class WebApp:
             error=error,
             app_passwords=await self.state.webmail.app_passwords(login.account),
             new_password=new_password,
+            policies=await settings.policies(login.account),
+            policy_keys=POLICY_KEYS,
+            policy_error=policy_error,
+            shares=await settings.shares(login.account),
+            rights=SHARE_RIGHTS,
+            allow_anyone=service.config.acl.allow_anyone,
+            share_error=share_error,
+            share_notice=share_notice,
         )
+
+    async def folder_policy(self, request: Request) -> Response:
+        async def run(login: Login) -> Response:
+            form = await request.form()
+            folder = _int(_field(form, "folder"), "folder")
+            values = {key: _field(form, key) for key in POLICY_KEYS}
+            try:
+                mailbox = await self.folder_settings.set_policy(login.account, folder, values)
+            except InvalidInput as exc:
+                return await self._settings_page(login, "", 400, policy_error=str(exc))
+            return await self._settings_page(login, f"The policy of {mailbox.name} is saved.")
+
+        return await self._guard(request, run)
+
+    async def sharing(self, request: Request) -> Response:
+        async def run(login: Login) -> Response:
+            form = await request.form()
+            folder = _int(_field(form, "folder"), "folder")
+            settings = self.folder_settings
+            action = _field(form, "action")
+            who = _field(form, "identifier")
+            try:
+                if action == "share":
+                    rights = "".join(v for v in form.getlist("right") if isinstance(v, str))
+                    access, stored = await settings.share(login.account, folder, who, rights)
+                    notice = (
+                        f"{access.name} is shared with {who.strip()}."
+                        if stored
+                        else f"{access.name} is no longer shared with {who.strip()}."
+                    )
+                elif action == "unshare":
+                    access = await settings.unshare(login.account, folder, who)
+                    notice = f"{access.name} is no longer shared with {who.strip()}."
+                else:
+                    raise InvalidInput(f"unknown action {action!r}")
+            except (InvalidInput, NotAllowed) as exc:
+                return await self._settings_page(login, "", 400, share_error=str(exc))
+            return await self._settings_page(login, "", share_notice=notice)
+
+        return await self._guard(request, run)
 
     async def app_passwords(self, request: Request) -> Response:
         async def run(login: Login) -> Response:

@@ -134,7 +134,20 @@
     });
   }
 
+  // settings, sharing: a choice of usual rights ticks their boxes (the boxes alone also work)
+  function wireSharePreset() {
+    const preset = document.getElementById("share-preset");
+    if (!preset) return;
+    preset.addEventListener("change", function () {
+      if (!preset.value) return;
+      document.querySelectorAll('#share-rights input[name="right"]').forEach(function (box) {
+        box.checked = preset.value.indexOf(box.value) >= 0;
+      });
+    });
+  }
+
   wireSelectAll();
+  wireSharePreset();
   autosave();
   live();
   keys();
