@@ -57,6 +57,7 @@ from pobox.imap.protocol import (
     NeedData,
     ProtocolUsageError,
 )
+from pobox.imap.recent import RecentUids
 from pobox.imap.sequences import SequenceSet, SequenceSetError
 from pobox.log import log_event
 from pobox.net.limits import CommandPacer, SlotLimiter, close_stream, peer_ip
@@ -114,8 +115,9 @@ class Selected:
 
     view: MailboxView
     read_only: bool
-    recent: set[Uid] = field(default_factory=set)
-    recent_pruned: bool = True  # False after expunges: recent may name messages now gone
+    #: the messages this session holds as \Recent: runs of UIDs, bounded memory whatever
+    #: the mailbox's size (pobox.imap.recent)
+    recent: RecentUids = field(default_factory=RecentUids)
     #: UIDs first..below-1 claimed as \Recent by this session's own APPEND (in the append's
     #: transaction), made recent here when the next announcement shows them
     claimed: tuple[int, int] | None = None
@@ -428,17 +430,17 @@ class ImapSession:
         if not update:
             return
         self.send_expunged(list(zip(update.expunged, update.vanished, strict=True)))
-        if update.expunged:
-            selected.recent_pruned = False
         if update.exists is not None:
             arrived = view.slice(before - len(update.expunged) + 1, len(view))
             if not selected.read_only and arrived:
-                # \Recent if no other session saw them first (RFC 3501 §2.3.2)
-                first = await self.service.index.claim_recent(view.index, arrived[-1] + 1)
-                selected.recent.update(Uid(u) for u in arrived if u >= first)
+                # \Recent if no other session saw them first (RFC 3501 §2.3.2); the arrivals
+                # are the view's UIDs from arrived[0] to arrived[-1], so each claim is a range
+                end = arrived[-1] + 1
+                first = await self.service.index.claim_recent(view.index, end)
+                selected.recent.add_range(max(first, arrived[0]), end)
                 if selected.claimed is not None:  # what this session's APPEND claimed
                     low, below = selected.claimed
-                    selected.recent.update(Uid(u) for u in arrived if low <= u < below)
+                    selected.recent.add_range(max(low, arrived[0]), min(below, end))
                     selected.claimed = None
             self.send(r.exists(update.exists))
             if not self.rev2:
@@ -481,12 +483,7 @@ class ImapSession:
         selected = self.selected
         if selected is None:
             return 0
-        view = selected.view
-        if not selected.recent_pruned:
-            gone = [u for u in selected.recent if view.msn_of(u) is None]
-            selected.recent.difference_update(gone)
-            selected.recent_pruned = True
-        return len(selected.recent)
+        return selected.recent.count(selected.view.count_between)
 
     def flags_of(self, meta: MessageMeta) -> bytes:
         """A message's FLAGS as FETCH renders them (one order everywhere: Dovecot's)."""
