@@ -43,7 +43,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, tzinfo
 from operator import attrgetter
@@ -550,7 +550,7 @@ class _Context:
         store: Store,
         mailbox: MailboxId,
         messages: Sequence[Message],
-        recent_uids: frozenset[Uid],
+        recent_uids: Container[int],
         zone: tzinfo | None,
     ) -> None:
         self.store = store
@@ -960,7 +960,7 @@ async def search(
     query: Query,
     messages: Sequence[Message],
     *,
-    recent_uids: frozenset[Uid] = frozenset(),
+    recent_uids: Container[int] = frozenset(),
     zone: tzinfo | None = None,
 ) -> list[Uid]:
     """The UIDs of the messages in *messages* (a view, ascending UID) that match *query*.

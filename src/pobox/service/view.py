@@ -118,6 +118,11 @@ class MailboxView:
         end = bisect.bisect_right(numbers, high, 0, n)
         return list(numbers[start:end])
 
+    def count_between(self, low: int, high: int) -> int:
+        """How many numbered UIDs are in low..high-1 (two bisections, no copy)."""
+        numbers, n = self._numbers(), len(self)
+        return bisect.bisect_left(numbers, high, 0, n) - bisect.bisect_left(numbers, low, 0, n)
+
     def is_expunged(self, uid: int) -> bool:
         return uid in self.pending_expunge
 

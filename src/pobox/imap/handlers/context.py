@@ -138,7 +138,7 @@ async def refresh(session: ImapSession) -> None:
             selected.mailbox_id,
             ctx.query,
             messages,
-            recent_uids=frozenset(selected.recent),
+            recent_uids=selected.recent.frozen(),
         )
         if ctx.keys is None:
             _search_diff(session, selected, ctx, [int(u) for u in matched])

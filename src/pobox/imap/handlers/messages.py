@@ -23,6 +23,7 @@ from pobox.imap import responses as r
 from pobox.imap.context_grammar import apply_partial
 from pobox.imap.fetch import format_flags
 from pobox.imap.handlers import condstore
+from pobox.imap.recent import RecentUids
 from pobox.imap.session import SELECTED, CommandError, CommandSpec, ImapSession, Selected
 from pobox.mail.structure import ParsedMessage
 from pobox.service.acl import Access, flag_right
@@ -295,7 +296,7 @@ async def _fetch_from_index(
     MessageMeta, no store call; FLAGS texts are rendered once per distinct flag set."""
     view = selected.view
     index = view.index
-    recent = selected.recent if not session.rev2 else frozenset()
+    recent = selected.recent if not session.rev2 else RecentUids()
     rendered: dict[tuple[int, bool], bytes] = {}
     out: list[bytes] = []
     # changes the view has not announced yet: the FLAGS shown here need not be announced again
@@ -715,8 +716,6 @@ async def move(session: ImapSession, cmd: c.Move) -> None:
         )
         session.send(r.Untagged("OK", "moved UIDs", code))
     moved = [s for s, _ in pairs]
-    selected.recent.difference_update(moved)
-    selected.recent_pruned = False  # forget() announces others' pending expunges too
     session.send_expunged(selected.view.forget_pairs(moved))
     await session.announce_updates()
     session.tagged(cmd.tag, "OK", f"{_name(cmd)} completed")

@@ -227,7 +227,7 @@ async def search(session: ImapSession, cmd: c.Search) -> None:
         selected.mailbox_id,
         query,
         view.search_messages(),
-        recent_uids=frozenset(selected.recent),
+        recent_uids=selected.recent.frozen(),
     )
     if save:
         assert options is not None
@@ -270,7 +270,7 @@ async def sort(session: ImapSession, cmd: c.Sort) -> None:
     store = session.service.store
     messages = view.search_messages()
     matched = await q.search(
-        store, selected.mailbox_id, query, messages, recent_uids=frozenset(selected.recent)
+        store, selected.mailbox_id, query, messages, recent_uids=selected.recent.frozen()
     )
     keys = tuple(sorting.SortKey(name, reverse) for name, reverse in cmd.criteria)
     uids = await sorting.sort(
@@ -309,7 +309,7 @@ async def thread(session: ImapSession, cmd: c.Thread) -> None:
     store = session.service.store
     messages = view.search_messages()
     matched = await q.search(
-        store, selected.mailbox_id, query, messages, recent_uids=frozenset(selected.recent)
+        store, selected.mailbox_id, query, messages, recent_uids=selected.recent.frozen()
     )
     roots = await threading.thread(
         store, selected.mailbox_id, cmd.algorithm, messages, view.index.sort_cache, set(matched)

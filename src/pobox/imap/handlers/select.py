@@ -80,7 +80,8 @@ async def _select(session: ImapSession, cmd: c.Select | c.Examine, read_only: bo
                 floor = await index.claim_recent(view.index, view.last_uid() + 1)
             uids = view.uids
             start = bisect.bisect_left(uids, floor, 0, len(view))
-            selected.recent = {Uid(u) for u in uids[start : len(view)]}
+            if start < len(view):  # one range however many messages (pobox.imap.recent)
+                selected.recent.add_range(uids[start], view.last_uid() + 1)
     except BaseException:
         view.close()
         raise
@@ -91,7 +92,7 @@ async def _select(session: ImapSession, cmd: c.Select | c.Examine, read_only: bo
     session.send(r.Untagged("OK", "flags permitted", r.ResponseCode.permanentflags(permanent)))
     session.send(r.exists(len(view)))
     if not session.rev2:
-        session.send(r.recent(len(selected.recent)))
+        session.send(r.recent(selected.recent.count(view.count_between)))
         first_unseen = view.first_unseen()
         if first_unseen is not None:
             session.send(
@@ -151,8 +152,6 @@ async def _expunge_deleted(session: ImapSession, uids: set[Uid] | None, announce
         return
     await session.service.index.expunge(selected.mailbox_id, doomed)
     gone = selected.view.forget_pairs(doomed)
-    selected.recent_pruned = False  # forget() announces others' pending expunges too
-    selected.recent.difference_update(doomed)
     if announce:
         session.send_expunged(gone)  # EXPUNGE each, or one VANISHED under QRESYNC
 
