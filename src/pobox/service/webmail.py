@@ -11,15 +11,19 @@ processes through the store's change watcher, as for any IMAP client.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import email.policy
 import email.utils
+import io
 import logging
 import mimetypes
-from collections.abc import Iterable, Sequence
+import secrets
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.message import EmailMessage
+from typing import BinaryIO
 
 from pobox.errors import InvalidInput, NoPermission, NotAllowed, NotFound
 from pobox.mail.envelope import Address
@@ -54,6 +58,7 @@ from pobox.store.api import (
     Mailbox,
     MailboxId,
     MessageMeta,
+    NewMessage,
     Uid,
 )
 
@@ -210,7 +215,9 @@ class Outgoing:
     body: str = ""
     in_reply_to: str = ""
     references: str = ""
-    attachments: tuple[tuple[str, str, bytes], ...] = ()  # (file name, type, content)
+    #: (file name, type, content): the content's bytes, or a file to read it from in pieces
+    #: (an upload as the form parser spooled it), never read whole
+    attachments: tuple[tuple[str, str, bytes | BinaryIO], ...] = ()
     forward: tuple[MailboxId, Uid] | None = None  # attach this message (message/rfc822)
 
 
@@ -305,6 +312,34 @@ def _read_bytes(content: Content, part: MimePart) -> bytes:
 def _safe_filename(name: str | None, fallback: str) -> str:
     cleaned = _clean(name or "").replace("/", "_").replace("\\", "_").strip(". ")
     return cleaned[:200] or fallback
+
+
+#: Octets of an attachment read at a time while its base64 is written: 1,024 lines of 76
+#: characters (57 octets each).
+ATTACHMENT_CHUNK = 57 * 1024
+
+
+def _base64_lines(source: BinaryIO) -> Iterator[bytes]:
+    """Blocking: the base64 body of the content *source* holds (from where it stands), in lines
+    of 76 characters ending in CRLF (RFC 2045 §6.8), read ATTACHMENT_CHUNK octets at a time."""
+    pending = b""
+    while True:
+        data = source.read(ATTACHMENT_CHUNK)
+        if not data:
+            break
+        pending += data
+        whole = len(pending) - len(pending) % 57
+        if whole:
+            block, pending = pending[:whole], pending[whole:]
+            yield base64.encodebytes(block).replace(b"\n", b"\r\n")
+    if pending:
+        yield base64.encodebytes(pending).replace(b"\n", b"\r\n")
+
+
+def _read_spool(new: NewMessage) -> bytes:
+    """Blocking: a spooled message's bytes, whole."""
+    with new.spool.open() as fp:
+        return fp.read()
 
 
 def _quote(text: str) -> str:
@@ -888,6 +923,17 @@ class Webmail:
 
     # ---- writing -------------------------------------------------------------------------
     def build(self, account: Account, out: Outgoing, forwarded: bytes | None) -> bytes:
+        """Blocking: the message *out* describes, whole (see :meth:`message_chunks`)."""
+        return b"".join(self.message_chunks(account, out, forwarded))
+
+    def message_chunks(
+        self, account: Account, out: Outgoing, forwarded: bytes | None
+    ) -> Iterator[bytes]:
+        """Blocking: the message *out* describes, in pieces. The headers, the text and an
+        attached message come from :mod:`email`; each attachment stands there as a part whose
+        body is a random placeholder line, and the pieces are that message cut at the
+        placeholders with each attachment's base64 written in their place, read from its file
+        a piece at a time: an attachment is never whole in memory."""
         message = EmailMessage(policy=email.policy.SMTP)
         message["From"] = account.address
         for name, value in (("To", out.to), ("Cc", out.cc)):
@@ -900,17 +946,28 @@ class Webmail:
         if out.references:
             message["References"] = _clean(out.references)
         message.set_content(out.body.replace("\r\n", "\n"))
+        holders: list[tuple[bytes, BinaryIO]] = []
         for filename, mime_type, data in out.attachments:
             maintype, _, subtype = (mime_type or "application/octet-stream").partition("/")
             if not subtype or maintype in ("multipart", "message"):
                 maintype, subtype = "application", "octet-stream"
+            token = secrets.token_bytes(45)  # one base64 line of 60 characters
             message.add_attachment(
-                data, maintype=maintype, subtype=subtype, filename=_safe_filename(filename, "file")
+                token, maintype=maintype, subtype=subtype, filename=_safe_filename(filename, "file")
             )
+            source = io.BytesIO(data) if isinstance(data, bytes) else data
+            holders.append((base64.b64encode(token) + b"\r\n", source))
         if forwarded is not None:  # as a message part (RFC 2046 §5.2.1: 7bit/8bit, no base64)
             original = email.message_from_bytes(forwarded, policy=email.policy.SMTP)
             message.add_attachment(original, disposition="attachment", filename="forwarded.eml")
-        return message.as_bytes()
+        skeleton = message.as_bytes()
+        at = 0
+        for line, source in holders:
+            where = skeleton.index(line, at)
+            yield skeleton[at:where]
+            yield from _base64_lines(source)
+            at = where + len(line)
+        yield skeleton[at:]
 
     async def _forwarded(self, account: Account, out: Outgoing) -> bytes | None:
         if out.forward is None:
@@ -929,13 +986,27 @@ class Webmail:
         ]
         if not recipients:
             raise InvalidInput("the message needs a recipient")
-        data = self.build(account, out, await self._forwarded(account, out))
-        submitted = await self.submission.submit(
-            account, account.address, recipients, data, protocol="HTTP"
-        )
+        # built into the spool of the copy for Sent, attachments streamed from their files;
+        # the submission path takes the message whole, as SMTP's DATA gives it
+        new = await self._spooled(account, out, frozenset({SEEN}))
+        try:
+            data = await asyncio.to_thread(_read_spool, new)
+            submitted = await self.submission.submit(
+                account, account.address, recipients, data, protocol="HTTP"
+            )
+            del data
+            try:
+                sent: Mailbox | None = await self.special(account, "\\Sent")
+            except NotFound:  # no Sent folder: sent all the same, without a copy
+                sent = None
+        except BaseException:
+            await asyncio.to_thread(new.spool.discard)
+            raise
+        if sent is None:
+            await asyncio.to_thread(new.spool.discard)
+            return submitted
         with contextlib.suppress(NotFound):
-            sent = await self.special(account, "\\Sent")
-            await self._append(sent, data, frozenset({SEEN}))
+            await self._store(sent, new)
         return submitted
 
     async def save_draft(
@@ -943,8 +1014,8 @@ class Webmail:
     ) -> Uid:
         """Keep the message in Drafts (the draft it replaces goes)."""
         drafts = await self.special(account, "\\Drafts")
-        data = self.build(account, out, await self._forwarded(account, out))
-        uid = await self._append(drafts, data, frozenset({SEEN, DRAFT}))
+        new = await self._spooled(account, out, frozenset({SEEN, DRAFT}))
+        uid = await self._store(drafts, new)
         if replaces is not None:  # the older version goes for good, not to Trash
             with contextlib.suppress(NotFound, NotAllowed):
                 await self.discard_draft(account, replaces[0], replaces[1])
@@ -962,6 +1033,19 @@ class Webmail:
         new = await asyncio.to_thread(
             spool_message, self.store.new_spool(), chunked(data), flags=flags
         )
+        return await self._store(mailbox, new)
+
+    async def _spooled(self, account: Account, out: Outgoing, flags: frozenset[str]) -> NewMessage:
+        """The message *out* describes, written into a new spool piece by piece (in a
+        thread) and parsed: ready to be stored."""
+        forwarded = await self._forwarded(account, out)
+        return await asyncio.to_thread(
+            lambda: spool_message(
+                self.store.new_spool(), self.message_chunks(account, out, forwarded), flags=flags
+            )
+        )
+
+    async def _store(self, mailbox: Mailbox, new: NewMessage) -> Uid:
         # the same quota check as IMAP APPEND and delivery (docs/quota.md): a full account
         # refuses the copy in Sent or the draft with OverQuota, which the page reports
         limits = await self.service.quota.current_limits(mailbox.account_id)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 import re
 import secrets
@@ -18,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import quote, urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -758,16 +759,17 @@ class WebApp:
             limit = self.state.config.delivery.max_message_size
             form = await request.form()  # read once, by the CSRF check
             webmail = self.state.webmail
-            attachments: list[tuple[str, str, bytes]] = []
+            # each upload as the form parser spooled it (to a temporary file past 1 MiB),
+            # handed on as a file: the message is built reading it a piece at a time
+            attachments: list[tuple[str, str, BinaryIO]] = []
             total = 0
             for item in form.getlist("attachment"):
                 if isinstance(item, UploadFile) and item.filename:
-                    data = await item.read()
-                    total += len(data)
+                    total += await asyncio.to_thread(_upload_size, item)
                     if total > limit:
                         raise TooBig(f"the attachments are larger than {_size(limit)}")
                     attachments.append(
-                        (item.filename, item.content_type or "application/octet-stream", data)
+                        (item.filename, item.content_type or "application/octet-stream", item.file)
                     )
             mode = _field(form, "mode")
             source = _field(form, "source")
@@ -1019,6 +1021,14 @@ def _status(exc: PoboxError) -> int:
     if isinstance(exc, Temporary):
         return 503
     return 400
+
+
+def _upload_size(item: UploadFile) -> int:
+    """Blocking: an upload's octets (its spooled file left at its start)."""
+    fp = item.file
+    size = fp.seek(0, io.SEEK_END)
+    fp.seek(0)
+    return size
 
 
 def _field(form: FormData, name: str) -> str:
