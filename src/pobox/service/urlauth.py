@@ -3,8 +3,9 @@
 Protocol-neutral: the IMAP layer (pobox.imap.imapurl, pobox.imap.handlers.urlauth) reads the
 URL; this module is given its parts. Each account has one secret key per mailbox it authorized
 URLs of (:meth:`Store.mailbox_key`, 256 random bits, made at the first GENURLAUTH). The INTERNAL
-mechanism's token is HMAC-SHA256 of the URL rump (the URL exactly as written, up to and
-including the access identifier) under that key, as 64 lower-case hex digits. RESETKEY replaces
+mechanism's token is ``01`` (the algorithm's number) and HMAC-SHA256 of the URL rump (the URL
+exactly as written, up to and including the access identifier) under that key, 66 lower-case
+hex digits. RESETKEY replaces
 a key or removes them all, which makes every URL signed with the old ones invalid.
 
 A URL is used with the rights of its owner (the user in its server part), not those of the
@@ -23,7 +24,7 @@ import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from pobox.errors import InvalidInput, PoboxError
+from pobox.errors import InvalidInput, NotAllowed, PoboxError
 from pobox.service.accounts import normalise_address
 from pobox.service.acl import Access, Acl
 from pobox.service.mailboxes import normalise_name
@@ -35,9 +36,14 @@ INTERNAL = "INTERNAL"
 KEY_SIZE = 32
 
 
+#: The first two hex digits of a token name the algorithm that made it (RFC 4467 §10 SHOULD):
+#: 01 is HMAC-SHA256. A later algorithm gets another number, and tokens of both can be checked.
+ALGORITHM = "01"
+
+
 def token(key: bytes, rump: str) -> str:
     """The INTERNAL mechanism's authorization token of *rump* under *key*."""
-    return hmac.new(key, rump.encode("utf-8"), hashlib.sha256).hexdigest()
+    return ALGORITHM + hmac.new(key, rump.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +105,8 @@ class UrlAuth:
             raise InvalidInput(f"unknown URLAUTH mechanism {mechanism}")
         if claim.owner.lower() != account.address.lower():
             raise InvalidInput("the URL's user is not the logged-in user")
+        if claim.expire is not None and claim.expire < self.clock():
+            raise InvalidInput("the URL has expired already (;EXPIRE=)")
         if claim.access in ("submit", "user"):
             try:
                 normalise_address(claim.access_user or "")
@@ -120,7 +128,7 @@ class UrlAuth:
         the owner can no longer read)."""
         if claim.mechanism != INTERNAL or claim.token is None:
             return None
-        if claim.expire is not None and claim.expire <= self.clock():
+        if claim.expire is not None and claim.expire < self.clock():  # the last valid time
             return None
         if not self.permits(session, claim.access, claim.access_user):
             return None
@@ -143,11 +151,11 @@ class UrlAuth:
         self, account: Account, mailbox: str | None, mechanisms: Sequence[str] = ()
     ) -> None:
         """RESETKEY: a new key for *mailbox* of *account*, or (None) no keys at all.
-        InvalidInput for a mechanism other than INTERNAL, NotFound (or NoPermission) for a
+        NotAllowed for a mechanism other than INTERNAL, NotFound (or NoPermission) for a
         mailbox the account cannot read."""
         for name in mechanisms:
             if name.upper() != INTERNAL:
-                raise InvalidInput(f"unknown URLAUTH mechanism {name}")
+                raise NotAllowed(f"unsupported URLAUTH mechanism {name}")
         if mailbox is None:
             await self.store.reset_mailbox_keys(account.id, None)
             return

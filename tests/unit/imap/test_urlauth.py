@@ -163,8 +163,8 @@ def test_the_responses() -> None:
 
 def test_the_token_is_hmac_sha256_of_the_rump() -> None:
     key = bytes(range(32))
-    expected = hmac.new(key, RFC.encode(), hashlib.sha256).hexdigest()
-    assert token(key, RFC) == expected and len(expected) == 64
+    expected = "01" + hmac.new(key, RFC.encode(), hashlib.sha256).hexdigest()
+    assert token(key, RFC) == expected and len(expected) == 66  # 01: the algorithm's number
     assert token(key, RFC.replace("fred", "Fred")) != expected
 
 
