@@ -77,3 +77,19 @@ def test_the_same_answers_as_a_set(claims: list[tuple[int, int]], view: list[int
     lows = [low for low, _ in recent.ranges()]
     highs = [high for _, high in recent.ranges()]
     assert all(h < next_low for h, next_low in zip(highs, lows[1:], strict=False))  # disjoint
+
+
+@given(
+    st.lists(st.integers(1, 400), unique=True, min_size=1, max_size=120).map(sorted),
+    st.lists(st.tuples(st.integers(1, 420), st.integers(0, 40)), max_size=6),
+)
+def test_recent_spans_are_the_positions_of_recent_uids(
+    uids: list[int], runs: list[tuple[int, int]]
+) -> None:
+    """FETCH of a run of messages marks \\Recent by slices of its FLAGS column: the spans are
+    exactly the positions whose UIDs are recent (chunks of the index start anywhere)."""
+    from pobox.imap.handlers.messages import _recent_spans
+
+    recent = RecentUids([(low, low + length) for low, length in runs if length])
+    covered = {i for a, b in _recent_spans(recent, uids) for i in range(a, b)}
+    assert covered == {i for i, uid in enumerate(uids) if uid in recent}

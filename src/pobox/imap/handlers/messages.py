@@ -257,14 +257,38 @@ def _contiguous(numbers: Sequence[int], count: int, uids: list[int]) -> range | 
     return range(start, end)  # both sorted and unique, same ends, same length: the same
 
 
-async def _fetch_run(session: ImapSession, view: MailboxView, run: range, names: list[str]) -> int:
+def _recent_spans(recent: RecentUids, uids: Sequence[int]) -> list[tuple[int, int]]:
+    """The positions ``[a, b)`` in *uids* (sorted) of the runs of \\Recent messages."""
+    spans = []
+    for low, high in recent.ranges():
+        if high <= uids[0] or low > uids[-1]:
+            continue
+        a, b = bisect.bisect_left(uids, low), bisect.bisect_left(uids, high)
+        if a < b:
+            spans.append((a, b))
+    return spans
+
+
+async def _fetch_run(
+    session: ImapSession, view: MailboxView, run: range, names: list[str], recent: RecentUids
+) -> int:
     """UID/FLAGS/MODSEQ/RFC822.SIZE of a run of the index's messages, column by column: one
-    format per line, FLAGS texts rendered once per distinct flag set. Returns how many were
-    written: all, unless the view stopped sharing the index's numbering while the client was
-    awaited (an expunge elsewhere)."""
+    format per line, FLAGS texts rendered once per distinct flag set (and \\Recent or not:
+    *recent* is a few runs of UIDs, so the messages that show it are slices of the column).
+    Returns how many were written: all, unless the view stopped sharing the index's numbering
+    while the client was awaited (an expunge elsewhere)."""
     index = view.index
     template = b"* %d FETCH (" + b" ".join(_RUN_FORMATS[n] for n in names) + b")\r\n"
-    texts: dict[int, bytes] = {}
+    texts: dict[tuple[int, bool], bytes] = {}
+
+    def text(value: int, is_recent: bool) -> bytes:
+        found = texts.get((value, is_recent))
+        if found is None:
+            flagset = index.flagset(value)
+            session.note_flags(flagset)  # (written before the FETCH lines below)
+            found = texts[value, is_recent] = format_flags(flagset, is_recent)
+        return found
+
     for first in range(run.start, run.stop, RUN_CHUNK):
         last = min(first + RUN_CHUNK, run.stop)
         columns: list[Iterable[object]] = [range(first + 1, last + 1)]
@@ -277,11 +301,12 @@ async def _fetch_run(session: ImapSession, view: MailboxView, run: range, names:
                 columns.append(index.sizes[first:last])
             else:
                 bits = index.flags[first:last]
-                for value in set(bits) - texts.keys():
-                    flagset = index.flagset(value)
-                    session.note_flags(flagset)  # (written before the FETCH lines below)
-                    texts[value] = format_flags(flagset)
-                columns.append(map(texts.__getitem__, bits))
+                plain = {value: text(value, False) for value in set(bits)}
+                column = list(map(plain.__getitem__, bits))
+                spans = _recent_spans(recent, index.uids[first:last]) if recent else []
+                for a, b in spans:
+                    column[a:b] = [text(value, True) for value in bits[a:b]]
+                columns.append(column)
         session.send_raw(b"".join([template % row for row in zip(*columns, strict=True)]))
         await session.drain()
         if last < run.stop and not view.shares_index():
@@ -305,8 +330,8 @@ async def _fetch_from_index(
     numbers, count = view.uids, len(view)
     if shared and told is None and uids:
         run = _contiguous(numbers, count, uids)
-        if run is not None and not (recent and "FLAGS" in names):
-            done = await _fetch_run(session, view, run, names)
+        if run is not None:
+            done = await _fetch_run(session, view, run, names, recent)
             if done == len(uids):
                 return
             uids = uids[done:]  # the index changed under the view: go on message by message
