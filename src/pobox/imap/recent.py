@@ -67,8 +67,24 @@ class RecentUids:
 
     def count(self, between: Callable[[int, int], int]) -> int:
         """How many messages are recent, given *between(low, high)*: how many of the view's
-        UIDs are in low..high-1 (``MailboxView.count_between``)."""
-        return sum(between(low, high) for low, high in zip(self._lows, self._highs, strict=True))
+        UIDs are in low..high-1 (``MailboxView.count_between``).
+
+        A range with none of the view's messages is dropped: its messages were expunged, and
+        UIDs are not reused, so it can never count again. Without that, a session that claims
+        every other arrival of a busy mailbox would keep a range for each, and count them all
+        at every EXISTS."""
+        total = 0
+        lows: list[int] = []
+        highs: list[int] = []
+        for low, high in zip(self._lows, self._highs, strict=True):
+            found = between(low, high)
+            if found:
+                total += found
+                lows.append(low)
+                highs.append(high)
+        if len(lows) != len(self._lows):
+            self._lows, self._highs = lows, highs
+        return total
 
     def frozen(self) -> RecentUids:
         """A copy that later additions do not change (for a search that may outlive them)."""

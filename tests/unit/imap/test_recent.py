@@ -62,6 +62,17 @@ def test_count_is_over_the_view_only() -> None:
     assert recent.count(_between(view)) == 6  # 3 4 6 8 9 12
 
 
+def test_ranges_of_expunged_messages_are_dropped_when_counted() -> None:
+    """A session that claimed every other arrival of a busy mailbox: one range per message,
+    and only those still in the view are kept (UIDs are not reused)."""
+    recent = RecentUids([(uid, uid + 1) for uid in range(1, 2001, 2)])
+    view = [1995, 1996, 1997, 1999, 2000]
+    assert recent.count(_between(view)) == 3
+    assert recent.ranges() == [(1995, 1996), (1997, 1998), (1999, 2000)]
+    assert all((uid in recent) == (uid % 2 == 1) for uid in view)
+    assert recent.count(_between(view)) == 3
+
+
 @given(
     st.lists(st.tuples(st.integers(1, 200), st.integers(0, 30)), max_size=30),
     st.lists(st.integers(1, 240), max_size=60, unique=True),
