@@ -45,6 +45,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -762,6 +763,26 @@ def _binary_section(
 # the entry point
 
 
+#: BODY (the non-extensible BODYSTRUCTURE) of recently fetched messages, by the identity of
+#: their parse (each entry holds the parse, so the identity is not reused while it is here):
+#: ParsedMessage.cached hands out the same object for a message fetched again, and a
+#: multipart's rendering cost more than the rest of a FETCH of a few items.
+_BODY_RENDERED: OrderedDict[int, tuple[ParsedMessage, bytes]] = OrderedDict()
+_BODY_KEPT = 512
+
+
+def _body_of(parsed: ParsedMessage) -> bytes:
+    hit = _BODY_RENDERED.get(id(parsed))
+    if hit is not None and hit[0] is parsed:
+        _BODY_RENDERED.move_to_end(id(parsed))
+        return hit[1]
+    text = render_bodystructure(parsed, False)
+    _BODY_RENDERED[id(parsed)] = (parsed, text)
+    if len(_BODY_RENDERED) > _BODY_KEPT:
+        _BODY_RENDERED.popitem(last=False)
+    return text
+
+
 def _simple(
     name: str,
     meta: MessageMeta,
@@ -801,7 +822,7 @@ def _simple(
     if name == "BODYSTRUCTURE":
         return [b"BODYSTRUCTURE " + render_bodystructure(parsed, True)]
     if name == "BODY":
-        return [b"BODY " + render_bodystructure(parsed, False)]
+        return [b"BODY " + _body_of(parsed)]
     if name == "PREVIEW":  # RFC 8970; text that is not ASCII goes as a literal (as Dovecot's)
         if content is None:
             raise ValueError("PREVIEW needs the message content")
