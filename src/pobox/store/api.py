@@ -920,6 +920,12 @@ class Store(Protocol):
         The store's UIDVALIDITY counter moves past every restored UIDVALIDITY."""
         ...
 
+    def spool_content(self, data: bytes) -> Spool:
+        """Blocking: a spool of this store holding *data* whole, for a ``RestoreContent``: not
+        sealed yet (``seal_spools``), written the cheapest way the store has for a content that
+        is in memory already (one file written in one go, or no file at all)."""
+        ...
+
     async def seal_spools(self, spools: Sequence[Spool]) -> None:
         """Seal many written spools of this store at once (as ``Spool.seal`` each, in one
         flush to disk): how a restore or import makes a batch of contents durable."""

@@ -1844,6 +1844,11 @@ class PostgresStore(
 
         return await restore.restore_account(self, image, replace)
 
+    def spool_content(self, data: bytes) -> Spool:
+        from pobox.store.postgres import restore
+
+        return restore.spool_content(self.spool_dir, data)
+
     async def seal_spools(self, spools: Sequence[Spool]) -> None:
         from pobox.store.postgres import restore
 

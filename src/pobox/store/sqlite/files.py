@@ -84,6 +84,37 @@ class FileSpool:
             self._fp = open(self.path, "xb")  # noqa: SIM115 - kept open while writing
         self.size = 0
         self.sealed = False
+        self._unsynced = False  # closed without an fsync (``holding``)
+
+    @classmethod
+    def holding(cls, layout: FileLayout, data: bytes) -> FileSpool:
+        """Blocking: a spool whose file is *data*, written whole and closed at once (a bare
+        descriptor: no buffered file object for a content that is in memory already), not
+        fsync'd: ``seal`` (or a ``sync`` before the commit that names it) does that."""
+        spool = cls.__new__(cls)
+        spool.name = name = layout.new_name()
+        path = layout.blob_file(name)
+        spool.path = Path(path)
+        spool._fp = None
+        spool.size = len(data)
+        spool.sealed = False
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        try:
+            fd = os.open(path, flags, 0o644)
+        except FileNotFoundError:  # the first file of its ``messages/<2 hex>`` directory
+            spool.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, flags, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        except BaseException:
+            os.close(fd)
+            spool.discard()
+            raise
+        os.close(fd)
+        spool._unsynced = True
+        return spool
 
     def write(self, data: bytes) -> None:
         if self._fp is None:
@@ -105,6 +136,17 @@ class FileSpool:
                 directory.result()  # its OSError (EIO, ENOSPC…) is the seal's
             self._fp.close()
             self._fp = None
+        elif self._unsynced:
+            directory = _dir_syncs().submit(fsync_dir, self.path.parent)
+            try:
+                fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            finally:
+                directory.result()
+        self._unsynced = False
         self.sealed = True
 
     def open(self) -> BinaryIO:

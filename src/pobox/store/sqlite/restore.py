@@ -235,12 +235,12 @@ class SqliteSnapshot:
 
     def _read(self, key: str) -> bytes:
         try:
-            path = self.store.layout.blob_path(key)
+            path = self.store.layout.blob_file(key)
         except ValueError:
             raise InvalidInput(f"not a content of this store: {key!r}") from None
         try:
-            with open(path, "rb") as fp:
-                return fp.read()
+            with open(path, "rb", buffering=0) as fp:  # no buffer: one read of the whole file
+                return fp.readall()
         except FileNotFoundError:
             raise NotFound(f"message file {key} is gone") from None
 
@@ -661,6 +661,7 @@ def _seal_spools(spools: Sequence[FileSpool]) -> None:
             spool._fp = None
     os.sync()
     for spool in spools:
+        spool._unsynced = False
         spool.sealed = True
 
 

@@ -1587,6 +1587,9 @@ class SqliteStore(
 
         return await restore.restore_account(self, image, replace)
 
+    def spool_content(self, data: bytes) -> Spool:
+        return FileSpool.holding(self.layout, data)
+
     async def seal_spools(self, spools: Sequence[Spool]) -> None:
         from pobox.store.sqlite import restore
 
