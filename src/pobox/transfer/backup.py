@@ -132,11 +132,18 @@ class _Objects:
             self.written.add(digest)
         compressor = getattr(self.local, "compressor", None)
         if compressor is None:
-            compressor = self.local.compressor = zstandard.ZstdCompressor(level=fmt.ZSTD_LEVEL)
+            level = fmt.OBJECT_ZSTD_LEVEL
+            compressor = self.local.compressor = zstandard.ZstdCompressor(level=level)
         packed = compressor.compress(data)
         try:
-            with open(self._path(digest), "wb") as fp:
-                fp.write(packed)
+            # a bare descriptor, written in one go (no buffered file object per content)
+            fd = os.open(self._path(digest), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC)
+            try:
+                view = memoryview(packed)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
         except BaseException:
             with self.lock:
                 self.written.discard(digest)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import io
 from collections.abc import Sequence, Set
 from dataclasses import dataclass
@@ -31,10 +32,13 @@ from pobox.store.api import (
 from pobox.transfer import format as fmt
 from pobox.transfer.backup import Reporter, _Silent
 
-BATCH = 500
-#: Contents spooled per worker-thread call (each is read, checked, written, and parsed when
-#: the backup carries no parse of it): two threads per batch (more contend for the GIL).
-SPOOL_CHUNK = 250
+#: Messages per batch at most (one commit, and one flush to disk of their contents before
+#: it), and their contents' bytes at most (beyond one message's own size).
+BATCH = 2000
+BATCH_BYTES = 32 * 1024 * 1024
+#: Worker threads spooling one batch's contents (each is read, checked, written, and parsed
+#: when the backup carries no parse of it): more contend for the GIL.
+SPOOL_THREADS = 2
 
 
 @dataclass
@@ -54,11 +58,27 @@ class Backup:
     root: Path
     created: str
     images: list[AccountImage]
-    parsed: dict[str, fmt.Parsed]
+    parsed: fmt.Carried
 
 
 def load_backup(root: Path, addresses: Sequence[str] | None) -> Backup:
-    """Blocking: the backup in *root*, with the images of *addresses* (None: all)."""
+    """Blocking: the backup in *root*, with the images of *addresses* (None: all).
+
+    The garbage collector is off while the index is read (its hundreds of thousands of new
+    objects, none of them garbage, set off one full collection after another), and what it
+    read is frozen after (kept out of the collections of the rest of the restore)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        backup = _load_backup(root, addresses)
+    finally:
+        if enabled:
+            gc.enable()
+    gc.freeze()
+    return backup
+
+
+def _load_backup(root: Path, addresses: Sequence[str] | None) -> Backup:
     manifest = fmt.read_manifest(root)
     index = fmt.read_index(root, manifest)
     images = [fmt.account_image(document) for document in index["accounts"]]
@@ -69,26 +89,21 @@ def load_backup(root: Path, addresses: Sequence[str] | None) -> Backup:
         if missing:
             raise NotFound(f"the backup holds no account {', '.join(missing)}")
         images = [i for i in images if i.address.lower() in wanted]
-    return Backup(root, str(manifest.get("created", "")), images, fmt.parsed_of(index))
+    return Backup(root, str(manifest.get("created", "")), images, fmt.carried_of(index))
 
 
 def _spool(store: Store, backup: Backup, digest: str) -> RestoreContent:
-    """Blocking: a content out of the backup (checked) into a spool (sealed later, a batch at
-    a time: ``Store.seal_spools``), with what was parsed of it: carried by the index, or
-    parsed here (older backups)."""
+    """Blocking: a content out of the backup (checked) into a spool written in one go
+    (``Store.spool_content``; sealed later, a batch at a time: ``Store.seal_spools``), with
+    what was parsed of it: carried by the index, or parsed here (older backups)."""
     data = fmt.read_object(backup.root, digest)
-    spool: Spool = store.new_spool()
-    try:
-        spool.write(data)
-        carried = backup.parsed.get(digest)
-        if carried is not None:
-            structure, fields = carried
-        else:
-            parsed = parse_message(io.BytesIO(data))  # the bytes just written, from memory
-            structure, fields = parsed.to_bytes(), fields_of(parsed)
-    except BaseException:
-        spool.discard()
-        raise
+    carried = backup.parsed.get(digest)
+    if carried is not None:
+        structure, fields = carried
+    else:
+        parsed = parse_message(io.BytesIO(data))
+        structure, fields = parsed.to_bytes(), fields_of(parsed)
+    spool: Spool = store.spool_content(data)
     return RestoreContent(spool, structure, fields)
 
 
@@ -123,7 +138,7 @@ async def _contents(
             raise
         return done
 
-    chunks = [new[i : i + SPOOL_CHUNK] for i in range(0, len(new), SPOOL_CHUNK)]
+    chunks = [new[n::SPOOL_THREADS] for n in range(SPOOL_THREADS) if new[n::SPOOL_THREADS]]
     results = await asyncio.gather(
         *(asyncio.to_thread(spool_many, chunk) for chunk in chunks), return_exceptions=True
     )
@@ -169,8 +184,16 @@ async def restore_image(
         mailbox = mailboxes.get(mb.name)
         if mailbox is None:
             raise NotFound(f"mailbox {mb.name} of {image.address} was not created")
-        for start in range(0, len(mb.messages), BATCH):
-            batches.append((mailbox.id, list(mb.messages[start : start + BATCH])))
+        batch: list[MessageImage] = []
+        size = 0
+        for m in mb.messages:
+            batch.append(m)
+            size += m.size
+            if len(batch) >= BATCH or size >= BATCH_BYTES:
+                batches.append((mailbox.id, batch))
+                batch, size = [], 0
+        if batch:
+            batches.append((mailbox.id, batch))
     total = 0
     # one batch ahead: the next batch's contents are read, written and flushed while this
     # one's rows are committed (each batch's contents are sealed before its own commit)
